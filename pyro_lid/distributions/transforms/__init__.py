@@ -1,0 +1,16 @@
+"""Brenier-map transforms, following the layout of :mod:`pyro.distributions.transforms`."""
+
+from .brenier import Brenier, ConditionalBrenier, ConditionedBrenier, brenier, conditional_brenier
+from .injective import InjectiveBrenier, injective_brenier
+from .lift import ZeroPadLift
+
+__all__ = [
+    "Brenier",
+    "ConditionalBrenier",
+    "ConditionedBrenier",
+    "InjectiveBrenier",
+    "ZeroPadLift",
+    "brenier",
+    "conditional_brenier",
+    "injective_brenier",
+]

@@ -1,0 +1,10 @@
+import pyro
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def _seed_and_clean_param_store():
+    pyro.set_rng_seed(0)
+    pyro.clear_param_store()
+    yield
+    pyro.clear_param_store()

@@ -1,0 +1,196 @@
+import pytest
+import torch
+from torch.distributions import constraints
+
+from pyro_lid.distributions.transforms import Brenier, ConditionalBrenier, brenier, conditional_brenier
+from pyro_lid.nn import invert_gradient_map
+
+from .helpers import perturb_
+
+
+def curved_brenier(n, hidden=(32, 32), scale=0.5, **kwargs):
+    return perturb_(Brenier(n, list(hidden), **kwargs).double(), scale)
+
+
+def autograd_logdet(t, x):
+    flat = x.reshape(-1, x.shape[-1])
+    dets = [torch.linalg.slogdet(torch.autograd.functional.jacobian(t, xi.clone()))[1] for xi in flat]
+    return torch.stack(dets).reshape(x.shape[:-1])
+
+
+def test_transform_conventions():
+    t = brenier(3)
+    assert isinstance(t, Brenier) and t.bijective and t.sign == +1
+    assert t.domain is constraints.real_vector and t.codomain is constraints.real_vector
+    assert t.event_dim == 1
+    assert len({t, Brenier(3)}) == 2  # hashable like Pyro's TransformModules
+    assert any(p.requires_grad for p in t.parameters())
+
+
+@pytest.mark.parametrize("n", [2, 5, 64])
+def test_inverse_round_trip_float64(n):
+    t = curved_brenier(n)
+    x = 2 * torch.randn(40, n, dtype=torch.float64)
+    y = t(x).detach().clone()  # a fresh tensor: no cache hit
+    assert (t.inv(y) - x).abs().max() < 1e-6
+    # and in the other direction, for arbitrary y (not produced by the map)
+    y = 3 * torch.randn(40, n, dtype=torch.float64)
+    assert (t(t.inv(y).clone()) - y).abs().max() < 1e-6
+
+
+@pytest.mark.parametrize("solver", ["newton", "newton_cg"])
+def test_both_newton_solvers_invert(solver):
+    t = curved_brenier(64, solver=solver)
+    x = 2 * torch.randn(30, 64, dtype=torch.float64)
+    assert (t.inv(t(x).detach().clone()) - x).abs().max() < 1e-6
+
+
+def test_large_dimension_uses_newton_cg_and_inverts():
+    t = curved_brenier(300, hidden=(64,), scale=0.2)
+    x = torch.randn(8, 300, dtype=torch.float64)
+    assert (t.inv(t(x).detach().clone()) - x).abs().max() < 1e-6
+
+
+def test_cache_returns_the_exact_input():
+    t = Brenier(2)
+    x = torch.randn(5, 2)
+    assert t.inv(t(x)) is x
+
+
+def test_cache_filled_under_no_grad_does_not_answer_a_call_with_gradients():
+    t = Brenier(2)
+    x = torch.randn(5, 2)
+    with torch.no_grad():
+        t(x)
+        t.inv(x)
+    assert t(x).requires_grad
+    assert t.inv(x).requires_grad
+
+
+@pytest.mark.parametrize("batch_shape", [(3,), (3, 4), (3, 4, 5)])
+def test_batch_shapes(batch_shape):
+    t = curved_brenier(2, hidden=(8,))
+    x = torch.randn(*batch_shape, 2, dtype=torch.float64)
+    y = t(x)
+    assert y.shape == x.shape
+    ldj = t.log_abs_det_jacobian(x, y)
+    assert ldj.shape == batch_shape
+    assert torch.allclose(ldj, autograd_logdet(t, x), atol=1e-6)
+    assert (t.inv(y.detach().clone()) - x).abs().max() < 1e-6
+    # each row is mapped independently of the batch layout
+    assert torch.allclose(y.reshape(-1, 2), t(x.reshape(-1, 2).clone()))
+
+
+@pytest.mark.parametrize("n", [1, 3, 6])
+def test_log_abs_det_jacobian_matches_autograd(n):
+    t = curved_brenier(n, scale=0.8)
+    x = 2 * torch.randn(7, n, dtype=torch.float64)
+    assert torch.allclose(t.log_abs_det_jacobian(x, t(x)), autograd_logdet(t, x), atol=1e-6, rtol=0)
+
+
+def _central_difference(f, param, index, eps=1e-6):
+    with torch.no_grad():
+        old = param[index].item()
+        param[index] = old + eps
+        up = f().item()
+        param[index] = old - eps
+        down = f().item()
+        param[index] = old
+    return (up - down) / (2 * eps)
+
+
+def test_parameter_gradients_through_inverse_match_finite_differences():
+    t = curved_brenier(3, hidden=(6, 5), inverse_tol=1e-14)
+    y = 2 * torch.randn(4, 3, dtype=torch.float64)
+    weights = torch.randn(4, 3, dtype=torch.float64)
+
+    def loss():  # inverse value and log-det at the inverse: what log_prob differentiates
+        x = t.inv(y.clone())
+        return (weights * x).sum() + t.log_abs_det_jacobian(x, None).sum()
+
+    params = dict(t.named_parameters())
+    grads = torch.autograd.grad(loss(), list(params.values()))
+    checked = 0
+    for (name, p), g in zip(params.items(), grads):
+        for index in [tuple(0 for _ in p.shape), tuple(s - 1 for s in p.shape)]:
+            fd = _central_difference(loss, p, index)
+            assert abs(g[index].item() - fd) < 1e-6 * (1 + abs(fd)), name
+            checked += 1
+    assert checked >= 10
+
+
+def test_input_gradient_of_inverse_is_inverse_jacobian():
+    t = curved_brenier(3)
+    y = torch.randn(3, dtype=torch.float64)
+    jac_inv = torch.autograd.functional.jacobian(lambda v: t.inv(v.clone()), y)
+    jac = t.jacobian(t.inv(y.clone()).detach())
+    assert torch.allclose(jac_inv @ jac, torch.eye(3, dtype=torch.float64), atol=1e-8)
+
+
+def test_everything_works_under_no_grad():
+    t = curved_brenier(3)
+    x = torch.randn(6, 3, dtype=torch.float64)
+    with torch.no_grad():
+        y = t(x)
+        x_back = t.inv(y.clone())
+        ldj = t.log_abs_det_jacobian(x, y)
+    assert not (y.requires_grad or x_back.requires_grad or ldj.requires_grad)
+    assert (x_back - x).abs().max() < 1e-6
+
+
+@pytest.mark.parametrize("bad", [torch.randn(4, 3), torch.randn(3), torch.tensor(1.0)])
+def test_wrong_event_size_is_rejected(bad):
+    t = Brenier(2)
+    with pytest.raises(ValueError, match="event size 2"):
+        t(bad)
+    with pytest.raises(ValueError, match="event size 2"):
+        t.inv(bad)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_non_finite_input_is_rejected(value):
+    t = Brenier(2)
+    x = torch.randn(4, 2)
+    x[1, 0] = value
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        t(x)
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        t.inv(x)
+
+
+def test_non_convergent_inverse_raises():
+    t = curved_brenier(4, scale=1.0, inverse_max_iter=1)
+    y = 50 * torch.randn(10, 4, dtype=torch.float64)
+    with pytest.raises(RuntimeError, match="did not converge"):
+        t.inv(y)
+    with pytest.raises(ValueError, match="solver"):
+        invert_gradient_map(t.potential, y, solver="bisection")
+
+
+def test_bad_alpha_floor_is_rejected_by_the_transform():
+    with pytest.raises(ValueError, match="alpha_floor"):
+        Brenier(2, alpha_floor=0.0)
+
+
+def test_conditional_brenier_inverts_and_broadcasts_context():
+    ct = perturb_(conditional_brenier(3, 2, [16, 16]).double(), 0.5)
+    context = torch.randn(4, 1, 2, dtype=torch.float64)  # broadcasts against a (4, 5) batch
+    t = ct.condition(context)
+    x = torch.randn(4, 5, 3, dtype=torch.float64)
+    y = t(x)
+    assert y.shape == (4, 5, 3)
+    assert (t.inv(y.detach().clone()) - x).abs().max() < 1e-6
+    ldj = t.log_abs_det_jacobian(x, y)
+    assert ldj.shape == (4, 5)
+    for i in range(2):
+        single = ct.condition(context[i, 0])
+        assert torch.allclose(ldj[i], autograd_logdet(single, x[i]), atol=1e-6)
+    assert not torch.allclose(ct.condition(context[0, 0])(x[0]), ct.condition(context[1, 0])(x[0]))
+
+
+def test_conditional_brenier_rejects_bad_context():
+    ct = ConditionalBrenier(3, 2)
+    with pytest.raises(ValueError, match="event size 2"):
+        ct.condition(torch.randn(5, 4))
+    with pytest.raises(ValueError, match="NaN"):
+        ct.condition(torch.tensor([float("nan"), 0.0]))

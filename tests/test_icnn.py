@@ -1,0 +1,135 @@
+import pytest
+import torch
+
+from pyro_lid.nn import ICNN, PICNN
+
+from .helpers import perturb_
+
+
+def make(kind, n, c=3):
+    net = ICNN(n, [16, 12, 8]) if kind == "icnn" else PICNN(n, c, [16, 12, 8], [10])
+    return perturb_(net.double(), 0.7)
+
+
+def context_for(kind, batch, c=3):
+    return None if kind == "icnn" else torch.randn(batch, c, dtype=torch.float64)
+
+
+@pytest.mark.parametrize("kind", ["icnn", "picnn"])
+@pytest.mark.parametrize("n", [1, 2, 7])
+def test_closed_form_gradient_matches_autograd(kind, n):
+    net = make(kind, n)
+    ctx = context_for(kind, 9)
+    x = 2 * torch.randn(9, n, dtype=torch.float64, requires_grad=True)
+    expected = torch.autograd.grad(net(x, ctx).sum(), x)[0]
+    assert torch.allclose(net.gradient(x, ctx), expected, atol=1e-12, rtol=0)
+
+
+@pytest.mark.parametrize("kind", ["icnn", "picnn"])
+def test_hessian_and_hvp_match_autograd(kind):
+    n = 5
+    net = make(kind, n)
+    ctx = context_for(kind, 6)
+    x = 2 * torch.randn(6, n, dtype=torch.float64)
+    expected = torch.stack(
+        [
+            torch.autograd.functional.jacobian(
+                lambda xi, i=i: net.gradient(xi[None], None if ctx is None else ctx[i : i + 1])[0], x[i]
+            )
+            for i in range(6)
+        ]
+    )
+    hess = net.hessian(x, ctx)
+    assert torch.allclose(hess, expected, atol=1e-12, rtol=0)
+    v = torch.randn(6, n, dtype=torch.float64)
+    assert torch.allclose(net.hvp(x, v, ctx), (expected @ v.unsqueeze(-1)).squeeze(-1), atol=1e-12, rtol=0)
+
+
+@pytest.mark.parametrize("kind", ["icnn", "picnn"])
+def test_hessian_is_spd_with_eigenvalues_above_alpha_floor(kind):
+    net = ICNN(4, [32, 32], alpha_floor=0.05) if kind == "icnn" else PICNN(4, 2, [32, 32], alpha_floor=0.05)
+    net = net.double()
+    with torch.no_grad():
+        net.alpha_raw.fill_(-30.0)  # alpha sits on its floor
+    perturb_(net, 1.0)
+    with torch.no_grad():
+        net.alpha_raw.fill_(-30.0)
+    ctx = context_for(kind, 200, 2)
+    hess = net.hessian(5 * torch.randn(200, 4, dtype=torch.float64), ctx)
+    assert torch.allclose(hess, hess.transpose(-1, -2), atol=1e-14)
+    eig = torch.linalg.eigvalsh(hess)
+    assert (eig.min(-1).values >= net.alpha_floor * (1 - 1e-9)).all()
+    # and the network term really curves the potential (the test is not vacuous)
+    assert eig.max() > 2 * net.alpha_floor
+
+
+def test_potential_is_convex_along_random_segments():
+    net = make("icnn", 3)
+    a, b = 3 * torch.randn(2, 500, 3, dtype=torch.float64)
+    t = torch.rand(500, 1, dtype=torch.float64)
+    lhs = net(t * a + (1 - t) * b)
+    rhs = t[:, 0] * net(a) + (1 - t[:, 0]) * net(b)
+    assert (lhs <= rhs + 1e-12).all()
+
+
+def test_initialization_is_close_to_identity():
+    net = ICNN(64)
+    x = torch.randn(256, 64)
+    with torch.no_grad():
+        rel = (net.gradient(x) - x).norm(dim=-1) / x.norm(dim=-1)
+    assert rel.mean() < 0.1
+    assert abs(net.alpha.item() - 1.0) < 1e-6
+
+
+@pytest.mark.parametrize("kind", ["icnn", "picnn"])
+def test_derivatives_work_under_no_grad(kind):
+    net = make(kind, 3)
+    ctx = context_for(kind, 4)
+    x = torch.randn(4, 3, dtype=torch.float64)
+    with torch.no_grad():
+        g, h, hv = net.gradient(x, ctx), net.hessian(x, ctx), net.hvp(x, x, ctx)
+    assert not g.requires_grad and g.shape == (4, 3) and h.shape == (4, 3, 3) and hv.shape == (4, 3)
+    assert torch.allclose(g, net.gradient(x, ctx).detach())
+
+
+def test_parameters_get_gradients_through_closed_form_map():
+    net = ICNN(3, [8])
+    net.gradient(torch.randn(5, 3)).pow(2).sum().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in net.parameters())
+
+
+@pytest.mark.parametrize("floor", [0.0, -1.0, float("nan"), float("inf")])
+def test_bad_alpha_floor_is_rejected(floor):
+    with pytest.raises(ValueError, match="alpha_floor"):
+        ICNN(2, alpha_floor=floor)
+
+
+def test_bad_construction_and_inputs_are_rejected():
+    with pytest.raises(ValueError, match="alpha_init"):
+        ICNN(2, alpha_floor=1.0, alpha_init=0.5)
+    with pytest.raises(ValueError, match="input_dim"):
+        ICNN(0)
+    with pytest.raises(ValueError, match="hidden_dims"):
+        ICNN(2, hidden_dims=[])
+    net = ICNN(3)
+    with pytest.raises(ValueError, match=r"\(batch, 3\)"):
+        net.gradient(torch.randn(4, 2))
+    with pytest.raises(ValueError, match="no context"):
+        net.gradient(torch.randn(4, 3), torch.randn(4, 1))
+    pnet = PICNN(3, 2)
+    with pytest.raises(ValueError, match="needs a context"):
+        pnet.gradient(torch.randn(4, 3))
+    with pytest.raises(ValueError, match="context of shape"):
+        pnet.gradient(torch.randn(4, 3), torch.randn(4, 5))
+
+
+def test_picnn_depends_on_context_and_starts_context_free():
+    net = PICNN(2, 3)
+    x = torch.randn(5, 2)
+    with torch.no_grad():
+        # at initialization the context head is small: all gains near one
+        assert torch.allclose(net.gradient(x, torch.randn(5, 3)), net.gradient(x, torch.randn(5, 3)), atol=0.5)
+    perturb_(net, 0.5)
+    with torch.no_grad():
+        g1, g2 = net.gradient(x, torch.zeros(5, 3)), net.gradient(x, torch.ones(5, 3))
+    assert (g1 - g2).abs().max() > 1e-3
