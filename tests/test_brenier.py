@@ -99,8 +99,9 @@ def _central_difference(f, param, index, eps=1e-6):
     return (up - down) / (2 * eps)
 
 
-def test_parameter_gradients_through_inverse_match_finite_differences():
-    t = curved_brenier(3, hidden=(6, 5), inverse_tol=1e-14)
+@pytest.mark.parametrize("solver", ["newton", "newton_cg"])
+def test_parameter_gradients_through_inverse_match_finite_differences(solver):
+    t = curved_brenier(3, hidden=(6, 5), inverse_tol=1e-14, solver=solver)
     y = 2 * torch.randn(4, 3, dtype=torch.float64)
     weights = torch.randn(4, 3, dtype=torch.float64)
 
@@ -119,8 +120,9 @@ def test_parameter_gradients_through_inverse_match_finite_differences():
     assert checked >= 10
 
 
-def test_input_gradient_of_inverse_is_inverse_jacobian():
-    t = curved_brenier(3)
+@pytest.mark.parametrize("solver", ["newton", "newton_cg"])
+def test_input_gradient_of_inverse_is_inverse_jacobian(solver):
+    t = curved_brenier(3, solver=solver)
     y = torch.randn(3, dtype=torch.float64)
     jac_inv = torch.autograd.functional.jacobian(lambda v: t.inv(v.clone()), y)
     jac = t.jacobian(t.inv(y.clone()).detach())

@@ -54,8 +54,12 @@ _SOFTPLUS_ONE = math.log(math.expm1(1.0))  # softplus(_SOFTPLUS_ONE) == 1
 
 
 def _softplus(a: torch.Tensor) -> torch.Tensor:
-    """Exact, overflow-free softplus (``F.softplus`` is linear above 20, which breaks s' = sigmoid)."""
-    return F.relu(a) + torch.log1p(torch.exp(-a.abs()))
+    """Fused softplus whose linear cut-off lies where exp(-a) is below the dtype's precision.
+
+    ``F.softplus``'s default cut-off (a > 20) would make the value disagree with its
+    derivative sigmoid(a) by exp(-20) = 2e-9, visible in float64.
+    """
+    return F.softplus(a, threshold=40.0 if a.dtype == torch.float64 else 20.0)
 
 
 def _inverse_softplus(value: float) -> float:
@@ -176,8 +180,12 @@ class ICNN(nn.Module):
                 f"{type(self).__name__} expects a (batch, {self.input_dim}) tensor, got shape {tuple(x.shape)}"
             )
 
-    def _forward_pass(self, x: torch.Tensor, mod: _Modulation):
-        """Pre-activations ``a_k`` of every layer."""
+    def _hidden_weights(self) -> list:
+        """``[None, U_1, ..., U_{L-1}]``, computed once per call (the reparameterization is not free)."""
+        return [None] + [self.hidden_weight(k) for k in range(1, self.num_layers)]
+
+    def _forward_pass(self, x: torch.Tensor, mod: _Modulation, weights: list, last_activation: bool = True):
+        """Pre-activations ``a_k`` of every layer (and the last activations, if asked for)."""
         pre = []
         z = None
         for k in range(self.num_layers):
@@ -187,12 +195,13 @@ class ICNN(nn.Module):
                 a = a + mod.bias[k]
             if k > 0:
                 gz = mod.hidden_gain[k]
-                a = a + F.linear(z if gz is None else z * gz, self.hidden_weight(k))
+                a = a + F.linear(z if gz is None else z * gz, weights[k])
             pre.append(a)
-            z = _softplus(a)
+            if k < self.num_layers - 1 or last_activation:
+                z = _softplus(a)
         return pre, z
 
-    def _backward_pass(self, pre, mod: _Modulation):
+    def _backward_pass(self, pre, mod: _Modulation, weights: list):
         """Signals ``m_k = dF/ds(a_k)`` of the network term F and its input gradient."""
         m = self.output_weight.expand_as(pre[-1])
         signals = [None] * self.num_layers
@@ -205,7 +214,7 @@ class ICNN(nn.Module):
             term = term if gx is None else term * gx
             grad = term if grad is None else grad + term
             if k > 0:
-                m = r @ self.hidden_weight(k)
+                m = r @ weights[k]
                 gz = mod.hidden_gain[k]
                 if gz is not None:
                     m = m * gz
@@ -219,21 +228,22 @@ class ICNN(nn.Module):
         r"""Potential value :math:`\psi(x)`, shape ``(batch,)``."""
         self._check(x)
         mod = self._modulation(x, context)
-        _, z = self._forward_pass(x, mod)
+        _, z = self._forward_pass(x, mod, self._hidden_weights())
         return z @ self.output_weight + (x * self._linear_coefficient(mod)).sum(-1) + 0.5 * self.alpha * (x * x).sum(-1)
 
     def gradient(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
         r"""The Brenier map :math:`\nabla\psi(x)` in closed form, shape ``(batch, n)``."""
         self._check(x)
         mod = self._modulation(x, context)
-        pre, _ = self._forward_pass(x, mod)
-        _, grad = self._backward_pass(pre, mod)
+        weights = self._hidden_weights()
+        pre, _ = self._forward_pass(x, mod, weights, last_activation=False)
+        _, grad = self._backward_pass(pre, mod, weights)
         return grad + self._linear_coefficient(mod) + self.alpha * x
 
-    def _curvature_terms(self, x, context):
+    def _curvature_terms(self, x, context, weights):
         mod = self._modulation(x, context)
-        pre, _ = self._forward_pass(x, mod)
-        signals, _ = self._backward_pass(pre, mod)
+        pre, _ = self._forward_pass(x, mod, weights, last_activation=False)
+        signals, _ = self._backward_pass(pre, mod, weights)
         slopes = [torch.sigmoid(a) for a in pre]
         curvatures = [m * s * (1 - s) for m, s in zip(signals, slopes)]  # m_k * s''(a_k) >= 0
         return mod, slopes, curvatures
@@ -249,15 +259,15 @@ class ICNN(nn.Module):
         Memory is :math:`O(\text{batch}\cdot\text{width}\cdot n)`; for large ``n`` prefer :meth:`hvp`.
         """
         self._check(x)
-        mod, slopes, curvatures = self._curvature_terms(x, context)
+        weights = self._hidden_weights()
+        mod, slopes, curvatures = self._curvature_terms(x, context, weights)
         batch = x.shape[0]
         jac = self._effective_input_weight(0, mod).expand(batch, -1, -1)  # J_0 = da_0/dx
         hess = torch.einsum("bhi,bh,bhj->bij", jac, curvatures[0], jac)
         for k in range(1, self.num_layers):
-            u = self.hidden_weight(k)
             gz = mod.hidden_gain[k]
             scale = slopes[k - 1] if gz is None else slopes[k - 1] * gz
-            jac = torch.matmul(u, scale.unsqueeze(-1) * jac) + self._effective_input_weight(k, mod)
+            jac = torch.matmul(weights[k], scale.unsqueeze(-1) * jac) + self._effective_input_weight(k, mod)
             hess = hess + torch.einsum("bhi,bh,bhj->bij", jac, curvatures[k], jac)
         eye = torch.eye(self.input_dim, dtype=x.dtype, device=x.device)
         return hess + self.alpha * eye
@@ -271,7 +281,8 @@ class ICNN(nn.Module):
         self._check(x)
         if v.shape != x.shape:
             raise ValueError(f"hvp expects v with the shape of x {tuple(x.shape)}, got {tuple(v.shape)}")
-        mod, slopes, curvatures = self._curvature_terms(x, context)
+        weights = self._hidden_weights()
+        mod, slopes, curvatures = self._curvature_terms(x, context, weights)
         weighted = []
         t = None
         for k in range(self.num_layers):
@@ -280,7 +291,7 @@ class ICNN(nn.Module):
             if k > 0:
                 gz = mod.hidden_gain[k]
                 inner = slopes[k - 1] * t
-                tk = tk + F.linear(inner if gz is None else inner * gz, self.hidden_weight(k))
+                tk = tk + F.linear(inner if gz is None else inner * gz, weights[k])
             t = tk
             weighted.append(curvatures[k] * tk)
         out = self.alpha * v
@@ -290,7 +301,7 @@ class ICNN(nn.Module):
             term = e @ self.input_weights[k]
             out = out + (term if gx is None else term * gx)
             if k > 0:
-                back = e @ self.hidden_weight(k)
+                back = e @ weights[k]
                 gz = mod.hidden_gain[k]
                 if gz is not None:
                     back = back * gz

@@ -37,8 +37,10 @@ import torch
 
 __all__ = ["invert_gradient_map", "batched_conjugate_gradient", "default_inverse_tol", "EXACT_NEWTON_MAX_DIM"]
 
-#: Largest dimension for which the Newton system is solved with the exact Hessian.
-EXACT_NEWTON_MAX_DIM = 256
+#: Largest dimension for which the Newton system is solved with the exact Hessian. Forming the
+#: Hessian costs about n Hessian-vector products, while CG needs 10-30 of them per Newton step:
+#: measured at width 512, batch 100 (float32), Newton-CG inverts n = 64 in 12 ms against 57 ms.
+EXACT_NEWTON_MAX_DIM = 16
 
 _ARMIJO = 1e-4
 _MAX_BACKTRACKS = 40
