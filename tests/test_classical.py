@@ -181,3 +181,12 @@ def test_classical_example_smoke_test_writes_table_and_figures(tmp_path):
     for name in ("summary.md", "summary.json", "mixture_weight.png", "ppca_latents.png", "ppca_likelihood.png"):
         assert (tmp_path / name).stat().st_size > 0
     assert "mixture, one cluster" in (tmp_path / "summary.md").read_text()
+
+
+def test_ard_ppca_switches_off_the_redundant_column_under_nuts():
+    x, _, _ = simulate_ppca(100, 5, 1, 0.5, generator(0))  # (60 points: a HalfCauchy funnel, divergences)
+    ppca = PPCA.fit(x, 2, noise_scale=0.5)
+    idata = nuts_posterior(ppca.ard_model, x, num_samples=150, warmup_steps=150, num_chains=1, jit_compile=True)
+    column_norms = np.median(np.linalg.norm(idata.posterior["weight"].values.reshape(-1, 2, 5), axis=-1), 0)
+    small, large = np.sort(column_norms)  # either column may take the signal
+    assert large > 1.2 and small < 0.4 * large
