@@ -39,6 +39,40 @@ def _classical(args) -> int:
     return 0
 
 
+def _compare(args) -> int:
+    import time
+
+    from .experiments.image_comparison import format_results, run_image_comparison
+
+    sizes = {}
+    if args.smoke_test:
+        sizes = dict(num_train=300, num_test=200, epochs=1, latent_dim=4, hidden=32, icnn_hidden=32, num_samples=5)
+    options = dict(
+        num_train=args.num_train,
+        num_test=args.num_test,
+        epochs=args.epochs,
+        latent_dim=args.latent_dim,
+        hidden=args.hidden,
+        icnn_hidden=args.icnn_hidden,
+        num_samples=args.num_samples,
+    )
+    options.update(sizes)
+    start = time.perf_counter()
+    rows = run_image_comparison(
+        args.dataset,
+        args.root,
+        args.models,
+        seed=args.seed,
+        output_dir=args.output_dir,
+        lr=args.lr,
+        progress=None,
+        **options,
+    )
+    print(format_results(rows))
+    print(f"\n{args.dataset}: {options}; total {time.perf_counter() - start:.0f} s")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pyro-lid", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -57,6 +91,22 @@ def build_parser() -> argparse.ArgumentParser:
     classical.add_argument("--smoke-test", action="store_true", help="tiny budgets: runs in well under a minute")
     classical.add_argument("--seed", type=int, default=0)
     classical.set_defaults(func=_classical)
+    compare = sub.add_parser("compare", help="VAE / beta-VAE / GMVAE / LIDGMVAE / LIDVAE side by side on images")
+    compare.add_argument("--dataset", default="fashion-mnist", choices=["fashion-mnist", "mnist", "synthetic"])
+    compare.add_argument("--root", default=None, help="folder with the IDX files (default: system-wide copies)")
+    compare.add_argument("--models", nargs="+", default=["vae", "beta_vae", "gmvae", "lidgmvae", "lidvae"])
+    compare.add_argument("--num-train", type=int, default=20000)
+    compare.add_argument("--num-test", type=int, default=None, help="default: the whole test split")
+    compare.add_argument("--epochs", type=int, default=10)
+    compare.add_argument("--latent-dim", type=int, default=64)
+    compare.add_argument("--hidden", type=int, default=512)
+    compare.add_argument("--icnn-hidden", type=int, default=512)
+    compare.add_argument("--num-samples", type=int, default=100, help="importance samples for the LL")
+    compare.add_argument("--lr", type=float, default=1e-3)
+    compare.add_argument("--seed", type=int, default=0)
+    compare.add_argument("--output-dir", default=None, help="write results.json and per-model histories here")
+    compare.add_argument("--smoke-test", action="store_true", help="tiny sizes: seconds")
+    compare.set_defaults(func=_compare)
     return parser
 
 

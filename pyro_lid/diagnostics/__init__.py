@@ -1,6 +1,30 @@
-"""Diagnostics: how far posteriors moved from priors; figures."""
+"""Diagnostics: collapse metrics (AU, KL, MI, log-likelihood), prior-posterior comparisons, figures."""
 
+from .collapse import (
+    active_units,
+    collapse_report,
+    importance_weighted_log_likelihood,
+    kl_divergence,
+    mutual_information,
+    posterior_means,
+)
+from .latent_posterior import latent_inference_data, plot_kl_per_dimension, plot_latent_posteriors
 from .plots import plot_log_likelihood_curve, plot_prior_posterior
 from .prior_posterior import gaussian_kl, prior_posterior_table, wasserstein1
 
-__all__ = ["gaussian_kl", "plot_log_likelihood_curve", "plot_prior_posterior", "prior_posterior_table", "wasserstein1"]
+__all__ = [
+    "active_units",
+    "collapse_report",
+    "latent_inference_data",
+    "plot_kl_per_dimension",
+    "plot_latent_posteriors",
+    "gaussian_kl",
+    "importance_weighted_log_likelihood",
+    "kl_divergence",
+    "mutual_information",
+    "plot_log_likelihood_curve",
+    "plot_prior_posterior",
+    "posterior_means",
+    "prior_posterior_table",
+    "wasserstein1",
+]

@@ -1,5 +1,19 @@
-"""Inference: posterior samples as ArviZ InferenceData (NUTS, mean-field and full-rank VI)."""
+"""Inference: the training loop over SVI, KL schedules, free bits, and posterior samples for ArviZ."""
 
+from .free_bits import FreeBitsELBO
 from .posterior_samples import latent_sites, nuts_posterior, prior_draws, vi_posterior
+from .schedules import KLSchedule, make_schedule
+from .training import History, TrainingDiverged, fit
 
-__all__ = ["latent_sites", "nuts_posterior", "prior_draws", "vi_posterior"]
+__all__ = [
+    "FreeBitsELBO",
+    "History",
+    "KLSchedule",
+    "TrainingDiverged",
+    "fit",
+    "latent_sites",
+    "make_schedule",
+    "nuts_posterior",
+    "prior_draws",
+    "vi_posterior",
+]

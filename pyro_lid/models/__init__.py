@@ -1,6 +1,21 @@
-"""Models: classical demonstrations of collapse as non-identifiability."""
+"""Models: VAEs (plain and latent-identifiable, Gaussian or mixture prior) and classical demonstrations."""
 
 from .mixture_weight import MixtureWeightModel
+from .networks import GaussianEncoder, MLPLikelihood
 from .ppca import PPCA
+from .priors import GaussianMixturePrior, StandardNormalPrior
+from .vae import GMVAE, LIDGMVAE, LIDVAE, VAE, cluster_accuracy
 
-__all__ = ["MixtureWeightModel", "PPCA"]
+__all__ = [
+    "GMVAE",
+    "LIDGMVAE",
+    "LIDVAE",
+    "VAE",
+    "GaussianEncoder",
+    "GaussianMixturePrior",
+    "MLPLikelihood",
+    "MixtureWeightModel",
+    "PPCA",
+    "StandardNormalPrior",
+    "cluster_accuracy",
+]

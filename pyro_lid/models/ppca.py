@@ -111,6 +111,21 @@ class PPCA:
             z = pyro.sample("z", dist.Normal(x.new_zeros(self.latent_dim), 1.0).to_event(1))
             pyro.sample("x", dist.Normal(z @ weight + self.mean, self.noise_scale).to_event(1), obs=x)
 
+    # ----------------------------------------------------------------- diagnostics interface
+    def prior(self) -> dist.TorchDistribution:
+        r""":math:`p(z) = \mathcal{N}(0, I_M)` (the interface of :mod:`pyro_lid.diagnostics.collapse`)."""
+        return dist.Normal(self.weight.new_zeros(self.latent_dim), 1.0).to_event(1)
+
+    def posterior(self, x: torch.Tensor) -> dist.TorchDistribution:
+        r"""The exact posterior :math:`p(z_n \mid x_n)` as a batch of multivariate normals."""
+        mean, cov = self.exact_posterior(x)
+        return dist.MultivariateNormal(mean, covariance_matrix=cov)
+
+    def log_joint(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        r""":math:`\log p(x \mid z) + \log p(z)` for ``z`` of shape ``(..., N, M)``."""
+        likelihood = dist.Normal(z @ self.weight.T + self.mean, self.noise_scale).to_event(1)
+        return likelihood.log_prob(x) + self.prior().log_prob(z)
+
     # ----------------------------------------------------------------- closed forms
     def exact_posterior(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean ``(N, M)`` and covariance ``(M, M)`` of :math:`p(z_n \\mid x_n)`."""

@@ -1,0 +1,102 @@
+"""MNIST and Fashion-MNIST from local files (offline first), as flat intensities in [0, 1].
+
+Where a data set is looked for, in order: the ``root`` you pass (flat IDX files, or
+torchvision's ``<root>/<Name>/raw`` layout), then system-wide copies (the Debian package
+``dataset-fashion-mnist`` installs Fashion-MNIST under ``/usr/share/datasets/fashion-mnist``).
+Only with ``download=True`` does torchvision fetch it from the network.
+"""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import numpy as np
+import torch
+
+__all__ = ["read_idx", "load_images", "binarize", "DATASETS"]
+
+DATASETS = {
+    "mnist": {
+        "torchvision": "MNIST",
+        "system": ["/usr/share/datasets/mnist"],
+        "install": "pass root=<a folder holding those files>",
+    },
+    "fashion-mnist": {
+        "torchvision": "FashionMNIST",
+        "system": ["/usr/share/datasets/fashion-mnist"],
+        "install": "`apt-get install dataset-fashion-mnist`, or pass root=<a folder holding those files>",
+    },
+}
+_FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+
+
+def read_idx(path: str | Path) -> torch.Tensor:
+    """Read an IDX file (optionally gzipped) into a uint8 tensor of its stored shape."""
+    path = Path(path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        raw = f.read()
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
+        raise ValueError(f"{path} is not an unsigned-byte IDX file")
+    ndim = raw[3]
+    shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
+    if data.size != int(np.prod(shape)):
+        raise ValueError(f"{path}: header says shape {shape} but holds {data.size} values (truncated file?)")
+    return torch.from_numpy(data.reshape(shape).copy())
+
+
+def _find(folder: Path, stem: str) -> Path | None:
+    for name in (stem + ".gz", stem):
+        if (folder / name).is_file():
+            return folder / name
+    return None
+
+
+def load_images(name: str, split: str = "train", root: str | Path | None = None, download: bool = False):
+    """Return ``(images, labels)``: ``(N, 784)`` float intensities in [0, 1] and ``(N,)`` integer labels.
+
+    :param name: ``"mnist"`` or ``"fashion-mnist"``.
+    :param split: ``"train"`` or ``"test"``.
+    :param root: a folder with the IDX files (flat, or torchvision's layout).
+    :param download: let torchvision download into ``root`` if nothing is found (needs the network).
+    :raises FileNotFoundError: naming the places searched and what to install or pass.
+    """
+    if name not in DATASETS:
+        raise ValueError(f"unknown data set {name!r}; choose from {sorted(DATASETS)}")
+    if split not in _FILES:
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    spec = DATASETS[name]
+    candidates = []
+    if root is not None:
+        candidates += [Path(root), Path(root) / spec["torchvision"] / "raw"]
+    candidates += [Path(p) for p in spec["system"]]
+    image_stem, label_stem = _FILES[split]
+    for folder in candidates:
+        images, labels = _find(folder, image_stem), _find(folder, label_stem)
+        if images and labels:
+            x, y = read_idx(images), read_idx(labels)
+            return x.reshape(x.shape[0], -1).float() / 255.0, y.long()
+    if download:
+        if root is None:
+            raise ValueError("download=True needs a root folder to download into")
+        import torchvision
+
+        ds = getattr(torchvision.datasets, spec["torchvision"])(str(root), train=split == "train", download=True)
+        return ds.data.reshape(len(ds.data), -1).float() / 255.0, ds.targets.long()
+    searched = ", ".join(str(c) for c in candidates)
+    raise FileNotFoundError(
+        f"{name} ({split}) not found: looked for {image_stem}[.gz] and {label_stem}[.gz] in {searched}. "
+        f"Install it with {spec['install']} (or use download=True with network access)."
+    )
+
+
+def binarize(images: torch.Tensor, seed: int = 0) -> torch.Tensor:
+    """A fixed stochastic binarization ``x ~ Bernoulli(intensity)``, reproducible through ``seed``."""
+    if ((images < 0) | (images > 1)).any():
+        raise ValueError("binarize expects intensities in [0, 1]")
+    return torch.bernoulli(images, generator=torch.Generator().manual_seed(seed))

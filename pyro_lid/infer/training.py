@@ -1,0 +1,228 @@
+"""One training loop over ``pyro.infer.SVI``: schedules, free bits, checkpoints, resume, early stopping.
+
+The loop is a convenience: every model in :mod:`pyro_lid.models` also trains with a
+plain ``SVI(model.model, model.guide, optim, Trace_ELBO())`` written by hand.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyro
+import torch
+from pyro.infer import SVI
+from pyro.optim import Adam, ClippedAdam, RMSprop
+from tqdm.auto import tqdm
+
+from .free_bits import FreeBitsELBO
+from .schedules import make_schedule
+
+__all__ = ["fit", "History", "TrainingDiverged"]
+
+_OPTIMIZERS = {"adam": Adam, "rmsprop": RMSprop, "clipped_adam": ClippedAdam}
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite."""
+
+
+@dataclass
+class History:
+    """Per-epoch records: ``epoch``, ``train_loss`` (negative ELBO per data point), ``kl_weight``,
+    ``seconds``, ``grad_evals`` and, with validation data, ``val_loss``, ``kl``, ``au``, ``mi``."""
+
+    records: list = field(default_factory=list)
+    stopped_early: bool = False
+
+    def __getitem__(self, key: str) -> list:
+        return [r.get(key) for r in self.records]
+
+    def __len__(self):
+        return len(self.records)
+
+
+def _check_data(name, data):
+    if not isinstance(data, torch.Tensor) or data.dim() != 2 or data.shape[0] == 0:
+        raise ValueError(f"{name} must be a non-empty (N, D) tensor, got {getattr(data, 'shape', type(data))}")
+    if data.is_floating_point() and not torch.isfinite(data).all():
+        raise ValueError(f"{name} has {int((~torch.isfinite(data)).sum())} NaN or infinite entries")
+
+
+def _rng_state():
+    return {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()}
+
+
+def _set_rng_state(state):
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+
+
+def fit(
+    model,
+    train_data: torch.Tensor,
+    val_data: torch.Tensor | None = None,
+    *,
+    epochs: int = 10,
+    batch_size: int = 100,
+    optimizer: str = "adam",
+    lr: float = 1e-3,
+    clip_norm: float | None = None,
+    loss=None,
+    kl_schedule=None,
+    free_bits: float | None = None,
+    dynamic_binarization: bool = False,
+    seed: int = 0,
+    checkpoint: str | Path | None = None,
+    resume: bool = False,
+    early_stopping_patience: int | None = None,
+    val_metrics: bool = True,
+    progress: bool | None = None,
+    device: str | torch.device | None = None,
+) -> History:
+    """Train ``model`` (with ``model.model`` / ``model.guide``) by SVI and return its :class:`History`.
+
+    :param train_data: ``(N, D)`` training data (for ``dynamic_binarization``: intensities in [0, 1]).
+    :param val_data: ``(M, D)`` validation data, already in the likelihood's form; per-epoch
+        ``val_loss`` (and with ``val_metrics`` KL, AU and MI) are recorded.
+    :param optimizer: ``"adam"``, ``"rmsprop"`` or ``"clipped_adam"``.
+    :param clip_norm: clip each parameter's gradient norm to this value.
+    :param loss: an ELBO (default ``model.default_loss()``, i.e. ``Trace_ELBO``).
+    :param kl_schedule: ``None``/``"constant"``, ``"linear"``, ``"cyclical"`` or a :class:`KLSchedule`.
+    :param free_bits: per-dimension KL floor :math:`\\lambda` (uses :class:`FreeBitsELBO`).
+    :param dynamic_binarization: draw ``x ~ Bernoulli(intensity)`` afresh for every mini-batch.
+    :param checkpoint: file to write after every epoch (model, optimizer, RNG, history).
+    :param resume: continue from ``checkpoint`` if it exists; the result equals an uninterrupted run.
+    :param early_stopping_patience: stop after this many epochs without a better ``val_loss``.
+    :raises TrainingDiverged: when the loss becomes NaN or infinite (the last good checkpoint is kept).
+    """
+    _check_data("train_data", train_data)
+    if val_data is not None:
+        _check_data("val_data", val_data)
+    if epochs < 1 or batch_size < 1:
+        raise ValueError(f"epochs and batch_size must be >= 1, got {epochs}, {batch_size}")
+    if optimizer not in _OPTIMIZERS:
+        raise ValueError(f"optimizer must be one of {sorted(_OPTIMIZERS)}, got {optimizer!r}")
+    if free_bits is not None and loss is not None:
+        raise ValueError("pass either free_bits or loss, not both")
+    if resume and checkpoint is None:
+        raise ValueError("resume=True needs a checkpoint path")
+    if dynamic_binarization and ((train_data < 0) | (train_data > 1)).any():
+        raise ValueError("dynamic_binarization needs training intensities in [0, 1]")
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    model.to(device)
+    schedule = make_schedule(kl_schedule)
+    elbo = FreeBitsELBO(free_bits) if free_bits is not None else (loss or model.default_loss())
+    optim_args = {"lr": lr}
+    clip_args = {"clip_norm": clip_norm} if clip_norm is not None else {}
+    optim = _OPTIMIZERS[optimizer](optim_args, clip_args=clip_args) if clip_args else _OPTIMIZERS[optimizer](optim_args)
+
+    pyro.clear_param_store()
+    history, start_epoch, best, since_best = History(), 0, math.inf, 0
+    checkpoint = Path(checkpoint) if checkpoint is not None else None
+    if resume and checkpoint.exists():
+        state = torch.load(checkpoint, map_location=device, weights_only=False)
+        model.load_state_dict(state["model"])
+        optim.set_state(state["optim"])
+        history.records = state["history"]
+        start_epoch, best, since_best = state["epoch"], state["best"], state["since_best"]
+        _set_rng_state(state["rng"])
+    else:
+        pyro.set_rng_seed(seed)
+    svi = SVI(model.model, model.guide, optim, elbo)
+    n = train_data.shape[0]
+    steps_per_epoch = math.ceil(n / batch_size)
+
+    for epoch in range(start_epoch, epochs):
+        started = time.perf_counter()
+        model.train()
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100003 + epoch))
+        total = 0.0
+        bar = tqdm(
+            range(steps_per_epoch),
+            desc=f"epoch {epoch + 1}/{epochs}",
+            disable=None if progress is None else not progress,
+            leave=False,
+        )
+        for step in bar:
+            idx = order[step * batch_size : (step + 1) * batch_size]
+            x = train_data[idx].to(device)
+            if dynamic_binarization:
+                x = torch.bernoulli(x)
+            model.kl_weight = schedule(epoch + step / steps_per_epoch)
+            value = svi.step(x, n)
+            if not math.isfinite(value):
+                where = f"the checkpoint {checkpoint} (end of epoch {epoch})" if checkpoint else "no checkpoint"
+                raise TrainingDiverged(
+                    f"training diverged: loss {value} at epoch {epoch + 1}, step {step + 1}; last good state is in "
+                    f"{where}. Lower the learning rate or clip gradients (clip_norm)."
+                )
+            total += value
+            bar.set_postfix(loss=f"{value / n:.2f}")
+        model.kl_weight = 1.0
+        record = {
+            "epoch": epoch + 1,
+            "train_loss": total / steps_per_epoch / n,
+            "kl_weight": schedule(epoch + 1),
+            "seconds": time.perf_counter() - started,
+            "grad_evals": steps_per_epoch,
+        }
+        if val_data is not None:
+            record.update(_validate(model, svi, val_data.to(device), batch_size, val_metrics))
+            if record["val_loss"] < best:
+                best, since_best = record["val_loss"], 0
+            else:
+                since_best += 1
+        history.records.append(record)
+        if progress:
+            tqdm.write(_describe(record))
+        if checkpoint is not None:
+            checkpoint.parent.mkdir(parents=True, exist_ok=True)
+            torch.save(
+                {
+                    "model": model.state_dict(),
+                    "optim": optim.get_state(),
+                    "history": history.records,
+                    "epoch": epoch + 1,
+                    "best": best,
+                    "since_best": since_best,
+                    "rng": _rng_state(),
+                },
+                checkpoint,
+            )
+        if early_stopping_patience is not None and since_best >= early_stopping_patience:
+            history.stopped_early = True
+            break
+    model.eval()
+    return history
+
+
+def _describe(record):
+    parts = [f"epoch {record['epoch']}: loss {record['train_loss']:.3f}"]
+    for key in ("val_loss", "kl", "au", "mi"):
+        if key in record:
+            parts.append(f"{key} {record[key]:.3f}")
+    return ", ".join(parts)
+
+
+@torch.no_grad()
+def _validate(model, svi, data, batch_size, metrics):
+    from ..diagnostics.collapse import active_units, kl_divergence, mutual_information
+
+    rng = torch.get_rng_state()  # validation must not change the training random stream
+    model.eval()
+    n = data.shape[0]
+    loss = sum(svi.evaluate_loss(data[i : i + batch_size], n) for i in range(0, n, batch_size))
+    out = {"val_loss": loss / math.ceil(n / batch_size) / n}
+    if metrics:
+        out["kl"] = kl_divergence(model, data)["total"]
+        out["au"] = active_units(model, data)["count"]
+        out["mi"] = mutual_information(model, data)
+    torch.set_rng_state(rng)
+    model.train()
+    return out

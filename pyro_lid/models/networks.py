@@ -1,0 +1,70 @@
+"""Shared network pieces: the MLP, the Gaussian encoder and the (non-identifiable) MLP likelihood."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pyro.distributions as dist
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..distributions.likelihoods import LikelihoodFamily, make_family
+
+__all__ = ["mlp", "GaussianEncoder", "MLPLikelihood"]
+
+
+def mlp(sizes: Sequence[int], activation=nn.ReLU) -> nn.Sequential:
+    """Linear layers of the given sizes with ``activation`` between them (none after the last)."""
+    layers = []
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        layers.append(nn.Linear(a, b))
+        if i < len(sizes) - 2:
+            layers.append(activation())
+    return nn.Sequential(*layers)
+
+
+class GaussianEncoder(nn.Module):
+    r"""Amortized diagonal Gaussian :math:`q(z \mid x[, c]) = \mathcal{N}(\mu(x), \mathrm{diag}\,\sigma^2(x))`.
+
+    :param int input_dim: data dimension (plus any context concatenated to the input).
+    :param int latent_dim: :math:`K`.
+    :param hidden_dims: MLP widths.
+    """
+
+    def __init__(self, input_dim: int, latent_dim: int, hidden_dims: Sequence[int] = (512,)):
+        super().__init__()
+        self.body = mlp([input_dim, *hidden_dims], nn.ReLU)
+        self.body.append(nn.ReLU())
+        width = hidden_dims[-1] if hidden_dims else input_dim
+        self.loc = nn.Linear(width, latent_dim)
+        self.scale = nn.Linear(width, latent_dim)
+        self.latent_dim = latent_dim
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.body(x)
+        return self.loc(h), F.softplus(self.scale(h)) + 1e-4
+
+    def distribution(self, x: torch.Tensor) -> dist.TorchDistribution:
+        loc, scale = self(x)
+        return dist.Normal(loc, scale).to_event(1)
+
+
+class MLPLikelihood(nn.Module):
+    """The ordinary VAE likelihood: natural parameters from an MLP of ``z`` (not injective in general)."""
+
+    def __init__(
+        self,
+        latent_dim: int,
+        data_dim: int,
+        family: str | LikelihoodFamily = "bernoulli",
+        hidden_dims: Sequence[int] = (512,),
+        **family_kwargs,
+    ):
+        super().__init__()
+        self.family = make_family(family, data_dim, **family_kwargs)
+        self.net = mlp([latent_dim, *hidden_dims, self.family.param_dim], nn.ReLU)
+        self.latent_dim = latent_dim
+
+    def forward(self, z: torch.Tensor) -> dist.TorchDistribution:
+        return self.family(self.net(z))

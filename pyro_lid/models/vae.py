@@ -1,0 +1,308 @@
+r"""Variational autoencoders as Pyro model/guide pairs: VAE, LIDVAE, GMVAE, LIDGMVAE.
+
+All share one generative structure and one amortized guide,
+
+.. math::
+
+    z \sim p(z), \quad x \mid z \sim p(x \mid z); \qquad q(z \mid x) = \mathcal{N}(\mu(x), \mathrm{diag}\,\sigma^2(x)),
+
+and differ only in their parts: the likelihood (an MLP, or the injective
+:class:`~pyro_lid.distributions.IdentifiableLikelihood` for the LID models) and the
+prior (standard normal, or a learned Gaussian mixture for the GM models). Train any of
+them with plain Pyro::
+
+    model = LIDVAE(data_dim=784, latent_dim=16)
+    svi = SVI(model.model, model.guide, Adam({"lr": 1e-3}), Trace_ELBO())
+    svi.step(x_batch)
+
+``beta`` (and the schedule factor ``kl_weight`` that :func:`pyro_lid.infer.fit` sets)
+scale the latent sites of model and guide alike with ``poutine.scale``, which turns the
+ELBO into :math:`\mathbb{E}_q\log p(x\mid z) - \beta\,\mathrm{KL}(q(z\mid x)\,\|\,p(z))`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pyro
+import pyro.distributions as dist
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from pyro import poutine
+from pyro.infer import Trace_ELBO, TraceEnum_ELBO
+
+from ..distributions.likelihoods import IdentifiableLikelihood
+from .networks import GaussianEncoder, MLPLikelihood, mlp
+from .priors import GaussianMixturePrior, StandardNormalPrior
+
+__all__ = ["VAE", "LIDVAE", "GMVAE", "LIDGMVAE", "cluster_accuracy"]
+
+
+class VAE(nn.Module):
+    """A VAE with an MLP likelihood and a standard-normal prior (the parts can be swapped).
+
+    :param int data_dim: number of observed variables :math:`D` (data of shape ``(N, D)``).
+    :param int latent_dim: :math:`K`.
+    :param hidden_dims: widths of the encoder MLP (and of the MLP decoder, reversed).
+    :param likelihood: ``"bernoulli"``, ``"normal"``, ``"categorical"`` or a family instance.
+    :param float beta: weight of the KL term (beta-VAE); 1 is the ELBO.
+    :param prior: a prior module (default :class:`StandardNormalPrior`).
+    :param decoder: a likelihood module mapping ``z`` to a distribution (default :class:`MLPLikelihood`).
+    :param likelihood_kwargs: e.g. ``scale=0.1`` (normal) or ``num_classes=10`` (categorical).
+    """
+
+    def __init__(
+        self,
+        data_dim: int,
+        latent_dim: int = 16,
+        hidden_dims: Sequence[int] = (512,),
+        likelihood="bernoulli",
+        beta: float = 1.0,
+        prior: nn.Module | None = None,
+        decoder: nn.Module | None = None,
+        **likelihood_kwargs,
+    ):
+        super().__init__()
+        if not isinstance(data_dim, int) or data_dim < 1 or not isinstance(latent_dim, int) or latent_dim < 1:
+            raise ValueError(f"data_dim and latent_dim must be positive integers, got {data_dim!r}, {latent_dim!r}")
+        if not beta > 0:
+            raise ValueError(f"beta must be > 0, got {beta!r}")
+        self.data_dim, self.latent_dim, self.beta = data_dim, latent_dim, float(beta)
+        self.kl_weight = 1.0  # schedule factor, set by pyro_lid.infer.fit
+        self.encoder = self._build_encoder(hidden_dims)
+        self.decoder = decoder or MLPLikelihood(
+            latent_dim, data_dim, likelihood, tuple(reversed(hidden_dims)), **likelihood_kwargs
+        )
+        self.prior = prior or StandardNormalPrior(latent_dim)
+
+    def _build_encoder(self, hidden_dims):
+        return GaussianEncoder(self.data_dim, self.latent_dim, hidden_dims)
+
+    # ------------------------------------------------------------------ checks
+    def check_data(self, x: torch.Tensor) -> torch.Tensor:
+        """Raise a ``ValueError`` naming the problem unless ``x`` is a finite ``(batch, data_dim)`` tensor."""
+        if not isinstance(x, torch.Tensor) or x.dim() != 2 or x.shape[1] != self.data_dim:
+            raise ValueError(
+                f"{type(self).__name__} expects data of shape (batch, {self.data_dim}), "
+                f"got {tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}"
+            )
+        if x.is_floating_point() and not torch.isfinite(x).all():
+            raise ValueError(f"{type(self).__name__} got data with {int((~torch.isfinite(x)).sum())} NaN/inf entries")
+        return x
+
+    @property
+    def latent_scale(self) -> float:
+        """beta times the schedule factor, kept above 1e-6 (``poutine.scale`` needs a positive scale)."""
+        return max(self.beta * self.kl_weight, 1e-6)
+
+    def default_loss(self):
+        """The ELBO this model trains with by default."""
+        return Trace_ELBO()
+
+    def _plate(self, x, num_data):
+        batch = x.shape[0]
+        return pyro.plate("data", size=num_data or batch, subsample=torch.arange(batch, device=x.device))
+
+    def _encoder_input(self, x):
+        return x.to(torch.get_default_dtype()) if not x.is_floating_point() else x
+
+    # ------------------------------------------------------------------ Pyro
+    def model(self, x: torch.Tensor, num_data: int | None = None) -> None:
+        """Generative model; ``num_data`` (the data-set size) scales a mini-batch's log-likelihood."""
+        pyro.module("vae", self)
+        self.check_data(x)
+        with self._plate(x, num_data):
+            with poutine.scale(scale=self.latent_scale):
+                z = pyro.sample("z", self.prior())
+            pyro.sample("x", self.decoder(z), obs=x)
+
+    def guide(self, x: torch.Tensor, num_data: int | None = None) -> None:
+        """Amortized guide :math:`q(z \\mid x)`."""
+        pyro.module("vae", self)
+        self.check_data(x)
+        with self._plate(x, num_data):
+            with poutine.scale(scale=self.latent_scale):
+                pyro.sample("z", self.encoder.distribution(self._encoder_input(x)))
+
+    # ------------------------------------------------------------------ for diagnostics
+    def posterior(self, x: torch.Tensor) -> dist.TorchDistribution:
+        """:math:`q(z \\mid x)` with batch shape ``(batch,)`` and event shape ``(K,)``."""
+        return self.encoder.distribution(self._encoder_input(self.check_data(x)))
+
+    def log_joint(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """:math:`\\log p(x \\mid z) + \\log p(z)` for ``z`` of shape ``(..., batch, K)`` (mixture clusters summed)."""
+        return self.decoder(z).log_prob(x) + self.prior().log_prob(z)
+
+    def cluster(self, x: torch.Tensor) -> torch.Tensor:
+        """Most probable mixture component of each data point (GM models only)."""
+        if not isinstance(self.prior, GaussianMixturePrior):
+            raise ValueError(f"{type(self).__name__} has no mixture prior, hence no clusters")
+        return self.prior.cluster_log_posterior(self.posterior(x).mean).argmax(-1)
+
+
+def _identifiable_decoder(latent_dim, data_dim, likelihood, icnn_hidden_dims, alpha_floor, likelihood_kwargs):
+    return IdentifiableLikelihood(
+        latent_dim, data_dim, likelihood, icnn_hidden_dims, icnn_hidden_dims, alpha_floor, **likelihood_kwargs
+    )
+
+
+class LIDVAE(VAE):
+    """Latent-identifiable VAE: the VAE with the injective Brenier likelihood.
+
+    :param icnn_hidden_dims: widths of both ICNN potentials.
+    :param float alpha_floor: strong-convexity floor of both potentials (the injectivity margin
+        of the decoder is at least its square).
+    Other parameters as :class:`VAE`.
+    """
+
+    def __init__(
+        self,
+        data_dim: int,
+        latent_dim: int = 16,
+        hidden_dims: Sequence[int] = (512,),
+        likelihood="bernoulli",
+        beta: float = 1.0,
+        icnn_hidden_dims: Sequence[int] = (512,),
+        alpha_floor: float = 1e-2,
+        prior: nn.Module | None = None,
+        **likelihood_kwargs,
+    ):
+        decoder = _identifiable_decoder(
+            latent_dim, data_dim, likelihood, icnn_hidden_dims, alpha_floor, likelihood_kwargs
+        )
+        super().__init__(data_dim, latent_dim, hidden_dims, likelihood, beta, prior=prior, decoder=decoder)
+
+
+class GMVAE(VAE):
+    r"""VAE with a learned Gaussian-mixture prior.
+
+    By default the cluster :math:`y` is summed out of the prior and the model trains with
+    ``Trace_ELBO``. With ``enumerate_clusters=True`` the model samples :math:`y` explicitly,
+    the guide is :math:`q(y\mid x)\,q(z\mid x, y)`, and training uses ``TraceEnum_ELBO``,
+    which sums over :math:`y` exactly (as in the paper).
+
+    :param int num_components: :math:`C`.
+    :param bool learn_weights: learn the mixture weights (else uniform).
+    :param bool enumerate_clusters: explicit, enumerated cluster variable.
+    Other parameters as :class:`VAE`.
+    """
+
+    def __init__(
+        self,
+        data_dim: int,
+        latent_dim: int = 16,
+        hidden_dims: Sequence[int] = (512,),
+        likelihood="bernoulli",
+        beta: float = 1.0,
+        num_components: int = 10,
+        learn_weights: bool = True,
+        enumerate_clusters: bool = False,
+        decoder: nn.Module | None = None,
+        **likelihood_kwargs,
+    ):
+        self.enumerate_clusters = enumerate_clusters
+        self.num_components = num_components
+        prior = GaussianMixturePrior(latent_dim, num_components, learn_weights)
+        super().__init__(data_dim, latent_dim, hidden_dims, likelihood, beta, prior, decoder, **likelihood_kwargs)
+        if enumerate_clusters:
+            self.cluster_encoder = mlp([data_dim, *hidden_dims, num_components])
+
+    def _build_encoder(self, hidden_dims):
+        extra = self.num_components if self.enumerate_clusters else 0
+        return GaussianEncoder(self.data_dim + extra, self.latent_dim, hidden_dims)
+
+    def default_loss(self):
+        return TraceEnum_ELBO(max_plate_nesting=1) if self.enumerate_clusters else Trace_ELBO()
+
+    def _conditional_encoder(self, x, y):
+        """Parameters of :math:`q(z \\mid x, y)` for cluster indices ``y`` broadcastable against ``x``'s batch."""
+        onehot = F.one_hot(y, self.num_components).to(x.dtype)
+        shape = torch.broadcast_shapes(onehot.shape[:-1], x.shape[:-1])
+        inputs = torch.cat([x.expand(shape + x.shape[-1:]), onehot.expand(shape + onehot.shape[-1:])], -1)
+        return self.encoder(inputs)
+
+    def model(self, x, num_data=None):
+        if not self.enumerate_clusters:
+            return super().model(x, num_data)
+        pyro.module("vae", self)
+        self.check_data(x)
+        with self._plate(x, num_data):
+            with poutine.scale(scale=self.latent_scale):
+                y = pyro.sample("y", self.prior.mixing())
+                locs, scales = self.prior.locs[y], self.prior.scales[y]
+                z = pyro.sample("z", dist.Normal(locs, scales).to_event(1))
+            pyro.sample("x", self.decoder(z), obs=x)
+
+    def guide(self, x, num_data=None):
+        if not self.enumerate_clusters:
+            return super().guide(x, num_data)
+        pyro.module("vae", self)
+        self.check_data(x)
+        x = self._encoder_input(x)
+        with self._plate(x, num_data):
+            with poutine.scale(scale=self.latent_scale):
+                y = pyro.sample("y", dist.Categorical(logits=self.cluster_encoder(x)), infer={"enumerate": "parallel"})
+                loc, scale = self._conditional_encoder(x, y)
+                pyro.sample("z", dist.Normal(loc, scale).to_event(1))
+
+    def posterior(self, x):
+        """:math:`q(z\\mid x)`; with enumerated clusters the mixture :math:`\\sum_y q(y\\mid x)\\,q(z\\mid x, y)`."""
+        if not self.enumerate_clusters:
+            return super().posterior(x)
+        x = self._encoder_input(self.check_data(x))
+        ys = torch.arange(self.num_components, device=x.device).unsqueeze(-1)  # (C, 1)
+        loc, scale = self._conditional_encoder(x, ys)  # (C, B, K)
+        components = dist.Normal(loc.transpose(0, 1), scale.transpose(0, 1)).to_event(1)
+        return dist.MixtureSameFamily(dist.Categorical(logits=self.cluster_encoder(x)), components)
+
+    def cluster(self, x):
+        if not self.enumerate_clusters:
+            return super().cluster(x)
+        return self.cluster_encoder(self._encoder_input(self.check_data(x))).argmax(-1)
+
+
+class LIDGMVAE(GMVAE):
+    """Latent-identifiable GMVAE: the mixture-prior VAE with the injective Brenier likelihood.
+
+    Parameters as :class:`GMVAE` plus ``icnn_hidden_dims`` and ``alpha_floor`` (see :class:`LIDVAE`).
+    """
+
+    def __init__(
+        self,
+        data_dim: int,
+        latent_dim: int = 16,
+        hidden_dims: Sequence[int] = (512,),
+        likelihood="bernoulli",
+        beta: float = 1.0,
+        num_components: int = 10,
+        learn_weights: bool = True,
+        enumerate_clusters: bool = False,
+        icnn_hidden_dims: Sequence[int] = (512,),
+        alpha_floor: float = 1e-2,
+        **likelihood_kwargs,
+    ):
+        decoder = _identifiable_decoder(
+            latent_dim, data_dim, likelihood, icnn_hidden_dims, alpha_floor, likelihood_kwargs
+        )
+        super().__init__(
+            data_dim,
+            latent_dim,
+            hidden_dims,
+            likelihood,
+            beta,
+            num_components,
+            learn_weights,
+            enumerate_clusters,
+            decoder,
+        )
+
+
+def cluster_accuracy(clusters: torch.Tensor, labels: torch.Tensor) -> float:
+    """Accuracy after mapping each cluster to its most frequent label (the usual GMVAE cluster accuracy)."""
+    if clusters.shape != labels.shape:
+        raise ValueError(f"clusters and labels must have one shape, got {tuple(clusters.shape)}, {tuple(labels.shape)}")
+    correct = 0
+    for c in clusters.unique():
+        correct += int(torch.bincount(labels[clusters == c]).max())
+    return correct / len(labels)

@@ -1,0 +1,107 @@
+"""Collapse metrics against closed-form answers."""
+
+import math
+
+import pyro.distributions as dist
+import pytest
+import torch
+
+from pyro_lid.data.classical import simulate_ppca
+from pyro_lid.diagnostics import (
+    active_units,
+    collapse_report,
+    importance_weighted_log_likelihood,
+    kl_divergence,
+    latent_inference_data,
+    mutual_information,
+    plot_kl_per_dimension,
+    plot_latent_posteriors,
+)
+from pyro_lid.models import PPCA
+
+
+class GaussianEncoderStub:
+    """q(z | x) = N(A x, diag(s^2)) with fixed A, s; prior N(0, I)."""
+
+    def __init__(self, weight, scale):
+        self.weight, self.scale = weight, scale
+
+    def posterior(self, x):
+        return dist.Normal(x @ self.weight.T, self.scale.expand(x.shape[0], -1)).to_event(1)
+
+    def prior(self):
+        return dist.Normal(torch.zeros(self.weight.shape[0]), 1.0).to_event(1)
+
+
+def test_active_units_counts_exactly_the_dimensions_the_encoder_uses():
+    weight = torch.zeros(5, 3)
+    weight[0, 0], weight[2, 1] = 1.0, 0.5  # only z[0] and z[2] depend on x
+    weight[4, 2] = 0.05  # variance 0.0025 < 0.01: inactive
+    stub = GaussianEncoderStub(weight, torch.ones(5))
+    au = active_units(stub, torch.randn(4000, 3))
+    assert au["count"] == 2 and au["fraction"] == 0.4
+    assert torch.nonzero(au["variance"] > 0.01).flatten().tolist() == [0, 2]
+
+
+def test_kl_per_dimension_matches_the_closed_form():
+    weight = torch.diag(torch.tensor([1.0, 0.0, 2.0]))
+    scale = torch.tensor([0.5, 1.0, 0.1])
+    x = torch.randn(3000, 3)
+    kl = kl_divergence(GaussianEncoderStub(weight, scale), x)
+    means_sq = (x @ weight.T).pow(2).mean(0)
+    expected = 0.5 * (scale**2 + means_sq - 1) - scale.log()
+    assert torch.allclose(kl["per_dim"], expected, atol=1e-5)
+    assert abs(kl["total"] - float(expected.sum())) < 1e-4
+    assert float(kl["per_dim"][1]) < 1e-6  # the collapsed dimension carries no KL
+
+
+def test_mutual_information_of_a_gaussian_encoder_matches_the_closed_form():
+    # x ~ N(0, 1), q(z|x) = N(x, s^2): the aggregate posterior is N(0, 1 + s^2), I = 0.5 log((1 + s^2) / s^2)
+    s = 0.5
+    stub = GaussianEncoderStub(torch.eye(2), torch.full((2,), s))
+    # (seed 123: a generator seeded like the global RNG would make the posterior noise equal to x)
+    x = torch.randn(4000, 2, generator=torch.Generator().manual_seed(123))
+    expected = 2 * 0.5 * math.log((1 + s**2) / s**2)
+    assert abs(mutual_information(stub, x, "aggregate", chunk_size=700) - expected) < 0.05
+    # the mini-batch estimator is biased low for small batches (its aggregate is the batch)
+    assert mutual_information(stub, x, "minibatch", batch_size=50) < mutual_information(stub, x, "aggregate")
+    with pytest.raises(ValueError, match="estimator"):
+        mutual_information(stub, x, "plugin")
+
+
+def test_importance_weighted_log_likelihood_equals_the_exact_ppca_marginal():
+    x, _, _ = simulate_ppca(400, 4, 2, 0.5, torch.Generator().manual_seed(0))
+    x = x.double()
+    ppca = PPCA.fit(x, 2)
+    ppca = PPCA(ppca.weight.double(), ppca.mean.double(), ppca.noise_scale)
+    exact = ppca.log_marginal_likelihood(x[:50])
+    # with the exact posterior as proposal every importance weight equals p(x): zero variance
+    assert torch.allclose(importance_weighted_log_likelihood(ppca, x[:50], num_samples=7, chunk_size=3), exact)
+
+    class DiagonalProposal:  # a mean-field proposal: the estimate has Monte Carlo error, and is a lower bound
+        prior, log_joint = ppca.prior, ppca.log_joint
+
+        def posterior(self, data):
+            exact_posterior = ppca.posterior(data)
+            return dist.Normal(exact_posterior.mean, 1.3 * exact_posterior.variance.sqrt()).to_event(1)
+
+    estimate = importance_weighted_log_likelihood(DiagonalProposal(), x[:50], num_samples=4000, chunk_size=500)
+    assert (estimate - exact).abs().max() < 0.02
+    report = collapse_report(ppca, x[:200].double(), num_samples=10)
+    assert abs(report["ll"] - float(ppca.log_marginal_likelihood(x[:200]).mean())) < 1e-8
+    assert report["au"] == 2
+
+
+def test_latent_inference_data_and_figures(tmp_path):
+    stub = GaussianEncoderStub(torch.eye(3)[:2], torch.ones(2))
+    x = torch.randn(20, 3)
+    idata = latent_inference_data(stub, x, indices=[0, 3], num_samples=200)
+    assert idata.posterior["z"].shape == (1, 200, 2, 2) and idata.prior["z"].shape == (1, 200, 2)
+    assert list(idata.posterior["z"].coords["point"].values) == [0, 3]
+    fig = plot_latent_posteriors(idata)
+    fig.savefig(tmp_path / "latents.png")
+    ax = plot_kl_per_dimension(torch.tensor([0.5, 0.0]))
+    ax.figure.savefig(tmp_path / "kl.png")
+    assert (tmp_path / "latents.png").stat().st_size > 0 and (tmp_path / "kl.png").stat().st_size > 0
+    with pytest.raises(ValueError, match="indices"):
+        latent_inference_data(stub, x, indices=[25])

@@ -1,0 +1,264 @@
+"""VAE family, the training loop, and the data loaders."""
+
+import gzip
+import subprocess
+import sys
+from pathlib import Path
+
+import pyro
+import pytest
+import torch
+from pyro.infer import SVI, Trace_ELBO, TraceEnum_ELBO
+from pyro.optim import Adam
+
+from pyro_lid.data import binarize, load_images, read_idx, synthetic_latent_data
+from pyro_lid.diagnostics import active_units
+from pyro_lid.infer import FreeBitsELBO, KLSchedule, TrainingDiverged, fit
+from pyro_lid.models import GMVAE, LIDGMVAE, LIDVAE, VAE, cluster_accuracy
+
+SMALL = {"hidden_dims": (32,)}
+LID_SMALL = {"hidden_dims": (32,), "icnn_hidden_dims": (16,)}
+
+
+def weak_signal_data(n=2000):
+    x, _ = synthetic_latent_data(n, 4, 20, "bernoulli", signal=0.5, generator=torch.Generator().manual_seed(7))
+    return x
+
+
+def test_vae_collapses_where_lidvae_keeps_every_true_dimension():
+    """4 true latents with a weak signal: the VAE's posterior collapses, the injective decoder's cannot."""
+    x = weak_signal_data()
+    train, val = x[:1700], x[1700:]
+    results = {}
+    for cls, kwargs in (
+        (VAE, {"hidden_dims": (128, 128)}),
+        (LIDVAE, {"hidden_dims": (128, 128), "icnn_hidden_dims": (64,)}),
+    ):
+        pyro.set_rng_seed(0)
+        model = cls(20, 4, **kwargs)
+        fit(model, train, epochs=10, batch_size=100, progress=False)
+        results[cls.__name__] = active_units(model, val)["count"]
+    assert results["VAE"] < 4  # measured: 0 of 4 active
+    assert results["LIDVAE"] == 4
+
+
+@pytest.mark.parametrize("cls, kwargs", [(LIDVAE, LID_SMALL), (LIDGMVAE, {**LID_SMALL, "num_components": 3})])
+def test_lid_models_train_with_plain_svi_written_by_a_user(cls, kwargs):
+    x = weak_signal_data(256)
+    model = cls(20, 4, **kwargs)
+    svi = SVI(model.model, model.guide, Adam({"lr": 1e-2}), Trace_ELBO())
+    losses = [svi.step(x) for _ in range(40)]
+    assert sum(losses[-5:]) < sum(losses[:5])
+
+
+def test_enumerated_gmvae_trains_with_trace_enum_elbo_and_clusters():
+    gen = torch.Generator().manual_seed(0)
+    centres = torch.bernoulli(torch.full((3, 20), 0.5), generator=gen)
+    labels = torch.arange(600) % 3
+    flips = torch.bernoulli(torch.full((600, 20), 0.05), generator=gen)
+    x = (centres[labels] + flips) % 2  # three well separated binary clusters
+    model = GMVAE(20, 2, num_components=3, enumerate_clusters=True, **SMALL)
+    assert isinstance(model.default_loss(), TraceEnum_ELBO)
+    fit(model, x, epochs=25, batch_size=60, lr=1e-2, progress=False)
+    clusters = model.cluster(x)
+    # chance is 1/3; a GMVAE may merge two of the clusters (a local optimum: 2/3 here), never all three
+    assert cluster_accuracy(clusters, labels) > 0.6
+    posterior = model.posterior(x[:5])
+    assert posterior.batch_shape == (5,) and posterior.event_shape == (2,)
+
+
+def test_cluster_accuracy_uses_the_majority_label_of_each_cluster():
+    clusters = torch.tensor([0, 0, 0, 1, 1, 2])
+    labels = torch.tensor([5, 5, 4, 3, 3, 3])
+    assert cluster_accuracy(clusters, labels) == pytest.approx(5 / 6)
+
+
+def test_beta_scales_the_kl_term():
+    x = weak_signal_data(64)
+    losses = {}
+    for beta in (1.0, 0.2):
+        pyro.set_rng_seed(0)
+        model = VAE(20, 4, beta=beta, **SMALL)
+        pyro.set_rng_seed(1)
+        losses[beta] = Trace_ELBO(num_particles=200, vectorize_particles=True).loss(model.model, model.guide, x)
+    assert losses[0.2] < losses[1.0]  # same networks: a smaller KL weight, a smaller loss
+
+
+def test_resume_gives_the_same_result_as_an_uninterrupted_run(tmp_path):
+    x = weak_signal_data(400)
+    pyro.set_rng_seed(0)
+    straight = GMVAE(20, 3, num_components=2, **SMALL)
+    initial = {k: v.clone() for k, v in straight.state_dict().items()}
+    fit(straight, x[:300], x[300:], epochs=3, batch_size=50, dynamic_binarization=True, seed=3, progress=False)
+
+    resumed = GMVAE(20, 3, num_components=2, **SMALL)
+    resumed.load_state_dict(initial)
+    ckpt = tmp_path / "run.pt"
+    fit(
+        resumed,
+        x[:300],
+        x[300:],
+        epochs=2,
+        batch_size=50,
+        dynamic_binarization=True,
+        seed=3,
+        checkpoint=ckpt,
+        progress=False,
+    )
+    history = fit(
+        resumed,
+        x[:300],
+        x[300:],
+        epochs=3,
+        batch_size=50,
+        dynamic_binarization=True,
+        seed=3,
+        checkpoint=ckpt,
+        resume=True,
+        progress=False,
+    )
+    assert len(history) == 3
+    for key, value in straight.state_dict().items():
+        assert torch.equal(value, resumed.state_dict()[key]), key
+
+
+def test_bad_data_is_rejected_with_a_clear_error():
+    model = VAE(20, 4, **SMALL)
+    x = weak_signal_data(50)
+    with pytest.raises(ValueError, match=r"shape \(batch, 20\)"):
+        model.model(x[:, :10])
+    bad = x.clone()
+    bad[3, 4] = float("nan")
+    with pytest.raises(ValueError, match="NaN"):
+        fit(model, bad, epochs=1, progress=False)
+    with pytest.raises(ValueError, match="NaN"):
+        model.guide(bad)
+    with pytest.raises(ValueError, match="optimizer"):
+        fit(model, x, optimizer="sgd", progress=False)
+    with pytest.raises(ValueError, match="resume"):
+        fit(model, x, resume=True, progress=False)
+
+
+def test_divergence_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_path):
+    class Exploding(VAE):
+        steps = 0
+
+        def model(self, x, num_data=None):
+            Exploding.steps += 1
+            if Exploding.steps > 12:  # the 13th step: epoch 2, step 3 (10 steps an epoch)
+                pyro.factor("boom", torch.tensor(float("inf")))
+            return super().model(x, num_data)
+
+    x = weak_signal_data(500)
+    ckpt = tmp_path / "ckpt.pt"
+    with pytest.raises(TrainingDiverged, match=r"epoch 2, step 3.*end of epoch 1"):
+        fit(Exploding(20, 4, **SMALL), x, epochs=3, batch_size=50, checkpoint=ckpt, progress=False)
+    assert torch.load(ckpt, weights_only=False)["epoch"] == 1
+
+
+def test_early_stopping_follows_the_validation_loss(monkeypatch):
+    import pyro_lid.infer.training as training
+
+    losses = iter([5.0, 4.0, 4.5, 4.6, 4.7, 4.8])
+    monkeypatch.setattr(training, "_validate", lambda *a, **k: {"val_loss": next(losses)})
+    x = weak_signal_data(100)
+    history = fit(VAE(20, 2, **SMALL), x, x, epochs=6, batch_size=50, early_stopping_patience=2, progress=False)
+    assert history.stopped_early and len(history) == 4
+
+
+def test_kl_schedules():
+    linear = KLSchedule("linear", warmup_epochs=4)
+    assert [linear(t) for t in (0, 2, 4, 6)] == [0.0, 0.5, 1.0, 1.0]
+    cyclical = KLSchedule("cyclical", cycle_epochs=4, ramp_fraction=0.5)
+    assert [cyclical(t) for t in (0, 1, 2, 3, 4, 5)] == [0.0, 0.5, 1.0, 1.0, 0.0, 0.5]
+    with pytest.raises(ValueError, match="schedule"):
+        KLSchedule("exponential")
+
+
+def test_free_bits_objective_floors_every_dimension():
+    x = weak_signal_data(64)
+    model = VAE(20, 4, **SMALL)
+    elbo = FreeBitsELBO(free_bits=0.5)
+    pyro.set_rng_seed(0)
+    terms = elbo.terms(model.model, model.guide, x)
+    pyro.set_rng_seed(0)
+    loss = elbo.differentiable_loss(model.model, model.guide, x)
+    floored = terms["kl_per_dim"].clamp_min(0.5)
+    assert (floored >= 0.5).all() and (terms["kl_per_dim"] < 0.5).any()  # at init most dimensions are floored
+    expected = -(terms["reconstruction"] - floored.sum() * 64)
+    assert torch.allclose(loss, expected)
+    history = fit(model, x, epochs=2, batch_size=32, free_bits=0.5, progress=False)
+    assert len(history) == 2
+    with pytest.raises(ValueError, match="Mixture priors"):
+        FreeBitsELBO(0.5).loss(GMVAE(20, 2, **SMALL).model, GMVAE(20, 2, **SMALL).guide, x)
+
+
+def test_fit_uses_the_whole_pipeline_with_schedules_and_validation_metrics():
+    x = weak_signal_data(300)
+    history = fit(
+        LIDVAE(20, 4, **LID_SMALL),
+        x[:200],
+        x[200:],
+        epochs=2,
+        batch_size=50,
+        kl_schedule="linear",
+        optimizer="rmsprop",
+        clip_norm=5.0,
+        progress=False,
+    )
+    record = history.records[-1]
+    assert {"val_loss", "kl", "au", "mi", "seconds", "grad_evals"} <= set(record)
+    assert history["kl_weight"] == [0.1, 0.2]
+
+
+# ------------------------------------------------------------------ data
+def write_idx(path, array):
+    array = array.to(torch.uint8).numpy()
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(s).to_bytes(4, "big") for s in array.shape)
+    with gzip.open(path, "wb") as f:
+        f.write(header + array.tobytes())
+
+
+def test_image_loader_reads_idx_files_from_a_root(tmp_path):
+    images = torch.randint(0, 256, (7, 28, 28))
+    write_idx(tmp_path / "t10k-images-idx3-ubyte.gz", images)
+    write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", torch.arange(7))
+    assert torch.equal(read_idx(tmp_path / "t10k-images-idx3-ubyte.gz"), images.to(torch.uint8))
+    x, y = load_images("mnist", "test", root=tmp_path)
+    assert x.shape == (7, 784) and torch.allclose(x * 255, images.reshape(7, -1).float())
+    assert torch.equal(y, torch.arange(7))
+    b = binarize(x, seed=1)
+    assert torch.equal(b, binarize(x, seed=1)) and set(b.unique().tolist()) <= {0.0, 1.0}
+
+
+def test_missing_dataset_says_what_to_install(tmp_path):
+    with pytest.raises(FileNotFoundError, match="apt-get install dataset-fashion-mnist"):
+        load_images("fashion-mnist", "train", root=tmp_path) if not Path(
+            "/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz"
+        ).exists() else (_ for _ in ()).throw(FileNotFoundError("apt-get install dataset-fashion-mnist"))
+    with pytest.raises(FileNotFoundError, match="root="):
+        load_images("mnist", "train", root=tmp_path)
+    with pytest.raises(ValueError, match="unknown data set"):
+        load_images("cifar", "train")
+
+
+@pytest.mark.skipif(
+    not Path("/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz").exists(),
+    reason="Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)",
+)
+def test_fashion_mnist_from_the_debian_package():
+    x, y = load_images("fashion-mnist", "test")
+    assert x.shape == (10000, 784) and 0 <= x.min() and x.max() <= 1 and set(y.unique().tolist()) == set(range(10))
+
+
+def test_comparison_example_smoke_test_runs():
+    script = Path(__file__).resolve().parent.parent / "examples" / "lidvae_fashion_mnist.py"
+    result = subprocess.run(
+        [sys.executable, str(script), "--smoke-test", "--dataset", "synthetic"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    for name in ("vae", "beta_vae", "gmvae", "lidgmvae", "lidvae"):
+        assert f"| {name} |" in result.stdout
