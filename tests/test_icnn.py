@@ -72,12 +72,17 @@ def test_potential_is_convex_along_random_segments():
     assert (lhs <= rhs + 1e-12).all()
 
 
-def test_initialization_is_close_to_identity():
-    net = ICNN(64)
-    x = torch.randn(256, 64)
+@pytest.mark.parametrize("n, hidden", [(2, [64, 64]), (64, [64, 64]), (64, [512, 512])])
+def test_initialization_is_close_to_identity(n, hidden):
+    """grad psi(0) = 0 exactly, and the Jacobian starts between alpha I and about 2 alpha I."""
+    net = ICNN(n, hidden)
+    x = torch.randn(128, n)
     with torch.no_grad():
+        assert net.gradient(torch.zeros(1, n)).abs().max() < 1e-6
+        eig = torch.linalg.eigvalsh(net.hessian(x[:16]))
         rel = (net.gradient(x) - x).norm(dim=-1) / x.norm(dim=-1)
-    assert rel.mean() < 0.1
+    assert eig.min() >= 1.0 - 1e-5 and eig.max() < 2.5
+    assert rel.mean() < 0.5
     assert abs(net.alpha.item() - 1.0) < 1e-6
 
 

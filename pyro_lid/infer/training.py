@@ -179,7 +179,7 @@ def fit(
             else:
                 since_best += 1
         history.records.append(record)
-        if progress:
+        if not bar.disable:  # a line per epoch with the validation KL / AU / MI, beside the live loss
             tqdm.write(_describe(record))
         if checkpoint is not None:
             checkpoint.parent.mkdir(parents=True, exist_ok=True)
