@@ -91,10 +91,15 @@ def build_parser() -> argparse.ArgumentParser:
     classical.add_argument("--smoke-test", action="store_true", help="tiny budgets: runs in well under a minute")
     classical.add_argument("--seed", type=int, default=0)
     classical.set_defaults(func=_classical)
-    compare = sub.add_parser("compare", help="VAE / beta-VAE / GMVAE / LIDGMVAE / LIDVAE side by side on images")
+    compare = sub.add_parser("compare", help="VAEs and LID models side by side on images (any named methods)")
     compare.add_argument("--dataset", default="fashion-mnist", choices=["fashion-mnist", "mnist", "synthetic"])
     compare.add_argument("--root", default=None, help="folder with the IDX files (default: system-wide copies)")
-    compare.add_argument("--models", nargs="+", default=["vae", "beta_vae", "gmvae", "lidgmvae", "lidvae"])
+    compare.add_argument(
+        "--models",
+        nargs="+",
+        default=["vae", "beta_vae", "gmvae", "lidgmvae", "lidvae"],
+        help="names from pyro_lid.experiments.methods.METHODS",
+    )
     compare.add_argument("--num-train", type=int, default=20000)
     compare.add_argument("--num-test", type=int, default=None, help="default: the whole test split")
     compare.add_argument("--epochs", type=int, default=10)

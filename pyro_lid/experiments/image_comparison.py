@@ -18,18 +18,12 @@ import torch
 from ..data import binarize, load_images, synthetic_latent_data
 from ..diagnostics import collapse_report
 from ..infer import fit
-from ..models import GMVAE, LIDGMVAE, LIDVAE, VAE
+from .methods import METHODS
 
-__all__ = ["MODELS", "run_image_comparison", "format_results"]
+__all__ = ["DEFAULT_MODELS", "run_image_comparison", "format_results"]
 
-#: name -> (class, options); every model shares encoder widths, latent size and training budget.
-MODELS = {
-    "vae": (VAE, {}),
-    "beta_vae": (VAE, {"beta": 0.2}),
-    "gmvae": (GMVAE, {}),
-    "lidgmvae": (LIDGMVAE, {}),
-    "lidvae": (LIDVAE, {}),
-}
+#: The comparison of the LIDVAE-family issue; any name of :data:`~pyro_lid.experiments.methods.METHODS` works.
+DEFAULT_MODELS = ("vae", "beta_vae", "gmvae", "lidgmvae", "lidvae")
 
 
 def _data(dataset, root, num_train, num_test, seed):
@@ -50,7 +44,7 @@ def _data(dataset, root, num_train, num_test, seed):
 def run_image_comparison(
     dataset: str = "fashion-mnist",
     root: str | None = None,
-    models=tuple(MODELS),
+    models=DEFAULT_MODELS,
     num_train: int = 20000,
     num_test: int | None = None,
     epochs: int = 10,
@@ -65,22 +59,17 @@ def run_image_comparison(
     output_dir: str | Path | None = None,
     progress: bool | None = None,
 ) -> list[dict]:
-    """Train each named model of :data:`MODELS` and return one result row per model."""
-    unknown = [m for m in models if m not in MODELS]
+    """Train each named method of :data:`~pyro_lid.experiments.methods.METHODS`; one result row per method."""
+    unknown = [m for m in models if m not in METHODS]
     if unknown:
-        raise ValueError(f"unknown models {unknown}; choose from {sorted(MODELS)}")
+        raise ValueError(f"unknown models {unknown}; choose from {sorted(METHODS)}")
     train, val, test, test_labels = _data(dataset, root, num_train, num_test, seed)
     data_dim = train.shape[1]
     rows = []
     for name in models:
-        cls, options = MODELS[name]
+        method = METHODS[name]
         pyro.set_rng_seed(seed)
-        kwargs = dict(hidden_dims=(hidden, hidden), **options)
-        if cls in (GMVAE, LIDGMVAE):
-            kwargs["num_components"] = num_components
-        if cls in (LIDVAE, LIDGMVAE):
-            kwargs["icnn_hidden_dims"] = (icnn_hidden, icnn_hidden)
-        model = cls(data_dim, latent_dim, **kwargs)
+        model = method.build(data_dim, latent_dim, hidden, icnn_hidden, num_components)
         started = time.perf_counter()
         history = fit(
             model,

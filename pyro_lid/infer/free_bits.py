@@ -74,4 +74,4 @@ class FreeBitsELBO(ELBO):
     def loss_and_grads(self, model, guide, *args, **kwargs):
         loss = self.differentiable_loss(model, guide, *args, **kwargs)
         loss.backward()
-        return loss.item()
+        return loss.detach().item()

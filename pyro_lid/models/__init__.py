@@ -4,10 +4,12 @@ from .mixture_weight import MixtureWeightModel
 from .networks import GaussianEncoder, MLPLikelihood
 from .ppca import PPCA
 from .priors import GaussianMixturePrior, StandardNormalPrior
-from .vae import GMVAE, LIDGMVAE, LIDVAE, VAE, cluster_accuracy
+from .vae import BNVAE, GMVAE, ILLIDVAE, LIDGMVAE, LIDVAE, VAE, cluster_accuracy
 
 __all__ = [
+    "BNVAE",
     "GMVAE",
+    "ILLIDVAE",
     "LIDGMVAE",
     "LIDVAE",
     "VAE",

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from ..distributions.likelihoods import LikelihoodFamily, make_family
 
-__all__ = ["mlp", "GaussianEncoder", "MLPLikelihood"]
+__all__ = ["mlp", "GaussianEncoder", "BatchNormGaussianEncoder", "MLPLikelihood"]
 
 
 def mlp(sizes: Sequence[int], activation=nn.ReLU) -> nn.Sequential:
@@ -48,6 +48,29 @@ class GaussianEncoder(nn.Module):
     def distribution(self, x: torch.Tensor) -> dist.TorchDistribution:
         loc, scale = self(x)
         return dist.Normal(loc, scale).to_event(1)
+
+
+class BatchNormGaussianEncoder(GaussianEncoder):
+    r"""BN-VAE's encoder (Zhu et al. 2020): batch-normalized posterior means with a fixed scale.
+
+    :math:`\mu_d = \gamma\,rac{	ilde\mu_d - m_d}{s_d} + eta_d`, with batch statistics
+    :math:`m, s` in training (running statistics in ``eval()``), a fixed :math:`\gamma > 0`
+    and a learned shift :math:`eta`. Over a batch :math:`\overline{\mu_d^2} = \gamma^2 + eta_d^2`,
+    so the expected KL to :math:`\mathcal{N}(0, I)` is at least :math:`K\gamma^2/2`.
+    """
+
+    def __init__(self, input_dim: int, latent_dim: int, hidden_dims: Sequence[int] = (512,), gamma: float = 0.5):
+        super().__init__(input_dim, latent_dim, hidden_dims)
+        if not gamma > 0:
+            raise ValueError(f"gamma must be > 0, got {gamma!r}")
+        self.gamma = float(gamma)
+        self.norm = nn.BatchNorm1d(latent_dim, affine=False)
+        self.shift = nn.Parameter(torch.zeros(latent_dim))
+
+    def forward(self, x):
+        loc, scale = super().forward(x)
+        flat = loc.reshape(-1, loc.shape[-1])
+        return (self.gamma * self.norm(flat) + self.shift).reshape(loc.shape), scale
 
 
 class MLPLikelihood(nn.Module):

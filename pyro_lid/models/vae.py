@@ -33,10 +33,10 @@ from pyro import poutine
 from pyro.infer import Trace_ELBO, TraceEnum_ELBO
 
 from ..distributions.likelihoods import IdentifiableLikelihood
-from .networks import GaussianEncoder, MLPLikelihood, mlp
+from .networks import BatchNormGaussianEncoder, GaussianEncoder, MLPLikelihood, mlp
 from .priors import GaussianMixturePrior, StandardNormalPrior
 
-__all__ = ["VAE", "LIDVAE", "GMVAE", "LIDGMVAE", "cluster_accuracy"]
+__all__ = ["VAE", "BNVAE", "LIDVAE", "ILLIDVAE", "GMVAE", "LIDGMVAE", "cluster_accuracy"]
 
 
 class VAE(nn.Module):
@@ -141,6 +141,30 @@ class VAE(nn.Module):
         return self.prior.cluster_log_posterior(self.posterior(x).mean).argmax(-1)
 
 
+class BNVAE(VAE):
+    """BN-VAE (Zhu et al. 2020): the VAE with :class:`~pyro_lid.models.networks.BatchNormGaussianEncoder`.
+
+    :param float gamma: the fixed batch-norm scale of the posterior means; the expected KL is at
+        least ``latent_dim * gamma**2 / 2`` nats. Other parameters as :class:`VAE`.
+    """
+
+    def __init__(
+        self,
+        data_dim: int,
+        latent_dim: int = 16,
+        hidden_dims: Sequence[int] = (512,),
+        likelihood="bernoulli",
+        beta: float = 1.0,
+        gamma: float = 0.5,
+        **likelihood_kwargs,
+    ):
+        self.gamma = gamma
+        super().__init__(data_dim, latent_dim, hidden_dims, likelihood, beta, **likelihood_kwargs)
+
+    def _build_encoder(self, hidden_dims):
+        return BatchNormGaussianEncoder(self.data_dim, self.latent_dim, hidden_dims, self.gamma)
+
+
 def _identifiable_decoder(latent_dim, data_dim, likelihood, icnn_hidden_dims, alpha_floor, likelihood_kwargs):
     return IdentifiableLikelihood(
         latent_dim, data_dim, likelihood, icnn_hidden_dims, icnn_hidden_dims, alpha_floor, **likelihood_kwargs
@@ -172,6 +196,23 @@ class LIDVAE(VAE):
             latent_dim, data_dim, likelihood, icnn_hidden_dims, alpha_floor, likelihood_kwargs
         )
         super().__init__(data_dim, latent_dim, hidden_dims, likelihood, beta, prior=prior, decoder=decoder)
+
+
+class ILLIDVAE(LIDVAE):
+    r"""IL-LIDVAE (Kinoshita et al. 2023): LIDVAE with an explicit strong-convexity constant.
+
+    Both Brenier potentials satisfy :math:`\nabla^2\psi \succeq L I`, so every singular value
+    of the decoder map's Jacobian is at least :math:`L^2`: a larger ``strong_convexity``
+    guarantees more information in :math:`z` at some cost in fidelity.
+
+    :param float strong_convexity: :math:`L > 0`. Other parameters as :class:`LIDVAE`.
+    """
+
+    def __init__(self, data_dim: int, latent_dim: int = 16, strong_convexity: float = 0.5, **kwargs):
+        if "alpha_floor" in kwargs:
+            raise ValueError("IL-LIDVAE sets alpha_floor from strong_convexity; pass only strong_convexity")
+        self.strong_convexity = float(strong_convexity)
+        super().__init__(data_dim, latent_dim, alpha_floor=strong_convexity, **kwargs)
 
 
 class GMVAE(VAE):

@@ -1,0 +1,62 @@
+"""Named methods: a model class plus a training recipe, with defaults from the original papers.
+
+``METHODS[name].build(data_dim, latent_dim, ...)`` makes the model with the shared
+architecture (same encoder and decoder widths for every method), and
+``METHODS[name].fit_kwargs`` is what :func:`pyro_lid.infer.fit` adds for it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..infer.schedules import KLSchedule
+from ..models import BNVAE, GMVAE, ILLIDVAE, LIDGMVAE, LIDVAE, VAE
+
+__all__ = ["Method", "METHODS"]
+
+
+@dataclass(frozen=True)
+class Method:
+    """A named way to train a VAE-type model."""
+
+    model_class: type
+    model_kwargs: dict = field(default_factory=dict)
+    fit_kwargs: dict = field(default_factory=dict)
+    reference: str = ""
+
+    def build(
+        self, data_dim: int, latent_dim: int, hidden: int = 512, icnn_hidden: int = 512, num_components: int = 10
+    ):
+        """The model, with encoder/decoder widths shared across methods."""
+        kwargs = dict(hidden_dims=(hidden, hidden), **self.model_kwargs)
+        if issubclass(self.model_class, GMVAE):
+            kwargs["num_components"] = num_components
+        if issubclass(self.model_class, (LIDVAE, LIDGMVAE)):
+            kwargs["icnn_hidden_dims"] = (icnn_hidden, icnn_hidden)
+        return self.model_class(data_dim, latent_dim, **kwargs)
+
+
+METHODS = {
+    "vae": Method(VAE, reference="Kingma & Welling 2014"),
+    "beta_vae": Method(VAE, {"beta": 0.2}, reference="Higgins et al. 2017 (beta < 1 as in Wang et al. 2021)"),
+    "anneal": Method(
+        VAE,
+        fit_kwargs={"kl_schedule": KLSchedule("linear", warmup_epochs=5)},
+        reference="Bowman et al. 2016: KL weight 0 -> 1 linearly over the first 5 epochs",
+    ),
+    "cyclical": Method(
+        VAE,
+        fit_kwargs={"kl_schedule": KLSchedule("cyclical", cycle_epochs=5, ramp_fraction=0.5)},
+        reference="Fu et al. 2019: cycles of 5 epochs, ramp over the first half (R = 0.5)",
+    ),
+    "free_bits": Method(
+        VAE, fit_kwargs={"free_bits": 0.1}, reference="Kingma et al. 2016: per-dimension KL floor lambda = 0.1 nats"
+    ),
+    "bn_vae": Method(BNVAE, {"gamma": 0.5}, reference="Zhu et al. 2020: fixed batch-norm scale gamma = 0.5"),
+    "lidvae": Method(LIDVAE, reference="Wang, Blei & Cunningham 2021"),
+    "il_lidvae": Method(
+        ILLIDVAE, {"strong_convexity": 0.5}, reference="Kinoshita et al. 2023: strong-convexity constant L = 0.5"
+    ),
+    "gmvae": Method(GMVAE, reference="Dilokthanakul et al. 2016 (mixture summed out exactly)"),
+    "lidgmvae": Method(LIDGMVAE, reference="Wang, Blei & Cunningham 2021"),
+}
