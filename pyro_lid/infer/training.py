@@ -87,6 +87,9 @@ def fit(
 ) -> History:
     """Train ``model`` (with ``model.model`` / ``model.guide``) by SVI and return its :class:`History`.
 
+    Pyro's global parameter store is cleared first: the model's parameters live in the
+    module itself and are registered afresh, so a previous run cannot leak into this one.
+
     :param train_data: ``(N, D)`` training data (for ``dynamic_binarization``: intensities in [0, 1]).
     :param val_data: ``(M, D)`` validation data, already in the likelihood's form; per-epoch
         ``val_loss`` (and with ``val_metrics`` KL, AU and MI) are recorded.
