@@ -53,9 +53,9 @@ class GaussianEncoder(nn.Module):
 class BatchNormGaussianEncoder(GaussianEncoder):
     r"""BN-VAE's encoder (Zhu et al. 2020): batch-normalized posterior means with a fixed scale.
 
-    :math:`\mu_d = \gamma\,rac{	ilde\mu_d - m_d}{s_d} + eta_d`, with batch statistics
+    :math:`\mu_d = \gamma\,\frac{\tilde\mu_d - m_d}{s_d} + \beta_d`, with batch statistics
     :math:`m, s` in training (running statistics in ``eval()``), a fixed :math:`\gamma > 0`
-    and a learned shift :math:`eta`. Over a batch :math:`\overline{\mu_d^2} = \gamma^2 + eta_d^2`,
+    and a learned shift :math:`\beta`. Over a batch :math:`\overline{\mu_d^2} = \gamma^2 + \beta_d^2`,
     so the expected KL to :math:`\mathcal{N}(0, I)` is at least :math:`K\gamma^2/2`.
     """
 

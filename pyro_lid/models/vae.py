@@ -177,6 +177,7 @@ class LIDVAE(VAE):
     :param icnn_hidden_dims: widths of both ICNN potentials.
     :param float alpha_floor: strong-convexity floor of both potentials (the injectivity margin
         of the decoder is at least its square).
+
     Other parameters as :class:`VAE`.
     """
 
@@ -226,6 +227,7 @@ class GMVAE(VAE):
     :param int num_components: :math:`C`.
     :param bool learn_weights: learn the mixture weights (else uniform).
     :param bool enumerate_clusters: explicit, enumerated cluster variable.
+
     Other parameters as :class:`VAE`.
     """
 
