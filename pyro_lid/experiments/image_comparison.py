@@ -81,6 +81,7 @@ def run_image_comparison(
             seed=seed,
             dynamic_binarization=dataset != "synthetic",
             progress=progress,
+            **method.fit_kwargs,
         )
         train_seconds = time.perf_counter() - started
         started = time.perf_counter()

@@ -52,6 +52,12 @@ METHODS = {
     "free_bits": Method(
         VAE, fit_kwargs={"free_bits": 0.1}, reference="Kingma et al. 2016: per-dimension KL floor lambda = 0.1 nats"
     ),
+    "lagging": Method(
+        VAE,
+        fit_kwargs={"strategy": "lagging"},
+        reference="He et al. 2019: aggressive encoder steps (checked every 15, at most 100) until "
+        "validation MI stops rising",
+    ),
     "bn_vae": Method(BNVAE, {"gamma": 0.5}, reference="Zhu et al. 2020: fixed batch-norm scale gamma = 0.5"),
     "lidvae": Method(LIDVAE, reference="Wang, Blei & Cunningham 2021"),
     "il_lidvae": Method(

@@ -1,5 +1,6 @@
 """Inference: the training loop over SVI, KL schedules, free bits, and posterior samples for ArviZ."""
 
+from .aggressive import LaggingState, ParamSubsetOptim
 from .free_bits import FreeBitsELBO
 from .posterior_samples import latent_sites, nuts_posterior, prior_draws, vi_posterior
 from .schedules import KLSchedule, make_schedule
@@ -9,6 +10,8 @@ __all__ = [
     "FreeBitsELBO",
     "History",
     "KLSchedule",
+    "LaggingState",
+    "ParamSubsetOptim",
     "TrainingDiverged",
     "fit",
     "latent_sites",

@@ -16,15 +16,18 @@ import numpy as np
 import pyro
 import torch
 from pyro.infer import SVI
-from pyro.optim import Adam, ClippedAdam, RMSprop
+from pyro.optim import PyroOptim
+from pyro.optim.clipped_adam import ClippedAdam
 from tqdm.auto import tqdm
 
+from .aggressive import LaggingState, ParamSubsetOptim, encoder_burn_in, encoder_parameters, random_batches
 from .free_bits import FreeBitsELBO
 from .schedules import make_schedule
 
 __all__ = ["fit", "History", "TrainingDiverged"]
 
-_OPTIMIZERS = {"adam": Adam, "rmsprop": RMSprop, "clipped_adam": ClippedAdam}
+_OPTIMIZERS = {"adam": torch.optim.Adam, "rmsprop": torch.optim.RMSprop, "clipped_adam": ClippedAdam}
+_STRATEGIES = ("standard", "lagging")
 
 
 class TrainingDiverged(RuntimeError):
@@ -82,6 +85,7 @@ def fit(
     resume: bool = False,
     early_stopping_patience: int | None = None,
     val_metrics: bool = True,
+    strategy: str = "standard",
     progress: bool | None = None,
     device: str | torch.device | None = None,
 ) -> History:
@@ -102,6 +106,8 @@ def fit(
     :param checkpoint: file to write after every epoch (model, optimizer, RNG, history).
     :param resume: continue from ``checkpoint`` if it exists; the result equals an uninterrupted run.
     :param early_stopping_patience: stop after this many epochs without a better ``val_loss``.
+    :param strategy: ``"standard"``, or ``"lagging"`` for aggressive encoder training
+        (He et al. 2019, :mod:`pyro_lid.infer.aggressive`; needs ``val_data`` for its MI rule).
     :raises TrainingDiverged: when the loss becomes NaN or infinite (the last good checkpoint is kept).
     """
     _check_data("train_data", train_data)
@@ -113,6 +119,10 @@ def fit(
         raise ValueError(f"optimizer must be one of {sorted(_OPTIMIZERS)}, got {optimizer!r}")
     if free_bits is not None and loss is not None:
         raise ValueError("pass either free_bits or loss, not both")
+    if strategy not in _STRATEGIES:
+        raise ValueError(f"strategy must be one of {_STRATEGIES}, got {strategy!r}")
+    if strategy == "lagging" and (val_data is None or not val_metrics):
+        raise ValueError("strategy='lagging' needs val_data and val_metrics=True: its phase ends on validation MI")
     if resume and checkpoint is None:
         raise ValueError("resume=True needs a checkpoint path")
     if dynamic_binarization and ((train_data < 0) | (train_data > 1)).any():
@@ -123,7 +133,16 @@ def fit(
     elbo = FreeBitsELBO(free_bits) if free_bits is not None else (loss or model.default_loss())
     optim_args = {"lr": lr}
     clip_args = {"clip_norm": clip_norm} if clip_norm is not None else {}
-    optim = _OPTIMIZERS[optimizer](optim_args, clip_args=clip_args) if clip_args else _OPTIMIZERS[optimizer](optim_args)
+    optim = PyroOptim(_OPTIMIZERS[optimizer], optim_args, clip_args or None)
+    lagging = LaggingState() if strategy == "lagging" else None
+    if lagging is not None:
+        encoder_ids = {id(p) for p in encoder_parameters(model)}
+        decoder = [p for p in model.parameters() if id(p) not in encoder_ids]
+        encoder_optim = ParamSubsetOptim(
+            _OPTIMIZERS[optimizer], optim_args, encoder_parameters(model), clip_args or None
+        )
+        decoder_optim = ParamSubsetOptim(_OPTIMIZERS[optimizer], optim_args, decoder, clip_args or None)
+        batch_rng = torch.Generator().manual_seed(seed + 7919)
 
     pyro.clear_param_store()
     history, start_epoch, best, since_best = History(), 0, math.inf, 0
@@ -135,9 +154,18 @@ def fit(
         history.records = state["history"]
         start_epoch, best, since_best = state["epoch"], state["best"], state["since_best"]
         _set_rng_state(state["rng"])
+        if lagging is not None:
+            lagging.load_state_dict(state["lagging"])
+            encoder_optim.set_state(state["optim_encoder"])
+            decoder_optim.set_state(state["optim_decoder"])
+            batch_rng.set_state(state["batch_rng"])
     else:
         pyro.set_rng_seed(seed)
     svi = SVI(model.model, model.guide, optim, elbo)
+    if lagging is not None:
+        encoder_svi = SVI(model.model, model.guide, encoder_optim, elbo)
+        decoder_svi = SVI(model.model, model.guide, decoder_optim, elbo)
+        fresh_batch = random_batches(train_data, batch_size, batch_rng, dynamic_binarization, device)
     n = train_data.shape[0]
     steps_per_epoch = math.ceil(n / batch_size)
 
@@ -145,7 +173,8 @@ def fit(
         started = time.perf_counter()
         model.train()
         order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100003 + epoch))
-        total = 0.0
+        total, grad_evals, encoder_steps = 0.0, 0, 0
+        aggressive = lagging is not None and lagging.aggressive
         bar = tqdm(
             range(steps_per_epoch),
             desc=f"epoch {epoch + 1}/{epochs}",
@@ -158,7 +187,14 @@ def fit(
             if dynamic_binarization:
                 x = torch.bernoulli(x)
             model.kl_weight = schedule(epoch + step / steps_per_epoch)
-            value = svi.step(x, n)
+            if aggressive:  # encoder first, until its loss stops improving; then one decoder step
+                inner = encoder_burn_in(encoder_svi, fresh_batch, n)
+                encoder_steps += inner
+                grad_evals += inner
+                value = decoder_svi.step(x, n)
+            else:
+                value = svi.step(x, n)
+            grad_evals += 1
             if not math.isfinite(value):
                 where = f"the checkpoint {checkpoint} (end of epoch {epoch})" if checkpoint else "no checkpoint"
                 raise TrainingDiverged(
@@ -173,10 +209,15 @@ def fit(
             "train_loss": total / steps_per_epoch / n,
             "kl_weight": schedule(epoch + 1),
             "seconds": time.perf_counter() - started,
-            "grad_evals": steps_per_epoch,
+            "grad_evals": grad_evals,
         }
+        if lagging is not None:
+            record["aggressive"] = aggressive
+            record["encoder_steps_per_decoder_step"] = encoder_steps / steps_per_epoch
         if val_data is not None:
             record.update(_validate(model, svi, val_data.to(device), batch_size, val_metrics))
+            if lagging is not None:
+                lagging.end_of_epoch(record["mi"])
             if record["val_loss"] < best:
                 best, since_best = record["val_loss"], 0
             else:
@@ -186,18 +227,23 @@ def fit(
             tqdm.write(_describe(record))
         if checkpoint is not None:
             checkpoint.parent.mkdir(parents=True, exist_ok=True)
-            torch.save(
-                {
-                    "model": model.state_dict(),
-                    "optim": optim.get_state(),
-                    "history": history.records,
-                    "epoch": epoch + 1,
-                    "best": best,
-                    "since_best": since_best,
-                    "rng": _rng_state(),
-                },
-                checkpoint,
-            )
+            state = {
+                "model": model.state_dict(),
+                "optim": optim.get_state(),
+                "history": history.records,
+                "epoch": epoch + 1,
+                "best": best,
+                "since_best": since_best,
+                "rng": _rng_state(),
+            }
+            if lagging is not None:
+                state.update(
+                    lagging=lagging.state_dict(),
+                    optim_encoder=encoder_optim.get_state(),
+                    optim_decoder=decoder_optim.get_state(),
+                    batch_rng=batch_rng.get_state(),
+                )
+            torch.save(state, checkpoint)
         if early_stopping_patience is not None and since_best >= early_stopping_patience:
             history.stopped_early = True
             break
