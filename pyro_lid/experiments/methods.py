@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..infer.schedules import KLSchedule
-from ..models import BNVAE, GMVAE, ILLIDVAE, LIDGMVAE, LIDVAE, VAE
+from ..models import BNVAE, GMVAE, ILLIDVAE, LIDGMVAE, LIDVAE, SAVAE, VAE
 
 __all__ = ["Method", "METHODS"]
 
@@ -57,6 +57,11 @@ METHODS = {
         fit_kwargs={"strategy": "lagging"},
         reference="He et al. 2019: aggressive encoder steps (checked every 15, at most 100) until "
         "validation MI stops rising",
+    ),
+    "sa_vae": Method(
+        SAVAE,
+        {"refine_steps": 10, "refine_lr": 0.1},
+        reference="Kim et al. 2018: 10 refinement steps of size 0.1; LL uses the refined posterior",
     ),
     "bn_vae": Method(BNVAE, {"gamma": 0.5}, reference="Zhu et al. 2020: fixed batch-norm scale gamma = 0.5"),
     "lidvae": Method(LIDVAE, reference="Wang, Blei & Cunningham 2021"),

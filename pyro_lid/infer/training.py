@@ -194,7 +194,7 @@ def fit(
                 value = decoder_svi.step(x, n)
             else:
                 value = svi.step(x, n)
-            grad_evals += 1
+            grad_evals += 1 + getattr(model, "extra_gradient_evaluations", 0)
             if not math.isfinite(value):
                 where = f"the checkpoint {checkpoint} (end of epoch {epoch})" if checkpoint else "no checkpoint"
                 raise TrainingDiverged(

@@ -4,6 +4,7 @@ from .mixture_weight import MixtureWeightModel
 from .networks import GaussianEncoder, MLPLikelihood
 from .ppca import PPCA
 from .priors import GaussianMixturePrior, StandardNormalPrior
+from .savae import SAVAE
 from .vae import BNVAE, GMVAE, ILLIDVAE, LIDGMVAE, LIDVAE, VAE, cluster_accuracy
 
 __all__ = [
@@ -18,6 +19,7 @@ __all__ = [
     "MLPLikelihood",
     "MixtureWeightModel",
     "PPCA",
+    "SAVAE",
     "StandardNormalPrior",
     "cluster_accuracy",
 ]
