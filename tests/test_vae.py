@@ -183,14 +183,44 @@ def test_free_bits_objective_floors_every_dimension():
     terms = elbo.terms(model.model, model.guide, x)
     pyro.set_rng_seed(0)
     loss = elbo.differentiable_loss(model.model, model.guide, x)
-    floored = terms["kl_per_dim"].clamp_min(0.5)
-    assert (floored >= 0.5).all() and (terms["kl_per_dim"] < 0.5).any()  # at init most dimensions are floored
+    assert terms["kl_per_group"].shape == (4,) and terms["floor"] == 0.5  # one group per dimension
+    floored = terms["kl_per_group"].clamp_min(0.5)
+    assert (floored >= 0.5).all() and (terms["kl_per_group"] < 0.5).any()  # at init most dimensions are floored
     expected = -(terms["reconstruction"] - floored.sum() * 64)
     assert torch.allclose(loss, expected)
+    # a floored dimension exerts no pull on the encoder: its KL gradient is zero
+    model.zero_grad()
+    kl_only = terms["kl_per_group"].clamp_min(0.5).sum()
+    kl_only.backward()
+    below = terms["kl_per_group"] < 0.5
+    assert torch.all(model.encoder.loc.weight.grad[below] == 0)
+    assert model.encoder.loc.weight.grad[~below].abs().sum() > 0 or not (~below).any()
     history = fit(model, x, epochs=2, batch_size=32, free_bits=0.5, progress=False)
     assert len(history) == 2
-    with pytest.raises(ValueError, match="Mixture priors"):
-        FreeBitsELBO(0.5).loss(GMVAE(20, 2, **SMALL).model, GMVAE(20, 2, **SMALL).guide, x)
+
+
+def test_free_bits_with_a_mixture_prior_floors_the_whole_latent_vector():
+    x = weak_signal_data(64)
+    model = GMVAE(20, 3, num_components=4, **SMALL)
+    # lambda = 0 is the plain ELBO at the same sample (Monte Carlo KL, the mixture's exact log density)
+    pyro.set_rng_seed(0)
+    free = FreeBitsELBO(0.0).differentiable_loss(model.model, model.guide, x)
+    pyro.set_rng_seed(0)
+    plain = pyro.infer.Trace_ELBO().differentiable_loss(model.model, model.guide, x)
+    torch.testing.assert_close(free, plain)
+    # a high floor: one group, floored at K * lambda
+    pyro.set_rng_seed(0)
+    terms = FreeBitsELBO(5.0).terms(model.model, model.guide, x)
+    assert terms["kl_per_group"].shape == (1,) and terms["floor"] == 15.0
+    assert terms["kl_per_group"].item() < 15.0
+    pyro.set_rng_seed(0)
+    loss = FreeBitsELBO(5.0).differentiable_loss(model.model, model.guide, x)
+    torch.testing.assert_close(loss, -(terms["reconstruction"] - 15.0 * 64))
+    history = fit(model, x, epochs=2, batch_size=32, free_bits=0.1, progress=False)
+    assert len(history) == 2
+    enumerated = GMVAE(20, 3, num_components=4, enumerate_clusters=True, **SMALL)
+    with pytest.raises(ValueError, match="only latent site"):
+        FreeBitsELBO(0.5).loss(enumerated.model, enumerated.guide, x)
 
 
 def test_fit_uses_the_whole_pipeline_with_schedules_and_validation_metrics():

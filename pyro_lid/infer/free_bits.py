@@ -1,13 +1,24 @@
-r"""Free bits (Kingma et al. 2016), per latent dimension, as a Pyro ELBO.
+r"""Free bits (Kingma et al. 2016) as a Pyro ELBO, for factorized and mixture priors.
+
+Free bits floors the KL of each *group* of latent dimensions, averaged over the batch:
 
 .. math::
 
     \mathcal{L}_\lambda = \mathbb{E}_q[\log p(x\mid z)]
-        - \beta\sum_{d=1}^K \max\!\big(\lambda,\ \overline{\mathrm{KL}}_d\big),
-    \qquad \overline{\mathrm{KL}}_d = \tfrac1B\textstyle\sum_b \mathrm{KL}(q(z_d\mid x_b)\,\|\,p(z_d)),
+        - \beta\sum_{g} \max\!\big(\lambda_g,\ \overline{\mathrm{KL}}_g\big),
+    \qquad \overline{\mathrm{KL}}_g = \tfrac1B\textstyle\sum_b \mathrm{KL}(q(z_g\mid x_b)\,\|\,p(z_g)),
 
-so no dimension is pushed below :math:`\lambda` nats of KL. The KL is analytic, which
-needs a diagonal Gaussian guide and a factorized Normal prior at the latent site.
+so no group is pushed below :math:`\lambda_g` nats. The KL splits into groups only where
+the prior factorizes over them:
+
+- a factorized Normal prior (:class:`~pyro_lid.models.priors.StandardNormalPrior`): every
+  dimension is a group, :math:`\lambda_g = \lambda`, and the KL is analytic;
+- any other prior, e.g. a Gaussian mixture (its dimensions are dependent): the whole
+  latent vector is one group with floor :math:`K\lambda` (the same budget in nats), and
+  :math:`\overline{\mathrm{KL}}` is the Monte Carlo estimate
+  :math:`\tfrac1B\sum_b \log q(z_b\mid x_b) - \log p(z_b)` at the guide's sample.
+
+The guide must be a diagonal Normal at the latent site, the only latent site.
 """
 
 from __future__ import annotations
@@ -16,26 +27,22 @@ import pyro.distributions as dist
 import torch
 from pyro import poutine
 from pyro.infer import ELBO
+from pyro.poutine.util import site_is_subsample
 
 __all__ = ["FreeBitsELBO"]
 
 
-def _normal_base(fn, where):
-    base = fn.base_dist if isinstance(fn, dist.Independent) else fn
-    while isinstance(base, dist.Independent):
-        base = base.base_dist
-    if not isinstance(base, dist.Normal):
-        raise ValueError(
-            f"free bits needs a diagonal Normal {where} at the latent site (analytic per-dimension KL); "
-            f"got {type(fn).__name__}. Mixture priors are not supported."
-        )
-    return base
+def _factorized_normal(fn):
+    """The Normal under ``Independent`` wrappers, or ``None`` when ``fn`` is not one."""
+    while isinstance(fn, dist.Independent):
+        fn = fn.base_dist
+    return fn if isinstance(fn, dist.Normal) else None
 
 
 class FreeBitsELBO(ELBO):
     """Negative free-bits ELBO for a model with one latent site ``latent`` and one observed site ``observed``.
 
-    :param float free_bits: :math:`\\lambda \\ge 0`, nats per dimension.
+    :param float free_bits: :math:`\\lambda \\ge 0`, nats per latent dimension.
     """
 
     def __init__(self, free_bits: float, latent: str = "z", observed: str = "x"):
@@ -48,23 +55,47 @@ class FreeBitsELBO(ELBO):
         raise NotImplementedError("FreeBitsELBO builds its traces in terms()")
 
     def terms(self, model, guide, *args, **kwargs) -> dict:
-        """The pieces of the objective: reconstruction, per-dimension KL, and their scales."""
+        """The objective's pieces: ``reconstruction``, the batch-mean KL per group ``kl_per_group`` with its
+        ``floor`` (per dimension for factorized priors, else one group), ``batch_size`` and ``latent_scale``."""
         guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
         model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args, **kwargs)
+        others = [
+            name
+            for name, site in guide_trace.nodes.items()
+            if site["type"] == "sample"
+            and not site["is_observed"]
+            and not site_is_subsample(site)
+            and name != self.latent
+        ]
+        if others:
+            raise ValueError(
+                f"free bits needs the guide's only latent site to be {self.latent!r}; it also samples {others} "
+                "(for mixture models use the summed-out prior, e.g. GMVAE(enumerate_clusters=False))"
+            )
         obs = model_trace.nodes[self.observed]
         q_site, p_site = guide_trace.nodes[self.latent], model_trace.nodes[self.latent]
-        q, p = _normal_base(q_site["fn"], "guide"), _normal_base(p_site["fn"], "prior")
-        kl = torch.distributions.kl_divergence(q, p)  # (B, K)
+        q, p = _factorized_normal(q_site["fn"]), _factorized_normal(p_site["fn"])
+        if q is None:
+            raise ValueError(f"free bits needs a diagonal Normal guide at {self.latent!r}, got {q_site['fn']}")
+        latent_dim = q.batch_shape[-1]
+        if p is not None:  # analytic KL per dimension
+            kl = torch.distributions.kl_divergence(q, p)  # (B, K)
+            kl_per_group, floor = kl.mean(0), self.free_bits
+        else:  # one group: the whole vector, Monte Carlo KL at the guide's sample
+            z = q_site["value"]
+            kl = q_site["fn"].log_prob(z) - p_site["fn"].log_prob(z)  # (B,)
+            kl_per_group, floor = kl.mean(0, keepdim=True), self.free_bits * latent_dim
         return {
             "reconstruction": obs["fn"].log_prob(obs["value"]).sum() * obs["scale"],
-            "kl_per_dim": kl.mean(0),
+            "kl_per_group": kl_per_group,
+            "floor": floor,
             "batch_size": kl.shape[0],
             "latent_scale": q_site["scale"],
         }
 
     def differentiable_loss(self, model, guide, *args, **kwargs):
         t = self.terms(model, guide, *args, **kwargs)
-        kl = t["kl_per_dim"].clamp_min(self.free_bits).sum() * t["batch_size"]
+        kl = t["kl_per_group"].clamp_min(t["floor"]).sum() * t["batch_size"]
         return -(t["reconstruction"] - t["latent_scale"] * kl)
 
     def loss(self, model, guide, *args, **kwargs):

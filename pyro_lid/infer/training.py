@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 from .aggressive import LaggingState, ParamSubsetOptim, encoder_burn_in, encoder_parameters, random_batches
 from .free_bits import FreeBitsELBO
+from .pretraining import initial_state, reset_decoder
 from .schedules import make_schedule
 
 __all__ = ["fit", "History", "TrainingDiverged"]
@@ -86,6 +87,7 @@ def fit(
     early_stopping_patience: int | None = None,
     val_metrics: bool = True,
     strategy: str = "standard",
+    pretrain_epochs: int = 0,
     progress: bool | None = None,
     device: str | torch.device | None = None,
 ) -> History:
@@ -101,13 +103,16 @@ def fit(
     :param clip_norm: clip each parameter's gradient norm to this value.
     :param loss: an ELBO (default ``model.default_loss()``, i.e. ``Trace_ELBO``).
     :param kl_schedule: ``None``/``"constant"``, ``"linear"``, ``"cyclical"`` or a :class:`KLSchedule`.
-    :param free_bits: per-dimension KL floor :math:`\\lambda` (uses :class:`FreeBitsELBO`).
+    :param free_bits: KL floor :math:`\\lambda` nats per dimension (:class:`FreeBitsELBO`; mixture priors: one group).
     :param dynamic_binarization: draw ``x ~ Bernoulli(intensity)`` afresh for every mini-batch.
     :param checkpoint: file to write after every epoch (model, optimizer, RNG, history).
     :param resume: continue from ``checkpoint`` if it exists; the result equals an uninterrupted run.
     :param early_stopping_patience: stop after this many epochs without a better ``val_loss``.
     :param strategy: ``"standard"``, or ``"lagging"`` for aggressive encoder training
         (He et al. 2019, :mod:`pyro_lid.infer.aggressive`; needs ``val_data`` for its MI rule).
+    :param pretrain_epochs: the first this many of the ``epochs`` train an autoencoder (KL weight 0);
+        then the decoder is reset to its initialization (Li et al. 2019, :mod:`pyro_lid.infer.pretraining`)
+        and the KL schedule starts.
     :raises TrainingDiverged: when the loss becomes NaN or infinite (the last good checkpoint is kept).
     """
     _check_data("train_data", train_data)
@@ -123,6 +128,8 @@ def fit(
         raise ValueError(f"strategy must be one of {_STRATEGIES}, got {strategy!r}")
     if strategy == "lagging" and (val_data is None or not val_metrics):
         raise ValueError("strategy='lagging' needs val_data and val_metrics=True: its phase ends on validation MI")
+    if not 0 <= pretrain_epochs < epochs:
+        raise ValueError(f"pretrain_epochs must be in [0, epochs), got {pretrain_epochs} with epochs={epochs}")
     if resume and checkpoint is None:
         raise ValueError("resume=True needs a checkpoint path")
     if dynamic_binarization and ((train_data < 0) | (train_data > 1)).any():
@@ -145,6 +152,7 @@ def fit(
         batch_rng = torch.Generator().manual_seed(seed + 7919)
 
     pyro.clear_param_store()
+    decoder_at_init = initial_state(model.decoder) if pretrain_epochs else None
     history, start_epoch, best, since_best = History(), 0, math.inf, 0
     checkpoint = Path(checkpoint) if checkpoint is not None else None
     if resume and checkpoint.exists():
@@ -153,6 +161,7 @@ def fit(
         optim.set_state(state["optim"])
         history.records = state["history"]
         start_epoch, best, since_best = state["epoch"], state["best"], state["since_best"]
+        decoder_at_init = state.get("decoder_at_init")
         _set_rng_state(state["rng"])
         if lagging is not None:
             lagging.load_state_dict(state["lagging"])
@@ -172,6 +181,9 @@ def fit(
     for epoch in range(start_epoch, epochs):
         started = time.perf_counter()
         model.train()
+        pretraining = epoch < pretrain_epochs
+        if pretrain_epochs and epoch == pretrain_epochs:
+            reset_decoder(model, decoder_at_init, optim, *((encoder_optim, decoder_optim) if lagging else ()))
         order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100003 + epoch))
         total, grad_evals, encoder_steps = 0.0, 0, 0
         aggressive = lagging is not None and lagging.aggressive
@@ -186,7 +198,7 @@ def fit(
             x = train_data[idx].to(device)
             if dynamic_binarization:
                 x = torch.bernoulli(x)
-            model.kl_weight = schedule(epoch + step / steps_per_epoch)
+            model.kl_weight = 0.0 if pretraining else schedule(epoch - pretrain_epochs + step / steps_per_epoch)
             if aggressive:  # encoder first, until its loss stops improving; then one decoder step
                 inner = encoder_burn_in(encoder_svi, fresh_batch, n)
                 encoder_steps += inner
@@ -207,10 +219,12 @@ def fit(
         record = {
             "epoch": epoch + 1,
             "train_loss": total / steps_per_epoch / n,
-            "kl_weight": schedule(epoch + 1),
+            "kl_weight": 0.0 if pretraining else schedule(epoch + 1 - pretrain_epochs),
             "seconds": time.perf_counter() - started,
             "grad_evals": grad_evals,
         }
+        if pretrain_epochs:
+            record["phase"] = "autoencoder" if pretraining else "vae"
         if lagging is not None:
             record["aggressive"] = aggressive
             record["encoder_steps_per_decoder_step"] = encoder_steps / steps_per_epoch
@@ -236,6 +250,8 @@ def fit(
                 "since_best": since_best,
                 "rng": _rng_state(),
             }
+            if decoder_at_init is not None:
+                state["decoder_at_init"] = decoder_at_init
             if lagging is not None:
                 state.update(
                     lagging=lagging.state_dict(),
