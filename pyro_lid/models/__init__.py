@@ -4,7 +4,7 @@ from .mixture_weight import MixtureWeightModel
 from .networks import GaussianEncoder, MLPLikelihood
 from .ppca import PPCA
 from .priors import GaussianMixturePrior, StandardNormalPrior
-from .savae import SAVAE
+from .savae import SAVAE, SemiAmortized, semi_amortized
 from .vae import BNVAE, GMVAE, ILLIDVAE, LIDGMVAE, LIDVAE, VAE, cluster_accuracy
 
 __all__ = [
@@ -20,6 +20,8 @@ __all__ = [
     "MixtureWeightModel",
     "PPCA",
     "SAVAE",
+    "SemiAmortized",
     "StandardNormalPrior",
     "cluster_accuracy",
+    "semi_amortized",
 ]

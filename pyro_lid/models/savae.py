@@ -9,11 +9,25 @@ For each data point the encoder gives :math:`\lambda_0 = (\mu(x), \log\sigma(x))
                      - \log q_\lambda(\mu + \sigma\epsilon)\big],
 
 with the decoder held fixed, give the refined posterior :math:`q_{\lambda_K}`. The
-decoder is trained on :math:`q_{\lambda_K}` (the guide samples :math:`z` from it, with
-:math:`\lambda_K` detached), and the encoder is trained *towards* it: the guide adds
-:math:`\mathrm{KL}(q_{\lambda_K}\,\|\,q_{\lambda_0})` through ``pyro.factor``, which
-enters the loss with a plus sign. Evaluation (``posterior``, hence the log-likelihood of
+decoder is trained on :math:`q_{\lambda_K}`: the guide samples :math:`z` from it, and the
+decoder's gradient is :math:`\nabla_\theta\,\mathrm{ELBO}(\lambda_K, \theta)` with
+:math:`\lambda_K` held fixed. The encoder is trained in one of two ways:
+
+- ``end_to_end=False`` (default): *towards* the refined parameters. :math:`\lambda_K` is
+  detached and the guide adds :math:`\mathrm{KL}(q_{\lambda_K}\,\|\,q_{\lambda_0})`
+  through ``pyro.factor``, which enters the loss with a plus sign. Cost: :math:`K` extra
+  gradient evaluations per step.
+- ``end_to_end=True``: *through* the steps, as in Kim et al.'s Algorithm 1. The refinement
+  graph is kept (``create_graph``), so the encoder receives
+  :math:`\frac{d\,\mathrm{ELBO}(\lambda_K)}{d\lambda_0}\frac{d\lambda_0}{d\phi}`
+  by Hessian-vector products through all :math:`K` updates. Cost: about :math:`2K` extra.
+
+Evaluation (``posterior``, hence the log-likelihood of
 :func:`pyro_lid.diagnostics.collapse_report`) uses the refined posterior as the proposal.
+
+The refinement only needs the model's ``log_joint`` and its Gaussian encoder, so it
+applies to every model of :mod:`pyro_lid.models`: :class:`SAVAE` is the VAE version and
+``semi_amortized(LIDGMVAE)`` (say) the semi-amortized mixture-prior LID model.
 
 Reference: Y. Kim, S. Wiseman, A. C. Miller, D. Sontag, A. M. Rush, "Semi-Amortized
 Variational Autoencoders", ICML 2018.
@@ -28,37 +42,44 @@ from pyro import poutine
 
 from .vae import VAE
 
-__all__ = ["SAVAE"]
+__all__ = ["SAVAE", "SemiAmortized", "semi_amortized"]
 
 
-class SAVAE(VAE):
-    """VAE whose guide refines the encoder's output by per-data-point gradient steps.
+class SemiAmortized:
+    """Mixin that makes any model of :mod:`pyro_lid.models` semi-amortized; put it first among the bases.
 
     :param int refine_steps: :math:`K` (Kim et al. use 10 to 20).
     :param float refine_lr: step size :math:`\\eta` of the refinement.
     :param int refine_samples: Monte Carlo samples per refinement step.
+    :param bool end_to_end: train the encoder by backpropagating through the refinement
+        (else towards the refined posterior).
 
-    Other parameters as :class:`VAE`.
+    Other parameters are the base model's. Models with an enumerated cluster variable
+    (``GMVAE(enumerate_clusters=True)``) have no single Gaussian guide to refine and are refused.
     """
 
     def __init__(
         self,
-        data_dim: int,
-        latent_dim: int = 16,
+        *args,
         refine_steps: int = 10,
         refine_lr: float = 0.1,
         refine_samples: int = 1,
+        end_to_end: bool = False,
         **kwargs,
     ):
         if refine_steps < 0 or not refine_lr > 0 or refine_samples < 1:
             raise ValueError("need refine_steps >= 0, refine_lr > 0 and refine_samples >= 1")
-        super().__init__(data_dim, latent_dim, **kwargs)
+        super().__init__(*args, **kwargs)
+        if getattr(self, "enumerate_clusters", False):
+            raise ValueError("semi-amortized refinement needs the summed-out mixture prior (enumerate_clusters=False)")
         self.refine_steps, self.refine_lr, self.refine_samples = refine_steps, refine_lr, refine_samples
+        self.end_to_end = bool(end_to_end)
 
     @property
     def extra_gradient_evaluations(self) -> int:
-        """Decoder gradient evaluations per training step spent on refinement (for cost accounting)."""
-        return self.refine_steps
+        """Decoder gradient evaluations per training step spent on refinement (for cost accounting):
+        :math:`K` forward, and as many Hessian-vector products back through them when end to end."""
+        return self.refine_steps * (2 if self.end_to_end else 1)
 
     def local_elbo(self, x, loc, log_scale, num_samples=None) -> torch.Tensor:
         """Per-data-point ELBO estimate of :math:`q = \\mathcal{N}(loc, e^{2\\log\\sigma})`, shape ``(batch,)``."""
@@ -66,24 +87,34 @@ class SAVAE(VAE):
         z = q.rsample((num_samples or self.refine_samples,))
         return (self.log_joint(x, z) - q.log_prob(z)).mean(0)
 
-    def refine(self, x, loc, scale):
-        """:math:`K` gradient-ascent steps on each point's ELBO from ``(loc, scale)``; decoder untouched."""
-        loc, log_scale = loc.detach().clone(), scale.detach().log()
+    def refine(self, x, loc, scale, differentiable: bool = False):
+        """:math:`K` gradient-ascent steps on each point's ELBO from ``(loc, scale)``; decoder untouched.
+
+        With ``differentiable`` the result stays a differentiable function of ``(loc, scale)``
+        (the steps' graph is kept); the decoder's parameters are constants either way.
+        """
+        differentiable = differentiable and torch.is_grad_enabled()
+        if differentiable:
+            log_scale = scale.log()
+        else:
+            loc, log_scale = loc.detach().clone(), scale.detach().log()
         params = [p for p in self.parameters() if p.requires_grad]
         with torch.enable_grad():  # also under no_grad (Predictive, evaluation)
             for p in params:
                 p.requires_grad_(False)
             try:
                 for _ in range(self.refine_steps):
-                    loc.requires_grad_(True)
-                    log_scale.requires_grad_(True)
+                    if not differentiable:
+                        loc, log_scale = loc.detach().requires_grad_(True), log_scale.detach().requires_grad_(True)
                     gain = self.local_elbo(x, loc, log_scale).sum()
-                    g_loc, g_log_scale = torch.autograd.grad(gain, [loc, log_scale])
-                    loc = (loc + self.refine_lr * g_loc).detach()
-                    log_scale = (log_scale + self.refine_lr * g_log_scale).detach()
+                    g_loc, g_log_scale = torch.autograd.grad(gain, [loc, log_scale], create_graph=differentiable)
+                    loc = loc + self.refine_lr * g_loc
+                    log_scale = log_scale + self.refine_lr * g_log_scale
             finally:
                 for p in params:
                     p.requires_grad_(True)
+        if not differentiable:
+            loc, log_scale = loc.detach(), log_scale.detach()
         return loc, log_scale.exp()
 
     def guide(self, x, num_data=None):
@@ -91,11 +122,11 @@ class SAVAE(VAE):
         self.check_data(x)
         x_in = self._encoder_input(x)
         loc0, scale0 = self.encoder(x_in)
-        loc, scale = self.refine(x, loc0, scale0)
+        loc, scale = self.refine(x, loc0, scale0, differentiable=self.end_to_end)
         with self._plate(x, num_data):
-            # pull the encoder towards the refined posterior (a guide factor adds +KL to the loss)
-            kl = torch.distributions.kl_divergence(dist.Normal(loc, scale), dist.Normal(loc0, scale0)).sum(-1)
-            pyro.factor("encoder_to_refined", kl, has_rsample=True)
+            if not self.end_to_end:  # pull the encoder towards the refined posterior (+KL in the loss)
+                kl = torch.distributions.kl_divergence(dist.Normal(loc, scale), dist.Normal(loc0, scale0)).sum(-1)
+                pyro.factor("encoder_to_refined", kl, has_rsample=True)
             with poutine.scale(scale=self.latent_scale):
                 pyro.sample("z", dist.Normal(loc, scale).to_event(1))
 
@@ -103,3 +134,19 @@ class SAVAE(VAE):
         """The refined posterior :math:`q_{\\lambda_K}(z \\mid x)` (the importance-sampling proposal)."""
         loc0, scale0 = self.encoder(self._encoder_input(self.check_data(x)))
         return dist.Normal(*self.refine(x, loc0, scale0)).to_event(1)
+
+
+class SAVAE(SemiAmortized, VAE):
+    """The semi-amortized VAE of Kim et al. 2018: :class:`SemiAmortized` over :class:`~pyro_lid.models.VAE`."""
+
+
+_SEMI_AMORTIZED: dict = {VAE: SAVAE}
+
+
+def semi_amortized(model_class: type) -> type:
+    """The semi-amortized version of a model class, e.g. ``semi_amortized(LIDGMVAE)(784, 16, refine_steps=10)``."""
+    if not (isinstance(model_class, type) and issubclass(model_class, VAE)):
+        raise ValueError(f"semi_amortized needs a model class of pyro_lid.models, got {model_class!r}")
+    if model_class not in _SEMI_AMORTIZED:
+        _SEMI_AMORTIZED[model_class] = type(f"SemiAmortized{model_class.__name__}", (SemiAmortized, model_class), {})
+    return _SEMI_AMORTIZED[model_class]
