@@ -46,7 +46,7 @@ def _compare(args) -> int:
 
     sizes = {}
     if args.smoke_test:
-        sizes = dict(num_train=300, num_test=200, epochs=1, latent_dim=4, hidden=32, icnn_hidden=32, num_samples=5)
+        sizes = dict(num_train=300, num_test=200, epochs=2, latent_dim=4, hidden=32, icnn_hidden=32, num_samples=5)
     options = dict(
         num_train=args.num_train,
         num_test=args.num_test,
@@ -61,11 +61,12 @@ def _compare(args) -> int:
     rows = run_image_comparison(
         args.dataset,
         args.root,
-        args.models,
+        "all" if args.models == ["all"] else args.models,
         seed=args.seed,
         output_dir=args.output_dir,
         lr=args.lr,
         progress=None,
+        resume=args.resume,
         **options,
     )
     print(format_results(rows))
@@ -98,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--models",
         nargs="+",
         default=["vae", "beta_vae", "gmvae", "lidgmvae", "lidvae"],
-        help="names from pyro_lid.experiments.methods.METHODS",
+        help="names from pyro_lid.experiments.methods.METHODS, or 'all'",
     )
     compare.add_argument("--num-train", type=int, default=20000)
     compare.add_argument("--num-test", type=int, default=None, help="default: the whole test split")
@@ -110,11 +111,18 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--lr", type=float, default=1e-3)
     compare.add_argument("--seed", type=int, default=0)
     compare.add_argument("--output-dir", default=None, help="write results.json and per-model histories here")
+    compare.add_argument(
+        "--resume", action="store_true", help="continue an interrupted run in --output-dir (same options)"
+    )
     compare.add_argument("--smoke-test", action="store_true", help="tiny sizes: seconds")
     compare.set_defaults(func=_compare)
     return parser
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    return args.func(args)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError) as error:  # bad options or missing data: say which, no traceback
+        parser.exit(2, f"pyro-lid {args.command}: error: {error}\n")

@@ -51,13 +51,13 @@ def test_il_lidvae_margin_grows_with_the_strong_convexity_constant():
 
 
 @pytest.mark.parametrize("name", sorted(METHODS))
-def test_every_registered_method_builds_and_trains_one_epoch(name):
+def test_every_registered_method_builds_and_trains_two_epochs(name):
     method = METHODS[name]
     pyro.set_rng_seed(0)
     model = method.build(20, 3, hidden=16, icnn_hidden=8, num_components=2)
     assert isinstance(model, method.model_class)
-    history = fit(model, X[:96], X[96:], epochs=1, batch_size=48, progress=False, **method.fit_kwargs)
-    assert len(history) == 1 and history.records[0]["grad_evals"] >= 2
+    history = fit(model, X[:96], X[96:], epochs=2, batch_size=48, progress=False, **method.fit_options(2))
+    assert len(history) == 2 and history.records[0]["grad_evals"] >= 2
     assert method.reference
 
 
@@ -195,3 +195,124 @@ def test_sa_vae_trains_the_encoder_towards_the_refined_posterior_and_counts_its_
     assert history["grad_evals"] == [3 * (1 + 5)]
     # evaluation uses the refined posterior (stated in the docstring): it differs from the encoder's
     assert not torch.allclose(model.posterior(X[:8]).mean, model.encoder(X[:8])[0])
+
+
+def test_sa_vae_end_to_end_gives_the_encoder_the_derivative_through_the_refinement_steps():
+    """With the noise fixed, the encoder's gradient is d loss / d phi through all K steps (finite differences)."""
+    from pyro.infer import Trace_ELBO
+
+    from pyro_lid.models import SAVAE
+
+    torch.set_default_dtype(torch.float64)
+    try:
+        pyro.set_rng_seed(0)
+        model = SAVAE(6, 2, hidden_dims=(8,), refine_steps=3, refine_lr=0.05, end_to_end=True)
+        x = torch.bernoulli(torch.rand(5, 6, generator=torch.Generator().manual_seed(1)))
+        weight = model.encoder.loc.weight
+
+        def loss():
+            pyro.set_rng_seed(3)  # the same noise in the refinement and in the ELBO for every evaluation
+            return Trace_ELBO().differentiable_loss(model.model, model.guide, x)
+
+        model.zero_grad()
+        loss().backward()
+        analytic = weight.grad[0, :3].clone()
+        numeric = []
+        for j in range(3):
+            with torch.no_grad():
+                weight[0, j] += 1e-6
+            up = loss().item()
+            with torch.no_grad():
+                weight[0, j] -= 2e-6
+            down = loss().item()
+            with torch.no_grad():
+                weight[0, j] += 1e-6
+            numeric.append((up - down) / 2e-6)
+        assert analytic.abs().max() > 1e-3
+        torch.testing.assert_close(analytic, torch.tensor(numeric), rtol=1e-5, atol=1e-7)
+        # the default trains towards the refined posterior instead: a different encoder gradient
+        model.end_to_end = False
+        model.zero_grad()
+        loss().backward()
+        assert not torch.allclose(weight.grad[0, :3], analytic, rtol=1e-3)
+        assert model.extra_gradient_evaluations == 3
+    finally:
+        torch.set_default_dtype(torch.float32)
+
+
+# ------------------------------------------------------------------ Li et al. 2019
+def test_reset_decoder_restores_the_initial_decoder_and_forgets_its_optimizer_state():
+    from pyro.optim import Adam
+
+    from pyro_lid.infer.pretraining import initial_state, reset_decoder
+    from pyro_lid.models import VAE
+
+    pyro.clear_param_store()
+    model = VAE(20, 3, hidden_dims=(16,))
+    at_init = initial_state(model.decoder)
+    encoder_init = [p.clone() for p in model.encoder.parameters()]
+    optim = Adam({"lr": 1e-2})
+    svi = pyro.infer.SVI(model.model, model.guide, optim, pyro.infer.Trace_ELBO())
+    for _ in range(3):
+        svi.step(X)
+    trained_encoder = [p.clone() for p in model.encoder.parameters()]
+    reset_decoder(model, at_init, optim)
+    for key, value in model.decoder.state_dict().items():
+        assert torch.equal(value, at_init[key]), key
+    assert all(not torch.equal(a, b) for a, b in zip(encoder_init, trained_encoder))
+    assert all(torch.equal(a, b) for a, b in zip(trained_encoder, model.encoder.parameters()))
+    decoder_ids = {id(p) for p in model.decoder.parameters()}
+    assert not any(id(p) in decoder_ids for p in optim.optim_objs)
+    assert any(id(p) not in decoder_ids for p in optim.optim_objs)  # the encoder's Adam state is kept
+
+
+def test_li_et_al_pretrains_an_autoencoder_then_trains_with_free_bits_and_resumes_exactly(tmp_path):
+    from pyro_lid.models import VAE
+
+    options = METHODS["li_et_al"].fit_options(3)
+    assert options == {"free_bits": 0.1, "pretrain_epochs": 1}
+    pyro.set_rng_seed(0)
+    straight = VAE(20, 3, hidden_dims=(16,))
+    initial = {k: v.clone() for k, v in straight.state_dict().items()}
+    history = fit(straight, X[:96], X[96:], epochs=3, batch_size=32, progress=False, **options)
+    assert history["phase"] == ["autoencoder", "vae", "vae"]
+    assert history["kl_weight"] == [0.0, 1.0, 1.0]
+    # the autoencoder phase pays no KL, so its code carries more than the VAE phase lets it keep
+    assert history["kl"][0] > history["kl"][2]
+    resumed = VAE(20, 3, hidden_dims=(16,))
+    resumed.load_state_dict(initial)
+    ckpt = tmp_path / "li.pt"
+    # interrupted after the autoencoder epoch (patience 0 stops there), resumed across the decoder reset
+    first = fit(
+        resumed, X[:96], X[96:], epochs=3, batch_size=32, checkpoint=ckpt, early_stopping_patience=0,
+        progress=False, **options,
+    )  # fmt: skip
+    assert first["phase"] == ["autoencoder"]
+    fit(resumed, X[:96], X[96:], epochs=3, batch_size=32, checkpoint=ckpt, resume=True, progress=False, **options)
+    for key, value in straight.state_dict().items():
+        assert torch.equal(value, resumed.state_dict()[key]), key
+    with pytest.raises(ValueError, match="pretrain_epochs"):
+        fit(VAE(20, 3, hidden_dims=(16,)), X, epochs=2, pretrain_epochs=2, progress=False)
+    with pytest.raises(ValueError, match="at least 2 epochs"):
+        METHODS["li_et_al"].fit_options(1)
+
+
+def test_semi_amortized_applies_to_mixture_prior_and_identifiable_models():
+    from pyro_lid.models import GMVAE, LIDGMVAE, SAVAE, VAE, semi_amortized
+
+    assert semi_amortized(VAE) is SAVAE and semi_amortized(LIDGMVAE) is semi_amortized(LIDGMVAE)
+    pyro.set_rng_seed(0)
+    model = semi_amortized(LIDGMVAE)(20, 3, hidden_dims=(16,), icnn_hidden_dims=(8,), num_components=3)
+    assert isinstance(model, LIDGMVAE) and model.refine_steps == 10
+    fit(model, X[:96], epochs=1, batch_size=32, progress=False)
+    loc0, scale0 = model.encoder(X)
+    loc, scale = model.refine(X, loc0, scale0)
+    pyro.set_rng_seed(1)
+    initial = model.local_elbo(X, loc0.detach(), scale0.detach().log(), num_samples=200)
+    pyro.set_rng_seed(1)
+    refined = model.local_elbo(X, loc, scale.log(), num_samples=200)
+    assert refined.mean() > initial.mean()
+    with pytest.raises(ValueError, match="enumerate_clusters"):
+        semi_amortized(GMVAE)(20, 3, enumerate_clusters=True)
+    with pytest.raises(ValueError, match="model class"):
+        semi_amortized(torch.nn.Linear)

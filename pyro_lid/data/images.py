@@ -20,12 +20,12 @@ DATASETS = {
     "mnist": {
         "torchvision": "MNIST",
         "system": ["/usr/share/datasets/mnist"],
-        "install": "pass root=<a folder holding those files>",
+        "install": "pass root=<a folder holding those files> (--root on the command line)",
     },
     "fashion-mnist": {
         "torchvision": "FashionMNIST",
         "system": ["/usr/share/datasets/fashion-mnist"],
-        "install": "`apt-get install dataset-fashion-mnist`, or pass root=<a folder holding those files>",
+        "install": "install `apt-get install dataset-fashion-mnist`, or pass root=<a folder holding those files>",
     },
 }
 _FILES = {
@@ -91,7 +91,7 @@ def load_images(name: str, split: str = "train", root: str | Path | None = None,
     searched = ", ".join(str(c) for c in candidates)
     raise FileNotFoundError(
         f"{name} ({split}) not found: looked for {image_stem}[.gz] and {label_stem}[.gz] in {searched}. "
-        f"Install it with {spec['install']} (or use download=True with network access)."
+        f"To fix: {spec['install']} (or use download=True with network access)."
     )
 
 

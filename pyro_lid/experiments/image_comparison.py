@@ -4,6 +4,14 @@ Protocol: train on the first ``num_train`` images of the training split with dyn
 binarization; validate each epoch on the next 1000 (binarized once); evaluate on the
 test split binarized once (seed 0) with :func:`pyro_lid.diagnostics.collapse_report`
 (AU, KL, MI, importance-weighted LL with ``num_samples`` samples, cluster accuracy).
+Cost is reported beside quality: training seconds and gradient evaluations per epoch
+(from the training history, validation excluded), and seconds per epoch relative to the
+plain VAE when it is in the run.
+
+With ``output_dir`` every method checkpoints each epoch and every finished method is
+written to ``results.json`` at once; ``resume=True`` continues an interrupted run from
+there (finished methods are not retrained, a half-trained one goes on from its last
+epoch), provided the protocol is the same.
 """
 
 from __future__ import annotations
@@ -58,19 +66,32 @@ def run_image_comparison(
     seed: int = 0,
     output_dir: str | Path | None = None,
     progress: bool | None = None,
+    resume: bool = False,
 ) -> list[dict]:
     """Train each named method of :data:`~pyro_lid.experiments.methods.METHODS`; one result row per method."""
+    models = list(METHODS) if models == "all" else list(models)
     unknown = [m for m in models if m not in METHODS]
     if unknown:
         raise ValueError(f"unknown models {unknown}; choose from {sorted(METHODS)}")
+    if resume and output_dir is None:
+        raise ValueError("resume=True needs an output_dir")
+    protocol = dict(
+        dataset=dataset, num_train=num_train, num_test=num_test, epochs=epochs, latent_dim=latent_dim,
+        hidden=hidden, icnn_hidden=icnn_hidden, num_components=num_components, batch_size=batch_size, lr=lr,
+        num_samples=num_samples, seed=seed,
+    )  # fmt: skip
+    out = Path(output_dir) if output_dir is not None else None
+    done = _finished_rows(out, protocol) if resume else {}
     train, val, test, test_labels = _data(dataset, root, num_train, num_test, seed)
     data_dim = train.shape[1]
     rows = []
     for name in models:
+        if name in done:
+            rows.append(done[name])
+            continue
         method = METHODS[name]
         pyro.set_rng_seed(seed)
         model = method.build(data_dim, latent_dim, hidden, icnn_hidden, num_components)
-        started = time.perf_counter()
         history = fit(
             model,
             train,
@@ -81,9 +102,10 @@ def run_image_comparison(
             seed=seed,
             dynamic_binarization=dataset != "synthetic",
             progress=progress,
-            **method.fit_kwargs,
+            checkpoint=out / f"checkpoint_{name}.pt" if out is not None else None,
+            resume=resume,
+            **method.fit_options(epochs),
         )
-        train_seconds = time.perf_counter() - started
         started = time.perf_counter()
         report = collapse_report(model, test, num_samples=num_samples, labels=test_labels)
         rows.append(
@@ -95,27 +117,51 @@ def run_image_comparison(
                 "mi_minibatch": report["mi_minibatch"],
                 "ll": report["ll"],
                 "cluster_accuracy": report.get("cluster_accuracy"),
-                "train_seconds": train_seconds,
+                "train_seconds": sum(history["seconds"]),
+                "seconds_per_epoch": sum(history["seconds"]) / len(history),
+                "grad_evals_per_epoch": sum(history["grad_evals"]) / len(history),
                 "eval_seconds": time.perf_counter() - started,
                 "final_val_loss": history.records[-1]["val_loss"],
             }
         )
-        if output_dir is not None:
-            out = Path(output_dir)
+        if out is not None:
             out.mkdir(parents=True, exist_ok=True)
-            (out / "results.json").write_text(json.dumps(rows, indent=1))
+            kept = [r for m, r in done.items() if m not in models]  # earlier methods not in this run
+            (out / "results.json").write_text(json.dumps({"protocol": protocol, "rows": rows + kept}, indent=1))
             (out / f"history_{name}.json").write_text(json.dumps(history.records, indent=1))
     return rows
 
 
+def _finished_rows(out: Path, protocol: dict) -> dict:
+    """The rows of an earlier run under the same protocol, by method name."""
+    path = out / "results.json"
+    if not path.exists():
+        return {}
+    saved = json.loads(path.read_text())
+    if not isinstance(saved, dict) or saved.get("protocol") != protocol:
+        old = saved.get("protocol") if isinstance(saved, dict) else None
+        raise ValueError(
+            f"cannot resume from {path}: it was written under protocol {old}, this run is {protocol}; "
+            "use another output_dir or the same options"
+        )
+    return {r["model"]: r for r in saved["rows"]}
+
+
 def format_results(rows: list[dict]) -> str:
-    """A Markdown table: AU (fraction), KL, MI (aggregate and mini-batch), LL, cluster accuracy, time."""
-    head = "| model | AU | KL | MI (aggregate) | MI (mini-batch) | LL | cluster acc. | train s | eval s |"
-    lines = [head, "|---|---|---|---|---|---|---|---|---|"]
+    """A Markdown table: AU (fraction), KL, MI (aggregate and mini-batch), LL, cluster accuracy, and cost:
+    seconds per epoch (relative to ``vae`` when present), gradient evaluations per epoch, evaluation seconds."""
+    vae = next((r["seconds_per_epoch"] for r in rows if r["model"] == "vae"), None)
+    head = (
+        "| model | AU | KL | MI (aggregate) | MI (mini-batch) | LL | cluster acc. | s/epoch | x VAE "
+        "| grad evals/epoch | eval s |"
+    )
+    lines = [head, "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         acc = "" if r["cluster_accuracy"] is None else f"{r['cluster_accuracy']:.3f}"
+        relative = "" if vae is None else f"{r['seconds_per_epoch'] / vae:.1f}"
         lines.append(
             f"| {r['model']} | {r['au']:.2f} | {r['kl']:.2f} | {r['mi']:.2f} | {r['mi_minibatch']:.2f} | "
-            f"{r['ll']:.1f} | {acc} | {r['train_seconds']:.0f} | {r['eval_seconds']:.0f} |"
+            f"{r['ll']:.1f} | {acc} | {r['seconds_per_epoch']:.1f} | {relative} | "
+            f"{r['grad_evals_per_epoch']:.0f} | {r['eval_seconds']:.0f} |"
         )
     return "\n".join(lines)

@@ -2,7 +2,8 @@
 
 ``METHODS[name].build(data_dim, latent_dim, ...)`` makes the model with the shared
 architecture (same encoder and decoder widths for every method), and
-``METHODS[name].fit_kwargs`` is what :func:`pyro_lid.infer.fit` adds for it.
+``METHODS[name].fit_options(epochs)`` is what :func:`pyro_lid.infer.fit` adds for it
+within a budget of ``epochs``.
 """
 
 from __future__ import annotations
@@ -23,6 +24,16 @@ class Method:
     model_kwargs: dict = field(default_factory=dict)
     fit_kwargs: dict = field(default_factory=dict)
     reference: str = ""
+    pretrain_fraction: float = 0.0  # share of the epochs spent as an autoencoder (Li et al.)
+
+    def fit_options(self, epochs: int) -> dict:
+        """Keyword arguments for :func:`~pyro_lid.infer.fit` in a budget of ``epochs`` epochs."""
+        options = dict(self.fit_kwargs)
+        if self.pretrain_fraction:
+            if epochs < 2:
+                raise ValueError("autoencoder pretraining needs a budget of at least 2 epochs")
+            options["pretrain_epochs"] = min(epochs - 1, max(1, round(self.pretrain_fraction * epochs)))
+        return options
 
     def build(
         self, data_dim: int, latent_dim: int, hidden: int = 512, icnn_hidden: int = 512, num_components: int = 10
@@ -51,6 +62,13 @@ METHODS = {
     ),
     "free_bits": Method(
         VAE, fit_kwargs={"free_bits": 0.1}, reference="Kingma et al. 2016: per-dimension KL floor lambda = 0.1 nats"
+    ),
+    "li_et_al": Method(
+        VAE,
+        fit_kwargs={"free_bits": 0.1},
+        pretrain_fraction=0.3,
+        reference="Li et al. 2019: autoencoder pretraining (the first 30% of the epochs), decoder reset, "
+        "then free bits lambda = 0.1",
     ),
     "lagging": Method(
         VAE,
