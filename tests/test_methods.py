@@ -316,3 +316,34 @@ def test_semi_amortized_applies_to_mixture_prior_and_identifiable_models():
         semi_amortized(GMVAE)(20, 3, enumerate_clusters=True)
     with pytest.raises(ValueError, match="model class"):
         semi_amortized(torch.nn.Linear)
+
+
+def test_the_comparison_reports_cost_relative_to_the_vae_and_resumes_without_retraining(tmp_path, monkeypatch):
+    import json
+
+    import pyro_lid.experiments.image_comparison as harness
+
+    options = dict(num_train=200, num_test=100, epochs=2, latent_dim=2, hidden=16, icnn_hidden=8, num_samples=3)
+    rows = harness.run_image_comparison(
+        "synthetic", models=("vae", "sa_vae"), output_dir=tmp_path, progress=False, **options
+    )
+    vae, sa = rows
+    assert sa["grad_evals_per_epoch"] == 2 * (1 + 10) and vae["grad_evals_per_epoch"] == 2
+    table = harness.format_results(rows)
+    assert f"| {sa['seconds_per_epoch'] / vae['seconds_per_epoch']:.1f} |" in table.splitlines()[3]
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["protocol"]["epochs"] == 2 and [r["model"] for r in saved["rows"]] == ["vae", "sa_vae"]
+    assert (tmp_path / "comparison.png").stat().st_size > 0
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a finished method was trained again")
+
+    monkeypatch.setattr(harness, "fit", no_training)
+    again = harness.run_image_comparison(
+        "synthetic", models=("vae", "sa_vae"), output_dir=tmp_path, progress=False, resume=True, **options
+    )
+    assert again == rows
+    with pytest.raises(ValueError, match="protocol"):
+        harness.run_image_comparison(
+            "synthetic", models=("vae",), output_dir=tmp_path, resume=True, **{**options, "epochs": 3}
+        )

@@ -28,7 +28,7 @@ from ..diagnostics import collapse_report
 from ..infer import fit
 from .methods import METHODS
 
-__all__ = ["DEFAULT_MODELS", "run_image_comparison", "format_results"]
+__all__ = ["DEFAULT_MODELS", "run_image_comparison", "format_results", "plot_results"]
 
 #: The comparison of the LIDVAE-family issue; any name of :data:`~pyro_lid.experiments.methods.METHODS` works.
 DEFAULT_MODELS = ("vae", "beta_vae", "gmvae", "lidgmvae", "lidvae")
@@ -129,6 +129,10 @@ def run_image_comparison(
             kept = [r for m, r in done.items() if m not in models]  # earlier methods not in this run
             (out / "results.json").write_text(json.dumps({"protocol": protocol, "rows": rows + kept}, indent=1))
             (out / f"history_{name}.json").write_text(json.dumps(history.records, indent=1))
+    if out is not None and rows:
+        import matplotlib.pyplot as plt
+
+        plt.close(plot_results(rows + [r for m, r in done.items() if m not in models], out / "comparison.png"))
     return rows
 
 
@@ -165,3 +169,40 @@ def format_results(rows: list[dict]) -> str:
             f"{r['grad_evals_per_epoch']:.0f} | {r['eval_seconds']:.0f} |"
         )
     return "\n".join(lines)
+
+
+def plot_results(rows: list[dict], path=None):
+    """Two panels: active units per method, and log-likelihood against training cost (seconds per epoch).
+
+    Methods left of and above others are cheaper and fit better; the marker size grows with
+    the fraction of active units. Returns the figure; with ``path`` it is also saved there.
+    """
+    import matplotlib
+    import matplotlib.ticker
+
+    if path is not None:
+        matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    if not rows:
+        raise ValueError("plot_results needs at least one result row")
+    names = [r["model"] for r in rows]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
+    left.barh(names, [r["au"] for r in rows], color=["C3" if "lid" in n else "C0" for n in names])
+    left.invert_yaxis()
+    left.set_xlim(0, 1)
+    left.set_xlabel("fraction of active units")
+    left.set_title("collapse (0 = all dimensions collapsed)")
+    for r in rows:
+        color = "C3" if "lid" in r["model"] else "C0"
+        right.scatter(r["seconds_per_epoch"], r["ll"], s=30 + 170 * r["au"], color=color, alpha=0.7)
+        right.annotate(r["model"], (r["seconds_per_epoch"], r["ll"]), fontsize=8, xytext=(4, 3),
+                       textcoords="offset points")  # fmt: skip
+    right.set_xscale("log")
+    right.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    right.set_xlabel("training seconds per epoch (log scale)")
+    right.set_ylabel("test log-likelihood (nats per image)")
+    right.set_title("quality against cost (marker size: active units)")
+    if path is not None:
+        fig.savefig(path, dpi=110)
+    return fig
