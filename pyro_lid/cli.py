@@ -67,6 +67,7 @@ def _compare(args) -> int:
         lr=args.lr,
         progress=None,
         resume=args.resume,
+        device=args.device,
         **options,
     )
     print(format_results(rows))
@@ -111,6 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--lr", type=float, default=1e-3)
     compare.add_argument("--seed", type=int, default=0)
     compare.add_argument("--output-dir", default=None, help="write results.json and per-model histories here")
+    compare.add_argument("--device", default=None, help="train and evaluate here, e.g. cuda (default: cpu)")
     compare.add_argument(
         "--resume", action="store_true", help="continue an interrupted run in --output-dir (same options)"
     )

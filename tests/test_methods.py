@@ -347,3 +347,16 @@ def test_the_comparison_reports_cost_relative_to_the_vae_and_resumes_without_ret
         harness.run_image_comparison(
             "synthetic", models=("vae",), output_dir=tmp_path, resume=True, **{**options, "epochs": 3}
         )
+
+
+def test_sa_vae_steps_are_clipped_per_data_point_so_large_inputs_do_not_diverge():
+    from pyro_lid.models import SAVAE
+
+    x = torch.bernoulli(torch.rand(50, 784, generator=torch.Generator().manual_seed(0)))
+    model = SAVAE(784, 8, hidden_dims=(32,), refine_steps=1, refine_lr=1.0, refine_max_norm=2.0)
+    loc0, scale0 = model.encoder(x)
+    loc, scale = model.refine(x, loc0, scale0)
+    moved = ((loc - loc0).square().sum(-1) + (scale.log() - scale0.log()).square().sum(-1)).sqrt()
+    assert moved.max() <= 2.0 * (1 + 1e-5) and moved.min() > 1.0  # 784 pixels: every gradient is clipped
+    model.refine_steps = 20
+    assert torch.isfinite(model.posterior(x).mean).all()

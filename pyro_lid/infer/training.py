@@ -58,13 +58,20 @@ def _check_data(name, data):
 
 
 def _rng_state():
-    return {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()}
+    state = {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():  # samples drawn on the GPU use its generators
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
 
 
 def _set_rng_state(state):
-    torch.set_rng_state(state["torch"])
+    torch.set_rng_state(state["torch"].cpu())  # map_location may have moved it
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])
+    if "cuda" in state:
+        if not torch.cuda.is_available():
+            raise ValueError("the checkpoint was written while training on a GPU; resume it on a machine with CUDA")
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
 
 
 def fit(
@@ -167,7 +174,7 @@ def fit(
             lagging.load_state_dict(state["lagging"])
             encoder_optim.set_state(state["optim_encoder"])
             decoder_optim.set_state(state["optim_decoder"])
-            batch_rng.set_state(state["batch_rng"])
+            batch_rng.set_state(state["batch_rng"].cpu())
     else:
         pyro.set_rng_seed(seed)
     svi = SVI(model.model, model.guide, optim, elbo)
@@ -279,15 +286,15 @@ def _describe(record):
 def _validate(model, svi, data, batch_size, metrics):
     from ..diagnostics.collapse import active_units, kl_divergence, mutual_information
 
-    rng = torch.get_rng_state()  # validation must not change the training random stream
-    model.eval()
-    n = data.shape[0]
-    loss = sum(svi.evaluate_loss(data[i : i + batch_size], n) for i in range(0, n, batch_size))
-    out = {"val_loss": loss / math.ceil(n / batch_size) / n}
-    if metrics:
-        out["kl"] = kl_divergence(model, data)["total"]
-        out["au"] = active_units(model, data)["count"]
-        out["mi"] = mutual_information(model, data)
-    torch.set_rng_state(rng)
+    devices = [data.device] if data.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):  # validation must not change the training random stream
+        model.eval()
+        n = data.shape[0]
+        loss = sum(svi.evaluate_loss(data[i : i + batch_size], n) for i in range(0, n, batch_size))
+        out = {"val_loss": loss / math.ceil(n / batch_size) / n}
+        if metrics:
+            out["kl"] = kl_divergence(model, data)["total"]
+            out["au"] = active_units(model, data)["count"]
+            out["mi"] = mutual_information(model, data)
     model.train()
     return out

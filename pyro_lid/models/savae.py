@@ -8,9 +8,10 @@ For each data point the encoder gives :math:`\lambda_0 = (\mu(x), \log\sigma(x))
     \lambda_{k+1} = \lambda_k + \eta\,\nabla_\lambda\,\mathbb{E}_{\epsilon}\big[\log p(x, \mu + \sigma\epsilon)
                      - \log q_\lambda(\mu + \sigma\epsilon)\big],
 
-with the decoder held fixed, give the refined posterior :math:`q_{\lambda_K}`. The
-decoder is trained on :math:`q_{\lambda_K}`: the guide samples :math:`z` from it, and the
-decoder's gradient is :math:`\nabla_\theta\,\mathrm{ELBO}(\lambda_K, \theta)` with
+(each point's gradient scaled down to norm at most ``refine_max_norm``), with the
+decoder held fixed, give the refined posterior :math:`q_{\lambda_K}`. The decoder is
+trained on :math:`q_{\lambda_K}`: the guide samples :math:`z` from it, and the decoder's
+gradient is :math:`\nabla_\theta\,\mathrm{ELBO}(\lambda_K, \theta)` with
 :math:`\lambda_K` held fixed. The encoder is trained in one of two ways:
 
 - ``end_to_end=False`` (default): *towards* the refined parameters. :math:`\lambda_K` is
@@ -53,6 +54,9 @@ class SemiAmortized:
     :param int refine_samples: Monte Carlo samples per refinement step.
     :param bool end_to_end: train the encoder by backpropagating through the refinement
         (else towards the refined posterior).
+    :param float refine_max_norm: each data point's step direction :math:`\\nabla_\\lambda` is
+        scaled down to at most this norm (5, as in Kim et al.'s code): a 784-pixel ELBO has
+        gradients large enough to make plain steps diverge.
 
     Other parameters are the base model's. Models with an enumerated cluster variable
     (``GMVAE(enumerate_clusters=True)``) have no single Gaussian guide to refine and are refused.
@@ -65,15 +69,17 @@ class SemiAmortized:
         refine_lr: float = 0.1,
         refine_samples: int = 1,
         end_to_end: bool = False,
+        refine_max_norm: float = 5.0,
         **kwargs,
     ):
-        if refine_steps < 0 or not refine_lr > 0 or refine_samples < 1:
-            raise ValueError("need refine_steps >= 0, refine_lr > 0 and refine_samples >= 1")
+        if refine_steps < 0 or not refine_lr > 0 or refine_samples < 1 or not refine_max_norm > 0:
+            raise ValueError("need refine_steps >= 0, refine_lr > 0, refine_samples >= 1 and refine_max_norm > 0")
         super().__init__(*args, **kwargs)
         if getattr(self, "enumerate_clusters", False):
             raise ValueError("semi-amortized refinement needs the summed-out mixture prior (enumerate_clusters=False)")
         self.refine_steps, self.refine_lr, self.refine_samples = refine_steps, refine_lr, refine_samples
         self.end_to_end = bool(end_to_end)
+        self.refine_max_norm = float(refine_max_norm)
 
     @property
     def extra_gradient_evaluations(self) -> int:
@@ -108,8 +114,10 @@ class SemiAmortized:
                         loc, log_scale = loc.detach().requires_grad_(True), log_scale.detach().requires_grad_(True)
                     gain = self.local_elbo(x, loc, log_scale).sum()
                     g_loc, g_log_scale = torch.autograd.grad(gain, [loc, log_scale], create_graph=differentiable)
-                    loc = loc + self.refine_lr * g_loc
-                    log_scale = log_scale + self.refine_lr * g_log_scale
+                    norm = (g_loc.square().sum(-1, keepdim=True) + g_log_scale.square().sum(-1, keepdim=True)).sqrt()
+                    step = self.refine_lr * (self.refine_max_norm / norm.clamp_min(self.refine_max_norm))
+                    loc = loc + step * g_loc
+                    log_scale = log_scale + step * g_log_scale
             finally:
                 for p in params:
                     p.requires_grad_(True)

@@ -1,0 +1,80 @@
+"""The same properties on a GPU: transforms agree with the CPU, every method trains there, resume is exact.
+
+Skipped, with the reason, on machines without CUDA (CI has none).
+"""
+
+import pyro
+import pytest
+import torch
+
+from pyro_lid.data import synthetic_latent_data
+from pyro_lid.diagnostics import collapse_report
+from pyro_lid.distributions.transforms import injective_brenier
+from pyro_lid.experiments.methods import METHODS
+from pyro_lid.infer import fit
+from pyro_lid.models import VAE
+
+from .helpers import perturb_
+from .test_brenier import curved_brenier
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+CUDA = torch.device("cuda")
+
+
+@pytest.mark.parametrize("n", [5, 64])
+def test_brenier_on_the_gpu_inverts_and_matches_the_cpu_in_float64(n):
+    cpu = curved_brenier(n)
+    gpu = curved_brenier(n).to(CUDA)
+    gpu.load_state_dict(cpu.state_dict())
+    x = 2 * torch.randn(30, n, dtype=torch.float64)
+    y_cpu, y_gpu = cpu(x), gpu(x.to(CUDA))
+    torch.testing.assert_close(y_gpu.cpu(), y_cpu, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(
+        gpu.log_abs_det_jacobian(x.to(CUDA), y_gpu).cpu(), cpu.log_abs_det_jacobian(x, y_cpu), rtol=1e-9, atol=1e-9
+    )
+    y = 3 * torch.randn(30, n, dtype=torch.float64, device=CUDA)
+    assert (gpu(gpu.inv(y).clone()) - y).abs().max() < 1e-6
+    # parameter gradients through the inverse agree with the CPU's
+    loss_cpu = cpu.inv(y.cpu().clone()).square().sum()
+    loss_gpu = gpu.inv(y.clone()).square().sum()
+    grads_cpu = torch.autograd.grad(loss_cpu, list(cpu.parameters()))
+    grads_gpu = torch.autograd.grad(loss_gpu, list(gpu.parameters()))
+    for a, b in zip(grads_cpu, grads_gpu):
+        torch.testing.assert_close(b.cpu(), a, rtol=1e-6, atol=1e-8)
+
+
+def test_injective_decoder_left_inverse_on_the_gpu():
+    t = perturb_(injective_brenier(4, 30, latent_hidden_dims=[16], output_hidden_dims=[16]).double(), 0.3).to(CUDA)
+    z = torch.randn(20, 4, dtype=torch.float64, device=CUDA)
+    assert (t.left_inverse(t(z).detach().clone()) - z).abs().max() < 1e-6
+    assert t.smallest_singular_value(z).min() >= t.injectivity_bound() * (1 - 1e-9)
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_every_method_trains_and_is_diagnosed_on_the_gpu(name):
+    x, _ = synthetic_latent_data(400, 3, 20, generator=torch.Generator().manual_seed(0))
+    method = METHODS[name]
+    pyro.set_rng_seed(0)
+    model = method.build(20, 3, hidden=32, icnn_hidden=16, num_components=3)
+    history = fit(model, x[:300], x[300:], epochs=2, batch_size=50, device="cuda", progress=False,
+                  **method.fit_options(2))  # fmt: skip
+    assert all(p.device.type == "cuda" for p in model.parameters())
+    assert all(torch.isfinite(torch.tensor(history["val_loss"])))
+    report = collapse_report(model, x[300:].to(CUDA), num_samples=10)
+    assert torch.isfinite(torch.tensor([report["ll"], report["kl"], report["mi"]])).all()
+
+
+def test_resume_on_the_gpu_equals_an_uninterrupted_run(tmp_path):
+    x, _ = synthetic_latent_data(300, 3, 20, generator=torch.Generator().manual_seed(0))
+    pyro.set_rng_seed(0)
+    straight = VAE(20, 3, hidden_dims=(32,))
+    initial = {k: v.clone() for k, v in straight.state_dict().items()}
+    fit(straight, x[:200], x[200:], epochs=3, batch_size=50, device="cuda", progress=False)
+    resumed = VAE(20, 3, hidden_dims=(32,))
+    resumed.load_state_dict(initial)
+    ckpt = tmp_path / "gpu.pt"
+    kwargs = dict(batch_size=50, device="cuda", checkpoint=ckpt, progress=False)
+    fit(resumed, x[:200], x[200:], epochs=3, early_stopping_patience=0, **kwargs)  # stops after epoch 1
+    fit(resumed, x[:200], x[200:], epochs=3, resume=True, **kwargs)
+    for key, value in straight.state_dict().items():
+        assert torch.equal(value, resumed.state_dict()[key]), key
