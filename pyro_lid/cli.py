@@ -75,6 +75,21 @@ def _compare(args) -> int:
     return 0
 
 
+def _report(args) -> int:
+    from pathlib import Path
+
+    from .experiments.image_comparison import format_results, load_results, write_figures
+
+    protocol, rows, histories = load_results(args.dirs)
+    print(format_results(rows))
+    print(f"\nprotocol: {protocol}")
+    if args.figures:
+        Path(args.figures).mkdir(parents=True, exist_ok=True)
+        write_figures(rows, histories, args.figures)
+        print(f"figures in {args.figures}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pyro-lid", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -118,6 +133,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     compare.add_argument("--smoke-test", action="store_true", help="tiny sizes: seconds")
     compare.set_defaults(func=_compare)
+
+    report = sub.add_parser("report", help="one table and figures from comparison output directories")
+    report.add_argument("dirs", nargs="+", help="output directories of `compare` (one protocol)")
+    report.add_argument("--figures", default=None, help="write comparison.png and training_curves.png here")
+    report.set_defaults(func=_report)
     return parser
 
 

@@ -334,6 +334,17 @@ def test_the_comparison_reports_cost_relative_to_the_vae_and_resumes_without_ret
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved["protocol"]["epochs"] == 2 and [r["model"] for r in saved["rows"]] == ["vae", "sa_vae"]
     assert (tmp_path / "comparison.png").stat().st_size > 0
+    assert (tmp_path / "training_curves.png").stat().st_size > 0
+    # methods run in separate directories (in parallel, say) merge into one report
+    other = tmp_path / "other"
+    harness.run_image_comparison("synthetic", models=("lidvae",), output_dir=other, progress=False, **options)
+    protocol, merged, histories = harness.load_results([other, tmp_path])
+    assert [r["model"] for r in merged] == ["vae", "sa_vae", "lidvae"]  # the registry's order
+    assert list(histories) == ["vae", "sa_vae", "lidvae"] and len(histories["lidvae"]) == 2
+    from pyro_lid.cli import main
+
+    assert main(["report", str(tmp_path), str(other), "--figures", str(tmp_path / "figs")]) == 0
+    assert (tmp_path / "figs" / "training_curves.png").exists()
 
     def no_training(*args, **kwargs):
         raise AssertionError("a finished method was trained again")

@@ -28,7 +28,7 @@ from ..diagnostics import collapse_report
 from ..infer import fit
 from .methods import METHODS
 
-__all__ = ["DEFAULT_MODELS", "run_image_comparison", "format_results", "plot_results"]
+__all__ = ["DEFAULT_MODELS", "run_image_comparison", "format_results", "plot_results", "plot_histories", "load_results"]
 
 #: The comparison of the LIDVAE-family issue; any name of :data:`~pyro_lid.experiments.methods.METHODS` works.
 DEFAULT_MODELS = ("vae", "beta_vae", "gmvae", "lidgmvae", "lidvae")
@@ -139,10 +139,39 @@ def run_image_comparison(
             (out / "results.json").write_text(json.dumps({"protocol": protocol, "rows": rows + kept}, indent=1))
             (out / f"history_{name}.json").write_text(json.dumps(history.records, indent=1))
     if out is not None and rows:
-        import matplotlib.pyplot as plt
-
-        plt.close(plot_results(rows + [r for m, r in done.items() if m not in models], out / "comparison.png"))
+        write_figures(*load_results([out])[1:], out)
     return rows
+
+
+def load_results(output_dirs) -> tuple[dict, list[dict], dict]:
+    """Protocol, rows and per-method histories of one or more output directories of one protocol
+    (e.g. methods run in parallel, one directory each)."""
+    protocol, rows, histories = None, [], {}
+    for directory in map(Path, output_dirs):
+        path = directory / "results.json"
+        if not path.exists():
+            raise FileNotFoundError(f"{path} not found: is {directory} an output directory of a comparison?")
+        saved = json.loads(path.read_text())
+        if protocol is not None and saved["protocol"] != protocol:
+            raise ValueError(f"{directory} was run under another protocol: {saved['protocol']} != {protocol}")
+        protocol = saved["protocol"]
+        for row in saved["rows"]:
+            rows.append(row)
+            history = directory / f"history_{row['model']}.json"
+            if history.exists():
+                histories[row["model"]] = json.loads(history.read_text())
+    order = {name: i for i, name in enumerate(METHODS)}
+    rows.sort(key=lambda r: order.get(r["model"], len(order)))
+    return protocol, rows, {r["model"]: histories[r["model"]] for r in rows if r["model"] in histories}
+
+
+def write_figures(rows: list[dict], histories: dict, out) -> None:
+    """``comparison.png`` (:func:`plot_results`) and ``training_curves.png`` (:func:`plot_histories`) in ``out``."""
+    import matplotlib.pyplot as plt
+
+    plt.close(plot_results(rows, Path(out) / "comparison.png"))
+    if histories:
+        plt.close(plot_histories(histories, Path(out) / "training_curves.png"))
 
 
 def _finished_rows(out: Path, protocol: dict) -> dict:
@@ -207,11 +236,45 @@ def plot_results(rows: list[dict], path=None):
         right.scatter(r["seconds_per_epoch"], r["ll"], s=30 + 170 * r["au"], color=color, alpha=0.7)
         right.annotate(r["model"], (r["seconds_per_epoch"], r["ll"]), fontsize=8, xytext=(4, 3),
                        textcoords="offset points")  # fmt: skip
-    right.set_xscale("log")
-    right.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-    right.set_xlabel("training seconds per epoch (log scale)")
+    costs = [r["seconds_per_epoch"] for r in rows]
+    log_scale = max(costs) > 10 * min(costs)  # a log axis only where costs span a decade
+    if log_scale:
+        right.set_xscale("log")
+        right.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+        right.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    right.set_xlabel("training seconds per epoch" + (" (log scale)" if log_scale else ""))
     right.set_ylabel("test log-likelihood (nats per image)")
     right.set_title("quality against cost (marker size: active units)")
+    if path is not None:
+        fig.savefig(path, dpi=110)
+    return fig
+
+
+def plot_histories(histories: dict, path=None):
+    """Validation loss, active units and mutual information per epoch, one line per method."""
+    import matplotlib
+
+    if path is not None:
+        matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    keys = [k for k in ("val_loss", "au", "mi") if any(k in r for h in histories.values() for r in h)]
+    if not keys:
+        raise ValueError("plot_histories needs histories with validation records (val_loss, au, mi)")
+    titles = {"val_loss": "validation loss (each method's objective)", "au": "active units", "mi": "mutual information"}
+    fig, axes = plt.subplots(1, len(keys), figsize=(4.5 * len(keys), 3.6), constrained_layout=True, squeeze=False)
+    for ax, key in zip(axes[0], keys):
+        for i, (name, records) in enumerate(histories.items()):
+            epochs = [r["epoch"] for r in records if key in r]
+            ax.plot(epochs, [r[key] for r in records if key in r], label=name, color=f"C{i}",
+                    ls="-" if "lid" in name else "--")  # fmt: skip
+        ax.set_xlabel("epoch")
+        ax.set_title(titles[key])
+    if "val_loss" in keys:  # the first epochs dwarf the rest
+        ax0 = axes[0][keys.index("val_loss")]
+        finals = [r["val_loss"] for h in histories.values() for r in h[len(h) // 3 :] if "val_loss" in r]
+        ax0.set_ylim(min(finals) - 2, max(finals) + 2)
+    axes[0][-1].legend(fontsize="small")
     if path is not None:
         fig.savefig(path, dpi=110)
     return fig
