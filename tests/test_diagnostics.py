@@ -105,3 +105,20 @@ def test_latent_inference_data_and_figures(tmp_path):
     assert (tmp_path / "latents.png").stat().st_size > 0 and (tmp_path / "kl.png").stat().st_size > 0
     with pytest.raises(ValueError, match="indices"):
         latent_inference_data(stub, x, indices=[25])
+
+
+def test_mutual_information_stays_below_log_n_for_a_stochastic_posterior():
+    """SA-VAE's posterior is refined afresh (with fresh noise) on every call; the estimator must use one."""
+
+    from pyro_lid.models import SAVAE
+
+    x = torch.bernoulli(torch.rand(40, 30, generator=torch.Generator().manual_seed(0)))
+    model = SAVAE(30, 3, hidden_dims=(16,), refine_steps=5, refine_lr=0.5)
+    with torch.no_grad():
+        model.encoder.scale.bias.fill_(-4.0)  # small posterior scales: estimates sit near the ceiling
+        model.encoder.loc.weight.mul_(20.0)
+        for p in model.decoder.parameters():  # a sharp decoder: refinement noise moves q by more than its scale
+            p.mul_(10.0)
+        assert not torch.equal(model.posterior(x).mean, model.posterior(x).mean)  # stochastic
+        for estimator in ("aggregate", "minibatch"):
+            assert mutual_information(model, x, estimator=estimator, batch_size=20) <= math.log(40) + 1e-6

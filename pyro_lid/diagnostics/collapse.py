@@ -98,9 +98,11 @@ def mutual_information(
 
 def _mutual_information(model, data, chunk_size):
     n = data.shape[0]
+    # one posterior per chunk, used for both the samples and the aggregate: a stochastic posterior
+    # (SA-VAE's refinement) asked twice would give two different q and break I <= log N
+    posteriors = [model.posterior(x) for x in _batches(data, chunk_size)]
     log_q_own, zs = [], []
-    for x in _batches(data, chunk_size):
-        q = model.posterior(x)
+    for q in posteriors:
         z = q.sample()
         zs.append(z)
         gaussian = _gaussian(q)
@@ -108,8 +110,7 @@ def _mutual_information(model, data, chunk_size):
     z_all = torch.cat(zs)
     # log q(z_n) = logsumexp_m log q(z_n | x_m) - log N, accumulated block by block
     log_aggregate = torch.full((n,), -math.inf, dtype=z_all.dtype, device=z_all.device)
-    for x in _batches(data, chunk_size):
-        q = model.posterior(x)  # batch (chunk,)
+    for q in posteriors:  # batch (chunk,)
         for z_start in range(0, n, chunk_size):
             block = q.log_prob(z_all[z_start : z_start + chunk_size].unsqueeze(1))  # (z_chunk, chunk)
             part = block.logsumexp(-1)
