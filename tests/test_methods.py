@@ -346,6 +346,13 @@ def test_the_comparison_reports_cost_relative_to_the_vae_and_resumes_without_ret
     assert main(["report", str(tmp_path), str(other), "--figures", str(tmp_path / "figs")]) == 0
     assert (tmp_path / "figs" / "training_curves.png").exists()
 
+    # resuming with a new method in the middle keeps every finished row in the file at every write
+    harness.run_image_comparison(
+        "synthetic", models=("vae", "lidvae", "sa_vae"), output_dir=tmp_path, progress=False, resume=True, **options
+    )
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert sorted(r["model"] for r in saved["rows"]) == ["lidvae", "sa_vae", "vae"]
+
     def no_training(*args, **kwargs):
         raise AssertionError("a finished method was trained again")
 

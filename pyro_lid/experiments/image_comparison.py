@@ -135,7 +135,8 @@ def run_image_comparison(
         )
         if out is not None:
             out.mkdir(parents=True, exist_ok=True)
-            kept = [r for m, r in done.items() if m not in models]  # earlier methods not in this run
+            reached = {r["model"] for r in rows}
+            kept = [r for m, r in done.items() if m not in reached]  # finished earlier, not yet reached or not run
             (out / "results.json").write_text(json.dumps({"protocol": protocol, "rows": rows + kept}, indent=1))
             (out / f"history_{name}.json").write_text(json.dumps(history.records, indent=1))
     if out is not None and rows:
