@@ -241,6 +241,7 @@ def plot_results(rows: list[dict], path=None):
     log_scale = max(costs) > 10 * min(costs)  # a log axis only where costs span a decade
     if log_scale:
         right.set_xscale("log")
+        right.xaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
         right.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
         right.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     right.set_xlabel("training seconds per epoch" + (" (log scale)" if log_scale else ""))
@@ -267,7 +268,8 @@ def plot_histories(histories: dict, path=None):
     for ax, key in zip(axes[0], keys):
         for i, (name, records) in enumerate(histories.items()):
             epochs = [r["epoch"] for r in records if key in r]
-            ax.plot(epochs, [r[key] for r in records if key in r], label=name, color=f"C{i}",
+            color = f"C{i}" if len(histories) <= 10 else plt.cm.tab20(i % 20)  # no two methods share a colour
+            ax.plot(epochs, [r[key] for r in records if key in r], label=name, color=color,
                     ls="-" if "lid" in name else "--")  # fmt: skip
         ax.set_xlabel("epoch")
         ax.set_title(titles[key])
@@ -275,7 +277,7 @@ def plot_histories(histories: dict, path=None):
         ax0 = axes[0][keys.index("val_loss")]
         finals = [r["val_loss"] for h in histories.values() for r in h[len(h) // 3 :] if "val_loss" in r]
         ax0.set_ylim(min(finals) - 2, max(finals) + 2)
-    axes[0][-1].legend(fontsize="small")
+    axes[0][-1].legend(fontsize="small", loc="center left", bbox_to_anchor=(1.02, 0.5))
     if path is not None:
         fig.savefig(path, dpi=110)
     return fig
