@@ -10,3 +10,25 @@ def perturb_(module: torch.nn.Module, scale: float = 0.5, seed: int = 1) -> torc
         for p in module.parameters():
             p.add_(scale * torch.randn(p.shape, generator=gen, dtype=p.dtype))
     return module
+
+
+def assert_resume_is_exact(make_model, train, val, checkpoint, epochs: int, interrupt: dict, **fit_kwargs):
+    """Train ``make_model()`` for ``epochs`` straight, and again interrupted and resumed from ``checkpoint``;
+    assert both end bit-for-bit equal. ``interrupt`` overrides the interrupted call's arguments
+    (``{"epochs": k}``, or ``{"early_stopping_patience": 0}`` to stop after the first epoch).
+
+    :returns: the histories of the straight, interrupted and resumed calls.
+    """
+    from pyro_lid.infer import fit
+
+    straight = make_model()
+    initial = {k: v.clone() for k, v in straight.state_dict().items()}
+    straight_history = fit(straight, train, val, epochs=epochs, progress=False, **fit_kwargs)
+    resumed = make_model()
+    resumed.load_state_dict(initial)
+    options = dict(epochs=epochs, checkpoint=checkpoint, progress=False, **fit_kwargs)
+    interrupted_history = fit(resumed, train, val, **{**options, **interrupt})
+    resumed_history = fit(resumed, train, val, resume=True, **options)
+    for key, value in straight.state_dict().items():
+        assert torch.equal(value, resumed.state_dict()[key]), key
+    return straight_history, interrupted_history, resumed_history

@@ -14,7 +14,7 @@ from pyro_lid.experiments.methods import METHODS
 from pyro_lid.infer import fit
 from pyro_lid.models import VAE
 
-from .helpers import perturb_
+from .helpers import assert_resume_is_exact, perturb_
 from .test_brenier import curved_brenier
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
@@ -67,14 +67,7 @@ def test_every_method_trains_and_is_diagnosed_on_the_gpu(name):
 def test_resume_on_the_gpu_equals_an_uninterrupted_run(tmp_path):
     x, _ = synthetic_latent_data(300, 3, 20, generator=torch.Generator().manual_seed(0))
     pyro.set_rng_seed(0)
-    straight = VAE(20, 3, hidden_dims=(32,))
-    initial = {k: v.clone() for k, v in straight.state_dict().items()}
-    fit(straight, x[:200], x[200:], epochs=3, batch_size=50, device="cuda", progress=False)
-    resumed = VAE(20, 3, hidden_dims=(32,))
-    resumed.load_state_dict(initial)
-    ckpt = tmp_path / "gpu.pt"
-    kwargs = dict(batch_size=50, device="cuda", checkpoint=ckpt, progress=False)
-    fit(resumed, x[:200], x[200:], epochs=3, early_stopping_patience=0, **kwargs)  # stops after epoch 1
-    fit(resumed, x[:200], x[200:], epochs=3, resume=True, **kwargs)
-    for key, value in straight.state_dict().items():
-        assert torch.equal(value, resumed.state_dict()[key]), key
+    assert_resume_is_exact(
+        lambda: VAE(20, 3, hidden_dims=(32,)), x[:200], x[200:], tmp_path / "gpu.pt", epochs=3,
+        interrupt={"early_stopping_patience": 0}, batch_size=50, device="cuda",
+    )  # fmt: skip

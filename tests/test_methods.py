@@ -8,6 +8,8 @@ from pyro_lid.experiments.methods import METHODS
 from pyro_lid.infer import fit
 from pyro_lid.models import BNVAE, ILLIDVAE, LIDVAE
 
+from .helpers import assert_resume_is_exact
+
 X = torch.bernoulli(torch.rand(128, 20, generator=torch.Generator().manual_seed(5)))
 
 
@@ -116,26 +118,10 @@ def test_lagging_resume_equals_an_uninterrupted_run(tmp_path):
     from pyro_lid.models import VAE
 
     pyro.set_rng_seed(0)
-    straight = VAE(20, 3, hidden_dims=(16,))
-    initial = {k: v.clone() for k, v in straight.state_dict().items()}
-    fit(straight, X[:96], X[96:], epochs=2, batch_size=32, strategy="lagging", progress=False)
-    resumed = VAE(20, 3, hidden_dims=(16,))
-    resumed.load_state_dict(initial)
-    ckpt = tmp_path / "lag.pt"
-    fit(resumed, X[:96], X[96:], epochs=1, batch_size=32, strategy="lagging", checkpoint=ckpt, progress=False)
-    fit(
-        resumed,
-        X[:96],
-        X[96:],
-        epochs=2,
-        batch_size=32,
-        strategy="lagging",
-        checkpoint=ckpt,
-        resume=True,
-        progress=False,
-    )
-    for key, value in straight.state_dict().items():
-        assert torch.equal(value, resumed.state_dict()[key]), key
+    assert_resume_is_exact(
+        lambda: VAE(20, 3, hidden_dims=(16,)), X[:96], X[96:], tmp_path / "lag.pt", epochs=2,
+        interrupt={"epochs": 1}, batch_size=32, strategy="lagging",
+    )  # fmt: skip
 
 
 def test_the_comparison_harness_applies_each_methods_training_recipe(monkeypatch):
@@ -272,25 +258,16 @@ def test_li_et_al_pretrains_an_autoencoder_then_trains_with_free_bits_and_resume
     options = METHODS["li_et_al"].fit_options(3)
     assert options == {"free_bits": 0.1, "pretrain_epochs": 1}
     pyro.set_rng_seed(0)
-    straight = VAE(20, 3, hidden_dims=(16,))
-    initial = {k: v.clone() for k, v in straight.state_dict().items()}
-    history = fit(straight, X[:96], X[96:], epochs=3, batch_size=32, progress=False, **options)
+    # interrupted after the autoencoder epoch (patience 0 stops there), resumed across the decoder reset
+    history, first, _ = assert_resume_is_exact(
+        lambda: VAE(20, 3, hidden_dims=(16,)), X[:96], X[96:], tmp_path / "li.pt", epochs=3,
+        interrupt={"early_stopping_patience": 0}, batch_size=32, **options,
+    )  # fmt: skip
     assert history["phase"] == ["autoencoder", "vae", "vae"]
     assert history["kl_weight"] == [0.0, 1.0, 1.0]
     # the autoencoder phase pays no KL, so its code carries more than the VAE phase lets it keep
     assert history["kl"][0] > history["kl"][2]
-    resumed = VAE(20, 3, hidden_dims=(16,))
-    resumed.load_state_dict(initial)
-    ckpt = tmp_path / "li.pt"
-    # interrupted after the autoencoder epoch (patience 0 stops there), resumed across the decoder reset
-    first = fit(
-        resumed, X[:96], X[96:], epochs=3, batch_size=32, checkpoint=ckpt, early_stopping_patience=0,
-        progress=False, **options,
-    )  # fmt: skip
     assert first["phase"] == ["autoencoder"]
-    fit(resumed, X[:96], X[96:], epochs=3, batch_size=32, checkpoint=ckpt, resume=True, progress=False, **options)
-    for key, value in straight.state_dict().items():
-        assert torch.equal(value, resumed.state_dict()[key]), key
     with pytest.raises(ValueError, match="pretrain_epochs"):
         fit(VAE(20, 3, hidden_dims=(16,)), X, epochs=2, pretrain_epochs=2, progress=False)
     with pytest.raises(ValueError, match="at least 2 epochs"):
