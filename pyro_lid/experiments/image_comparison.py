@@ -149,10 +149,9 @@ def load_results(output_dirs) -> tuple[dict, list[dict], dict]:
     (e.g. methods run in parallel, one directory each)."""
     protocol, rows, histories = None, [], {}
     for directory in map(Path, output_dirs):
-        path = directory / "results.json"
-        if not path.exists():
-            raise FileNotFoundError(f"{path} not found: is {directory} an output directory of a comparison?")
-        saved = json.loads(path.read_text())
+        saved = _read_results(directory)
+        if saved is None:
+            raise FileNotFoundError(f"{directory / 'results.json'} not found: is {directory} a comparison's output?")
         if protocol is not None and saved["protocol"] != protocol:
             raise ValueError(f"{directory} was run under another protocol: {saved['protocol']} != {protocol}")
         protocol = saved["protocol"]
@@ -175,17 +174,26 @@ def write_figures(rows: list[dict], histories: dict, out) -> None:
         plt.close(plot_histories(histories, Path(out) / "training_curves.png"))
 
 
+def _read_results(directory: Path) -> dict | None:
+    """``{"protocol": ..., "rows": [...]}`` from ``directory/results.json``, or ``None`` when there is none."""
+    path = directory / "results.json"
+    if not path.exists():
+        return None
+    saved = json.loads(path.read_text())
+    if not isinstance(saved, dict) or not {"protocol", "rows"} <= saved.keys():
+        raise ValueError(f"{path} is not a comparison's results file (it needs 'protocol' and 'rows')")
+    return saved
+
+
 def _finished_rows(out: Path, protocol: dict) -> dict:
     """The rows of an earlier run under the same protocol, by method name."""
-    path = out / "results.json"
-    if not path.exists():
+    saved = _read_results(out)
+    if saved is None:
         return {}
-    saved = json.loads(path.read_text())
-    if not isinstance(saved, dict) or saved.get("protocol") != protocol:
-        old = saved.get("protocol") if isinstance(saved, dict) else None
+    if saved["protocol"] != protocol:
         raise ValueError(
-            f"cannot resume from {path}: it was written under protocol {old}, this run is {protocol}; "
-            "use another output_dir or the same options"
+            f"cannot resume from {out / 'results.json'}: it was written under protocol {saved['protocol']}, "
+            f"this run is {protocol}; use another output_dir or the same options"
         )
     return {r["model"]: r for r in saved["rows"]}
 
@@ -210,18 +218,25 @@ def format_results(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def _pyplot(path):
+    """``matplotlib.pyplot``, on the file-only Agg backend when the figure goes to ``path``."""
+    import matplotlib
+
+    if path is not None:
+        matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
 def plot_results(rows: list[dict], path=None):
     """Two panels: active units per method, and log-likelihood against training cost (seconds per epoch).
 
     Methods left of and above others are cheaper and fit better; the marker size grows with
     the fraction of active units. Returns the figure; with ``path`` it is also saved there.
     """
-    import matplotlib
-    import matplotlib.ticker
-
-    if path is not None:
-        matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    plt = _pyplot(path)
+    from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
 
     if not rows:
         raise ValueError("plot_results needs at least one result row")
@@ -241,9 +256,9 @@ def plot_results(rows: list[dict], path=None):
     log_scale = max(costs) > 10 * min(costs)  # a log axis only where costs span a decade
     if log_scale:
         right.set_xscale("log")
-        right.xaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
-        right.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
-        right.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        right.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+        right.xaxis.set_major_formatter(ScalarFormatter())
+        right.xaxis.set_minor_formatter(NullFormatter())
     right.set_xlabel("training seconds per epoch" + (" (log scale)" if log_scale else ""))
     right.set_ylabel("test log-likelihood (nats per image)")
     right.set_title("quality against cost (marker size: active units)")
@@ -254,12 +269,7 @@ def plot_results(rows: list[dict], path=None):
 
 def plot_histories(histories: dict, path=None):
     """Validation loss, active units and mutual information per epoch, one line per method."""
-    import matplotlib
-
-    if path is not None:
-        matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot(path)
     keys = [k for k in ("val_loss", "au", "mi") if any(k in r for h in histories.values() for r in h)]
     if not keys:
         raise ValueError("plot_histories needs histories with validation records (val_loss, au, mi)")

@@ -19,8 +19,6 @@ Effective Fix for Deep Latent Variable Modeling of Text", EMNLP 2019.
 
 from __future__ import annotations
 
-import copy
-
 import torch.nn as nn
 from pyro.optim import PyroOptim
 
@@ -29,7 +27,7 @@ __all__ = ["initial_state", "reset_decoder"]
 
 def initial_state(module: nn.Module) -> dict:
     """A detached copy of ``module``'s parameters and buffers, to reset it to later."""
-    return copy.deepcopy({k: v.detach().clone() for k, v in module.state_dict().items()})
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
 
 
 def reset_decoder(model: nn.Module, state: dict, *optimizers: PyroOptim) -> None:

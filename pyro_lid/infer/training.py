@@ -150,11 +150,10 @@ def fit(
     optim = PyroOptim(_OPTIMIZERS[optimizer], optim_args, clip_args or None)
     lagging = LaggingState() if strategy == "lagging" else None
     if lagging is not None:
-        encoder_ids = {id(p) for p in encoder_parameters(model)}
+        encoder = encoder_parameters(model)
+        encoder_ids = {id(p) for p in encoder}
         decoder = [p for p in model.parameters() if id(p) not in encoder_ids]
-        encoder_optim = ParamSubsetOptim(
-            _OPTIMIZERS[optimizer], optim_args, encoder_parameters(model), clip_args or None
-        )
+        encoder_optim = ParamSubsetOptim(_OPTIMIZERS[optimizer], optim_args, encoder, clip_args or None)
         decoder_optim = ParamSubsetOptim(_OPTIMIZERS[optimizer], optim_args, decoder, clip_args or None)
         batch_rng = torch.Generator().manual_seed(seed + 7919)
 
@@ -184,6 +183,8 @@ def fit(
         fresh_batch = random_batches(train_data, batch_size, batch_rng, dynamic_binarization, device)
     n = train_data.shape[0]
     steps_per_epoch = math.ceil(n / batch_size)
+    if val_data is not None:
+        val_data = val_data.to(device)  # once, not every epoch
 
     for epoch in range(start_epoch, epochs):
         started = time.perf_counter()
@@ -236,7 +237,7 @@ def fit(
             record["aggressive"] = aggressive
             record["encoder_steps_per_decoder_step"] = encoder_steps / steps_per_epoch
         if val_data is not None:
-            record.update(_validate(model, svi, val_data.to(device), batch_size, val_metrics))
+            record.update(_validate(model, svi, val_data, batch_size, val_metrics))
             if lagging is not None:
                 lagging.end_of_epoch(record["mi"])
             if record["val_loss"] < best:

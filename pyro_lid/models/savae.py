@@ -103,7 +103,7 @@ class SemiAmortized:
         if differentiable:
             log_scale = scale.log()
         else:
-            loc, log_scale = loc.detach().clone(), scale.detach().log()
+            loc, log_scale = loc.detach(), scale.detach().log()
         params = [p for p in self.parameters() if p.requires_grad]
         with torch.enable_grad():  # also under no_grad (Predictive, evaluation)
             for p in params:
