@@ -293,6 +293,9 @@ def test_semi_amortized_applies_to_mixture_prior_and_identifiable_models():
         semi_amortized(GMVAE)(20, 3, enumerate_clusters=True)
     with pytest.raises(ValueError, match="model class"):
         semi_amortized(torch.nn.Linear)
+    for bad in ({"refine_steps": -1}, {"refine_lr": 0.0}, {"refine_samples": 0}, {"refine_max_norm": 0.0}):
+        with pytest.raises(ValueError, match="refine_max_norm > 0"):
+            SAVAE(20, 3, **bad)
 
 
 def test_the_comparison_reports_cost_relative_to_the_vae_and_resumes_without_retraining(tmp_path, monkeypatch):
@@ -322,6 +325,23 @@ def test_the_comparison_reports_cost_relative_to_the_vae_and_resumes_without_ret
 
     assert main(["report", str(tmp_path), str(other), "--figures", str(tmp_path / "figs")]) == 0
     assert (tmp_path / "figs" / "training_curves.png").exists()
+    # what cannot be merged or drawn is refused, naming the problem
+    with pytest.raises(FileNotFoundError, match="results.json not found"):
+        harness.load_results([tmp_path / "figs"])
+    changed = json.loads((other / "results.json").read_text())
+    changed["protocol"]["epochs"] = 5
+    (tmp_path / "changed").mkdir()
+    (tmp_path / "changed" / "results.json").write_text(json.dumps(changed))
+    with pytest.raises(ValueError, match="another protocol"):
+        harness.load_results([tmp_path, tmp_path / "changed"])
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "results.json").write_text(json.dumps(rows))  # a bare list: not a results file
+    with pytest.raises(ValueError, match="not a comparison's results file"):
+        harness.load_results([tmp_path / "old"])
+    with pytest.raises(ValueError, match="at least one result row"):
+        harness.plot_results([])
+    with pytest.raises(ValueError, match="validation records"):
+        harness.plot_histories({"vae": [{"epoch": 1, "train_loss": 1.0}]})
 
     # resuming with a new method in the middle keeps every finished row in the file at every write
     harness.run_image_comparison(
