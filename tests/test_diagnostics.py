@@ -122,3 +122,15 @@ def test_mutual_information_stays_below_log_n_for_a_stochastic_posterior():
         assert not torch.equal(model.posterior(x).mean, model.posterior(x).mean)  # stochastic
         for estimator in ("aggregate", "minibatch"):
             assert mutual_information(model, x, estimator=estimator, batch_size=20) <= math.log(40) + 1e-6
+
+
+def test_diagonal_normal_finds_the_normal_under_independent_wrappers_only():
+    from pyro_lid.distributions.diagonal import diagonal_normal
+
+    normal = dist.Normal(torch.zeros(3, 2), torch.ones(3, 2))
+    assert diagonal_normal(normal) is normal
+    assert diagonal_normal(normal.to_event(1)) is normal
+    assert diagonal_normal(normal.to_event(1).to_event(1)) is normal
+    mixture = dist.MixtureSameFamily(dist.Categorical(torch.ones(2)), dist.Normal(torch.zeros(2), 1.0))
+    assert diagonal_normal(mixture) is None
+    assert diagonal_normal(dist.MultivariateNormal(torch.zeros(2), torch.eye(2))) is None

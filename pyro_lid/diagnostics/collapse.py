@@ -23,8 +23,9 @@ from __future__ import annotations
 
 import math
 
-import pyro.distributions as dist
 import torch
+
+from ..distributions.diagonal import diagonal_normal
 
 __all__ = [
     "posterior_means",
@@ -58,22 +59,17 @@ def active_units(model, data: torch.Tensor, threshold: float = 0.01, batch_size:
     return {"count": count, "fraction": count / means.shape[1], "variance": variance}
 
 
-def _gaussian(posterior):
-    base = posterior.base_dist if isinstance(posterior, dist.Independent) else None
-    return base if isinstance(base, dist.Normal) else None
-
-
 @torch.no_grad()
 def kl_divergence(model, data: torch.Tensor, num_samples: int = 100, batch_size: int = 1000) -> dict:
     """Mean KL(q(z|x) || p(z)): ``{"total": float, "per_dim": (K,) tensor or None}``."""
     prior = model.prior()
-    factorized = isinstance(prior, dist.Independent) and isinstance(prior.base_dist, dist.Normal)
+    prior_normal = diagonal_normal(prior)
     totals, per_dim, n = 0.0, None, 0
     for x in _batches(data, batch_size):
         q = model.posterior(x)
-        gaussian = _gaussian(q)
-        if gaussian is not None and factorized:
-            kl = torch.distributions.kl_divergence(gaussian, prior.base_dist)  # (B, K)
+        gaussian = diagonal_normal(q)
+        if gaussian is not None and prior_normal is not None:
+            kl = torch.distributions.kl_divergence(gaussian, prior_normal)  # (B, K)
             per_dim = kl.sum(0) if per_dim is None else per_dim + kl.sum(0)
             totals += float(kl.sum())
         else:
@@ -105,7 +101,7 @@ def _mutual_information(model, data, chunk_size):
     for q in posteriors:
         z = q.sample()
         zs.append(z)
-        gaussian = _gaussian(q)
+        gaussian = diagonal_normal(q)
         log_q_own.append(-gaussian.entropy().sum(-1) if gaussian is not None else q.log_prob(z))
     z_all = torch.cat(zs)
     # log q(z_n) = logsumexp_m log q(z_n | x_m) - log N, accumulated block by block

@@ -23,20 +23,14 @@ The guide must be a diagonal Normal at the latent site, the only latent site.
 
 from __future__ import annotations
 
-import pyro.distributions as dist
 import torch
 from pyro import poutine
 from pyro.infer import ELBO
 from pyro.poutine.util import site_is_subsample
 
+from ..distributions.diagonal import diagonal_normal
+
 __all__ = ["FreeBitsELBO"]
-
-
-def _factorized_normal(fn):
-    """The Normal under ``Independent`` wrappers, or ``None`` when ``fn`` is not one."""
-    while isinstance(fn, dist.Independent):
-        fn = fn.base_dist
-    return fn if isinstance(fn, dist.Normal) else None
 
 
 class FreeBitsELBO(ELBO):
@@ -74,7 +68,7 @@ class FreeBitsELBO(ELBO):
             )
         obs = model_trace.nodes[self.observed]
         q_site, p_site = guide_trace.nodes[self.latent], model_trace.nodes[self.latent]
-        q, p = _factorized_normal(q_site["fn"]), _factorized_normal(p_site["fn"])
+        q, p = diagonal_normal(q_site["fn"]), diagonal_normal(p_site["fn"])
         if q is None:
             raise ValueError(f"free bits needs a diagonal Normal guide at {self.latent!r}, got {q_site['fn']}")
         latent_dim = q.batch_shape[-1]
