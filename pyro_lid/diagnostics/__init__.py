@@ -6,6 +6,7 @@ from .collapse import (
     importance_weighted_log_likelihood,
     kl_divergence,
     mutual_information,
+    mutual_information_per_dim,
     posterior_means,
 )
 from .latent_posterior import latent_inference_data, plot_kl_per_dimension, plot_latent_posteriors
@@ -22,6 +23,7 @@ __all__ = [
     "importance_weighted_log_likelihood",
     "kl_divergence",
     "mutual_information",
+    "mutual_information_per_dim",
     "plot_log_likelihood_curve",
     "plot_prior_posterior",
     "posterior_means",

@@ -22,9 +22,12 @@ A model supplies ``posterior(x)`` (:math:`q(z\mid x)`, batch ``(B,)``, event ``(
 from __future__ import annotations
 
 import math
+import time
+import warnings
 
 import torch
 
+from .._progress import progress_bar, progress_line
 from ..distributions.diagonal import diagonal_normal
 
 __all__ = [
@@ -32,14 +35,22 @@ __all__ = [
     "active_units",
     "kl_divergence",
     "mutual_information",
+    "mutual_information_per_dim",
     "importance_weighted_log_likelihood",
     "collapse_report",
 ]
 
 
+def _check_data(data) -> int:
+    """The number of rows of a non-empty ``(N, D)`` tensor; a ``ValueError`` naming the problem otherwise."""
+    if not isinstance(data, torch.Tensor) or data.dim() != 2 or data.shape[0] == 0:
+        got = tuple(data.shape) if isinstance(data, torch.Tensor) else type(data).__name__
+        raise ValueError(f"diagnostics expect a non-empty (N, D) data tensor, got {got}")
+    return data.shape[0]
+
+
 def _batches(data: torch.Tensor, batch_size: int):
-    if data.dim() != 2 or data.shape[0] == 0:
-        raise ValueError(f"diagnostics expect a non-empty (N, D) data tensor, got shape {tuple(data.shape)}")
+    _check_data(data)
     for start in range(0, data.shape[0], batch_size):
         yield data[start : start + batch_size]
 
@@ -83,47 +94,115 @@ def kl_divergence(model, data: torch.Tensor, num_samples: int = 100, batch_size:
 def mutual_information(
     model, data: torch.Tensor, estimator: str = "aggregate", batch_size: int = 500, chunk_size: int = 1000
 ) -> float:
-    """:math:`I_q(x; z)` in nats, one posterior sample per data point (see module docstring)."""
-    if estimator == "minibatch":
-        values = [_mutual_information(model, x, chunk_size) * x.shape[0] for x in _batches(data, batch_size)]
-        return sum(values) / data.shape[0]
-    if estimator != "aggregate":
+    """:math:`I_q(x; z)` in nats, one posterior sample per data point (see module docstring).
+
+    The estimate lies in :math:`[0, \\log N]` (:math:`\\log B` per mini-batch for ``"minibatch"``),
+    like the quantity it estimates; a :class:`UserWarning` says when it sits near that ceiling,
+    where it says more about the number of evaluation points than about the model.
+    """
+    return _checked_mutual_information(model, data, estimator, batch_size, chunk_size, per_dim=False)[0]
+
+
+@torch.no_grad()
+def mutual_information_per_dim(model, data: torch.Tensor, chunk_size: int = 500) -> torch.Tensor:
+    r"""Per-dimension :math:`I_q(x; z_d)` in nats, shape ``(K,)``, for a diagonal Gaussian :math:`q(z\mid x)`.
+
+    The aggregate estimator applied to each coordinate's marginal :math:`q(z_d\mid x)`; each
+    value lies in :math:`[0, \log N]`. A dimension whose value is near 0 carries no
+    information about :math:`x`, whatever the variance of its posterior mean.
+
+    :raises ValueError: when the posterior is not a diagonal Gaussian (its marginals are not at hand).
+    """
+    return _checked_mutual_information(model, data, "aggregate", chunk_size, chunk_size, per_dim=True)[1]
+
+
+def _checked_mutual_information(model, data, estimator, batch_size, chunk_size, per_dim):
+    if estimator not in ("aggregate", "minibatch"):
         raise ValueError(f"estimator must be 'aggregate' or 'minibatch', got {estimator!r}")
-    return _mutual_information(model, data, chunk_size)
+    if batch_size < 1 or chunk_size < 1:
+        raise ValueError(f"batch_size and chunk_size must be >= 1, got {batch_size}, {chunk_size}")
+    n = _check_data(data)
+    if estimator == "minibatch":
+        batches = list(_batches(data, batch_size))
+        total = sum(_mutual_information(model, x, chunk_size, False)[0] * x.shape[0] for x in batches) / n
+        result, bound = (total, None), "B"
+        ceiling = math.log(min(batch_size, n))
+    else:
+        result, bound = _mutual_information(model, data, chunk_size, per_dim), "N"
+        ceiling = math.log(n)
+    if result[0] >= 0.9 * ceiling:
+        warnings.warn(
+            f"mutual information estimate {result[0]:.3f} nats is at or near its ceiling log {bound} = {ceiling:.3f} "
+            f"(N = {n} evaluation points): it cannot exceed that, so it says more about N than about the model; "
+            "evaluate on more data",
+            stacklevel=3,
+        )
+    return result
 
 
-def _mutual_information(model, data, chunk_size):
+def _mutual_information(model, data, chunk_size, per_dim):
+    r"""``(I, I_per_dim or None)``: the mean over points of
+    :math:`\log q(z_n\mid x_n) - \log\frac1N\sum_m q(z_n\mid x_m)`, :math:`z_n\sim q(z\mid x_n)`.
+
+    Both terms are evaluated at the same draw :math:`z_n`, so each summand is at most
+    :math:`\log N` (the own term is one of the :math:`N` in the sum) and the mean is an unbiased
+    estimate of :math:`I_q(x; z)` for :math:`x` uniform on the data; it is clamped to
+    :math:`[0, \log N]`, the range of the estimand.
+    """
     n = data.shape[0]
     # one posterior per chunk, used for both the samples and the aggregate: a stochastic posterior
     # (SA-VAE's refinement) asked twice would give two different q and break I <= log N
     posteriors = [model.posterior(x) for x in _batches(data, chunk_size)]
-    log_q_own, zs = [], []
-    for q in posteriors:
-        z = q.sample()
-        zs.append(z)
-        gaussian = diagonal_normal(q)
-        log_q_own.append(-gaussian.entropy().sum(-1) if gaussian is not None else q.log_prob(z))
+    gaussians = [diagonal_normal(q) for q in posteriors]
+    if per_dim and any(g is None for g in gaussians):
+        raise ValueError("per-dimension mutual information needs a diagonal Gaussian posterior q(z|x)")
+    zs = [q.sample() for q in posteriors]
     z_all = torch.cat(zs)
-    # log q(z_n) = logsumexp_m log q(z_n | x_m) - log N, accumulated block by block
-    log_aggregate = torch.full((n,), -math.inf, dtype=z_all.dtype, device=z_all.device)
-    for q in posteriors:  # batch (chunk,)
+    log_q_own = torch.cat([q.log_prob(z) for q, z in zip(posteriors, zs)])
+    # log sum_m q(z_n | x_m), accumulated block by block (per dimension too when asked)
+    log_sum = torch.full((n,), -math.inf, dtype=z_all.dtype, device=z_all.device)
+    log_sum_dim = torch.full_like(z_all, -math.inf) if per_dim else None
+    for q, gaussian in zip(posteriors, gaussians):  # batch (chunk,)
         for z_start in range(0, n, chunk_size):
-            block = q.log_prob(z_all[z_start : z_start + chunk_size].unsqueeze(1))  # (z_chunk, chunk)
-            part = block.logsumexp(-1)
-            stop = z_start + part.shape[0]
-            log_aggregate[z_start:stop] = torch.logaddexp(log_aggregate[z_start:stop], part)
-    return float(torch.cat(log_q_own).mean() - (log_aggregate - math.log(n)).mean())
+            z_block = z_all[z_start : z_start + chunk_size].unsqueeze(1)  # (z_chunk, 1, K)
+            stop = z_start + z_block.shape[0]
+            if per_dim:
+                block = gaussian.log_prob(z_block)  # (z_chunk, chunk, K)
+                log_sum_dim[z_start:stop] = torch.logaddexp(log_sum_dim[z_start:stop], block.logsumexp(1))
+                block = block.sum(-1)
+            else:
+                block = q.log_prob(z_block)  # (z_chunk, chunk)
+            log_sum[z_start:stop] = torch.logaddexp(log_sum[z_start:stop], block.logsumexp(-1))
+    ceiling = math.log(n)
+    total = float((log_q_own - log_sum).mean() + ceiling)
+    total = min(max(total, 0.0), ceiling)
+    if not per_dim:
+        return total, None
+    log_own_dim = torch.cat([g.log_prob(z) for g, z in zip(gaussians, zs)])
+    return total, ((log_own_dim - log_sum_dim).mean(0) + ceiling).clamp(0.0, ceiling)
 
 
 @torch.no_grad()
 def importance_weighted_log_likelihood(
-    model, data: torch.Tensor, num_samples: int = 100, chunk_size: int = 50, batch_size: int = 500
+    model,
+    data: torch.Tensor,
+    num_samples: int = 100,
+    chunk_size: int = 50,
+    batch_size: int = 500,
+    progress: bool | None = False,
 ) -> torch.Tensor:
-    """Per-data-point :math:`\\log p(x_n)` estimates, shape ``(N,)``, from ``num_samples`` importance samples."""
-    if num_samples < 1 or chunk_size < 1:
-        raise ValueError(f"num_samples and chunk_size must be >= 1, got {num_samples}, {chunk_size}")
+    """Per-data-point :math:`\\log p(x_n)` estimates, shape ``(N,)``, from ``num_samples`` importance samples.
+
+    ``progress``: a bar over the mini-batches (see :mod:`pyro_lid._progress`; off by default).
+    """
+    if num_samples < 1 or chunk_size < 1 or batch_size < 1:
+        raise ValueError(
+            f"num_samples, chunk_size and batch_size must be >= 1, got {num_samples}, {chunk_size}, {batch_size}"
+        )
     out = []
-    for x in _batches(data, batch_size):
+    batches = _batches(data, batch_size)
+    total = math.ceil(_check_data(data) / batch_size)
+    for x in progress_bar(batches, progress, total=total, desc=f"log-likelihood ({num_samples} samples)"):
         q = model.posterior(x)
         log_weights = []
         for start in range(0, num_samples, chunk_size):
@@ -134,32 +213,55 @@ def importance_weighted_log_likelihood(
 
 
 @torch.no_grad()
-def collapse_report(model, data: torch.Tensor, num_samples: int = 100, labels: torch.Tensor | None = None) -> dict:
-    """All diagnostics at once: AU, KL (and per dimension), MI (both estimators), LL, ELBO, cluster accuracy.
+def collapse_report(
+    model, data: torch.Tensor, num_samples: int = 100, labels: torch.Tensor | None = None, progress: bool | None = None
+) -> dict:
+    """All diagnostics at once: AU, KL (and per dimension), MI (both estimators, and per dimension
+    for a diagonal Gaussian posterior), LL, cluster accuracy.
 
     ``data`` must already be in the form the likelihood scores (binarized images, for instance).
+    ``progress``: a bar during the log-likelihood and a line per finished stage with its time
+    (see :mod:`pyro_lid._progress`).
     """
     from ..models.vae import cluster_accuracy
 
+    n = _check_data(data)
+    if labels is not None and (not isinstance(labels, torch.Tensor) or labels.shape != (n,)):
+        raise ValueError(f"labels must be a tensor of shape ({n},), got {getattr(labels, 'shape', type(labels))}")
     was_training = getattr(model, "training", False)
     if hasattr(model, "eval"):
         model.eval()
+    report = {"num_samples": num_samples, "num_data": n}
+
+    def stage(name, compute):
+        started = time.perf_counter()
+        value = compute()
+        progress_line(f"evaluation: {name} on {n} points in {time.perf_counter() - started:.1f} s", progress)
+        return value
+
     try:
-        au = active_units(model, data)
-        kl = kl_divergence(model, data)
-        ll = importance_weighted_log_likelihood(model, data, num_samples)
-        report = {
-            "au": au["count"],
-            "au_fraction": au["fraction"],
-            "au_variance": au["variance"],
-            "kl": kl["total"],
-            "kl_per_dim": kl["per_dim"],
-            "mi": mutual_information(model, data, "aggregate"),
-            "mi_minibatch": mutual_information(model, data, "minibatch"),
-            "ll": float(ll.mean()),
-            "num_samples": num_samples,
-            "num_data": data.shape[0],
-        }
+        au = stage("active units", lambda: active_units(model, data))
+        kl = stage("KL", lambda: kl_divergence(model, data))
+        ll = stage(
+            f"log-likelihood ({num_samples} samples)",
+            lambda: importance_weighted_log_likelihood(model, data, num_samples, progress=progress),
+        )
+        per_dim = diagonal_normal(model.posterior(data[:1])) is not None
+        mi, mi_per_dim = stage(
+            "mutual information",
+            lambda: _checked_mutual_information(model, data, "aggregate", 500, 500, per_dim=per_dim),
+        )
+        report.update(
+            au=au["count"],
+            au_fraction=au["fraction"],
+            au_variance=au["variance"],
+            kl=kl["total"],
+            kl_per_dim=kl["per_dim"],
+            mi=mi,
+            mi_per_dim=mi_per_dim,
+            mi_minibatch=stage("mutual information (mini-batch)", lambda: mutual_information(model, data, "minibatch")),
+            ll=float(ll.mean()),
+        )
         if labels is not None and hasattr(model, "cluster") and getattr(model, "num_components", None):
             clusters = torch.cat([model.cluster(x) for x in _batches(data, 1000)])
             report["cluster_accuracy"] = cluster_accuracy(clusters.cpu(), labels.cpu())
