@@ -32,3 +32,13 @@ def assert_resume_is_exact(make_model, train, val, checkpoint, epochs: int, inte
     for key, value in straight.state_dict().items():
         assert torch.equal(value, resumed.state_dict()[key]), key
     return straight_history, interrupted_history, resumed_history
+
+
+def write_idx(path, array):
+    """Write ``array`` as a gzipped unsigned-byte IDX file (the MNIST format)."""
+    import gzip
+
+    array = array.to(torch.uint8).numpy()
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(s).to_bytes(4, "big") for s in array.shape)
+    with gzip.open(path, "wb") as f:
+        f.write(header + array.tobytes())

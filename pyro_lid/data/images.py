@@ -9,6 +9,7 @@ Only with ``download=True`` does torchvision fetch it from the network.
 from __future__ import annotations
 
 import gzip
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -64,7 +65,9 @@ def load_images(name: str, split: str = "train", root: str | Path | None = None,
     :param split: ``"train"`` or ``"test"``.
     :param root: a folder with the IDX files (flat, or torchvision's layout).
     :param download: let torchvision download into ``root`` if nothing is found (needs the network).
-    :raises FileNotFoundError: naming the places searched and what to install or pass.
+    :raises FileNotFoundError: naming the places searched and what to install or pass, or a ``root``
+        that does not exist. A ``root`` without the files falls back to the system-wide copy, with a warning.
+    :raises ValueError: for a label file that does not match its image file (shape or count).
     """
     if name not in DATASETS:
         raise ValueError(f"unknown data set {name!r}; choose from {sorted(DATASETS)}")
@@ -73,14 +76,17 @@ def load_images(name: str, split: str = "train", root: str | Path | None = None,
     spec = DATASETS[name]
     candidates = []
     if root is not None:
+        if not Path(root).is_dir():
+            raise FileNotFoundError(f"root {root} does not exist or is not a directory (it should hold {name}'s files)")
         candidates += [Path(root), Path(root) / spec["torchvision"] / "raw"]
     candidates += [Path(p) for p in spec["system"]]
     image_stem, label_stem = _FILES[split]
     for folder in candidates:
         images, labels = _find(folder, image_stem), _find(folder, label_stem)
         if images and labels:
-            x, y = read_idx(images), read_idx(labels)
-            return x.reshape(x.shape[0], -1).float() / 255.0, y.long()
+            if root is not None and not folder.is_relative_to(Path(root)):
+                warnings.warn(f"no {name} files in {root}; using the copy in {folder}", stacklevel=2)
+            return _images_and_labels(images, labels)
     if download:
         if root is None:
             raise ValueError("download=True needs a root folder to download into")
@@ -93,6 +99,18 @@ def load_images(name: str, split: str = "train", root: str | Path | None = None,
         f"{name} ({split}) not found: looked for {image_stem}[.gz] and {label_stem}[.gz] in {searched}. "
         f"To fix: {spec['install']} (or use download=True with network access)."
     )
+
+
+def _images_and_labels(image_path: Path, label_path: Path):
+    """Read an image file and its label file, refusing a pair that does not belong together."""
+    x, y = read_idx(image_path), read_idx(label_path)
+    if x.dim() != 3:
+        raise ValueError(f"{image_path} is not an image file: it holds an array of shape {tuple(x.shape)}, not NxHxW")
+    if y.dim() != 1:
+        raise ValueError(f"{label_path} is not a label file: it holds an array of shape {tuple(y.shape)} (expected N)")
+    if x.shape[0] != y.shape[0]:
+        raise ValueError(f"{label_path} holds {y.shape[0]} labels but {image_path} holds {x.shape[0]} images")
+    return x.reshape(x.shape[0], -1).float() / 255.0, y.long()
 
 
 def binarize(images: torch.Tensor, seed: int = 0) -> torch.Tensor:
