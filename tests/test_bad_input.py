@@ -39,3 +39,150 @@ def test_labels_that_do_not_match_the_images_are_refused_with_path_and_counts(tm
     write_idx(swapped / "t10k-images-idx3-ubyte.gz", torch.arange(7))  # and the labels as images
     with pytest.raises(ValueError, match=r"t10k-images-idx3-ubyte.gz is not an image file"):
         load_images("mnist", "test", root=swapped)
+
+
+# ------------------------------------------------------------------ command line
+def _run_cli(argv, capsys):
+    """``(exit status, stdout, stderr)`` of ``pyro_lid.cli.main(argv)``."""
+    from pyro_lid.cli import main
+
+    try:
+        status = main(argv)
+    except SystemExit as exit_:
+        status = exit_.code
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+@pytest.fixture
+def no_work(monkeypatch):
+    """Make training, evaluation and the demo fail loudly: a check that passes lets them run and the test fails."""
+    import pyro_lid.experiments as experiments
+    import pyro_lid.experiments.classical_collapse as classical
+    import pyro_lid.experiments.image_comparison as harness
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("work started before the options were checked")
+
+    for module, name in ((harness, "fit"), (harness, "_data"), (classical, "run_classical_collapse")):
+        monkeypatch.setattr(module, name, refuse)
+    monkeypatch.setattr(experiments, "run_brenier_demo", refuse)
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["compare", "--epochs", "-1"], "--epochs: expected a positive integer, got -1"),
+        (["compare", "--smoke-test", "--epochs", "-1"], "--epochs: expected a positive integer, got -1"),
+        (["compare", "--num-test", "0"], "--num-test: expected a positive integer, got 0"),
+        (["compare", "--lr", "0"], "--lr: expected a positive number, got 0.0"),
+        (["compare", "--dataset", "synthetic", "--device", "gpu0"], "unknown device 'gpu0'"),
+        (["compare", "--dataset", "synthetic", "--models", "vae,nope"], "unknown models ['nope']"),
+    ],
+)
+def test_bad_options_exit_with_status_2_and_one_line_before_any_work(argv, message, capsys, no_work):
+    status, _, err = _run_cli(argv, capsys)
+    assert status == 2
+    last = err.strip().splitlines()[-1]  # argparse's usage may stand above; the error is one line, no dump
+    assert last.startswith("pyro-lid compare: error:") and message in last and "Traceback" not in err
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has CUDA")
+def test_cuda_without_a_gpu_is_one_line(capsys, no_work):
+    status, _, err = _run_cli(["compare", "--dataset", "synthetic", "--device", "cuda"], capsys)
+    expected = "pyro-lid compare: error: device 'cuda' asked for, but CUDA is not available on this machine"
+    assert status == 2 and err.strip() == expected
+
+
+def test_unwritable_output_paths_are_refused_before_training(tmp_path, capsys, no_work):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    for argv in (
+        ["compare", "--dataset", "synthetic", "--smoke-test", "--output-dir", str(blocker / "out")],
+        ["classical", "--smoke-test", "--output-dir", str(blocker / "out")],
+        ["report", str(tmp_path), "--figures", str(blocker / "figs")],
+        ["demo", "--plot", str(blocker / "demo.png")],
+    ):
+        status, _, err = _run_cli(argv, capsys)
+        assert status == 2, argv
+        assert "cannot write to the" in err and str(blocker) in err, err
+    status, _, err = _run_cli(["demo", "--plot", str(tmp_path / "demo.xyz")], capsys)
+    assert status == 2 and "must end in one of" in err and ".png" in err
+
+
+def test_smoke_test_sizes_yield_to_explicit_flags_and_models_accept_commas(monkeypatch, capsys):
+    import pyro_lid.experiments.image_comparison as harness
+
+    seen = {}
+
+    def capture(dataset, root, models, **options):
+        seen.update(options, models=models)
+        return []
+
+    monkeypatch.setattr(harness, "run_image_comparison", capture)
+    argv = ["compare", "--dataset", "synthetic", "--smoke-test", "--epochs", "1", "--models", "vae,lidvae", "gmvae"]
+    status, _, _ = _run_cli(argv, capsys)
+    assert status == 0
+    assert seen["models"] == ["vae", "lidvae", "gmvae"]
+    assert seen["epochs"] == 1 and seen["num_train"] == 300  # explicit flag wins; other smoke sizes stay
+    _run_cli(["compare", "--dataset", "synthetic", "--epochs", "3"], capsys)
+    assert seen["epochs"] == 3 and seen["num_train"] == 20000 and seen["num_test"] is None
+
+
+def test_help_shows_the_defaults(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "250")  # no line breaks inside words such as --smoke-test
+    status, out, _ = _run_cli(["compare", "--help"], capsys)
+    assert status == 0
+    flat = " ".join(out.split())
+    for shown in ("(default: 0.001)", "(default: 20000; 300 with --smoke-test)", "(default: fashion-mnist)"):
+        assert shown in flat, shown
+
+
+def test_the_demo_ends_with_a_verdict(monkeypatch, capsys):
+    import pyro_lid.experiments as experiments
+
+    result = dict(ll_before=-3.6, ll_after=-3.25, ll_gaussian=-3.6, inverse_max_residual=1e-5, logdet_max_error=1e-7,
+                  min_hessian_eigenvalue=0.4, alpha_floor=0.01)  # fmt: skip
+    monkeypatch.setattr(experiments, "run_brenier_demo", lambda **kwargs: result)
+    status, out, _ = _run_cli(["demo"], capsys)
+    assert status == 0
+    assert out.strip().splitlines()[-1].startswith(
+        "verdict: the Brenier flow fits the pinwheel better than the best Gaussian by 0.350 nats per point"
+    )
+    monkeypatch.setattr(experiments, "run_brenier_demo", lambda **kwargs: {**result, "ll_after": -3.7})
+    status, _, err = _run_cli(["demo"], capsys)
+    assert status == 1 and "verdict: demo FAILED: the flow is -0.100 nats per point against the best Gaussian" in err
+
+
+def test_seconds_per_epoch_leave_the_warm_up_epoch_out():
+    from pyro_lid.experiments.image_comparison import typical_epoch_seconds
+
+    assert typical_epoch_seconds([50.0, 1.0, 3.0, 2.0]) == 2.0  # the first (warm-up) epoch does not count
+    assert typical_epoch_seconds([50.0, 1.0]) == 1.0
+    assert typical_epoch_seconds([4.0]) == 4.0
+    with pytest.raises(ValueError, match="no epochs"):
+        typical_epoch_seconds([])
+
+
+def test_the_cost_ratio_does_not_depend_on_which_method_ran_first(monkeypatch):
+    import pyro_lid.experiments.image_comparison as harness
+    from pyro_lid.infer import fit as real_fit
+
+    def fit_with_warm_up(model, *args, **kwargs):  # the first method pays a 10 s warm-up in its first epoch
+        history = real_fit(model, *args, **kwargs)
+        for i, record in enumerate(history.records):
+            record["seconds"] = (10.0 if fit_with_warm_up.first and i == 0 else 0.0) + (
+                1.0 if type(model).__name__ == "VAE" else 2.0
+            )
+        fit_with_warm_up.first = False
+        return history
+
+    monkeypatch.setattr(harness, "fit", fit_with_warm_up)
+    options = dict(num_train=100, num_test=50, epochs=3, latent_dim=2, hidden=8, icnn_hidden=8, num_samples=2,
+                   progress=False)  # fmt: skip
+    ratios = []
+    for order in (("vae", "lidvae"), ("lidvae", "vae")):
+        fit_with_warm_up.first = True
+        rows = {r["model"]: r for r in harness.run_image_comparison("synthetic", models=order, **options)}
+        ratios.append(rows["lidvae"]["seconds_per_epoch"] / rows["vae"]["seconds_per_epoch"])
+    assert ratios == [2.0, 2.0]
