@@ -186,3 +186,55 @@ def test_the_cost_ratio_does_not_depend_on_which_method_ran_first(monkeypatch):
         rows = {r["model"]: r for r in harness.run_image_comparison("synthetic", models=order, **options)}
         ratios.append(rows["lidvae"]["seconds_per_epoch"] / rows["vae"]["seconds_per_epoch"])
     assert ratios == [2.0, 2.0]
+
+
+# ------------------------------------------------------------------ fit
+def _tiny():
+    from pyro_lid.models import VAE
+
+    x = torch.bernoulli(torch.rand(60, 6, generator=torch.Generator().manual_seed(0)))
+    return VAE(6, 2, hidden_dims=(8,)), x[:40], x[40:]
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"early_stopping_patience": -1}, "early_stopping_patience must be >= 0, got -1"),
+        ({"early_stopping_patience": 1.5}, "early_stopping_patience must be an integer >= 0, got 1.5"),
+        ({"early_stopping_patience": 2, "val_data": None}, "early_stopping_patience needs val_data"),
+        ({"device": "gpu0"}, "unknown device 'gpu0'"),
+    ],
+)
+def test_fit_refuses_bad_options_before_training(options, message):
+    from pyro_lid.infer import fit
+
+    model, train, val = _tiny()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    kwargs = {"val_data": val, "epochs": 3, "progress": False, **options}
+    with pytest.raises(ValueError, match=message):
+        fit(model, train, **kwargs)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # nothing trained
+
+
+def test_fit_writes_a_line_per_epoch_when_not_on_a_terminal(capsys):
+    from pyro_lid.infer import fit
+
+    model, train, val = _tiny()
+    fit(model, train, val, epochs=2)  # progress=None and stderr is not a terminal under pytest
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("epoch ")]
+    assert [line.split(":")[0] for line in lines] == ["epoch 1", "epoch 2"]
+    assert all("val_loss" in line and "mi" in line for line in lines)
+    fit(model, train, val, epochs=2, progress=False)
+    assert capsys.readouterr().err == ""
+
+
+def test_collapse_report_says_what_it_is_doing_when_not_on_a_terminal(capsys):
+    from pyro_lid.diagnostics import collapse_report
+
+    model, _, val = _tiny()
+    collapse_report(model, val, num_samples=3)
+    err = capsys.readouterr().err
+    for stage in ("active units", "KL", "log-likelihood (3 samples)", "mutual information"):
+        assert f"evaluation: {stage} on 20 points in" in err, stage
+    collapse_report(model, val, num_samples=3, progress=False)
+    assert "evaluation:" not in capsys.readouterr().err

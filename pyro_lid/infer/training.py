@@ -18,8 +18,9 @@ import torch
 from pyro.infer import SVI
 from pyro.optim import PyroOptim
 from pyro.optim.clipped_adam import ClippedAdam
-from tqdm.auto import tqdm
 
+from .._checks import resolve_device
+from .._progress import progress_bar, progress_line
 from .aggressive import LaggingState, ParamSubsetOptim, encoder_burn_in, encoder_parameters, random_batches
 from .free_bits import FreeBitsELBO
 from .pretraining import initial_state, reset_decoder
@@ -114,7 +115,10 @@ def fit(
     :param dynamic_binarization: draw ``x ~ Bernoulli(intensity)`` afresh for every mini-batch.
     :param checkpoint: file to write after every epoch (model, optimizer, RNG, history).
     :param resume: continue from ``checkpoint`` if it exists; the result equals an uninterrupted run.
-    :param early_stopping_patience: stop after this many epochs without a better ``val_loss``.
+    :param early_stopping_patience: stop after this many epochs without a better ``val_loss``
+        (an integer >= 0; needs ``val_data``).
+    :param progress: ``None`` draws a bar on a terminal and otherwise writes one line per epoch;
+        ``True`` always draws bars, ``False`` is silent (see :mod:`pyro_lid._progress`).
     :param strategy: ``"standard"``, or ``"lagging"`` for aggressive encoder training
         (He et al. 2019, :mod:`pyro_lid.infer.aggressive`; needs ``val_data`` for its MI rule).
     :param pretrain_epochs: the first this many of the ``epochs`` train an autoencoder (KL weight 0);
@@ -139,9 +143,16 @@ def fit(
         raise ValueError(f"pretrain_epochs must be in [0, epochs), got {pretrain_epochs} with epochs={epochs}")
     if resume and checkpoint is None:
         raise ValueError("resume=True needs a checkpoint path")
+    if early_stopping_patience is not None:
+        if isinstance(early_stopping_patience, bool) or not isinstance(early_stopping_patience, int):
+            raise ValueError(f"early_stopping_patience must be an integer >= 0, got {early_stopping_patience!r}")
+        if early_stopping_patience < 0:
+            raise ValueError(f"early_stopping_patience must be >= 0, got {early_stopping_patience}")
+        if val_data is None:
+            raise ValueError("early_stopping_patience needs val_data: it counts epochs without a better val_loss")
     if dynamic_binarization and ((train_data < 0) | (train_data > 1)).any():
         raise ValueError("dynamic_binarization needs training intensities in [0, 1]")
-    device = torch.device(device) if device is not None else next(model.parameters()).device
+    device = resolve_device(device) if device is not None else next(model.parameters()).device
     model.to(device)
     schedule = make_schedule(kl_schedule)
     elbo = FreeBitsELBO(free_bits) if free_bits is not None else (loss or model.default_loss())
@@ -195,12 +206,7 @@ def fit(
         order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100003 + epoch))
         total, grad_evals, encoder_steps = 0.0, 0, 0
         aggressive = lagging is not None and lagging.aggressive
-        bar = tqdm(
-            range(steps_per_epoch),
-            desc=f"epoch {epoch + 1}/{epochs}",
-            disable=None if progress is None else not progress,
-            leave=False,
-        )
+        bar = progress_bar(range(steps_per_epoch), progress, desc=f"epoch {epoch + 1}/{epochs}")
         for step in bar:
             idx = order[step * batch_size : (step + 1) * batch_size]
             x = train_data[idx].to(device)
@@ -245,8 +251,7 @@ def fit(
             else:
                 since_best += 1
         history.records.append(record)
-        if not bar.disable:  # a line per epoch with the validation KL / AU / MI, beside the live loss
-            tqdm.write(_describe(record))
+        progress_line(_describe(record), progress)  # a line per epoch, also when no bar is drawn
         if checkpoint is not None:
             checkpoint.parent.mkdir(parents=True, exist_ok=True)
             state = {
