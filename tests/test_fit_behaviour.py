@@ -1,0 +1,249 @@
+"""What ``fit`` does to a model, observed from inside the model: a safety net for any rewrite of the loop.
+
+Each test watches a behaviour through the model itself (the KL weight and the data that reach
+``model.model``, the parameters between calls, the objective's value), not through the loop's
+internals, so that a reimplementation (e.g. on Lightning) is judged by what training does.
+"""
+
+import functools
+import random
+
+import numpy as np
+import pyro
+import pytest
+import torch
+from pyro import poutine
+from pyro.infer import Trace_ELBO
+
+import pyro_lid.experiments.image_comparison as harness
+from pyro_lid.cli import main
+from pyro_lid.infer import FreeBitsELBO, KLSchedule, fit
+from pyro_lid.models import VAE
+
+SMALL = {"hidden_dims": (16,)}
+
+
+class WatchedVAE(VAE):
+    """A VAE that records, for every call of ``model`` in training mode, what that call saw:
+    the data ``x``, the effective scale of the latent site ``z`` (all handlers applied, mini-batch
+    scaling included), the batch size, ``num_data``, and a copy of every parameter."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.calls = []
+
+    def model(self, x, num_data=None):
+        if not self.training:  # validation and diagnostics run in eval mode
+            return super().model(x, num_data)
+        trace = poutine.trace(functools.partial(VAE.model, self)).get_trace(x, num_data)
+        self.calls.append(
+            {
+                "x": x.detach().clone(),
+                "z_scale": float(trace.nodes["z"]["scale"]),
+                "batch": x.shape[0],
+                "num_data": num_data,
+                "params": {k: v.detach().clone() for k, v in self.named_parameters()},
+            }
+        )
+
+
+def intensities(n=120, d=12, seed=3):
+    return 0.1 + 0.8 * torch.rand(n, d, generator=torch.Generator().manual_seed(seed))
+
+
+# ------------------------------------------------------------------ 1. the KL schedule is in effect
+@pytest.mark.parametrize(
+    "schedule",
+    [KLSchedule("linear", warmup_epochs=10), KLSchedule("cyclical", cycle_epochs=2, ramp_fraction=0.5)],
+    ids=["linear", "cyclical"],
+)
+def test_every_training_step_uses_the_scheduled_kl_weight(schedule):
+    n, batch_size, epochs, beta = 120, 40, 3, 0.5
+    model = WatchedVAE(12, 2, beta=beta, **SMALL)
+    x = torch.bernoulli(intensities(n))
+    history = fit(model, x, epochs=epochs, batch_size=batch_size, kl_schedule=schedule, progress=False)
+    steps = n // batch_size
+    expected = [beta * schedule(epoch + step / steps) for epoch in range(epochs) for step in range(steps)]
+    assert len(model.calls) == len(expected)
+    # the latent site's scale is beta * w(t) times the mini-batch factor num_data / batch
+    in_effect = [c["z_scale"] * c["batch"] / c["num_data"] for c in model.calls]
+    assert in_effect == pytest.approx(expected, abs=1e-5)
+    assert min(in_effect) < 0.5 * beta  # not vacuous: the schedule is far from 1 somewhere
+    assert history["kl_weight"] == pytest.approx([schedule(e + 1) for e in range(epochs)])
+    assert model.latent_scale == beta  # after training the model is back at the full objective
+
+
+# ------------------------------------------------------------------ 2. free_bits is the objective trained
+def test_free_bits_trains_the_floored_objective(monkeypatch):
+    x = torch.bernoulli(intensities(120))
+    floor, latent_dim = 50.0, 2
+    used = []
+    original = FreeBitsELBO.differentiable_loss
+
+    def spy(self, model, guide, *args, **kwargs):
+        used.append(self.free_bits)
+        return original(self, model, guide, *args, **kwargs)
+
+    monkeypatch.setattr(FreeBitsELBO, "differentiable_loss", spy)
+    init = {k: v.clone() for k, v in VAE(12, latent_dim, **SMALL).state_dict().items()}
+    finals, histories = {}, {}
+    for name, options in (
+        ("free_bits", {"free_bits": floor}),
+        ("explicit_loss", {"loss": FreeBitsELBO(floor)}),
+        ("plain", {}),
+    ):
+        model = VAE(12, latent_dim, **SMALL)
+        model.load_state_dict(init)
+        used.clear()
+        histories[name] = fit(model, x, epochs=2, batch_size=40, progress=False, **options)
+        finals[name] = model.state_dict()
+        if name == "free_bits":
+            assert used and set(used) == {floor}  # every evaluation of the objective is the floored one
+    # the floor is part of the loss: at least latent_dim * floor nats per data point
+    assert min(histories["free_bits"]["train_loss"]) > latent_dim * floor
+    assert max(histories["plain"]["train_loss"]) < latent_dim * floor
+    # free_bits=lambda trains exactly as loss=FreeBitsELBO(lambda), and not as the plain ELBO
+    for key, value in finals["free_bits"].items():
+        assert torch.equal(value, finals["explicit_loss"][key]), key
+    assert any(not torch.equal(v, finals["plain"][k]) for k, v in finals["free_bits"].items())
+
+
+# ------------------------------------------------------------------ 3. resume restores the random streams
+def test_resume_restores_the_random_state_even_after_the_generators_moved_on(tmp_path):
+    train, val = intensities(160)[:120], torch.bernoulli(intensities(40, seed=4))
+    init = {k: v.clone() for k, v in VAE(12, 2, **SMALL).state_dict().items()}
+    options = dict(batch_size=40, dynamic_binarization=True, seed=5, progress=False)
+
+    straight = VAE(12, 2, **SMALL)
+    straight.load_state_dict(init)
+    fit(straight, train, val, epochs=3, **options)
+
+    resumed = VAE(12, 2, **SMALL)
+    resumed.load_state_dict(init)
+    checkpoint = tmp_path / "run.pt"
+    fit(resumed, train, val, epochs=1, checkpoint=checkpoint, **options)
+    # what happens between the interruption and the resumption: a new process, other work
+    torch.manual_seed(12345)
+    torch.rand(1000)
+    random.seed(12345)
+    np.random.seed(12345)
+    fit(resumed, train, val, epochs=3, checkpoint=checkpoint, resume=True, **options)
+    for key, value in straight.state_dict().items():
+        assert torch.equal(value, resumed.state_dict()[key]), key
+
+
+# ------------------------------------------------------------------ 4. the Lagging inner loop trains the encoder
+def test_aggressive_phase_steps_the_encoder_alone_before_each_decoder_step():
+    model = WatchedVAE(12, 2, **SMALL)
+    train, val = torch.bernoulli(intensities(100)), torch.bernoulli(intensities(40, seed=4))
+    history = fit(model, train, val, epochs=1, batch_size=50, strategy="lagging", progress=False)
+    assert history["aggressive"] == [True]  # the first epoch is aggressive
+    encoder = {k for k, _ in model.named_parameters() if k.startswith("encoder.")}
+    decoder = {k for k, _ in model.named_parameters() if k.startswith("decoder.")}
+    assert encoder and decoder
+    snapshots = [c["params"] for c in model.calls] + [{k: v.detach().clone() for k, v in model.named_parameters()}]
+    moves = []  # between one training call of the model and the next: which part moved
+    for before, after in zip(snapshots, snapshots[1:]):
+        encoder_moved = any(not torch.equal(before[k], after[k]) for k in encoder)
+        decoder_moved = any(not torch.equal(before[k], after[k]) for k in decoder)
+        assert encoder_moved != decoder_moved, "each step must move the encoder alone or the decoder alone"
+        moves.append("E" if encoder_moved else "D")
+    pattern = "".join(moves)
+    assert pattern.endswith("D") and pattern.count("D") == 2  # one decoder step per mini-batch (2 of 50)
+    for burn_in in pattern.split("D")[:-1]:
+        assert len(burn_in) >= 15, pattern  # encoder-only steps (checked every 15) before every decoder step
+    # the encoder really learns during the burn-in: its loss on the data improves
+    first, last_burn_in = model.calls[0], model.calls[len(pattern.split("D")[0])]
+    probe = WatchedVAE(12, 2, **SMALL).eval()
+    losses = []
+    for call in (first, last_burn_in):
+        probe.load_state_dict({**model.state_dict(), **call["params"]})
+        pyro.set_rng_seed(0)
+        losses.append(Trace_ELBO(num_particles=20).loss(probe.model, probe.guide, train))
+    assert losses[1] < losses[0]
+
+
+# ------------------------------------------------------------------ 5. beta scales model and guide alike
+@pytest.mark.parametrize("num_data", [None, 96])
+def test_beta_elbo_equals_the_hand_computed_beta_elbo_on_the_same_draw(num_data):
+    torch.manual_seed(1)
+    beta = 0.3
+    model = VAE(12, 3, beta=beta, **SMALL).double()
+    x = torch.bernoulli(intensities(24)).double()
+    guide_trace = poutine.trace(model.guide).get_trace(x, num_data)
+    z = guide_trace.nodes["z"]["value"]
+    fixed_guide = poutine.replay(model.guide, trace=guide_trace)  # the same z in the loss and by hand
+    loss = Trace_ELBO().loss(model.model, fixed_guide, x, num_data)
+    differentiable = Trace_ELBO().differentiable_loss(model.model, fixed_guide, x, num_data)
+    with torch.no_grad():
+        log_px = model.decoder(z).log_prob(x)
+        log_pz = model.prior().log_prob(z)
+        log_qz = model.encoder.distribution(x).log_prob(z)
+        by_hand = -(log_px + beta * (log_pz - log_qz)).sum() * ((num_data or 24) / 24)
+    assert loss == pytest.approx(float(by_hand), rel=1e-9)
+    assert float(differentiable.detach()) == pytest.approx(float(by_hand), rel=1e-9)
+    # not vacuous: an unscaled guide (or model) would give another value on this draw
+    unscaled_guide = -(log_px + beta * log_pz - log_qz).sum() * ((num_data or 24) / 24)
+    assert abs(float(unscaled_guide) - float(by_hand)) > 1.0
+
+
+# ------------------------------------------------------------------ 6. dynamic binarization
+def test_dynamic_binarization_feeds_fresh_binary_draws_of_each_image_every_epoch():
+    n, bits, d, epochs = 64, 6, 20, 3
+    gen = torch.Generator().manual_seed(11)
+    ids = ((torch.arange(n).unsqueeze(1) >> torch.arange(bits)) & 1).float()  # exact 0/1: binarize to themselves
+    grey = 0.05 + 0.4 * torch.rand(n, d - bits, generator=gen)  # below 1/2: a threshold would give all zeros
+    train = torch.cat([ids, grey], 1)
+    # a Gaussian likelihood accepts any data: what the model is fed is judged here, not by Bernoulli's support check
+    model = WatchedVAE(d, 2, likelihood="normal", **SMALL)
+    fit(model, train, epochs=epochs, batch_size=16, dynamic_binarization=True, progress=False)
+    seen = {i: [] for i in range(n)}
+    for call in model.calls:
+        x = call["x"]
+        assert set(x.unique().tolist()) <= {0.0, 1.0}, "the model must see binary data"
+        for row in x:
+            seen[int((row[:bits] * 2 ** torch.arange(bits)).sum())].append(row[bits:])
+    assert all(len(draws) == epochs for draws in seen.values())  # each image once per epoch
+    for i, draws in seen.items():
+        assert any(not torch.equal(draws[0], other) for other in draws[1:]), f"image {i} binarized alike each epoch"
+    # the draws are Bernoulli(intensity): their mean matches the intensities' mean
+    draws = torch.stack([torch.stack(seen[i]) for i in range(n)])  # (n, epochs, d - bits)
+    assert abs(float((draws - grey.unsqueeze(1)).mean())) < 0.03
+    assert float(draws.mean()) > 0.15  # far from the all-zero threshold
+
+
+# ------------------------------------------------------------------ 7. the command line
+@pytest.mark.parametrize(
+    "argv, match",
+    [
+        (["compare", "--dataset", "synthetic", "--resume"], "output_dir"),
+        (["compare", "--dataset", "synthetic", "--models", "no_such_method"], "unknown models"),
+        (["report", "{missing}"], "results.json not found"),
+    ],
+)
+def test_cli_errors_exit_with_status_2_and_one_line(argv, match, tmp_path, capsys):
+    argv = [a.format(missing=tmp_path / "missing") for a in argv]
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"pyro-lid {argv[0]}: error: ") and match in err
+    assert err.count("\n") == 1 and err.endswith("\n")
+
+
+def test_cli_compare_resume_does_not_retrain_a_finished_method(tmp_path, monkeypatch):
+    calls = []
+    real_fit = harness.fit
+
+    def counting_fit(*args, **kwargs):
+        calls.append(kwargs)
+        return real_fit(*args, **kwargs)
+
+    monkeypatch.setattr(harness, "fit", counting_fit)
+    argv = ["compare", "--dataset", "synthetic", "--smoke-test", "--models", "vae", "--output-dir", str(tmp_path)]
+    assert main([*argv, "--resume"]) == 0  # nothing to resume yet: trains
+    assert len(calls) == 1
+    first = (tmp_path / "results.json").read_text()
+    assert main([*argv, "--resume"]) == 0
+    assert len(calls) == 1, "compare --resume retrained a method that had finished"
+    assert (tmp_path / "results.json").read_text() == first
