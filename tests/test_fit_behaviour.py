@@ -247,3 +247,27 @@ def test_cli_compare_resume_does_not_retrain_a_finished_method(tmp_path, monkeyp
     assert main([*argv, "--resume"]) == 0
     assert len(calls) == 1, "compare --resume retrained a method that had finished"
     assert (tmp_path / "results.json").read_text() == first
+
+
+def test_a_diverged_or_interrupted_run_leaves_the_model_at_full_kl_weight():
+    from pyro_lid.infer import TrainingDiverged
+
+    class Failing(VAE):
+        def __init__(self, error, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.error, self.steps = error, 0
+
+        def model(self, x, num_data=None):
+            self.steps += 1
+            if self.steps == 2:  # mid-warm-up: the schedule's weight is far below 1
+                if self.error is KeyboardInterrupt:
+                    raise KeyboardInterrupt
+                pyro.factor("boom", torch.tensor(float("inf")))
+            return super().model(x, num_data)
+
+    x = torch.bernoulli(intensities())
+    for error in (TrainingDiverged, KeyboardInterrupt):
+        model = Failing(error, 12, 2, **SMALL)
+        with pytest.raises(error):
+            fit(model, x, epochs=3, batch_size=40, kl_schedule=KLSchedule("linear", warmup_epochs=10), progress=False)
+        assert model.kl_weight == 1.0, error

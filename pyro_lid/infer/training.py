@@ -197,85 +197,88 @@ def fit(
     if val_data is not None:
         val_data = val_data.to(device)  # once, not every epoch
 
-    for epoch in range(start_epoch, epochs):
-        started = time.perf_counter()
-        model.train()
-        pretraining = epoch < pretrain_epochs
-        if pretrain_epochs and epoch == pretrain_epochs:
-            reset_decoder(model, decoder_at_init, optim, *((encoder_optim, decoder_optim) if lagging else ()))
-        order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100003 + epoch))
-        total, grad_evals, encoder_steps = 0.0, 0, 0
-        aggressive = lagging is not None and lagging.aggressive
-        bar = progress_bar(range(steps_per_epoch), progress, desc=f"epoch {epoch + 1}/{epochs}")
-        for step in bar:
-            idx = order[step * batch_size : (step + 1) * batch_size]
-            x = train_data[idx].to(device)
-            if dynamic_binarization:
-                x = torch.bernoulli(x)
-            model.kl_weight = 0.0 if pretraining else schedule(epoch - pretrain_epochs + step / steps_per_epoch)
-            if aggressive:  # encoder first, until its loss stops improving; then one decoder step
-                inner = encoder_burn_in(encoder_svi, fresh_batch, n)
-                encoder_steps += inner
-                grad_evals += inner
-                value = decoder_svi.step(x, n)
-            else:
-                value = svi.step(x, n)
-            grad_evals += 1 + getattr(model, "extra_gradient_evaluations", 0)
-            if not math.isfinite(value):
-                where = f"the checkpoint {checkpoint} (end of epoch {epoch})" if checkpoint else "no checkpoint"
-                raise TrainingDiverged(
-                    f"training diverged: loss {value} at epoch {epoch + 1}, step {step + 1}; last good state is in "
-                    f"{where}. Lower the learning rate or clip gradients (clip_norm)."
-                )
-            total += value
-            bar.set_postfix(loss=f"{value / n:.2f}")
-        model.kl_weight = 1.0
-        record = {
-            "epoch": epoch + 1,
-            "train_loss": total / steps_per_epoch / n,
-            "kl_weight": 0.0 if pretraining else schedule(epoch + 1 - pretrain_epochs),
-            "seconds": time.perf_counter() - started,
-            "grad_evals": grad_evals,
-        }
-        if pretrain_epochs:
-            record["phase"] = "autoencoder" if pretraining else "vae"
-        if lagging is not None:
-            record["aggressive"] = aggressive
-            record["encoder_steps_per_decoder_step"] = encoder_steps / steps_per_epoch
-        if val_data is not None:
-            record.update(_validate(model, svi, val_data, batch_size, val_metrics))
-            if lagging is not None:
-                lagging.end_of_epoch(record["mi"])
-            if record["val_loss"] < best:
-                best, since_best = record["val_loss"], 0
-            else:
-                since_best += 1
-        history.records.append(record)
-        progress_line(_describe(record), progress)  # a line per epoch, also when no bar is drawn
-        if checkpoint is not None:
-            checkpoint.parent.mkdir(parents=True, exist_ok=True)
-            state = {
-                "model": model.state_dict(),
-                "optim": optim.get_state(),
-                "history": history.records,
+    try:  # however training ends (finished, diverged, interrupted), the model is left at full KL weight
+        for epoch in range(start_epoch, epochs):
+            started = time.perf_counter()
+            model.train()
+            pretraining = epoch < pretrain_epochs
+            if pretrain_epochs and epoch == pretrain_epochs:
+                reset_decoder(model, decoder_at_init, optim, *((encoder_optim, decoder_optim) if lagging else ()))
+            order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100003 + epoch))
+            total, grad_evals, encoder_steps = 0.0, 0, 0
+            aggressive = lagging is not None and lagging.aggressive
+            bar = progress_bar(range(steps_per_epoch), progress, desc=f"epoch {epoch + 1}/{epochs}")
+            for step in bar:
+                idx = order[step * batch_size : (step + 1) * batch_size]
+                x = train_data[idx].to(device)
+                if dynamic_binarization:
+                    x = torch.bernoulli(x)
+                model.kl_weight = 0.0 if pretraining else schedule(epoch - pretrain_epochs + step / steps_per_epoch)
+                if aggressive:  # encoder first, until its loss stops improving; then one decoder step
+                    inner = encoder_burn_in(encoder_svi, fresh_batch, n)
+                    encoder_steps += inner
+                    grad_evals += inner
+                    value = decoder_svi.step(x, n)
+                else:
+                    value = svi.step(x, n)
+                grad_evals += 1 + getattr(model, "extra_gradient_evaluations", 0)
+                if not math.isfinite(value):
+                    where = f"the checkpoint {checkpoint} (end of epoch {epoch})" if checkpoint else "no checkpoint"
+                    raise TrainingDiverged(
+                        f"training diverged: loss {value} at epoch {epoch + 1}, step {step + 1}; last good state is in "
+                        f"{where}. Lower the learning rate or clip gradients (clip_norm)."
+                    )
+                total += value
+                bar.set_postfix(loss=f"{value / n:.2f}")
+            model.kl_weight = 1.0
+            record = {
                 "epoch": epoch + 1,
-                "best": best,
-                "since_best": since_best,
-                "rng": _rng_state(),
+                "train_loss": total / steps_per_epoch / n,
+                "kl_weight": 0.0 if pretraining else schedule(epoch + 1 - pretrain_epochs),
+                "seconds": time.perf_counter() - started,
+                "grad_evals": grad_evals,
             }
-            if decoder_at_init is not None:
-                state["decoder_at_init"] = decoder_at_init
+            if pretrain_epochs:
+                record["phase"] = "autoencoder" if pretraining else "vae"
             if lagging is not None:
-                state.update(
-                    lagging=lagging.state_dict(),
-                    optim_encoder=encoder_optim.get_state(),
-                    optim_decoder=decoder_optim.get_state(),
-                    batch_rng=batch_rng.get_state(),
-                )
-            torch.save(state, checkpoint)
-        if early_stopping_patience is not None and since_best >= early_stopping_patience:
-            history.stopped_early = True
-            break
+                record["aggressive"] = aggressive
+                record["encoder_steps_per_decoder_step"] = encoder_steps / steps_per_epoch
+            if val_data is not None:
+                record.update(_validate(model, svi, val_data, batch_size, val_metrics))
+                if lagging is not None:
+                    lagging.end_of_epoch(record["mi"])
+                if record["val_loss"] < best:
+                    best, since_best = record["val_loss"], 0
+                else:
+                    since_best += 1
+            history.records.append(record)
+            progress_line(_describe(record), progress)  # a line per epoch, also when no bar is drawn
+            if checkpoint is not None:
+                checkpoint.parent.mkdir(parents=True, exist_ok=True)
+                state = {
+                    "model": model.state_dict(),
+                    "optim": optim.get_state(),
+                    "history": history.records,
+                    "epoch": epoch + 1,
+                    "best": best,
+                    "since_best": since_best,
+                    "rng": _rng_state(),
+                }
+                if decoder_at_init is not None:
+                    state["decoder_at_init"] = decoder_at_init
+                if lagging is not None:
+                    state.update(
+                        lagging=lagging.state_dict(),
+                        optim_encoder=encoder_optim.get_state(),
+                        optim_decoder=decoder_optim.get_state(),
+                        batch_rng=batch_rng.get_state(),
+                    )
+                torch.save(state, checkpoint)
+            if early_stopping_patience is not None and since_best >= early_stopping_patience:
+                history.stopped_early = True
+                break
+    finally:
+        model.kl_weight = 1.0
     model.eval()
     return history
 
