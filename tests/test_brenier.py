@@ -23,7 +23,15 @@ def test_transform_conventions():
     assert isinstance(t, Brenier) and t.bijective and t.sign == +1
     assert t.domain is constraints.real_vector and t.codomain is constraints.real_vector
     assert t.event_dim == 1
-    assert len({t, Brenier(3)}) == 2  # hashable like Pyro's TransformModules
+    # hashable by identity like Pyro's TransformModules: usable in sets and as dict keys while it trains
+    other = Brenier(3)
+    registry = {t: "t", other: "other"}
+    assert len({t, t, other}) == 2 and registry[t] == "t" and registry[other] == "other"
+    assert t == t and t != other  # equal only to itself, not to another map of the same shape
+    with torch.no_grad():
+        for p in t.parameters():
+            p.add_(1.0)  # a training step changes the parameters, not the identity
+    assert t in registry and registry[t] == "t"
     assert any(p.requires_grad for p in t.parameters())
 
 

@@ -1,6 +1,7 @@
 """VAE family, the training loop, and the data loaders."""
 
 import gzip
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -8,8 +9,10 @@ from pathlib import Path
 import pyro
 import pytest
 import torch
+from pyro import poutine
 from pyro.infer import SVI, Trace_ELBO, TraceEnum_ELBO
 from pyro.optim import Adam
+from pyro.poutine.messenger import Messenger
 
 from pyro_lid.data import binarize, load_images, read_idx, synthetic_latent_data
 from pyro_lid.diagnostics import active_units
@@ -75,15 +78,42 @@ def test_cluster_accuracy_uses_the_majority_label_of_each_cluster():
     assert cluster_accuracy(clusters, labels) == pytest.approx(5 / 6)
 
 
-def test_beta_scales_the_kl_term():
-    x = weak_signal_data(64)
-    losses = {}
-    for beta in (1.0, 0.2):
-        pyro.set_rng_seed(0)
-        model = VAE(20, 4, beta=beta, **SMALL)
-        pyro.set_rng_seed(1)
-        losses[beta] = Trace_ELBO(num_particles=200, vectorize_particles=True).loss(model.model, model.guide, x)
-    assert losses[0.2] < losses[1.0]  # same networks: a smaller KL weight, a smaller loss
+class RecordLatent(Messenger):
+    """Keeps the value of every sample site named ``name`` that passes through it."""
+
+    def __init__(self, name):
+        super().__init__()
+        self.name, self.values = name, []
+
+    def _postprocess_message(self, msg):
+        if msg["type"] == "sample" and msg["name"] == self.name:
+            self.values.append(msg["value"])
+
+
+def standard_normal_log_density(z):
+    return (-0.5 * z**2 - 0.5 * math.log(2 * math.pi)).sum(-1)
+
+
+@pytest.mark.parametrize("beta, kl_weight", [(1.0, 1.0), (0.2, 1.0), (0.5, 0.4)])
+def test_beta_scales_the_kl_term(beta, kl_weight):
+    """The loss is -(E_q log p(x|z) - beta * kl_weight * KL) at the very draws Trace_ELBO makes."""
+    x = weak_signal_data(64).double()
+    model = VAE(20, 4, beta=beta, **SMALL).double()
+    model.kl_weight = kl_weight
+    recorder = RecordLatent("z")
+    elbo = Trace_ELBO(num_particles=50, vectorize_particles=True, max_plate_nesting=1)
+    loss = elbo.loss(model.model, recorder(model.guide), x)
+    (z,) = recorder.values
+    assert z.shape == (50, 64, 4)
+    with torch.no_grad():
+        logits = model.decoder.net(z)
+        reconstruction = (x * logits - torch.nn.functional.softplus(logits)).sum(-1)  # Bernoulli, by hand
+        loc, scale = model.encoder(x)
+        log_q = (-0.5 * ((z - loc) / scale) ** 2 - scale.log() - 0.5 * math.log(2 * math.pi)).sum(-1)
+        kl = log_q - standard_normal_log_density(z)  # Monte Carlo KL at each draw, (particles, batch)
+    expected = -(reconstruction.sum(-1) - beta * kl_weight * kl.sum(-1)).mean()
+    assert loss == pytest.approx(float(expected), rel=1e-10)
+    assert float(kl.sum(-1).mean()) > 1.0  # the KL term is large enough for the scaling to show
 
 
 def test_resume_gives_the_same_result_as_an_uninterrupted_run(tmp_path):
@@ -150,25 +180,35 @@ def test_kl_schedules():
 
 
 def test_free_bits_objective_floors_every_dimension():
-    x = weak_signal_data(64)
-    model = VAE(20, 4, **SMALL)
+    """-(E log p(x|z) - beta * B * sum_d max(mean_b KL_bd, lambda)), some dimensions above the floor, some below."""
+    x = weak_signal_data(64).double()
+    model = VAE(20, 4, beta=0.5, **SMALL).double()
+    with torch.no_grad():
+        model.encoder.loc.weight[:2] *= 20.0  # dimensions 0 and 1 carry information, 2 and 3 barely any
     elbo = FreeBitsELBO(free_bits=0.5)
     pyro.set_rng_seed(0)
-    terms = elbo.terms(model.model, model.guide, x)
-    pyro.set_rng_seed(0)
     loss = elbo.differentiable_loss(model.model, model.guide, x)
-    assert terms["kl_per_group"].shape == (4,) and terms["floor"] == 0.5  # one group per dimension
-    floored = terms["kl_per_group"].clamp_min(0.5)
-    assert (floored >= 0.5).all() and (terms["kl_per_group"] < 0.5).any()  # at init most dimensions are floored
-    expected = -(terms["reconstruction"] - floored.sum() * 64)
-    assert torch.allclose(loss, expected)
-    # a floored dimension exerts no pull on the encoder: its KL gradient is zero
-    model.zero_grad()
-    kl_only = terms["kl_per_group"].clamp_min(0.5).sum()
-    kl_only.backward()
-    below = terms["kl_per_group"] < 0.5
-    assert torch.all(model.encoder.loc.weight.grad[below] == 0)
-    assert model.encoder.loc.weight.grad[~below].abs().sum() > 0 or not (~below).any()
+    pyro.set_rng_seed(0)
+    z = poutine.trace(model.guide).get_trace(x).nodes["z"]["value"]  # the draw the objective used
+    # the reference, by hand: Bernoulli log-likelihood at z and the analytic KL of N(loc, scale^2) to N(0, 1)
+    logits = model.decoder.net(z)
+    reconstruction = (x * logits - torch.nn.functional.softplus(logits)).sum()
+    loc, scale = model.encoder(x)
+    kl_per_dim = (0.5 * (scale**2 + loc**2 - 1) - scale.log()).mean(0)
+    below = kl_per_dim < 0.5
+    assert below.tolist() == [False, False, True, True]
+    floored = torch.where(below, torch.full_like(kl_per_dim, 0.5), kl_per_dim)
+    expected = -(reconstruction - 0.5 * 64 * floored.sum())
+    torch.testing.assert_close(loss, expected, rtol=1e-12, atol=0)
+    terms = FreeBitsELBO(free_bits=0.5).terms(model.model, model.guide, x)
+    assert terms["floor"] == 0.5 and terms["batch_size"] == 64 and terms["latent_scale"] == 0.5
+    torch.testing.assert_close(terms["kl_per_group"], kl_per_dim, rtol=1e-12, atol=0)  # one group per dimension
+    # a floored dimension exerts no pull on the encoder: the loss's gradient there is the reconstruction's
+    weight = model.encoder.loc.weight
+    (loss_grad,) = torch.autograd.grad(loss, weight, retain_graph=True)
+    (reconstruction_grad,) = torch.autograd.grad(-reconstruction, weight)
+    torch.testing.assert_close(loss_grad[below], reconstruction_grad[below], rtol=1e-12, atol=1e-12)
+    assert (loss_grad[~below] - reconstruction_grad[~below]).abs().min() > 1e-6
     history = fit(model, x, epochs=2, batch_size=32, free_bits=0.5, progress=False)
     assert len(history) == 2
 
@@ -235,13 +275,26 @@ def test_image_loader_reads_idx_files_from_a_root(tmp_path):
     assert torch.equal(b, binarize(x, seed=1)) and set(b.unique().tolist()) <= {0.0, 1.0}
 
 
-def test_missing_dataset_says_what_to_install(tmp_path):
-    with pytest.raises(FileNotFoundError, match="apt-get install dataset-fashion-mnist"):
-        load_images("fashion-mnist", "train", root=tmp_path) if not Path(
-            "/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz"
-        ).exists() else (_ for _ in ()).throw(FileNotFoundError("apt-get install dataset-fashion-mnist"))
-    with pytest.raises(FileNotFoundError, match="root="):
-        load_images("mnist", "train", root=tmp_path)
+def test_missing_dataset_says_what_to_install(tmp_path, monkeypatch):
+    """Whatever the machine has installed: the system-wide folders are made empty for this test."""
+    import pyro_lid.data.images as images
+
+    system, root = tmp_path / "system", tmp_path / "root"
+    system.mkdir()
+    root.mkdir()  # an existing, empty root
+    for spec in images.DATASETS.values():
+        monkeypatch.setitem(spec, "system", [str(system)])
+    with pytest.raises(FileNotFoundError) as missing:
+        load_images("fashion-mnist", "train", root=root)
+    message = str(missing.value)
+    assert "train-images-idx3-ubyte" in message and "train-labels-idx1-ubyte" in message  # the files looked for
+    assert str(root) in message and str(system) in message  # where
+    assert "apt-get install dataset-fashion-mnist" in message  # what to install
+    with pytest.raises(FileNotFoundError) as missing:
+        load_images("mnist", "test", root=root)
+    message = str(missing.value)
+    assert "t10k-images-idx3-ubyte" in message and "t10k-labels-idx1-ubyte" in message
+    assert "root=" in message and "apt-get" not in message  # MNIST has no package: pass a root
     with pytest.raises(ValueError, match="unknown data set"):
         load_images("cifar", "train")
 
