@@ -39,9 +39,8 @@ def set_prior(model):
     """Give the mixture prior the parameters LOCS, SCALES, WEIGHTS."""
     with torch.no_grad():
         model.prior.locs.copy_(LOCS)
-        # the prior's scales are softplus(raw) / softplus(0) + 1e-4, softplus(0) = log 2 taken in float32
-        log_2 = float(torch.tensor(math.log(2), dtype=torch.float32))
-        model.prior.scale_raw.copy_(inverse_softplus((SCALES - 1e-4) * log_2))
+        # the prior's scales are softplus(raw) / softplus(0) + 1e-4, softplus(0) = log 2
+        model.prior.scale_raw.copy_(inverse_softplus((SCALES - 1e-4) * math.log(2)))
         model.prior.weight_logits.copy_(WEIGHTS.log() + 0.7)  # a common shift: the weights stay WEIGHTS
     torch.testing.assert_close(model.prior.scales, SCALES, rtol=0, atol=1e-12)
 

@@ -2,6 +2,8 @@ r"""Priors over :math:`z`: the standard normal and a learned Gaussian mixture.""
 
 from __future__ import annotations
 
+import math
+
 import pyro.distributions as dist
 import torch
 import torch.nn as nn
@@ -52,7 +54,7 @@ class GaussianMixturePrior(nn.Module):
 
     @property
     def scales(self) -> torch.Tensor:
-        return F.softplus(self.scale_raw) / F.softplus(torch.zeros(())) + 1e-4  # 1 at initialization
+        return F.softplus(self.scale_raw) / math.log(2.0) + 1e-4  # softplus(0) = log 2: 1 at initialization, any dtype
 
     def mixing(self) -> dist.Categorical:
         return dist.Categorical(logits=self.weight_logits)
