@@ -17,8 +17,12 @@ def test_ci_runs_exactly_the_readme_commands():
     assert len(ci_commands) == 2
 
 
+def readme_python_blocks():
+    return re.findall(r"```python\n(.*?)\n```", (ROOT / "README.md").read_text(), flags=re.S)
+
+
 def test_readme_python_example_runs():
-    (example,) = re.findall(r"```python\n(.*?)\n```", (ROOT / "README.md").read_text(), flags=re.S)
+    example = readme_python_blocks()[0]
     namespace = {}
     exec(compile(example, "README.md", "exec"), namespace)
     import pyro
@@ -50,3 +54,21 @@ def test_readme_python_example_runs():
     assert torch.isfinite(trace.log_prob_sum())
     params = {name for name, node in trace.nodes.items() if node["type"] == "param"}
     assert params == {f"decoder$$${name}" for name, _ in decoder.named_parameters()}
+
+
+def test_readme_training_example_runs_and_resumes(tmp_path, monkeypatch, capsys):
+    import torch
+
+    example = readme_python_blocks()[1]
+    monkeypatch.chdir(tmp_path)  # it checkpoints to runs/readme.pt
+    namespace = {}
+    exec(compile(example, "README.md", "exec"), namespace)
+    report, history = namespace["report"], namespace["history"]
+    assert len(history) == 3 and (tmp_path / "runs" / "readme.pt").stat().st_size > 0
+    assert report["num_data"] == 100 and report["num_samples"] == 50 and 0 <= report["au"] <= 4
+    assert report["mi_per_dim"].shape == (4,) and torch.isfinite(torch.tensor(report["ll"]))
+    assert "active units" in capsys.readouterr().out
+    exec(compile(example, "README.md", "exec"), namespace)  # again: resumes, trains nothing more
+    saved = torch.load(tmp_path / "runs" / "readme.pt", weights_only=False)["model"]
+    assert len(namespace["history"]) == 3
+    assert all(torch.equal(value, saved[key]) for key, value in namespace["model"].state_dict().items())
