@@ -58,8 +58,9 @@ class SemiAmortized:
         scaled down to at most this norm (5, as in Kim et al.'s code): a 784-pixel ELBO has
         gradients large enough to make plain steps diverge.
 
-    Other parameters are the base model's. Models with an enumerated cluster variable
-    (``GMVAE(enumerate_clusters=True)``) have no single Gaussian guide to refine and are refused.
+    Other parameters are the base model's (``name`` included). Models with an enumerated
+    cluster variable (``GMVAE(enumerate_clusters=True)``) have no single Gaussian guide to
+    refine and are refused.
     """
 
     def __init__(
@@ -126,7 +127,7 @@ class SemiAmortized:
         return loc, log_scale.exp()
 
     def guide(self, x, num_data=None):
-        pyro.module("vae", self)
+        self._register()
         self.check_data(x)
         x_in = self._encoder_input(x)
         loc0, scale0 = self.encoder(x_in)

@@ -15,6 +15,10 @@ them with plain Pyro::
     svi = SVI(model.model, model.guide, Adam({"lr": 1e-3}), Trace_ELBO())
     svi.step(x_batch)
 
+Each model registers its parameters with Pyro's parameter store under its ``name`` (see
+:class:`VAE`), so several models can train side by side in one script, each with its own
+``SVI``.
+
 ``beta`` (and the schedule factor ``kl_weight`` that :func:`pyro_lid.infer.fit` sets)
 scale the latent sites of model and guide alike with ``poutine.scale``, which turns the
 ELBO into :math:`\mathbb{E}_q\log p(x\mid z) - \beta\,\mathrm{KL}(q(z\mid x)\,\|\,p(z))`.
@@ -23,6 +27,7 @@ ELBO into :math:`\mathbb{E}_q\log p(x\mid z) - \beta\,\mathrm{KL}(q(z\mid x)\,\|
 from __future__ import annotations
 
 from collections.abc import Sequence
+from itertools import count
 
 import pyro
 import pyro.distributions as dist
@@ -31,12 +36,17 @@ import torch.nn as nn
 import torch.nn.functional as F
 from pyro import poutine
 from pyro.infer import Trace_ELBO, TraceEnum_ELBO
+from pyro.params.param_store import param_with_module_name
 
 from ..distributions.likelihoods import IdentifiableLikelihood
 from .networks import BatchNormGaussianEncoder, GaussianEncoder, MLPLikelihood, mlp
 from .priors import GaussianMixturePrior, StandardNormalPrior
 
 __all__ = ["VAE", "BNVAE", "LIDVAE", "ILLIDVAE", "GMVAE", "LIDGMVAE", "cluster_accuracy"]
+
+#: The name a model takes in Pyro's parameter store when none is given and it is free.
+DEFAULT_NAME = "vae"
+_DIVIDER = "$$$"  # pyro.params.param_store's module/parameter divider
 
 
 class VAE(nn.Module):
@@ -49,6 +59,24 @@ class VAE(nn.Module):
     :param float beta: weight of the KL term (beta-VAE); 1 is the ELBO.
     :param prior: a prior module (default :class:`StandardNormalPrior`).
     :param decoder: a likelihood module mapping ``z`` to a distribution (default :class:`MLPLikelihood`).
+    :param str name: the prefix of this model's parameters in Pyro's parameter store
+        (``"<name>$$$encoder.loc.weight"``, ...). Given, it is used as is, and running the model
+        while another module's parameters hold that name raises a ``ValueError``: with a shared
+        name, ``pyro.module`` would hand one model's ``SVI`` the other model's parameters and the
+        first model would silently not train. Left ``None`` (the default), the model takes
+        ``"vae"``, the name every model used before this argument existed, unless other
+        parameters hold it in the store; then the first free of ``"vae_1"``, ``"vae_2"``, ....
+        It keeps that name while its parameters stay in the store and chooses again after
+        ``pyro.clear_param_store()``. So two models in one store (a VAE beside a LIDVAE, or a
+        model beside its ``copy.deepcopy``) never collide and both train, while a lone model,
+        and any model trained by :func:`~pyro_lid.infer.fit` (which clears the store), is always
+        ``"vae"``. That matters because Pyro optimizers key their state by these names, and
+        :func:`~pyro_lid.infer.fit` checkpoints that state: a name made per instance (class
+        name and a counter, or ``id``) would differ in the process that resumes, whenever it
+        builds its models in another order, and the optimizer state would silently not be
+        restored. Give explicit names when several models share a store and their names must
+        be the same in another process (for example, when you save their optimizer states
+        yourself). The name is not part of :meth:`state_dict`.
     :param likelihood_kwargs: e.g. ``scale=0.1`` (normal) or ``num_classes=10`` (categorical).
     """
 
@@ -61,9 +89,15 @@ class VAE(nn.Module):
         beta: float = 1.0,
         prior: nn.Module | None = None,
         decoder: nn.Module | None = None,
+        *,
+        name: str | None = None,
         **likelihood_kwargs,
     ):
         super().__init__()
+        if name is not None and (not isinstance(name, str) or not name or _DIVIDER in name):
+            raise ValueError(f"name must be a non-empty string without {_DIVIDER!r}, got {name!r}")
+        self.name = name
+        self._param_store_name = None
         if not isinstance(data_dim, int) or data_dim < 1 or not isinstance(latent_dim, int) or latent_dim < 1:
             raise ValueError(f"data_dim and latent_dim must be positive integers, got {data_dim!r}, {latent_dim!r}")
         if not beta > 0:
@@ -108,9 +142,47 @@ class VAE(nn.Module):
         return x.to(torch.get_default_dtype()) if not x.is_floating_point() else x
 
     # ------------------------------------------------------------------ Pyro
+    @property
+    def param_store_name(self) -> str | None:
+        """The name this model last registered its parameters under (``None`` before it first ran)."""
+        return self._param_store_name
+
+    def _register(self) -> None:
+        """``pyro.module`` this model under its name (see the ``name`` parameter)."""
+        params = [(key, p) for key, p in self.named_parameters() if p.requires_grad]
+        store = pyro.get_param_store()
+        current = self._param_store_name
+        if current is not None and all(_holds(store, param_with_module_name(current, k), p) for k, p in params):
+            name = current  # the common case: registered already, every parameter in the store as itself
+        else:
+            name = self._choose_name(store, params)
+        pyro.module(name, self)
+        self._param_store_name = name
+
+    def _choose_name(self, store, params) -> str:
+        """The explicit name (if no other module holds it) or the first free default (see ``name``)."""
+        ours = {id(p) for _, p in params}
+        taken, held = set(), set()  # names holding another module's parameters; names holding ours
+        for key, value in store.named_parameters():
+            prefix = key.split(_DIVIDER, 1)[0] if _DIVIDER in key else None
+            if prefix is not None:
+                (held if id(value) in ours else taken).add(prefix)
+        if self.name is not None:
+            if self.name in taken:
+                raise ValueError(
+                    f"{type(self).__name__}(name={self.name!r}): the name {self.name!r} is held in Pyro's parameter "
+                    f"store by another module's parameters; sharing it, this model would not train. Pass another "
+                    f"name, or call pyro.clear_param_store() if that module is done"
+                )
+            return self.name
+        current = self._param_store_name
+        if current is not None and current in held and current not in taken:
+            return current
+        return next(c for c in (_default_name(i) for i in count()) if c not in taken)
+
     def model(self, x: torch.Tensor, num_data: int | None = None) -> None:
         """Generative model; ``num_data`` (the data-set size) scales a mini-batch's log-likelihood."""
-        pyro.module("vae", self)
+        self._register()
         self.check_data(x)
         with self._plate(x, num_data):
             with poutine.scale(scale=self.latent_scale):
@@ -119,7 +191,7 @@ class VAE(nn.Module):
 
     def guide(self, x: torch.Tensor, num_data: int | None = None) -> None:
         """Amortized guide :math:`q(z \\mid x)`."""
-        pyro.module("vae", self)
+        self._register()
         self.check_data(x)
         with self._plate(x, num_data):
             with poutine.scale(scale=self.latent_scale):
@@ -145,7 +217,7 @@ class BNVAE(VAE):
     """BN-VAE (Zhu et al. 2020): the VAE with :class:`~pyro_lid.models.networks.BatchNormGaussianEncoder`.
 
     :param float gamma: the fixed batch-norm scale of the posterior means; the expected KL is at
-        least ``latent_dim * gamma**2 / 2`` nats. Other parameters as :class:`VAE`.
+        least ``latent_dim * gamma**2 / 2`` nats. Other parameters (``name`` included) as :class:`VAE`.
     """
 
     def __init__(
@@ -156,10 +228,12 @@ class BNVAE(VAE):
         likelihood="bernoulli",
         beta: float = 1.0,
         gamma: float = 0.5,
+        *,
+        name: str | None = None,
         **likelihood_kwargs,
     ):
         self.gamma = gamma
-        super().__init__(data_dim, latent_dim, hidden_dims, likelihood, beta, **likelihood_kwargs)
+        super().__init__(data_dim, latent_dim, hidden_dims, likelihood, beta, name=name, **likelihood_kwargs)
 
     def _build_encoder(self, hidden_dims):
         return BatchNormGaussianEncoder(self.data_dim, self.latent_dim, hidden_dims, self.gamma)
@@ -178,7 +252,7 @@ class LIDVAE(VAE):
     :param float alpha_floor: strong-convexity floor of both potentials (the injectivity margin
         of the decoder is at least its square).
 
-    Other parameters as :class:`VAE`.
+    Other parameters (``name`` included) as :class:`VAE`.
     """
 
     def __init__(
@@ -191,12 +265,14 @@ class LIDVAE(VAE):
         icnn_hidden_dims: Sequence[int] = (512,),
         alpha_floor: float = 1e-2,
         prior: nn.Module | None = None,
+        *,
+        name: str | None = None,
         **likelihood_kwargs,
     ):
         decoder = _identifiable_decoder(
             latent_dim, data_dim, likelihood, icnn_hidden_dims, alpha_floor, likelihood_kwargs
         )
-        super().__init__(data_dim, latent_dim, hidden_dims, likelihood, beta, prior=prior, decoder=decoder)
+        super().__init__(data_dim, latent_dim, hidden_dims, likelihood, beta, prior=prior, decoder=decoder, name=name)
 
 
 class ILLIDVAE(LIDVAE):
@@ -206,7 +282,7 @@ class ILLIDVAE(LIDVAE):
     of the decoder map's Jacobian is at least :math:`L^2`: a larger ``strong_convexity``
     guarantees more information in :math:`z` at some cost in fidelity.
 
-    :param float strong_convexity: :math:`L > 0`. Other parameters as :class:`LIDVAE`.
+    :param float strong_convexity: :math:`L > 0`. Other parameters (``name`` included) as :class:`LIDVAE`.
     """
 
     def __init__(self, data_dim: int, latent_dim: int = 16, strong_convexity: float = 0.5, **kwargs):
@@ -228,7 +304,7 @@ class GMVAE(VAE):
     :param bool learn_weights: learn the mixture weights (else uniform).
     :param bool enumerate_clusters: explicit, enumerated cluster variable.
 
-    Other parameters as :class:`VAE`.
+    Other parameters (``name`` included) as :class:`VAE`.
     """
 
     def __init__(
@@ -242,12 +318,16 @@ class GMVAE(VAE):
         learn_weights: bool = True,
         enumerate_clusters: bool = False,
         decoder: nn.Module | None = None,
+        *,
+        name: str | None = None,
         **likelihood_kwargs,
     ):
         self.enumerate_clusters = enumerate_clusters
         self.num_components = num_components
         prior = GaussianMixturePrior(latent_dim, num_components, learn_weights)
-        super().__init__(data_dim, latent_dim, hidden_dims, likelihood, beta, prior, decoder, **likelihood_kwargs)
+        super().__init__(
+            data_dim, latent_dim, hidden_dims, likelihood, beta, prior, decoder, name=name, **likelihood_kwargs
+        )
         if enumerate_clusters:
             self.cluster_encoder = mlp([data_dim, *hidden_dims, num_components])
 
@@ -268,7 +348,7 @@ class GMVAE(VAE):
     def model(self, x, num_data=None):
         if not self.enumerate_clusters:
             return super().model(x, num_data)
-        pyro.module("vae", self)
+        self._register()
         self.check_data(x)
         with self._plate(x, num_data):
             with poutine.scale(scale=self.latent_scale):
@@ -280,7 +360,7 @@ class GMVAE(VAE):
     def guide(self, x, num_data=None):
         if not self.enumerate_clusters:
             return super().guide(x, num_data)
-        pyro.module("vae", self)
+        self._register()
         self.check_data(x)
         x = self._encoder_input(x)
         with self._plate(x, num_data):
@@ -308,7 +388,8 @@ class GMVAE(VAE):
 class LIDGMVAE(GMVAE):
     """Latent-identifiable GMVAE: the mixture-prior VAE with the injective Brenier likelihood.
 
-    Parameters as :class:`GMVAE` plus ``icnn_hidden_dims`` and ``alpha_floor`` (see :class:`LIDVAE`).
+    Parameters as :class:`GMVAE` (``name`` included) plus ``icnn_hidden_dims`` and ``alpha_floor``
+    (see :class:`LIDVAE`).
     """
 
     def __init__(
@@ -323,6 +404,8 @@ class LIDGMVAE(GMVAE):
         enumerate_clusters: bool = False,
         icnn_hidden_dims: Sequence[int] = (512,),
         alpha_floor: float = 1e-2,
+        *,
+        name: str | None = None,
         **likelihood_kwargs,
     ):
         decoder = _identifiable_decoder(
@@ -338,7 +421,17 @@ class LIDGMVAE(GMVAE):
             learn_weights,
             enumerate_clusters,
             decoder,
+            name=name,
         )
+
+
+def _default_name(index: int) -> str:
+    return DEFAULT_NAME if index == 0 else f"{DEFAULT_NAME}_{index}"
+
+
+def _holds(store, key: str, param: torch.Tensor) -> bool:
+    """Whether Pyro's parameter store holds ``param`` itself under ``key``."""
+    return key in store and store[key].unconstrained() is param
 
 
 def cluster_accuracy(clusters: torch.Tensor, labels: torch.Tensor) -> float:

@@ -2,7 +2,9 @@ r"""Brenier maps as Pyro transforms: :math:`y = \nabla\psi(x)` for a strongly co
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import torch
 from pyro.distributions.conditional import ConditionalTransformModule
@@ -29,6 +31,25 @@ def check_event(name: str, value: torch.Tensor, event_size: int, what: str = "in
         raise ValueError(f"{name} got an {what} with {bad} NaN or infinite entries")
 
 
+class _Remembered(NamedTuple):
+    """The last pair a :class:`ConditionedBrenier` computed, and what it was computed from.
+
+    ``given`` is the caller's own input, kept as is (with whatever graph the caller gave it);
+    ``result`` is the computed output *detached* (its graph belongs to the caller, and a
+    backward pass may free it), recognised by a weak reference to the tensor handed back.
+    ``state`` holds every tensor the map depends on with its version counter.
+    """
+
+    direction: str  # "call" or "inverse": the direction that was computed
+    given: torch.Tensor
+    given_version: int
+    result_ref: weakref.ref
+    result: torch.Tensor
+    result_version: int
+    result_has_graph: bool
+    state: tuple
+
+
 class ConditionedBrenier(Transform):
     r"""The Brenier map :math:`y = \nabla_x\psi(x; c)` of a strongly convex potential, context fixed.
 
@@ -40,11 +61,34 @@ class ConditionedBrenier(Transform):
     :func:`~pyro_lid.nn.invert_gradient_map`); gradients flow through it by the
     implicit function theorem. Inputs of any batch shape ``(..., n)`` are accepted.
 
+    With ``cache_size=1`` (the default) the transform remembers its last pair, as Pyro's
+    transforms do, so that the inverse of a tensor it has just produced (``log_prob`` of a
+    ``sample`` or ``rsample``) costs no Newton solve. Unlike
+    :class:`torch.distributions.Transform`'s cache, the memory is tied to the state of the
+    map and never holds a graph of its own:
+
+    * a remembered pair counts only while the potential's parameters and buffers (and the
+      context) are the same tensors with the same version counters, so any in-place change
+      (an optimizer step, ``load_state_dict``, ``module.double()``) forgets it. Changes made
+      through ``param.data`` bypass the version counters and are not seen: use
+      ``torch.no_grad()`` and in-place operations on the parameters, as ``torch.optim`` does;
+    * the inverse of a tensor the map produced returns the caller's own input tensor, as
+      :class:`~torch.distributions.Transform` does, when the produced tensor carried a graph
+      (so every gradient through it is right) or the call needs none; otherwise Newton's
+      method starts at that input (no iteration) and takes one differentiable step;
+    * a result the map computed is kept detached and returned again only to a call that needs
+      no gradients; a call that needs them computes afresh, the inverse starting Newton's
+      method at the remembered solution (no iteration, one differentiable step), so scoring
+      one data tensor at every step (full-batch training) never backpropagates through a
+      graph twice;
+    * copies and pickles of the transform (``copy.deepcopy`` of a model) start with an empty memory.
+
     :param potential: an :class:`~pyro_lid.nn.ICNN` (or :class:`~pyro_lid.nn.PICNN` with ``context``).
     :param context: context tensor ``(..., c)`` broadcast against the input's batch shape.
     :param inverse_tol: Newton residual tolerance (default depends on dtype).
     :param int inverse_max_iter: Newton iteration cap; a :class:`RuntimeError` is raised beyond it.
     :param str solver: ``"auto"``, ``"newton"`` or ``"newton_cg"``.
+    :param int cache_size: 1 to remember the last pair (see above), 0 not to.
     """
 
     domain = constraints.real_vector
@@ -67,27 +111,91 @@ class ConditionedBrenier(Transform):
         self.inverse_tol = inverse_tol
         self.inverse_max_iter = inverse_max_iter
         self.solver = solver
+        self._remembered = None
 
     @property
     def input_dim(self) -> int:
         return self.potential.input_dim
 
-    # Pyro caches the last (x, y) pair. A pair computed under ``torch.no_grad`` has no
-    # graph, so it must not answer a later call made with gradients enabled.
-    def _drop_cache_without_graph(self) -> None:
-        if torch.is_grad_enabled() and getattr(self, "_cache_has_no_graph", False):
-            self._cached_x_y = None, None
+    def __getstate__(self):
+        state = super().__getstate__()
+        state["_remembered"] = None  # the caller's tensors (and their graphs) are not part of the map
+        return state
+
+    # ----------------------------------------------------------------- the memory of the last pair
+    def _state(self) -> tuple:
+        """Every tensor the map depends on, with its version counter and storage (see the class docstring)."""
+        tensors = [*self.potential.parameters(), *self.potential.buffers()]
+        if self.context is not None:
+            tensors.append(self.context)
+        return tuple((t, t._version, t.data_ptr(), t.requires_grad) for t in tensors)
+
+    @staticmethod
+    def _same_state(a: tuple, b: tuple) -> bool:
+        return len(a) == len(b) and all(s[0] is t[0] and s[1:] == t[1:] for s, t in zip(a, b))
+
+    def _needs_graph(self, value: torch.Tensor, state: tuple) -> bool:
+        """Whether a result for ``value`` must carry gradients (to the input, context or parameters)."""
+        return torch.is_grad_enabled() and (value.requires_grad or any(requires_grad for *_, requires_grad in state))
+
+    def _recall(self, direction: str, value: torch.Tensor, state: tuple):
+        """Look ``value`` up in the memory: ``(answer, start)``, the tensor to return or a Newton start point.
+
+        Both are ``None`` when the memory does not apply: another tensor, a tensor changed in
+        place since, or a map whose parameters have changed since.
+        """
+        entry = self._remembered
+        if entry is None or not self._same_state(entry.state, state):
+            return None, None
+        if entry.given._version != entry.given_version or entry.result._version != entry.result_version:
+            return None, None
+        needs_graph = self._needs_graph(value, state)
+        if entry.direction == direction and value is entry.given:
+            # computed for this very tensor before: the value holds, the graph was handed out
+            if not needs_graph:
+                self._remembered = entry._replace(result_ref=weakref.ref(entry.result))
+                return entry.result, None
+            return None, entry.result
+        if entry.direction != direction and entry.result_ref() is value:
+            # the tensor handed back last time: its preimage is the caller's own input, and if the
+            # handed-back tensor carried a graph, every gradient through it is right
+            if entry.result_has_graph or not needs_graph:
+                return entry.given, None
+            return None, entry.given
+        return None, None
+
+    def _remember(self, direction: str, given: torch.Tensor, result: torch.Tensor, state: tuple) -> None:
+        self._remembered = _Remembered(
+            direction,
+            given,
+            given._version,
+            weakref.ref(result),
+            result.detach(),
+            result._version,
+            result.requires_grad,
+            state,
+        )
 
     def __call__(self, x):
-        self._drop_cache_without_graph()
-        y = super().__call__(x)
-        self._cache_has_no_graph = not torch.is_grad_enabled()
+        if self._cache_size == 0:
+            return self._call(x)
+        state = self._state()
+        answer, _ = self._recall("call", x, state)
+        if answer is not None:
+            return answer
+        y = self._call(x)  # one gradient evaluation: no start point to use
+        self._remember("call", x, y, state)
         return y
 
     def _inv_call(self, y):
-        self._drop_cache_without_graph()
-        x = super()._inv_call(y)
-        self._cache_has_no_graph = not torch.is_grad_enabled()
+        if self._cache_size == 0:
+            return self._inverse(y)
+        state = self._state()
+        answer, start = self._recall("inverse", y, state)
+        if answer is not None:
+            return answer
+        x = self._solve(y, start)
+        self._remember("inverse", y, x, state)
         return x
 
     def _flatten(self, value: torch.Tensor, what: str):
@@ -106,11 +214,18 @@ class ConditionedBrenier(Transform):
         return self.potential.gradient(flat, context).reshape(batch_shape + (self.input_dim,))
 
     def _inverse(self, y: torch.Tensor) -> torch.Tensor:
+        return self._solve(y)
+
+    def _solve(self, y: torch.Tensor, start: torch.Tensor | None = None) -> torch.Tensor:
+        r"""Newton's method for :math:`\nabla\psi(x) = y`, from ``start`` (broadcastable to ``y``) if given."""
         flat, context, batch_shape = self._flatten(y, "value to invert")
+        if start is not None:
+            start = start.detach().expand(batch_shape + (self.input_dim,)).reshape(-1, self.input_dim)
         x = invert_gradient_map(
             self.potential,
             flat,
             context,
+            x0=start,
             tol=self.inverse_tol,
             max_iter=self.inverse_max_iter,
             solver=self.solver,
