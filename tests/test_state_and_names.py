@@ -297,3 +297,40 @@ def test_every_model_class_registers_under_its_name(make):
     store = pyro.get_param_store()
     expected = {f"mine$$${k}" for k, p in model.named_parameters() if p.requires_grad}
     assert set(store.keys()) == expected
+
+
+@pytest.mark.parametrize("ends", ["returns", "raises"])
+def test_fit_leaves_other_models_and_the_users_params_in_the_store(ends):
+    from pyro_lid.infer import TrainingDiverged, fit
+
+    x = binary_data(n=40)
+    user = pyro.param("my_scale", torch.tensor([0.5, 2.0]), constraint=dist.constraints.positive)
+    other = VAE(6, 2, hidden_dims=(8,))
+    other_svi = SVI(other.model, other.guide, Adam({"lr": 1e-2}), Trace_ELBO())
+    other_svi.step(x)  # the other model holds "vae" in the store
+    before = set(pyro.get_param_store().keys())
+
+    class Diverging(VAE):
+        def model(self, data, num_data=None):
+            if ends == "raises":
+                pyro.factor("boom", torch.tensor(float("inf")))
+            return super().model(data, num_data)
+
+    trained = Diverging(6, 2, hidden_dims=(8,))
+    if ends == "raises":
+        with pytest.raises(TrainingDiverged):
+            fit(trained, x, epochs=2, batch_size=20, progress=False)
+    else:
+        fit(trained, x, epochs=2, batch_size=20, progress=False)
+    store = pyro.get_param_store()
+    assert torch.equal(pyro.param("my_scale"), user.detach()) and "my_scale" in store
+    assert before - set(store.keys()) <= {k for k in before if k.startswith("vae$$$")}  # only the shared name moved
+    mine = snapshot(other)
+    for _ in range(3):  # the other model still trains with its own SVI, beside the fitted one
+        other_svi.step(x)
+    assert changed(other, mine) == set(dict(other.named_parameters()))
+    if ends == "returns":  # and the fitted model trains on by SVI too, each under its own name
+        fitted = snapshot(trained)
+        SVI(trained.model, trained.guide, Adam({"lr": 1e-2}), Trace_ELBO()).step(x)
+        assert changed(trained, fitted) == set(dict(trained.named_parameters()))
+        assert trained.param_store_name != other.param_store_name

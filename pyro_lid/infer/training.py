@@ -23,6 +23,7 @@ from .._checks import resolve_device
 from .._progress import progress_bar, progress_line
 from .aggressive import LaggingState, ParamSubsetOptim, encoder_burn_in, encoder_parameters, random_batches
 from .free_bits import FreeBitsELBO
+from .param_scope import set_aside_param_store
 from .pretraining import initial_state, reset_decoder
 from .schedules import make_schedule
 
@@ -101,8 +102,10 @@ def fit(
 ) -> History:
     """Train ``model`` (with ``model.model`` / ``model.guide``) by SVI and return its :class:`History`.
 
-    Pyro's global parameter store is cleared first: the model's parameters live in the
-    module itself and are registered afresh, so a previous run cannot leak into this one.
+    While it trains, the model has Pyro's global parameter store to itself: every other entry
+    (other models, the user's ``pyro.param`` values) is set aside and put back when ``fit`` returns
+    or raises (:func:`~pyro_lid.infer.param_scope.set_aside_param_store`). The model's parameters
+    live in the module itself, so a previous run cannot leak into this one.
 
     :param train_data: ``(N, D)`` training data (for ``dynamic_binarization``: intensities in [0, 1]).
     :param val_data: ``(M, D)`` validation data, already in the likelihood's form; per-epoch
@@ -168,7 +171,6 @@ def fit(
         decoder_optim = ParamSubsetOptim(_OPTIMIZERS[optimizer], optim_args, decoder, clip_args or None)
         batch_rng = torch.Generator().manual_seed(seed + 7919)
 
-    pyro.clear_param_store()
     decoder_at_init = initial_state(model.decoder) if pretrain_epochs else None
     history, start_epoch, best, since_best = History(), 0, math.inf, 0
     checkpoint = Path(checkpoint) if checkpoint is not None else None
@@ -197,7 +199,8 @@ def fit(
     if val_data is not None:
         val_data = val_data.to(device)  # once, not every epoch
 
-    try:  # however training ends (finished, diverged, interrupted), the model is left at full KL weight
+    restore_param_store = set_aside_param_store(model)
+    try:  # however training ends (finished, diverged, interrupted): full KL weight, the store given back
         for epoch in range(start_epoch, epochs):
             started = time.perf_counter()
             model.train()
@@ -279,6 +282,7 @@ def fit(
                 break
     finally:
         model.kl_weight = 1.0
+        restore_param_store()
     model.eval()
     return history
 
