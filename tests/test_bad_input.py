@@ -192,7 +192,9 @@ def test_the_cost_ratio_does_not_depend_on_which_method_ran_first(monkeypatch):
 def _tiny():
     from pyro_lid.models import VAE
 
-    x = torch.bernoulli(torch.rand(60, 6, generator=torch.Generator().manual_seed(0)))
+    gen = torch.Generator().manual_seed(12345)  # not the global seed: bernoulli(u) with the same uniforms u is all 0
+    x = torch.bernoulli(torch.rand(60, 6, generator=gen), generator=gen)
+    assert 0.2 < x.mean() < 0.8
     return VAE(6, 2, hidden_dims=(8,)), x[:40], x[40:]
 
 
@@ -238,3 +240,75 @@ def test_collapse_report_says_what_it_is_doing_when_not_on_a_terminal(capsys):
         assert f"evaluation: {stage} on 20 points in" in err, stage
     collapse_report(model, val, num_samples=3, progress=False)
     assert "evaluation:" not in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ data the likelihood cannot score
+def test_bernoulli_data_outside_zero_one_gets_one_clear_first_line():
+    import pyro
+    from pyro.infer import Trace_ELBO
+
+    from pyro_lid.models import LIDVAE, VAE
+
+    for model in (VAE(6, 2, hidden_dims=(8,)), LIDVAE(6, 2, hidden_dims=(8,), icnn_hidden_dims=(8,))):
+        with pytest.raises(ValueError) as caught:
+            Trace_ELBO().loss(model.model, model.guide, torch.full((3, 6), 0.25))
+        first = str(caught.value).splitlines()[0]
+        assert first == (
+            "Bernoulli likelihood needs binary data; got values in [0.25, 0.25]; binarize (see `dynamic_binarization` "
+            "in pyro_lid.infer.fit, or pyro_lid.data.binarize) or use likelihood='normal'"
+        )
+        with pytest.raises(ValueError, match=r"got values in \[0, 255\] \(0-255 intensities\? divide by 255 first\)"):
+            model.posterior(torch.tensor([[0, 255, 0, 0, 0, 0]], dtype=torch.uint8))
+    pyro.clear_param_store()
+
+
+def test_fit_checks_validation_and_training_data_before_the_first_epoch():
+    from pyro_lid.infer import fit
+
+    model, train, val = _tiny()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(ValueError, match=r"^val_data: Bernoulli likelihood needs binary data; got values in \[0\.5"):
+        fit(model, train, torch.full((5, 6), 0.5), epochs=2, progress=False)
+    with pytest.raises(ValueError, match=r"^train_data: Bernoulli likelihood needs binary data"):
+        fit(model, train * 0.5 + 0.25, val, epochs=2, progress=False)
+    message = r"dynamic_binarization needs training intensities in \[0, 1\]; got values in \[0, 255\]"
+    with pytest.raises(ValueError, match=message):
+        fit(model, (train * 255).to(torch.uint8), val, epochs=2, dynamic_binarization=True, progress=False)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # refused before any step
+
+
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.bool, torch.int64, torch.float64])
+def test_integer_boolean_and_float64_data_are_converted_where_that_is_safe(dtype):
+    import pyro
+    from pyro.infer import Trace_ELBO
+
+    from pyro_lid.diagnostics import importance_weighted_log_likelihood
+    from pyro_lid.infer import fit
+
+    model, train, val = _tiny()
+    pyro.set_rng_seed(0)
+    expected = Trace_ELBO().loss(model.model, model.guide, val)
+    pyro.set_rng_seed(0)
+    assert Trace_ELBO().loss(model.model, model.guide, val.to(dtype)) == pytest.approx(expected, rel=1e-6)
+    torch.manual_seed(0)
+    ll = importance_weighted_log_likelihood(model, val, num_samples=4)
+    torch.manual_seed(0)
+    assert torch.allclose(importance_weighted_log_likelihood(model, val.to(dtype), num_samples=4), ll)
+    history = fit(model, train.to(dtype), val.to(dtype), epochs=1, progress=False)
+    assert len(history) == 1 and history.records[0]["val_loss"] > 0
+    if dtype != torch.float64:  # integers and booleans are fine for dynamic binarization too
+        fit(model, train.to(dtype), val, epochs=1, dynamic_binarization=True, progress=False)
+
+
+def test_categorical_data_must_be_class_indices():
+    from pyro.infer import Trace_ELBO
+
+    from pyro_lid.models import VAE
+
+    model = VAE(4, 2, hidden_dims=(8,), likelihood="categorical", num_classes=3)
+    x = torch.tensor([[0, 1, 2, 1], [2, 2, 0, 0]])
+    value = Trace_ELBO().loss(model.model, model.guide, x)
+    assert value == pytest.approx(Trace_ELBO().loss(model.model, model.guide, x.double()), rel=0.5)  # floats ok
+    for bad in (torch.tensor([[0, 1, 3, 1]]), torch.tensor([[0.0, 1.5, 2.0, 1.0]]), torch.tensor([[-1, 0, 0, 0]])):
+        with pytest.raises(ValueError, match=r"Categorical likelihood needs class indices, integers in \[0, 3\)"):
+            model.posterior(bad)

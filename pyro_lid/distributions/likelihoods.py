@@ -51,12 +51,41 @@ class LikelihoodFamily(nn.Module):
     def forward(self, params: torch.Tensor) -> dist.TorchDistribution:
         raise NotImplementedError
 
+    def prepare(self, x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """``x`` as this family scores it (floating point ``dtype`` here), or a ``ValueError`` that names
+        what is wrong with its values. Integer, boolean and other floating dtypes are converted."""
+        return x.to(dtype)
+
+
+def check_binary(x: torch.Tensor) -> None:
+    """A ``ValueError`` that says what to do unless every value of ``x`` is 0 or 1."""
+    if x.dtype != torch.bool and ((x != 0) & (x != 1)).any():
+        low, high = float(x.min()), float(x.max())
+        hint = " (0-255 intensities? divide by 255 first)" if high > 1 and not x.is_floating_point() else ""
+        raise ValueError(
+            f"Bernoulli likelihood needs binary data; got values in [{low:g}, {high:g}]{hint}; binarize "
+            "(see `dynamic_binarization` in pyro_lid.infer.fit, or pyro_lid.data.binarize) or use "
+            "likelihood='normal'"
+        )
+
+
+class _Bernoulli(dist.Bernoulli):
+    """Pyro's Bernoulli, whose support check says what to do instead of dumping the tensor."""
+
+    def _validate_sample(self, value):
+        check_binary(value)
+        super()._validate_sample(value)
+
 
 class BernoulliFamily(LikelihoodFamily):
     """Independent Bernoulli pixels with logits :math:`\\eta`; data must be 0 or 1."""
 
+    def prepare(self, x, dtype):
+        check_binary(x)
+        return x.to(dtype)
+
     def forward(self, params):
-        return dist.Bernoulli(logits=params, validate_args=True).to_event(1)
+        return _Bernoulli(logits=params, validate_args=True).to_event(1)
 
 
 class NormalFamily(LikelihoodFamily):
@@ -87,6 +116,18 @@ class CategoricalFamily(LikelihoodFamily):
     @property
     def param_dim(self) -> int:
         return self.data_dim * (self.num_classes - 1)
+
+    def prepare(self, x, dtype):
+        """Class indices: integers in ``[0, num_classes)`` (any dtype holding them), returned as ``long``."""
+        bad = (x < 0) | (x >= self.num_classes)
+        if x.is_floating_point():
+            bad |= x != x.round()
+        if bad.any():
+            raise ValueError(
+                f"Categorical likelihood needs class indices, integers in [0, {self.num_classes}); "
+                f"got values in [{float(x.min()):g}, {float(x.max()):g}]"
+            )
+        return x.long()
 
     def forward(self, params):
         free = params.reshape(params.shape[:-1] + (self.data_dim, self.num_classes - 1))

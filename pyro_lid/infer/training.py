@@ -59,6 +59,14 @@ def _check_data(name, data):
         raise ValueError(f"{name} has {int((~torch.isfinite(data)).sum())} NaN or infinite entries")
 
 
+def _with_name(name, check, data):
+    """Run a model's data check on ``data``, naming the argument in its error."""
+    try:
+        check(data)
+    except ValueError as error:
+        raise ValueError(f"{name}: {error}") from None
+
+
 def _rng_state():
     state = {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()}
     if torch.cuda.is_available() and torch.cuda.is_initialized():  # samples drawn on the GPU use its generators
@@ -153,8 +161,21 @@ def fit(
             raise ValueError(f"early_stopping_patience must be >= 0, got {early_stopping_patience}")
         if val_data is None:
             raise ValueError("early_stopping_patience needs val_data: it counts epochs without a better val_loss")
-    if dynamic_binarization and ((train_data < 0) | (train_data > 1)).any():
-        raise ValueError("dynamic_binarization needs training intensities in [0, 1]")
+    if dynamic_binarization:
+        if ((train_data < 0) | (train_data > 1)).any():
+            low, high = float(train_data.min()), float(train_data.max())
+            raise ValueError(
+                f"dynamic_binarization needs training intensities in [0, 1]; got values in [{low:g}, {high:g}]"
+            )
+        if not train_data.is_floating_point():
+            train_data = train_data.to(next(model.parameters()).dtype)
+    # the data must be what the likelihood scores: checked here, not after an epoch of training
+    check = getattr(model, "check_data", None)
+    if check is not None:
+        if val_data is not None:
+            _with_name("val_data", check, val_data)
+        if not dynamic_binarization:
+            _with_name("train_data", check, train_data)
     device = resolve_device(device) if device is not None else next(model.parameters()).device
     model.to(device)
     schedule = make_schedule(kl_schedule)

@@ -128,7 +128,7 @@ class SemiAmortized:
 
     def guide(self, x, num_data=None):
         self._register()
-        self.check_data(x)
+        x = self.check_data(x)
         x_in = self._encoder_input(x)
         loc0, scale0 = self.encoder(x_in)
         loc, scale = self.refine(x, loc0, scale0, differentiable=self.end_to_end)

@@ -115,7 +115,10 @@ class VAE(nn.Module):
 
     # ------------------------------------------------------------------ checks
     def check_data(self, x: torch.Tensor) -> torch.Tensor:
-        """Raise a ``ValueError`` naming the problem unless ``x`` is a finite ``(batch, data_dim)`` tensor."""
+        """``x`` as the likelihood scores it, or a ``ValueError`` naming the problem: the shape must be
+        ``(batch, data_dim)``, the values finite and in the likelihood's support (binary for Bernoulli,
+        class indices for categorical). Integer, boolean and other floating dtypes are converted to
+        the model's (float64 data for a float32 model lose only precision they cannot use)."""
         if not isinstance(x, torch.Tensor) or x.dim() != 2 or x.shape[1] != self.data_dim:
             raise ValueError(
                 f"{type(self).__name__} expects data of shape (batch, {self.data_dim}), "
@@ -123,7 +126,9 @@ class VAE(nn.Module):
             )
         if x.is_floating_point() and not torch.isfinite(x).all():
             raise ValueError(f"{type(self).__name__} got data with {int((~torch.isfinite(x)).sum())} NaN/inf entries")
-        return x
+        family = getattr(self.decoder, "family", None)
+        dtype = next(self.parameters()).dtype
+        return family.prepare(x, dtype) if family is not None else x
 
     @property
     def latent_scale(self) -> float:
@@ -139,7 +144,8 @@ class VAE(nn.Module):
         return pyro.plate("data", size=num_data or batch, subsample=torch.arange(batch, device=x.device))
 
     def _encoder_input(self, x):
-        return x.to(torch.get_default_dtype()) if not x.is_floating_point() else x
+        dtype = next(self.parameters()).dtype
+        return x if x.dtype == dtype else x.to(dtype)
 
     # ------------------------------------------------------------------ Pyro
     @property
@@ -183,7 +189,7 @@ class VAE(nn.Module):
     def model(self, x: torch.Tensor, num_data: int | None = None) -> None:
         """Generative model; ``num_data`` (the data-set size) scales a mini-batch's log-likelihood."""
         self._register()
-        self.check_data(x)
+        x = self.check_data(x)
         with self._plate(x, num_data):
             with poutine.scale(scale=self.latent_scale):
                 z = pyro.sample("z", self.prior())
@@ -192,7 +198,7 @@ class VAE(nn.Module):
     def guide(self, x: torch.Tensor, num_data: int | None = None) -> None:
         """Amortized guide :math:`q(z \\mid x)`."""
         self._register()
-        self.check_data(x)
+        x = self.check_data(x)
         with self._plate(x, num_data):
             with poutine.scale(scale=self.latent_scale):
                 pyro.sample("z", self.encoder.distribution(self._encoder_input(x)))
@@ -204,7 +210,7 @@ class VAE(nn.Module):
 
     def log_joint(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """:math:`\\log p(x \\mid z) + \\log p(z)` for ``z`` of shape ``(..., batch, K)`` (mixture clusters summed)."""
-        return self.decoder(z).log_prob(x) + self.prior().log_prob(z)
+        return self.decoder(z).log_prob(self.check_data(x)) + self.prior().log_prob(z)
 
     def cluster(self, x: torch.Tensor) -> torch.Tensor:
         """Most probable mixture component of each data point (GM models only)."""
@@ -349,7 +355,7 @@ class GMVAE(VAE):
         if not self.enumerate_clusters:
             return super().model(x, num_data)
         self._register()
-        self.check_data(x)
+        x = self.check_data(x)
         with self._plate(x, num_data):
             with poutine.scale(scale=self.latent_scale):
                 y = pyro.sample("y", self.prior.mixing())
@@ -361,7 +367,7 @@ class GMVAE(VAE):
         if not self.enumerate_clusters:
             return super().guide(x, num_data)
         self._register()
-        self.check_data(x)
+        x = self.check_data(x)
         x = self._encoder_input(x)
         with self._plate(x, num_data):
             with poutine.scale(scale=self.latent_scale):
