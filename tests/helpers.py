@@ -1,6 +1,20 @@
 """Shared test helpers."""
 
+import pyro.distributions as dist
 import torch
+
+
+class GaussianEncoderStub:
+    """q(z | x) = N(x A^T, diag(s^2)) with fixed A, s; prior N(0, I): a posterior with closed-form metrics."""
+
+    def __init__(self, weight, scale):
+        self.weight, self.scale = weight, scale
+
+    def posterior(self, x):
+        return dist.Normal(x @ self.weight.T, self.scale.expand(x.shape[0], -1)).to_event(1)
+
+    def prior(self):
+        return dist.Normal(torch.zeros(self.weight.shape[0], dtype=self.weight.dtype), 1.0).to_event(1)
 
 
 def perturb_(module: torch.nn.Module, scale: float = 0.5, seed: int = 1) -> torch.nn.Module:

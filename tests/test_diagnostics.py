@@ -19,18 +19,7 @@ from pyro_lid.diagnostics import (
 )
 from pyro_lid.models import PPCA
 
-
-class GaussianEncoderStub:
-    """q(z | x) = N(A x, diag(s^2)) with fixed A, s; prior N(0, I)."""
-
-    def __init__(self, weight, scale):
-        self.weight, self.scale = weight, scale
-
-    def posterior(self, x):
-        return dist.Normal(x @ self.weight.T, self.scale.expand(x.shape[0], -1)).to_event(1)
-
-    def prior(self):
-        return dist.Normal(torch.zeros(self.weight.shape[0]), 1.0).to_event(1)
+from .helpers import GaussianEncoderStub
 
 
 def test_active_units_counts_exactly_the_dimensions_the_encoder_uses():

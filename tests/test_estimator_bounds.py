@@ -9,18 +9,7 @@ import torch
 
 from pyro_lid.diagnostics import collapse_report, mutual_information, mutual_information_per_dim
 
-
-class LinearGaussianEncoder:
-    """q(z | x) = N(x A^T, diag(s^2)); prior N(0, I)."""
-
-    def __init__(self, weight, scale):
-        self.weight, self.scale = weight, scale
-
-    def posterior(self, x):
-        return dist.Normal(x @ self.weight.T, self.scale.expand(x.shape[0], -1)).to_event(1)
-
-    def prior(self):
-        return dist.Normal(torch.zeros(self.weight.shape[0]), 1.0).to_event(1)
+from .helpers import GaussianEncoderStub
 
 
 @pytest.mark.parametrize("n", [1, 2, 10])
@@ -30,8 +19,8 @@ def test_mutual_information_is_zero_for_a_collapsed_posterior_and_log_n_for_sepa
     # posteriors N(100 n, 1), far apart, give I = log N (up to e^{-5000}).
     f64 = dict(dtype=torch.float64)
     x = torch.arange(n, **f64).unsqueeze(-1)
-    collapsed = LinearGaussianEncoder(torch.zeros(3, 1, **f64), torch.ones(3, **f64))
-    separated = LinearGaussianEncoder(torch.full((3, 1), 100.0, **f64), torch.ones(3, **f64))
+    collapsed = GaussianEncoderStub(torch.zeros(3, 1, **f64), torch.ones(3, **f64))
+    separated = GaussianEncoderStub(torch.full((3, 1), 100.0, **f64), torch.ones(3, **f64))
     batch = n if estimator == "aggregate" else max(n // 2, 1)
     ceiling = math.log(n if estimator == "aggregate" else batch)
     with warnings.catch_warnings():
@@ -47,7 +36,7 @@ def test_mutual_information_is_zero_for_a_collapsed_posterior_and_log_n_for_sepa
 def test_mutual_information_never_leaves_zero_to_log_n_for_overlapping_posteriors(n):
     # q(z|x) = N(x, 0.5^2) with x on a grid: overlapping posteriors, the estimator is noisy; every draw in [0, log N]
     x = torch.linspace(-1, 1, n).unsqueeze(-1)
-    model = LinearGaussianEncoder(torch.ones(2, 1), torch.full((2,), 0.5))
+    model = GaussianEncoderStub(torch.ones(2, 1), torch.full((2,), 0.5))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for seed in range(50):
@@ -60,13 +49,13 @@ def test_mutual_information_never_leaves_zero_to_log_n_for_overlapping_posterior
 
 def test_a_saturated_estimate_warns_that_n_is_too_small():
     x = torch.arange(10.0).unsqueeze(-1)
-    separated = LinearGaussianEncoder(torch.full((2, 1), 100.0), torch.ones(2))
+    separated = GaussianEncoderStub(torch.full((2, 1), 100.0), torch.ones(2))
     with pytest.warns(UserWarning, match=r"ceiling log N = 2\.303 \(N = 10"):
         mutual_information(separated, x)
     x = torch.randn(2000, 1, generator=torch.Generator().manual_seed(0))
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # far below log 2000: no warning
-        mutual_information(LinearGaussianEncoder(torch.ones(2, 1), torch.ones(2)), x)
+        mutual_information(GaussianEncoderStub(torch.ones(2, 1), torch.ones(2)), x)
 
 
 def test_per_dimension_mutual_information_matches_the_linear_gaussian_closed_form():
@@ -75,7 +64,7 @@ def test_per_dimension_mutual_information_matches_the_linear_gaussian_closed_for
     s = torch.tensor([1.0, 1.0, 0.3], dtype=torch.float64)
     x = torch.randn(3000, 1, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
     torch.manual_seed(0)
-    per_dim = mutual_information_per_dim(LinearGaussianEncoder(a, s), x)
+    per_dim = mutual_information_per_dim(GaussianEncoderStub(a, s), x)
     expected = 0.5 * torch.log1p(a.squeeze(-1) ** 2 / s**2)
     assert per_dim.shape == (3,)
     assert torch.allclose(per_dim, expected, atol=0.04), (per_dim, expected)
@@ -83,7 +72,7 @@ def test_per_dimension_mutual_information_matches_the_linear_gaussian_closed_for
 
 
 def test_per_dimension_mutual_information_refuses_a_posterior_without_marginals():
-    class FullCovariance(LinearGaussianEncoder):
+    class FullCovariance(GaussianEncoderStub):
         def posterior(self, x):
             return dist.MultivariateNormal(x @ self.weight.T, torch.eye(2).expand(x.shape[0], 2, 2))
 
@@ -94,7 +83,7 @@ def test_per_dimension_mutual_information_refuses_a_posterior_without_marginals(
 
 
 def test_collapse_report_carries_the_per_dimension_information():
-    class WithJoint(LinearGaussianEncoder):
+    class WithJoint(GaussianEncoderStub):
         def log_joint(self, x, z):
             return self.prior().log_prob(z) + dist.Normal(z[..., :1], 1.0).to_event(1).log_prob(x)
 

@@ -1,6 +1,5 @@
 """VAE family, the training loop, and the data loaders."""
 
-import gzip
 import math
 import subprocess
 import sys
@@ -19,7 +18,7 @@ from pyro_lid.diagnostics import active_units
 from pyro_lid.infer import FreeBitsELBO, KLSchedule, TrainingDiverged, fit
 from pyro_lid.models import GMVAE, LIDGMVAE, LIDVAE, VAE, cluster_accuracy
 
-from .helpers import assert_resume_is_exact
+from .helpers import assert_resume_is_exact, write_idx
 
 SMALL = {"hidden_dims": (32,)}
 LID_SMALL = {"hidden_dims": (32,), "icnn_hidden_dims": (16,)}
@@ -256,13 +255,6 @@ def test_fit_uses_the_whole_pipeline_with_schedules_and_validation_metrics():
 
 
 # ------------------------------------------------------------------ data
-def write_idx(path, array):
-    array = array.to(torch.uint8).numpy()
-    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(s).to_bytes(4, "big") for s in array.shape)
-    with gzip.open(path, "wb") as f:
-        f.write(header + array.tobytes())
-
-
 def test_image_loader_reads_idx_files_from_a_root(tmp_path):
     images = torch.randint(0, 256, (7, 28, 28))
     write_idx(tmp_path / "t10k-images-idx3-ubyte.gz", images)
