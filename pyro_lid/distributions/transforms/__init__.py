@@ -3,14 +3,17 @@
 from .brenier import Brenier, ConditionalBrenier, ConditionedBrenier, brenier, conditional_brenier
 from .injective import InjectiveBrenier, injective_brenier
 from .lift import ZeroPadLift
+from .projection import ProjectedInjective, projected_injective
 
 __all__ = [
     "Brenier",
     "ConditionalBrenier",
     "ConditionedBrenier",
     "InjectiveBrenier",
+    "ProjectedInjective",
     "ZeroPadLift",
     "brenier",
     "conditional_brenier",
     "injective_brenier",
+    "projected_injective",
 ]

@@ -1,0 +1,349 @@
+r"""An injective decoder map that keeps an MLP's flexibility: :math:`g(z) = Q\,h(z) + (I - QQ^\top)\,m(z) + c`."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from pyro.distributions.torch_transform import TransformModule
+from torch.distributions import constraints
+
+from .brenier import Brenier, check_event
+
+__all__ = ["ProjectedInjective", "projected_injective"]
+
+_INNER_MAPS = ("diagonal", "brenier")
+_ACTIVATIONS = ("relu", "softplus")
+
+
+def _orthonormal_columns(matrix: torch.Tensor) -> torch.Tensor:
+    r"""The :math:`Q` factor of the QR decomposition of ``matrix`` with :math:`\mathrm{diag}(R) > 0`.
+
+    That choice of signs makes :math:`Q` unique, deterministic and a smooth function of a
+    full-rank ``matrix`` (LAPACK's own signs are arbitrary). Computed in float64 for
+    float16/bfloat16 inputs (which ``torch.linalg.qr`` does not support), in the input's dtype otherwise.
+    """
+    work = matrix if matrix.dtype in (torch.float32, torch.float64) else matrix.double()
+    q, r = torch.linalg.qr(work)
+    diag = r.diagonal(dim1=-2, dim2=-1)
+    q = q * torch.where(diag < 0, -torch.ones_like(diag), torch.ones_like(diag)).unsqueeze(-2)
+    return q.to(matrix.dtype)
+
+
+def _seeded_orthonormal(output_dim: int, latent_dim: int, seed: int) -> torch.Tensor:
+    """A random ``(output_dim, latent_dim)`` matrix with orthonormal columns, a function of ``seed`` only (float64)."""
+    gen = torch.Generator().manual_seed(seed)
+    return _orthonormal_columns(torch.randn(output_dim, latent_dim, generator=gen, dtype=torch.float64))
+
+
+class ProjectedInjective(TransformModule):
+    r"""An injective map :math:`g:\mathbb{R}^K\to\mathbb{R}^D`, :math:`K \le D`, that is an MLP off a subspace:
+
+    .. math::
+
+        g(z) = Q\,h(z) + (I - QQ^\top)\,m(z) + c,
+
+    where :math:`Q\in\mathbb{R}^{D\times K}` has orthonormal columns, :math:`h:\mathbb{R}^K
+    \to\mathbb{R}^K` is injective, :math:`m:\mathbb{R}^K\to\mathbb{R}^D` is a free MLP and
+    :math:`c\in\mathbb{R}^D` an offset. Since :math:`Q^\top Q = I` and
+    :math:`Q^\top(I - QQ^\top) = 0`,
+
+    .. math::
+
+        Q^\top\big(g(z) - c\big) = h(z)
+
+    whatever :math:`m` is: the coordinates of :math:`g(z)` along :math:`\mathrm{span}(Q)`
+    determine :math:`z`, so :math:`g` is injective whenever :math:`h` is, and a likelihood
+    :math:`p(x\mid z)` with parameters :math:`g(z)` changes whenever :math:`z` does (:math:`z`
+    is identifiable and the posterior cannot collapse). :math:`m` acts only in the
+    :math:`D-K` directions orthogonal to :math:`Q`, where it is as flexible as an ordinary
+    VAE decoder; the cost is one MLP, as for a VAE.
+
+    The margin carries over: for every direction :math:`v`, with :math:`J_g = Q J_h +
+    (I - QQ^\top) J_m`,
+
+    .. math::
+
+        \lVert J_g v\rVert \ge \lVert Q^\top J_g v\rVert = \lVert J_h v\rVert \ge \sigma_{\min}(J_h)\,\lVert v\rVert,
+
+    (:math:`Q^\top` has operator norm 1), so every singular value of :math:`J_g` is at
+    least the smallest one of :math:`J_h`, and that is at least ``margin`` by construction:
+
+    * ``inner="diagonal"``: :math:`h(z) = s\odot z`, :math:`s = \text{margin} +
+      \mathrm{softplus}(\tilde s)` learned; :math:`J_h = \mathrm{diag}(s)`, singular values
+      :math:`s_i \ge` margin. The cheapest choice: :math:`h^{-1}` is a division.
+    * ``inner="brenier"``: :math:`h = \nabla\psi` a :class:`Brenier` map on
+      :math:`\mathbb{R}^K` with ``alpha_floor=margin``; :math:`J_h = \nabla^2\psi`
+      is symmetric with eigenvalues :math:`\ge \alpha \ge` margin. Nonlinear within the
+      subspace; :math:`h^{-1}` is a Newton solve.
+
+    :meth:`injectivity_bound` reports :math:`\min_i s_i` or :math:`\alpha` (never below
+    ``margin``); :meth:`smallest_singular_value` the actual value at given :math:`z`.
+
+    **The subspace.** By default :math:`Q` is *fixed*: the sign-fixed QR factor of a
+    Gaussian matrix drawn from a generator seeded with ``subspace_seed``, stored as a
+    buffer (in the ``state_dict``, not among the parameters), so that two constructions
+    with the same seed, and a checkpoint and its reload, agree. With
+    ``learn_subspace=True``, :math:`Q` is the QR factor (signs fixed by
+    :math:`\mathrm{diag}(R) > 0`, so a smooth function) of a free :math:`D\times K`
+    parameter initialized at the fixed draw. Measured on VAEs, a fixed random :math:`Q`
+    with margin 1 and a learned :math:`c` kept every latent unit active at about the
+    VAE's likelihood, while a learned :math:`Q` let units go dark (the MLP can move
+    :math:`\mathrm{span}(Q)` to where the data barely varies); hence the default.
+
+    The default ``margin=1.0`` matches a standard normal prior's scale: a unit step in
+    :math:`z` moves the decoder's output by at least one unit (in natural parameters,
+    e.g. logits). The default ``hidden_dims=(512,)`` is the VAE decoder's in this library.
+
+    The map is not bijective: :meth:`left_inverse` (also used as ``_inverse``) returns
+    :math:`h^{-1}(Q^\top(y - c))`, exact on the image of :math:`g` and a projection off
+    it. There is no ``log_abs_det_jacobian`` (the map changes dimension);
+    :meth:`log_volume_element` gives :math:`\tfrac12\log\det J^\top J`. Nothing is cached,
+    so every call sees the current parameters; everything works under
+    :func:`torch.no_grad` and in float64 (after ``.double()`` a fixed :math:`Q` is
+    re-orthonormalized in the new precision, not merely cast).
+
+    Example usage:
+
+    >>> g = ProjectedInjective(2, 10, hidden_dims=(32,))
+    >>> z = torch.randn(5, 2)
+    >>> logits = g(z)
+    >>> logits.shape, g.jacobian(z).shape
+    (torch.Size([5, 10]), torch.Size([5, 10, 2]))
+    >>> bool((g.left_inverse(logits) - z).abs().max() < 1e-4)
+    True
+
+    :param int latent_dim: :math:`K`.
+    :param int output_dim: :math:`D \ge K`.
+    :param hidden_dims: hidden widths of the MLP :math:`m` (``()`` makes it affine).
+    :param str inner: ``"diagonal"`` or ``"brenier"``, the injective map :math:`h`.
+    :param float margin: the floor (> 0) on every singular value of the Jacobian.
+    :param bool learn_subspace: learn :math:`Q` (default: fixed).
+    :param int subspace_seed: seed of the fixed draw of :math:`Q` (the initial value if learned).
+    :param inner_hidden_dims: ICNN widths of the Brenier inner map (``inner="brenier"`` only;
+        default :class:`Brenier`'s).
+    :param str activation: ``"relu"`` or ``"softplus"``, the MLP's hidden activation.
+    :param brenier_kwargs: further :class:`Brenier` options for ``inner="brenier"``
+        (``alpha_init``, ``learn_alpha``, ``inverse_tol``, ``inverse_max_iter``, ``solver``).
+
+    References: Y. Wang, D. M. Blei, J. P. Cunningham, "Posterior Collapse and Latent
+    Variable Non-identifiability", NeurIPS 2021.
+    """
+
+    domain = constraints.real_vector
+    codomain = constraints.real_vector
+    bijective = False
+
+    def __init__(
+        self,
+        latent_dim: int,
+        output_dim: int,
+        hidden_dims: Sequence[int] = (512,),
+        inner: str = "diagonal",
+        margin: float = 1.0,
+        learn_subspace: bool = False,
+        subspace_seed: int = 0,
+        inner_hidden_dims: Sequence[int] | None = None,
+        activation: str = "relu",
+        **brenier_kwargs,
+    ):
+        super().__init__(cache_size=0)
+        name = type(self).__name__
+        if not (isinstance(latent_dim, int) and isinstance(output_dim, int) and 1 <= latent_dim <= output_dim):
+            raise ValueError(
+                f"{name} needs integers 1 <= latent_dim <= output_dim, got latent_dim={latent_dim!r}, "
+                f"output_dim={output_dim!r} (an injective map cannot lower the dimension)"
+            )
+        try:
+            margin_value = float(margin)
+        except (TypeError, ValueError):
+            margin_value = math.nan
+        if isinstance(margin, bool) or not math.isfinite(margin_value) or margin_value <= 0:
+            raise ValueError(
+                f"{name}: margin must be a finite number > 0 (the floor on every singular value of the "
+                f"Jacobian, which makes the map injective), got {margin!r}"
+            )
+        if inner not in _INNER_MAPS:
+            raise ValueError(f"{name}: inner must be one of {', '.join(map(repr, _INNER_MAPS))}, got {inner!r}")
+        if inner == "diagonal" and (inner_hidden_dims is not None or brenier_kwargs):
+            given = (["inner_hidden_dims"] if inner_hidden_dims is not None else []) + sorted(brenier_kwargs)
+            raise ValueError(f"{name}: {', '.join(given)} only apply to inner='brenier', not inner='diagonal'")
+        if activation not in _ACTIVATIONS:
+            raise ValueError(
+                f"{name}: activation must be one of {', '.join(map(repr, _ACTIVATIONS))}, got {activation!r}"
+            )
+        hidden_dims = list(hidden_dims)
+        if not all(isinstance(h, int) and h >= 1 for h in hidden_dims):
+            raise ValueError(f"{name}: hidden_dims must be positive integer widths, got {hidden_dims!r}")
+        if isinstance(subspace_seed, bool) or not isinstance(subspace_seed, int):
+            raise ValueError(f"{name}: subspace_seed must be an integer, got {subspace_seed!r}")
+
+        self.latent_dim = latent_dim
+        self.output_dim = output_dim
+        self.inner = inner
+        self.margin = margin_value
+        self.learn_subspace = bool(learn_subspace)
+        self.activation = activation
+
+        basis = _seeded_orthonormal(output_dim, latent_dim, subspace_seed).to(torch.get_default_dtype())
+        if self.learn_subspace:
+            self.subspace_raw = nn.Parameter(basis)
+        else:
+            self.register_buffer("subspace_basis", basis)
+
+        if inner == "diagonal":
+            # s = margin + softplus(raw) starts at max(1, 2 * margin), as a Brenier map's alpha does
+            start = max(1.0, 2.0 * self.margin) - self.margin
+            self.scale_raw = nn.Parameter(torch.full((latent_dim,), math.log(math.expm1(start))))
+        else:
+            self.inner_map = Brenier(latent_dim, inner_hidden_dims, alpha_floor=self.margin, **brenier_kwargs)
+
+        sizes = [latent_dim, *hidden_dims, output_dim]
+        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
+        self.offset = nn.Parameter(torch.zeros(output_dim))
+
+    # ----------------------------------------------------------------------------------------- pieces
+
+    @property
+    def subspace(self) -> torch.Tensor:
+        r""":math:`Q`, the :math:`D\times K` matrix with orthonormal columns (from its parameter if learned)."""
+        if self.learn_subspace:
+            return _orthonormal_columns(self.subspace_raw)
+        return self.subspace_basis
+
+    @property
+    def scale(self) -> torch.Tensor:
+        r"""The diagonal inner map's :math:`s = \text{margin} + \mathrm{softplus}(\tilde s)`, shape ``(K,)``.
+
+        Only for ``inner="diagonal"`` (the Brenier inner map is ``inner_map``).
+        """
+        return self.margin + F.softplus(self.scale_raw)
+
+    def _activate(self, a: torch.Tensor) -> torch.Tensor:
+        return F.relu(a) if self.activation == "relu" else F.softplus(a)
+
+    def _activation_derivative(self, a: torch.Tensor) -> torch.Tensor:
+        if self.activation == "relu":
+            return (a > 0).to(a.dtype)
+        # F.softplus is linear above its threshold (20): its derivative is exactly 1 there
+        return torch.where(a > 20.0, torch.ones_like(a), torch.sigmoid(a))
+
+    def mlp(self, z: torch.Tensor) -> torch.Tensor:
+        """The free network :math:`m(z)`, shape ``(..., D)`` (before projection)."""
+        for layer in self.layers[:-1]:
+            z = self._activate(layer(z))
+        return self.layers[-1](z)
+
+    def _mlp_jacobian(self, flat: torch.Tensor) -> torch.Tensor:
+        """:math:`\\partial m/\\partial z` for ``(N, K)`` rows, shape ``(N, D, K)``, by explicit products."""
+        first = self.layers[0]
+        a = first(flat)
+        jac = first.weight.expand(flat.shape[0], *first.weight.shape)
+        for layer in self.layers[1:]:
+            jac = self._activation_derivative(a).unsqueeze(-1) * jac
+            a = layer(self._activate(a))
+            jac = layer.weight @ jac
+        return jac
+
+    def inner_forward(self, z: torch.Tensor) -> torch.Tensor:
+        """The injective inner map :math:`h(z)`, shape ``(..., K)``."""
+        if self.inner == "diagonal":
+            return self.scale * z
+        return self.inner_map._call(z)  # not through __call__: Pyro's one-slot cache would go stale on training
+
+    def inner_inverse(self, u: torch.Tensor) -> torch.Tensor:
+        """:math:`h^{-1}(u)`, shape ``(..., K)``: a division, or the Brenier map's Newton solve."""
+        if self.inner == "diagonal":
+            return u / self.scale
+        return self.inner_map._inverse(u)
+
+    def inner_jacobian(self, z: torch.Tensor) -> torch.Tensor:
+        r""":math:`\partial h/\partial z`, shape ``(..., K, K)``: :math:`\mathrm{diag}(s)` or :math:`\nabla^2\psi`."""
+        if self.inner == "diagonal":
+            return torch.diag_embed(self.scale.expand(z.shape))
+        return self.inner_map.jacobian(z)
+
+    # ----------------------------------------------------------------------------------------- transform
+
+    def _call(self, z: torch.Tensor) -> torch.Tensor:
+        check_event(type(self).__name__, z, self.latent_dim, "latent input")
+        q = self.subspace
+        m = self.mlp(z)
+        # Q h + (I - Q Q^T) m = Q (h - Q^T m) + m, at O(DK) cost
+        return (self.inner_forward(z) - m @ q) @ q.transpose(-1, -2) + m + self.offset
+
+    def _inverse(self, y: torch.Tensor) -> torch.Tensor:
+        return self.left_inverse(y)
+
+    def left_inverse(self, y: torch.Tensor) -> torch.Tensor:
+        r""":math:`z = h^{-1}(Q^\top(y - c))`; exact for :math:`y` in the image of :math:`g`."""
+        check_event(type(self).__name__, y, self.output_dim, "value to invert")
+        return self.inner_inverse((y - self.offset) @ self.subspace)
+
+    def log_abs_det_jacobian(self, x, y):
+        raise NotImplementedError(
+            "ProjectedInjective maps R^K into R^D and has no Jacobian determinant; "
+            "use log_volume_element(z) = 0.5 * log det(J^T J) for an injective change of volume"
+        )
+
+    def jacobian(self, z: torch.Tensor) -> torch.Tensor:
+        r"""The Jacobian :math:`Q J_h + (I - QQ^\top) J_m`, shape ``(..., D, K)``, by explicit tensor operations."""
+        check_event(type(self).__name__, z, self.latent_dim, "latent input")
+        batch_shape = z.shape[:-1]
+        flat = z.reshape(-1, self.latent_dim)
+        q = self.subspace
+        jac_m = self._mlp_jacobian(flat)
+        jac = q @ (self.inner_jacobian(flat) - q.transpose(-1, -2) @ jac_m) + jac_m
+        return jac.reshape(batch_shape + (self.output_dim, self.latent_dim))
+
+    def smallest_singular_value(self, z: torch.Tensor) -> torch.Tensor:
+        """Smallest singular value of the Jacobian at each ``z`` (shape ``z.shape[:-1]``).
+
+        How far from non-injective the map is, numerically: a value near zero would mean
+        the likelihood barely moves along some latent direction there.
+        """
+        return torch.linalg.svdvals(self.jacobian(z))[..., -1]
+
+    def injectivity_bound(self) -> torch.Tensor:
+        r"""The guaranteed lower bound on every Jacobian singular value, at every :math:`z`: at least ``margin``.
+
+        :math:`\lVert J_g v\rVert \ge \lVert Q^\top J_g v\rVert = \lVert J_h v\rVert`, so
+        :math:`\sigma_{\min}(J_g) \ge \sigma_{\min}(J_h)`, which is :math:`\ge \min_i s_i`
+        (diagonal inner; equality when :math:`m` is constant) or :math:`\ge \alpha` (Brenier
+        inner, the Hessian's strong-convexity constant). Both are ``margin`` plus a softplus.
+        """
+        if self.inner == "diagonal":
+            return self.scale.min()
+        return self.inner_map.potential.alpha
+
+    def log_volume_element(self, z: torch.Tensor) -> torch.Tensor:
+        r""":math:`\tfrac12\log\det J(z)^\top J(z)`, the change of volume of the injective map."""
+        jac = self.jacobian(z)
+        return 0.5 * torch.linalg.slogdet(jac.transpose(-1, -2) @ jac)[1]
+
+    # ----------------------------------------------------------------------------------------- dtype
+
+    def _apply(self, fn, *args, **kwargs):
+        """Move/cast as usual; a fixed :math:`Q` cast to another dtype is re-orthonormalized in that dtype.
+
+        Casting a float32 :math:`Q` up to float64 would keep its float32 rounding (columns
+        orthonormal to 1e-7 only); one QR step restores orthonormality to the new precision.
+        """
+        before = None if self.learn_subspace else self.subspace_basis.dtype
+        super()._apply(fn, *args, **kwargs)
+        if before is not None and self.subspace_basis.dtype != before:
+            self.subspace_basis = _orthonormal_columns(self.subspace_basis)
+        return self
+
+
+def projected_injective(latent_dim: int, output_dim: int, **kwargs) -> ProjectedInjective:
+    """A helper function to create a :class:`ProjectedInjective` object.
+
+    :param int latent_dim: dimension of the latent input.
+    :param int output_dim: dimension of the output (at least ``latent_dim``).
+    :param kwargs: passed on to :class:`ProjectedInjective`.
+    """
+    return ProjectedInjective(latent_dim, output_dim, **kwargs)

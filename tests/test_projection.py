@@ -1,0 +1,399 @@
+"""ProjectedInjective: g(z) = Q h(z) + (I - Q Q^T) m(z) + c is injective with margin, whatever the MLP m does."""
+
+import doctest
+
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+import torch.nn.functional as F
+from pyro.infer import SVI, Trace_ELBO
+from pyro.optim import Adam
+
+from pyro_lid.distributions.transforms import ProjectedInjective, projected_injective
+
+from .helpers import perturb_
+
+F64 = torch.float64
+K, D = 3, 8
+CONFIGS = [  # (inner, learn_subspace, activation): every code path of the map
+    ("diagonal", False, "relu"),
+    ("diagonal", True, "softplus"),
+    ("brenier", False, "softplus"),
+    ("brenier", True, "relu"),
+]
+CONFIG_IDS = [f"{i}-{'learnedQ' if q else 'fixedQ'}-{a}" for i, q, a in CONFIGS]
+
+
+def make(inner="diagonal", learn_subspace=False, activation="relu", scale=0.5, seed=1, **kwargs):
+    """A float64 map with every parameter moved away from its initialization (a curved map)."""
+    if inner == "brenier":
+        kwargs = {"inner_hidden_dims": [6, 5], **kwargs}
+    g = projected_injective(
+        K, D, hidden_dims=(16, 16), inner=inner, learn_subspace=learn_subspace, activation=activation, **kwargs
+    )
+    return perturb_(g.double(), scale, seed)
+
+
+def inner_reference(g, z):
+    """h(z), computed from the public pieces without going through g."""
+    if g.inner == "diagonal":
+        return g.scale * z
+    return g.inner_map.potential.gradient(z.reshape(-1, K)).reshape(z.shape)
+
+
+def autograd_jacobian(g, z):
+    flat = z.reshape(-1, K)
+    jac = torch.stack([torch.autograd.functional.jacobian(g, zi.clone()) for zi in flat])
+    return jac.reshape(z.shape[:-1] + (D, K))
+
+
+def perturb_mlp_(g, scale, seed):
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in g.layers.parameters():
+            p.add_(scale * torch.randn(p.shape, generator=gen, dtype=p.dtype))
+
+
+def push_inner_to_its_floor_(g):
+    """Make the inner map's guaranteed margin equal to ``margin`` (up to softplus(-30) = 1e-13)."""
+    with torch.no_grad():
+        if g.inner == "diagonal":
+            g.scale_raw.fill_(-30.0)
+        else:
+            g.inner_map.potential.alpha_raw.fill_(-30.0)
+
+
+def gram_error(q):
+    return (q.transpose(-1, -2) @ q - torch.eye(q.shape[-1], dtype=q.dtype)).abs().max().item()
+
+
+# ---------------------------------------------------------------------------------------------- (1) the subspace
+
+
+def test_fixed_subspace_is_an_orthonormal_buffer_determined_by_the_seed():
+    torch.manual_seed(0)
+    g = ProjectedInjective(K, D, hidden_dims=(16,), subspace_seed=5)
+    torch.manual_seed(1)  # the global RNG plays no part in Q
+    same = ProjectedInjective(K, D, hidden_dims=(16,), subspace_seed=5)
+    other = ProjectedInjective(K, D, hidden_dims=(16,), subspace_seed=6)
+    q = g.subspace
+    assert q.shape == (D, K) and q.dtype == torch.get_default_dtype()
+    assert torch.equal(q, same.subspace)
+    assert (q - other.subspace).abs().max() > 0.1
+    # a buffer: in the state_dict, not a parameter, not trained
+    assert "subspace_basis" in g.state_dict()
+    assert not any(p is g.subspace_basis for p in g.parameters())
+    assert all(not name.startswith("subspace") for name, _ in g.named_parameters())
+    assert not g.subspace_basis.requires_grad
+    # a checkpoint carries it: loading into a map built with another seed restores this one's Q
+    other.load_state_dict(g.state_dict())
+    assert torch.equal(other.subspace, q)
+    # the documented draw: A = Q R for a standard normal A from the seeded generator, diag(R) > 0
+    a = torch.randn(D, K, generator=torch.Generator().manual_seed(5), dtype=F64)
+    r = q.double().T @ a
+    assert (q.double() @ r - a).abs().max() < 1e-5  # float32 Q
+    assert (r.tril(-1).abs().max() < 1e-5) and (r.diagonal() > 0).all()
+    assert gram_error(q) < 1e-6  # orthonormal to float32 precision as built
+    # orthonormal in float64 to 1e-12 when the map is cast (re-orthonormalized, moved by float32 rounding only)
+    q64 = g.double().subspace
+    assert gram_error(q64) < 1e-12 and (q64 - q.double()).abs().max() < 1e-6
+    assert gram_error(ProjectedInjective(K, D, hidden_dims=(16,), subspace_seed=5).double().subspace) < 1e-12
+    assert gram_error(ProjectedInjective(2, 500, hidden_dims=(4,)).double().subspace) < 1e-12
+    assert gram_error(ProjectedInjective(40, 40, hidden_dims=(4,)).double().subspace) < 1e-12  # K = D: a rotation
+
+
+def test_learned_subspace_is_a_smooth_orthonormal_function_of_a_parameter():
+    fixed = ProjectedInjective(K, D, hidden_dims=(16,), subspace_seed=3).double()
+    g = ProjectedInjective(K, D, hidden_dims=(16,), subspace_seed=3, learn_subspace=True).double()
+    assert "subspace_raw" in dict(g.named_parameters())
+    assert "subspace_basis" not in g.state_dict()
+    # Q is the QR factor of the parameter with diag(R) > 0: unique, hence a smooth function of it
+    for seed in range(4):
+        perturbed = perturb_(ProjectedInjective(K, D, hidden_dims=(4,), learn_subspace=True).double(), 1.0, seed)
+        r = perturbed.subspace.T @ perturbed.subspace_raw
+        assert (perturbed.subspace @ r - perturbed.subspace_raw).abs().max() < 1e-12
+        assert r.tril(-1).abs().max() < 1e-12 and (r.diagonal() > 0).all()
+    # starts at the fixed draw: the sign-fixed QR factor of an orthonormal matrix is that matrix
+    assert (g.subspace - fixed.subspace).abs().max() < 1e-12
+    perturb_(g, 0.5)
+    assert gram_error(g.subspace) < 1e-12
+    # continuous in the parameter (signs fixed by diag(R) > 0, not by LAPACK)
+    with torch.no_grad():
+        before = g.subspace.clone()
+        g.subspace_raw.add_(1e-7 * torch.randn(D, K, dtype=F64))
+        assert (g.subspace - before).abs().max() < 1e-5
+    # trained: Q moves, stays orthonormal, and no stale copy is used by the map
+    opt = torch.optim.Adam(g.parameters(), lr=0.1)
+    z = torch.randn(32, K, dtype=F64)
+    target = torch.randn(32, D, dtype=F64)
+    for _ in range(5):
+        opt.zero_grad()
+        loss = (g(z) - target).pow(2).sum()
+        loss.backward()
+        assert g.subspace_raw.grad.abs().max() > 0
+        opt.step()
+    q = g.subspace
+    assert gram_error(q) < 1e-12
+    assert (q - before).abs().max() > 1e-3
+    assert ((g(z) - g.offset) @ q - g.scale * z).abs().max() < 1e-10  # the current Q is the one used
+
+
+# ---------------------------------------------------------------------------------------------- (2) the split
+
+
+@pytest.mark.parametrize("inner, learn_subspace, activation", CONFIGS, ids=CONFIG_IDS)
+def test_subspace_coordinates_are_the_inner_map_whatever_the_mlp(inner, learn_subspace, activation):
+    g = make(inner, learn_subspace, activation)
+    z = 2 * torch.randn(20, K, dtype=F64)
+    outputs = []
+    for seed in range(3):
+        perturb_mlp_(g, 3.0, seed)  # large, arbitrary MLP weights
+        y = g(z)
+        outputs.append(y)
+        coords = (y - g.offset) @ g.subspace
+        assert (coords - inner_reference(g, z)).abs().max() < 1e-10
+    assert (outputs[1] - outputs[0]).abs().max() > 1.0  # the MLP does change g: the identity above is not vacuous
+    with torch.no_grad():
+        g.offset.add_(torch.randn(D, dtype=F64))
+    assert ((g(z) - g.offset) @ g.subspace - inner_reference(g, z)).abs().max() < 1e-10
+
+
+# ---------------------------------------------------------------------------------------------- (3) Jacobian, margin
+
+
+@pytest.mark.parametrize("inner, learn_subspace, activation", CONFIGS, ids=CONFIG_IDS)
+def test_jacobian_matches_autograd_and_respects_the_margin(inner, learn_subspace, activation):
+    margin = 0.5
+    g = make(inner, learn_subspace, activation, scale=1.0, margin=margin)
+    push_inner_to_its_floor_(g)
+    z = 2 * torch.randn(2, 3, K, dtype=F64)
+    jac = g.jacobian(z)
+    assert jac.shape == (2, 3, D, K)
+    assert (jac - autograd_jacobian(g, z)).abs().max() < 1e-8
+    assert (jac[0, 0] - jac[1, 2]).abs().max() > 1e-2  # a curved map: the Jacobian depends on z
+
+    z = 3 * torch.randn(200, K, dtype=F64)
+    sigma = torch.linalg.svdvals(g.jacobian(z))[..., -1]
+    assert torch.allclose(g.smallest_singular_value(z), sigma, rtol=1e-12, atol=0)
+    bound = g.injectivity_bound()
+    assert abs(bound.item() - margin) < 1e-9  # pushed onto the floor: the bound is the margin
+    assert (sigma >= bound * (1 - 1e-9)).all()
+    # the log volume element is that of the autograd Jacobian
+    jac_auto = autograd_jacobian(g, z[:5])
+    expected = 0.5 * torch.linalg.slogdet(jac_auto.transpose(-1, -2) @ jac_auto)[1]
+    assert torch.allclose(g.log_volume_element(z[:5]), expected, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("inner", ["diagonal", "brenier"])
+def test_injectivity_bound_is_at_least_the_margin_whatever_the_parameters(inner):
+    for margin in (0.3, 1.0, 2.5):
+        g = make(inner, margin=margin, scale=2.0)
+        push_inner_to_its_floor_(g)
+        assert g.injectivity_bound().item() >= margin * (1 - 1e-12)
+        with torch.no_grad():
+            (g.scale_raw if inner == "diagonal" else g.inner_map.potential.alpha_raw).fill_(3.0)
+        assert g.injectivity_bound().item() >= margin + 3.0  # margin + softplus(3)
+
+
+def test_diagonal_bound_is_exact_when_the_mlp_is_constant():
+    g = make("diagonal", margin=0.7)
+    with torch.no_grad():
+        g.scale_raw.copy_(torch.tensor([-2.0, 0.5, 1.5], dtype=F64))
+        for layer in g.layers:
+            layer.weight.zero_()  # m(z) = its last bias, a constant
+    z = torch.randn(6, K, dtype=F64)
+    s = g.scale.detach()
+    singular_values = torch.linalg.svdvals(g.jacobian(z))  # of Q diag(s): exactly s
+    assert torch.allclose(singular_values, s.sort(descending=True).values.expand(6, K), rtol=1e-12, atol=0)
+    assert torch.allclose(g.smallest_singular_value(z), g.injectivity_bound().expand(6), rtol=1e-12, atol=0)
+    assert abs(g.injectivity_bound().item() - s.min().item()) < 1e-15 and s.min() > 0.7
+    assert torch.allclose(g.log_volume_element(z), s.log().sum().expand(6), rtol=1e-12, atol=0)
+
+
+# ---------------------------------------------------------------------------------------------- (4) left inverse
+
+
+@pytest.mark.parametrize("inner, learn_subspace, activation", CONFIGS, ids=CONFIG_IDS)
+@pytest.mark.parametrize("batch_shape", [(), (7,), (2, 3)])
+def test_left_inverse_recovers_latents(inner, learn_subspace, activation, batch_shape):
+    g = make(inner, learn_subspace, activation, scale=1.0)
+    z = 2 * torch.randn(*batch_shape, K, dtype=F64)
+    y = g(z)
+    error = (g.left_inverse(y.detach().clone()) - z).abs().max()
+    assert error < (1e-10 if inner == "diagonal" else 1e-6)
+    assert torch.equal(g.inv(y.detach().clone()), g.left_inverse(y.detach().clone()))  # _inverse is left_inverse
+    # off the image it is the projection onto span(Q): directions orthogonal to Q are ignored
+    w = torch.randn(*batch_shape, D, dtype=F64)
+    w = w - (w @ g.subspace) @ g.subspace.T
+    assert (g.left_inverse(y + w) - z).abs().max() < (1e-10 if inner == "diagonal" else 1e-6)
+
+
+# ---------------------------------------------------------------------------------------------- (5) gradients
+
+
+def _central_difference(f, param, index, eps=1e-6):
+    with torch.no_grad():
+        old = param[index].item()
+        param[index] = old + eps
+        up = f().item()
+        param[index] = old - eps
+        down = f().item()
+        param[index] = old
+    return (up - down) / (2 * eps)
+
+
+@pytest.mark.parametrize("inner, learn_subspace, activation", CONFIGS, ids=CONFIG_IDS)
+def test_parameter_gradients_match_finite_differences(inner, learn_subspace, activation):
+    kwargs = {"inverse_tol": 1e-14} if inner == "brenier" else {}
+    g = make(inner, learn_subspace, activation, scale=0.5, **kwargs)
+    gen = torch.Generator().manual_seed(3)
+    z = torch.randn(4, K, dtype=F64, generator=gen)
+    y = 2 * torch.randn(4, D, dtype=F64, generator=gen)
+    w_forward = torch.randn(4, D, dtype=F64, generator=gen)
+    w_inverse = torch.randn(4, K, dtype=F64, generator=gen)
+
+    def loss():  # forward, left inverse (through the Newton solve for brenier) and the volume element
+        return (w_forward * g(z)).sum() + (w_inverse * g.left_inverse(y)).sum() + g.log_volume_element(z).sum()
+
+    params = dict(g.named_parameters())
+    grads = torch.autograd.grad(loss(), list(params.values()))
+    checked = 0
+    for (name, p), grad in zip(params.items(), grads):
+        picks = {tuple(0 for _ in p.shape), tuple(s - 1 for s in p.shape)}
+        picks.add(tuple(int(torch.randint(s, (1,), generator=gen)) for s in p.shape))
+        for index in picks:
+            fd = _central_difference(loss, p, index)
+            assert abs(grad[index].item() - fd) <= 1e-4 * abs(fd) + 1e-8, (name, index, grad[index].item(), fd)
+            checked += abs(fd) > 1e-6
+    assert checked >= 2 * len(params)  # most checked entries have a gradient that is not ~0
+
+
+# ---------------------------------------------------------------------------------------------- (6) no_grad, shapes
+
+
+@pytest.mark.parametrize("inner", ["diagonal", "brenier"])
+@pytest.mark.parametrize("batch_shape", [(), (3,), (2, 3)])
+def test_works_under_no_grad_and_for_any_batch_shape(inner, batch_shape):
+    g = make(inner, scale=0.5)
+    z = torch.randn(*batch_shape, K, dtype=F64)
+    y_grad = g(z)
+    with torch.no_grad():
+        y = g(z)
+        assert y.shape == batch_shape + (D,) and y.dtype == F64 and not y.requires_grad
+        assert g.jacobian(z).shape == batch_shape + (D, K)
+        assert g.smallest_singular_value(z).shape == batch_shape
+        assert g.log_volume_element(z).shape == batch_shape
+        z_back = g.left_inverse(y)
+        assert z_back.shape == batch_shape + (K,)
+        assert (z_back - z).abs().max() < 1e-6
+        assert torch.allclose(y, y_grad, rtol=0, atol=1e-13)
+    # rows of a batch are mapped independently
+    flat = z.reshape(-1, K)
+    assert torch.allclose(y.reshape(-1, D), torch.stack([g(row) for row in flat]), rtol=0, atol=1e-13)
+
+
+@pytest.mark.parametrize("inner", ["diagonal", "brenier"])
+def test_nothing_goes_stale_after_a_parameter_update(inner):
+    g = make(inner, learn_subspace=True, scale=0.5)
+    z = torch.randn(5, K, dtype=F64)
+    y = g(z)
+    with torch.no_grad():
+        jac = g.jacobian(z)
+        z_back = g.left_inverse(y)
+    with torch.no_grad():
+        for p in g.parameters():
+            p.mul_(1.1)  # a "training step", calling again with the very same tensors
+    assert (g(z) - y).abs().max() > 1e-3
+    assert torch.equal(g(z), g(z.clone()))  # the same tensor object gets no cached (stale) answer
+    assert ((g(z) - g.offset) @ g.subspace - inner_reference(g, z)).abs().max() < 1e-10
+    assert (g.jacobian(z) - jac).abs().max() > 1e-3
+    assert (g.left_inverse(y) - z_back).abs().max() > 1e-3
+    assert torch.allclose(g.jacobian(z), autograd_jacobian(g, z), rtol=0, atol=1e-8)
+
+
+# ---------------------------------------------------------------------------------------------- (7) bad input
+
+
+def test_bad_input_raises_naming_the_problem():
+    g = ProjectedInjective(K, D, hidden_dims=(8,))
+    with pytest.raises(ValueError, match=f"event size {K}"):
+        g(torch.randn(4, D))
+    with pytest.raises(ValueError, match=f"event size {K}"):
+        g.jacobian(torch.randn(4, K + 1))
+    with pytest.raises(ValueError, match=f"event size {D}"):
+        g.left_inverse(torch.randn(4, K))
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        g(torch.tensor([[0.0, float("nan"), 1.0]]))
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        g.left_inverse(torch.full((2, D), float("inf")))
+    with pytest.raises(ValueError, match="latent_dim <= output_dim"):
+        ProjectedInjective(5, 4)
+    with pytest.raises(ValueError, match="latent_dim <= output_dim"):
+        ProjectedInjective(0, 4)
+    for margin in (0.0, -1.0, float("nan"), float("inf"), "big"):
+        with pytest.raises(ValueError, match="margin must be a finite number > 0"):
+            ProjectedInjective(K, D, margin=margin)
+    with pytest.raises(ValueError, match="inner must be one of 'diagonal', 'brenier'"):
+        ProjectedInjective(K, D, inner="triangular")
+    with pytest.raises(ValueError, match="inner_hidden_dims, solver only apply to inner='brenier'"):
+        ProjectedInjective(K, D, inner_hidden_dims=[4], solver="newton")
+    with pytest.raises(ValueError, match="activation must be one of"):
+        ProjectedInjective(K, D, activation="tanh")
+    with pytest.raises(ValueError, match="hidden_dims must be positive integer widths"):
+        ProjectedInjective(K, D, hidden_dims=(8, 0))
+    with pytest.raises(ValueError, match="alpha_init"):  # Brenier's own checks apply to the inner map
+        ProjectedInjective(K, D, inner="brenier", margin=2.0, alpha_init=1.0)
+    with pytest.raises(NotImplementedError, match="log_volume_element"):
+        g.log_abs_det_jacobian(torch.randn(2, K), torch.randn(2, D))
+
+
+def test_transform_conventions():
+    g = ProjectedInjective(K, D, hidden_dims=(8,), inner="brenier")
+    assert isinstance(g, ProjectedInjective) and not g.bijective and g.event_dim == 1
+    assert g.domain.event_dim == 1 and g.codomain.event_dim == 1
+    registry = {g: "g"}  # hashable by identity, like Pyro's TransformModules
+    with torch.no_grad():
+        for p in g.parameters():
+            p.add_(0.1)
+    assert registry[g] == "g"
+    assert not hasattr(g, "scale") and hasattr(ProjectedInjective(K, D, hidden_dims=(8,)), "scale")
+    # the docstring's example holds
+    finder = doctest.DocTestFinder(recurse=False)
+    (test,) = finder.find(ProjectedInjective, globs={"torch": torch, "ProjectedInjective": ProjectedInjective})
+    assert doctest.DocTestRunner().run(test).failed == 0 and len(test.examples) == 5
+
+
+# ---------------------------------------------------------------------------------------------- (8) in a Pyro model
+
+
+def test_trains_as_a_bernoulli_decoder_in_a_user_written_pyro_model():
+    gen = torch.Generator().manual_seed(0)
+    z_true = torch.randn(200, 2, generator=gen)
+    x = torch.bernoulli(torch.sigmoid(3 * z_true @ torch.randn(2, 12, generator=gen)), generator=gen)
+    decoder = ProjectedInjective(2, 12, hidden_dims=(32,))
+    encoder = torch.nn.Linear(12, 4)
+
+    def model(x):
+        pyro.module("decoder", decoder)
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", dist.Normal(x.new_zeros(2), 1.0).to_event(1))
+            pyro.sample("x", dist.Bernoulli(logits=decoder(z)).to_event(1), obs=x)
+
+    def guide(x):
+        pyro.module("encoder", encoder)
+        with pyro.plate("data", x.shape[0]):
+            loc, raw_scale = encoder(x).chunk(2, dim=-1)
+            pyro.sample("z", dist.Normal(loc, F.softplus(raw_scale) + 1e-3).to_event(1))
+
+    svi = SVI(model, guide, Adam({"lr": 0.03}), Trace_ELBO(num_particles=4, vectorize_particles=True))
+    decoder_before = {name: p.detach().clone() for name, p in decoder.named_parameters()}
+    before = sum(svi.evaluate_loss(x) for _ in range(10)) / 10
+    for _ in range(150):
+        svi.step(x)
+    after = sum(svi.evaluate_loss(x) for _ in range(10)) / 10
+    assert after < before - 0.1 * abs(before), (before, after)
+    for name, p in decoder.named_parameters():  # every part of the decoder is trained by SVI
+        assert (p - decoder_before[name]).abs().max() > 1e-3, name
+    with torch.no_grad():
+        assert decoder.smallest_singular_value(torch.randn(50, 2)).min() >= decoder.injectivity_bound() * (1 - 1e-5)
