@@ -1,5 +1,7 @@
 """Bad input gets a clear error that names the problem, before any work is done; nothing is silently accepted."""
 
+import re
+
 import pytest
 import torch
 
@@ -230,7 +232,7 @@ def test_fit_writes_a_line_per_epoch_when_not_on_a_terminal(capsys):
     assert capsys.readouterr().err == ""
 
 
-def test_collapse_report_says_what_it_is_doing_when_not_on_a_terminal(capsys):
+def test_collapse_report_shows_bars_and_says_what_it_is_doing_when_not_on_a_terminal(capsys):
     from pyro_lid.diagnostics import collapse_report
 
     model, _, val = _tiny()
@@ -240,6 +242,9 @@ def test_collapse_report_says_what_it_is_doing_when_not_on_a_terminal(capsys):
         assert f"evaluation: {stage} on 20 points in" in err, stage
     collapse_report(model, val, num_samples=3, progress=False)
     assert "evaluation:" not in capsys.readouterr().err
+    collapse_report(model, val, num_samples=3, progress=True)  # live bars during the two slow stages
+    err = capsys.readouterr().err
+    assert re.search(r"\rlog-likelihood \(3 samples\): +\d+%", err) and re.search(r"\rmutual information: +\d+%", err)
 
 
 # ------------------------------------------------------------------ data the likelihood cannot score

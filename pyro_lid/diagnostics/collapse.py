@@ -116,7 +116,7 @@ def mutual_information_per_dim(model, data: torch.Tensor, chunk_size: int = 500)
     return _checked_mutual_information(model, data, "aggregate", chunk_size, chunk_size, per_dim=True)[1]
 
 
-def _checked_mutual_information(model, data, estimator, batch_size, chunk_size, per_dim):
+def _checked_mutual_information(model, data, estimator, batch_size, chunk_size, per_dim, progress=False):
     if estimator not in ("aggregate", "minibatch"):
         raise ValueError(f"estimator must be 'aggregate' or 'minibatch', got {estimator!r}")
     if batch_size < 1 or chunk_size < 1:
@@ -128,7 +128,7 @@ def _checked_mutual_information(model, data, estimator, batch_size, chunk_size, 
         result, bound = (total, None), "B"
         ceiling = math.log(min(batch_size, n))
     else:
-        result, bound = _mutual_information(model, data, chunk_size, per_dim), "N"
+        result, bound = _mutual_information(model, data, chunk_size, per_dim, progress), "N"
         ceiling = math.log(n)
     if result[0] >= 0.9 * ceiling:
         warnings.warn(
@@ -140,7 +140,7 @@ def _checked_mutual_information(model, data, estimator, batch_size, chunk_size, 
     return result
 
 
-def _mutual_information(model, data, chunk_size, per_dim):
+def _mutual_information(model, data, chunk_size, per_dim, progress=False):
     r"""``(I, I_per_dim or None)``: the mean over points of
     :math:`\log q(z_n\mid x_n) - \log\frac1N\sum_m q(z_n\mid x_m)`, :math:`z_n\sim q(z\mid x_n)`.
 
@@ -162,7 +162,8 @@ def _mutual_information(model, data, chunk_size, per_dim):
     # log sum_m q(z_n | x_m), accumulated block by block (per dimension too when asked)
     log_sum = torch.full((n,), -math.inf, dtype=z_all.dtype, device=z_all.device)
     log_sum_dim = torch.full_like(z_all, -math.inf) if per_dim else None
-    for q, gaussian in zip(posteriors, gaussians):  # batch (chunk,)
+    blocks = progress_bar(zip(posteriors, gaussians), progress, total=len(posteriors), desc="mutual information")
+    for q, gaussian in blocks:  # batch (chunk,)
         for z_start in range(0, n, chunk_size):
             z_block = z_all[z_start : z_start + chunk_size].unsqueeze(1)  # (z_chunk, 1, K)
             stop = z_start + z_block.shape[0]
@@ -249,7 +250,7 @@ def collapse_report(
         per_dim = diagonal_normal(model.posterior(data[:1])) is not None
         mi, mi_per_dim = stage(
             "mutual information",
-            lambda: _checked_mutual_information(model, data, "aggregate", 500, 500, per_dim=per_dim),
+            lambda: _checked_mutual_information(model, data, "aggregate", 500, 500, per_dim, progress),
         )
         report.update(
             au=au["count"],
