@@ -397,3 +397,26 @@ def test_trains_as_a_bernoulli_decoder_in_a_user_written_pyro_model():
         assert (p - decoder_before[name]).abs().max() > 1e-3, name
     with torch.no_grad():
         assert decoder.smallest_singular_value(torch.randn(50, 2)).min() >= decoder.injectivity_bound() * (1 - 1e-5)
+
+
+# ------------------------------------------------------------------ wired into the LID models
+@pytest.mark.parametrize("name", ["lidvae_projection", "lidgmvae_projection"])
+def test_lid_models_with_the_projected_decoder_keep_their_margin_and_train(name):
+    from pyro.infer import SVI, Trace_ELBO
+    from pyro.optim import Adam
+
+    from pyro_lid.experiments.methods import METHODS
+
+    model = METHODS[name].build(20, 3, hidden=16, icnn_hidden=8, num_components=2).double()
+    decoder = model.decoder.injective_map
+    assert isinstance(decoder, ProjectedInjective) and model.decoder.construction == "projection"
+    assert [layer.out_features for layer in decoder.modules() if isinstance(layer, torch.nn.Linear)][:2] == [16, 16]
+    x = torch.bernoulli(torch.full((64, 20), 0.3, dtype=torch.float64), generator=torch.Generator().manual_seed(0))
+    svi = SVI(model.model, model.guide, Adam({"lr": 1e-2}), Trace_ELBO())
+    losses = [svi.step(x) for _ in range(60)]
+    assert sum(losses[-10:]) < sum(losses[:10])
+    z = torch.randn(25, 3, dtype=torch.float64)
+    jac = torch.stack([torch.autograd.functional.jacobian(decoder, zi) for zi in z])  # (25, 20, 3), by autograd
+    assert torch.linalg.svdvals(jac).min() >= decoder.injectivity_bound() - 1e-9 >= 1.0 - 1e-9
+    with pytest.raises(ValueError, match="construction must be 'brenier' or 'projection'"):
+        METHODS["lidvae"].model_class(20, 3, construction="planar")

@@ -24,6 +24,7 @@ import torch
 import torch.nn as nn
 
 from .transforms.injective import InjectiveBrenier
+from .transforms.projection import ProjectedInjective
 
 __all__ = [
     "LikelihoodFamily",
@@ -164,7 +165,18 @@ class IdentifiableLikelihood(nn.Module):
     :param latent_hidden_dims: ICNN widths of the latent-space Brenier map.
     :param output_hidden_dims: ICNN widths of the parameter-space Brenier map.
     :param float alpha_floor: strong-convexity floor of both maps: every singular value of
-        :math:`\partial g/\partial z` is at least ``alpha_floor ** 2``.
+        :math:`\partial g/\partial z` is at least ``alpha_floor ** 2`` (``construction="brenier"``).
+    :param str construction: ``"brenier"``, :math:`g = \nabla\psi_D\circ L\circ\nabla\psi_K`
+        (:class:`~pyro_lid.distributions.transforms.InjectiveBrenier`, the paper's), or
+        ``"projection"``, :math:`g(z) = Q h(z) + (I - QQ^\top) m(z) + c`
+        (:class:`~pyro_lid.distributions.transforms.ProjectedInjective`: an injective :math:`h`
+        in a fixed :math:`K`-dimensional subspace, a free MLP :math:`m` with widths
+        ``output_hidden_dims`` outside it).
+    :param float margin: ``construction="projection"``: every singular value of
+        :math:`\partial g/\partial z` is at least ``margin``.
+    :param str inner: ``construction="projection"``: ``"diagonal"`` (:math:`h(z) = s\odot z`,
+        :math:`s \ge` margin) or ``"brenier"`` (a Brenier map with strong convexity ``margin``,
+        ICNN widths ``latent_hidden_dims``).
     :param family_kwargs: e.g. ``scale=0.1`` (normal) or ``num_classes=10`` (categorical).
     """
 
@@ -176,6 +188,9 @@ class IdentifiableLikelihood(nn.Module):
         latent_hidden_dims: Sequence[int] | None = None,
         output_hidden_dims: Sequence[int] | None = None,
         alpha_floor: float = 1e-2,
+        construction: str = "brenier",
+        margin: float = 1.0,
+        inner: str = "diagonal",
         **family_kwargs,
     ):
         super().__init__()
@@ -185,9 +200,22 @@ class IdentifiableLikelihood(nn.Module):
                 f"an injective likelihood needs at least as many parameters ({self.family.param_dim}) as latent "
                 f"dimensions ({latent_dim})"
             )
-        self.injective_map = InjectiveBrenier(
-            latent_dim, self.family.param_dim, latent_hidden_dims, output_hidden_dims, alpha_floor=alpha_floor
-        )
+        if construction == "brenier":
+            self.injective_map = InjectiveBrenier(
+                latent_dim, self.family.param_dim, latent_hidden_dims, output_hidden_dims, alpha_floor=alpha_floor
+            )
+        elif construction == "projection":
+            self.injective_map = ProjectedInjective(
+                latent_dim,
+                self.family.param_dim,
+                hidden_dims=output_hidden_dims or (512,),
+                inner=inner,
+                margin=margin,
+                inner_hidden_dims=latent_hidden_dims if inner == "brenier" else None,
+            )
+        else:
+            raise ValueError(f"construction must be 'brenier' or 'projection', got {construction!r}")
+        self.construction = construction
         self.latent_dim = latent_dim
 
     def forward(self, z: torch.Tensor) -> dist.TorchDistribution:

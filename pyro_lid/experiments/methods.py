@@ -88,4 +88,15 @@ METHODS = {
     ),
     "gmvae": Method(GMVAE, reference="Dilokthanakul et al. 2016 (mixture summed out exactly)"),
     "lidgmvae": Method(LIDGMVAE, reference="Wang, Blei & Cunningham 2021"),
+    "lidvae_projection": Method(
+        LIDVAE,
+        {"construction": "projection", "margin": 1.0},
+        reference="LIDVAE with the projected injective decoder: s * z (s >= 1) in a fixed random K-dimensional "
+        "subspace, the VAE's MLP outside it (pyro-lid's fidelity study)",
+    ),
+    "lidgmvae_projection": Method(
+        LIDGMVAE,
+        {"construction": "projection", "margin": 1.0},
+        reference="LIDGMVAE with the projected injective decoder (as lidvae_projection)",
+    ),
 }

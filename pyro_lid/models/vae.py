@@ -245,9 +245,17 @@ class BNVAE(VAE):
         return BatchNormGaussianEncoder(self.data_dim, self.latent_dim, hidden_dims, self.gamma)
 
 
-def _identifiable_decoder(latent_dim, data_dim, likelihood, icnn_hidden_dims, alpha_floor, likelihood_kwargs):
+def _identifiable_decoder(latent_dim, data_dim, likelihood, hidden_dims, icnn_hidden_dims, alpha_floor, injective):
+    """The injective likelihood of the LID models. ``injective`` holds ``construction`` (``"brenier"``, the
+    paper's, or ``"projection"``, whose free MLP has the VAE decoder's widths), ``margin``, ``inner`` and
+    the likelihood's own options."""
+    options = dict(injective)
+    if options.get("construction", "brenier") == "projection":
+        latent_widths, output_widths = icnn_hidden_dims, tuple(reversed(hidden_dims))
+    else:
+        latent_widths = output_widths = icnn_hidden_dims
     return IdentifiableLikelihood(
-        latent_dim, data_dim, likelihood, icnn_hidden_dims, icnn_hidden_dims, alpha_floor, **likelihood_kwargs
+        latent_dim, data_dim, likelihood, latent_widths, output_widths, alpha_floor, **options
     )
 
 
@@ -257,6 +265,10 @@ class LIDVAE(VAE):
     :param icnn_hidden_dims: widths of both ICNN potentials.
     :param float alpha_floor: strong-convexity floor of both potentials (the injectivity margin
         of the decoder is at least its square).
+    :param likelihood_kwargs: the likelihood's options, and ``construction="projection"`` (with
+        ``margin``, ``inner``) for the projected injective decoder of
+        :class:`~pyro_lid.distributions.IdentifiableLikelihood`, whose free part has the VAE
+        decoder's widths (``hidden_dims`` reversed).
 
     Other parameters (``name`` included) as :class:`VAE`.
     """
@@ -276,7 +288,7 @@ class LIDVAE(VAE):
         **likelihood_kwargs,
     ):
         decoder = _identifiable_decoder(
-            latent_dim, data_dim, likelihood, icnn_hidden_dims, alpha_floor, likelihood_kwargs
+            latent_dim, data_dim, likelihood, hidden_dims, icnn_hidden_dims, alpha_floor, likelihood_kwargs
         )
         super().__init__(data_dim, latent_dim, hidden_dims, likelihood, beta, prior=prior, decoder=decoder, name=name)
 
@@ -415,7 +427,7 @@ class LIDGMVAE(GMVAE):
         **likelihood_kwargs,
     ):
         decoder = _identifiable_decoder(
-            latent_dim, data_dim, likelihood, icnn_hidden_dims, alpha_floor, likelihood_kwargs
+            latent_dim, data_dim, likelihood, hidden_dims, icnn_hidden_dims, alpha_floor, likelihood_kwargs
         )
         super().__init__(
             data_dim,
