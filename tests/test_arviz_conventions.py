@@ -1,5 +1,6 @@
 """ArviZ conventions: ``log_likelihood`` and ``observed_data`` groups, so ``az.loo`` and
-``az.compare`` work on NUTS and VI posteriors (issue 12)."""
+``az.compare`` work on NUTS and VI posteriors (issue 12); one layout for the prior and the
+posterior of ``latent_inference_data``, so ArviZ's prior-vs-posterior plots work (issue 13)."""
 
 import warnings
 from contextlib import contextmanager
@@ -13,6 +14,7 @@ from scipy.stats import norm
 
 from pyro_lid._arviz import arviz as az
 from pyro_lid.data.classical import simulate_mixture, simulate_ppca
+from pyro_lid.diagnostics import latent_inference_data, plot_latent_posteriors, prior_posterior_table
 from pyro_lid.infer import nuts_posterior, vi_posterior
 from pyro_lid.models import PPCA, MixtureWeightModel
 
@@ -210,3 +212,64 @@ def test_pointwise_log_likelihood_of_a_model_that_does_not_vectorize(model):
     assert log_lik.shape == (4, 3)
     expected = norm.logpdf(x.numpy(), loc.numpy()[:, None], 1.0)
     assert np.abs(log_lik.numpy() - expected).max() < 1e-6
+
+
+# ------------------------------------------------------------------ issue 13: one layout for prior and posterior
+PRIOR_LOC, PRIOR_SCALE = (0.0, 3.0), (1.0, 0.5)
+
+
+class _Encoder:
+    """p(z) = N((0, 3), diag(1, 0.5^2)); q(z | x) = N((x_0, 3), diag(0.2^2, 0.5^2)): z[0] follows the
+    data, z[1] is collapsed (its posterior is its prior). Unequal prior marginals tell the latents apart."""
+
+    def posterior(self, x):
+        loc = torch.stack([x[:, 0], torch.full_like(x[:, 0], PRIOR_LOC[1])], -1)
+        return dist.Normal(loc, torch.tensor([0.2, PRIOR_SCALE[1]])).to_event(1)
+
+    def prior(self):
+        return dist.Normal(torch.tensor(PRIOR_LOC), torch.tensor(PRIOR_SCALE)).to_event(1)
+
+
+def _curve_mean(line):
+    """Mean of the density drawn by a KDE line."""
+    x, y = line.get_xdata(), line.get_ydata()
+    return np.trapezoid(x * y, x) / np.trapezoid(y, x)
+
+
+def test_latent_inference_data_prior_and_posterior_share_a_layout_that_arviz_plots():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    x = torch.randn(10, 3, generator=generator(3))
+    x[:, 0] = torch.linspace(-2.0, 2.0, 10)  # the chosen points' posteriors of z[0] sit far apart
+    idata = latent_inference_data(_Encoder(), x, indices=[0, 4, 7], num_samples=400)
+    cells = [(p, d) for p in (0, 4, 7) for d in (0, 1)]  # (point, latent) in ArviZ's order
+    try:
+        axes = az.plot_dist_comparison(idata, var_names=["z"])  # an IndexError with mismatched layouts
+        assert axes.shape == (len(cells), 3)  # one row per (point, latent): prior, posterior, both
+        assert all(ax.has_data() for ax in axes.flat)
+        assert [ax.get_xlabel() for ax in axes[:, 2]] == [f"z\n{p}, {d}" for p, d in cells]
+        for row, (p, d) in enumerate(cells):  # each row pairs the prior of z[d] with point p's posterior
+            (prior_line,), (post_line,) = axes[row, 0].get_lines(), axes[row, 1].get_lines()
+            assert abs(_curve_mean(post_line) - (float(x[p, 0]) if d == 0 else PRIOR_LOC[1])) < 0.1
+            assert abs(_curve_mean(prior_line) - PRIOR_LOC[d]) < 0.2
+        fig = plot_latent_posteriors(idata)  # pyro-lid's own figure reads the same layout
+        for d, ax in enumerate(fig.axes[:2]):
+            prior_line = ax.get_lines()[0]  # dashed: the prior draws of z[d], pooled over the points
+            assert prior_line.get_linestyle() == "--" and len(ax.get_lines()) == 1 + 3
+            assert abs(_curve_mean(prior_line) - PRIOR_LOC[d]) < 0.15
+    finally:
+        plt.close("all")
+    post, prior = idata.posterior["z"], idata.prior["z"]
+    assert prior.dims == post.dims == ("chain", "draw", "point", "latent")
+    assert prior.shape == post.shape == (1, 400, 3, 2)
+    for dim in ("point", "latent"):
+        np.testing.assert_array_equal(prior.coords[dim].values, post.coords[dim].values)
+    # independent prior draws per point, each with the prior's marginals, uncorrelated across points
+    draws = prior.values[0]
+    assert np.abs(draws.mean(0) - PRIOR_LOC).max() < 0.2 and np.abs(draws.std(0) / PRIOR_SCALE - 1).max() < 0.15
+    assert abs(np.corrcoef(draws[:, 0, 0], draws[:, 1, 0])[0, 1]) < 0.2
+    rows = {row["latent"]: row for row in prior_posterior_table(idata)}
+    assert rows["z[1]"]["sd_ratio"] > 0.85 and rows["z[0]"]["sd_ratio"] < 0.3  # collapsed / informative
