@@ -12,27 +12,39 @@ __all__ = ["latent_inference_data", "plot_latent_posteriors", "plot_kl_per_dimen
 
 @torch.no_grad()
 def latent_inference_data(model, data: torch.Tensor, indices=None, num_samples: int = 500):
-    """``InferenceData`` with ``posterior.z`` (draws of q(z | x_i) for the chosen rows) and ``prior.z``.
+    r"""``InferenceData`` with ``posterior.z`` (draws of q(z | x_i) for the chosen rows) and ``prior.z``.
 
-    Dimensions: ``posterior.z`` is ``(chain=1, draw, point, latent)``; ``prior.z`` is
-    ``(chain=1, draw, latent)``. ``indices`` default to the first five rows.
+    Both groups have the same layout, ``z`` with dimensions ``(chain=1, draw, point, latent)``
+    and the same ``point`` and ``latent`` coordinates, so ArviZ's functions that set a
+    group beside another (``az.plot_dist_comparison``, ``az.plot_density`` with both
+    groups) pair them coordinate by coordinate.
+
+    The prior holds *independent* draws for each point, :math:`z_i^{(s)} \sim p(z)`
+    i.i.d. over draws :math:`s` and points :math:`i`: in the generative model every data
+    point has a latent of its own, drawn from the same prior, so this is the prior of the
+    latents whose posteriors sit beside it (and the layout :func:`pyro_lid.infer.nuts_posterior`
+    gives a per-point latent such as PPCA's :math:`z_n`). Repeating one set of draws across
+    the points would give each (point, latent) pair the same marginal but would make the
+    points' prior draws identical, a joint distribution the model does not have.
+
+    :param model: an object with ``posterior(x)`` (a batch of distributions
+        :math:`q(z \mid x_i)` with event shape ``(latent,)``) and ``prior()`` (:math:`p(z)`).
+    :param torch.Tensor data: the data, one row per point.
+    :param indices: the rows to show (default: the first five).
+    :param int num_samples: draws per point, for each group.
     """
     indices = list(range(min(5, data.shape[0]))) if indices is None else list(indices)
     if not indices or max(indices) >= data.shape[0] or min(indices) < 0:
         raise ValueError(f"indices must be non-empty and within 0..{data.shape[0] - 1}, got {indices}")
     posterior = model.posterior(data[indices]).sample((num_samples,))  # (S, P, K)
-    prior = model.prior().sample((num_samples,))  # (S, K)
-    latent = np.arange(posterior.shape[-1])
-    idata = az.from_dict(
+    prior = model.prior().sample((num_samples, len(indices)))  # (S, P, K): independent per point
+    return az.from_dict(
         posterior={"z": posterior.cpu().numpy()[None]},
-        coords={"point": np.asarray(indices), "latent": latent},
+        prior={"z": prior.cpu().numpy()[None]},
+        coords={"point": np.asarray(indices), "latent": np.arange(posterior.shape[-1])},
         dims={"z": ["point", "latent"]},
         attrs={"model": type(model).__name__},
     )
-    idata.extend(
-        az.from_dict(prior={"z": prior.cpu().numpy()[None]}, coords={"latent": latent}, dims={"z": ["latent"]})
-    )
-    return idata
 
 
 def plot_latent_posteriors(idata, dims=None, max_dims: int = 8):
@@ -43,7 +55,7 @@ def plot_latent_posteriors(idata, dims=None, max_dims: int = 8):
     import matplotlib.pyplot as plt
 
     z_post = idata.posterior["z"].values[0]  # (S, P, K)
-    z_prior = idata.prior["z"].values[0]  # (S, K)
+    z_prior = idata.prior["z"].values.reshape(-1, z_post.shape[-1])  # all prior draws, pooled over points
     dims = list(range(min(max_dims, z_post.shape[-1]))) if dims is None else list(dims)
     cols = min(4, len(dims))
     rows = -(-len(dims) // cols)
