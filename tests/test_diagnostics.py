@@ -85,7 +85,7 @@ def test_latent_inference_data_and_figures(tmp_path):
     stub = GaussianEncoderStub(torch.eye(3)[:2], torch.ones(2))
     x = torch.randn(20, 3)
     idata = latent_inference_data(stub, x, indices=[0, 3], num_samples=200)
-    assert idata.posterior["z"].shape == (1, 200, 2, 2) and idata.prior["z"].shape == (1, 200, 2)
+    assert idata.posterior["z"].shape == (1, 200, 2, 2) and idata.prior["z"].shape == (1, 200, 2, 2)
     assert list(idata.posterior["z"].coords["point"].values) == [0, 3]
     fig = plot_latent_posteriors(idata)
     fig.savefig(tmp_path / "latents.png")

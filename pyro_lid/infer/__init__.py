@@ -2,7 +2,7 @@
 
 from .aggressive import LaggingState, ParamSubsetOptim
 from .free_bits import FreeBitsELBO
-from .posterior_samples import latent_sites, nuts_posterior, prior_draws, vi_posterior
+from .posterior_samples import latent_sites, nuts_posterior, pointwise_log_likelihood, prior_draws, vi_posterior
 from .schedules import KLSchedule, make_schedule
 from .training import History, TrainingDiverged, fit
 
@@ -17,6 +17,7 @@ __all__ = [
     "latent_sites",
     "make_schedule",
     "nuts_posterior",
+    "pointwise_log_likelihood",
     "prior_draws",
     "vi_posterior",
 ]
