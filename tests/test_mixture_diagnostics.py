@@ -274,6 +274,7 @@ def test_collapse_report_gives_the_cluster_accuracy_of_the_models_clusters(varia
     assert clusters.shape == (300,) and len(clusters.unique()) > 1
     assert "cluster_accuracy" in report
     assert report["cluster_accuracy"] == cluster_accuracy(clusters, labels)
+    assert report["clusters_used"] == int(clusters.unique().numel()) and 1 <= report["clusters_used"] <= 3
     assert "cluster_accuracy" not in collapse_report(model, x[:20], num_samples=5)  # no labels, no accuracy
 
 

@@ -266,6 +266,7 @@ def collapse_report(
         if labels is not None and hasattr(model, "cluster") and getattr(model, "num_components", None):
             clusters = torch.cat([model.cluster(x) for x in _batches(data, 1000)])
             report["cluster_accuracy"] = cluster_accuracy(clusters.cpu(), labels.cpu())
+            report["clusters_used"] = int(clusters.unique().numel())  # of num_components
         return report
     finally:
         if was_training:

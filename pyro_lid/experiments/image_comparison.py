@@ -43,7 +43,12 @@ __all__ = [
     "plot_histories",
     "load_results",
     "typical_epoch_seconds",
+    "PROTOCOL_KEYS",
 ]
+
+#: The options that define a comparison's protocol: a resumed run, or a merged report, must share them.
+PROTOCOL_KEYS = ("dataset", "num_train", "num_test", "epochs", "latent_dim", "hidden", "icnn_hidden",
+                 "num_components", "batch_size", "lr", "num_samples", "seed")  # fmt: skip
 
 #: The comparison of the LIDVAE-family issue; any name of :data:`~pyro_lid.experiments.methods.METHODS` works.
 DEFAULT_MODELS = ("vae", "beta_vae", "gmvae", "lidgmvae", "lidvae")
@@ -113,11 +118,8 @@ def run_image_comparison(
     device = resolve_device(device)
     if output_dir is not None:
         writable_dir(output_dir, "output directory")
-    protocol = dict(
-        dataset=dataset, num_train=num_train, num_test=num_test, epochs=epochs, latent_dim=latent_dim,
-        hidden=hidden, icnn_hidden=icnn_hidden, num_components=num_components, batch_size=batch_size, lr=lr,
-        num_samples=num_samples, seed=seed,
-    )  # fmt: skip
+    options = locals()
+    protocol = {key: options[key] for key in PROTOCOL_KEYS}
     out = Path(output_dir) if output_dir is not None else None
     done = _finished_rows(out, protocol) if resume else {}
     train, val, test, test_labels = _data(dataset, root, num_train, num_test, seed)
@@ -159,6 +161,9 @@ def run_image_comparison(
                 "mi_minibatch": report["mi_minibatch"],
                 "ll": report["ll"],
                 "cluster_accuracy": report.get("cluster_accuracy"),
+                "clusters_used": report.get("clusters_used"),
+                "mi_per_dim": _as_list(report["mi_per_dim"]),
+                "kl_per_dim": _as_list(report["kl_per_dim"]),
                 "train_seconds": sum(history["seconds"]),
                 "seconds_per_epoch": typical_epoch_seconds(history["seconds"]),
                 "grad_evals_per_epoch": sum(history["grad_evals"]) / len(history),
@@ -175,6 +180,11 @@ def run_image_comparison(
     if out is not None and rows:
         write_figures(*load_results([out])[1:], out)
     return rows
+
+
+def _as_list(values):
+    """A per-dimension tensor as a plain list for JSON (``None`` stays ``None``)."""
+    return None if values is None else [float(v) for v in values]
 
 
 def typical_epoch_seconds(seconds) -> float:

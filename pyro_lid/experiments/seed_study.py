@@ -1,0 +1,196 @@
+r"""A comparison repeated over seeds, summarized as mean :math:`\pm` sd: the evidence a ranking needs.
+
+Each seed is one :func:`~pyro_lid.experiments.image_comparison.run_image_comparison` in its own
+folder ``<output_dir>/seed<s>`` (resumable: an interrupted study continues where it stopped,
+finished methods are not retrained). :func:`summarize_seeds` reads every seed folder and gives,
+per method, the mean and sample standard deviation over seeds of:
+
+* ``au``: the fraction of active units (:math:`\mathrm{Var}_x\,\mathbb{E}_q[z_d\mid x] > 0.01`);
+* ``informative``: the fraction of units whose own mutual information
+  :math:`I_q(x; z_d)` (:func:`~pyro_lid.diagnostics.mutual_information_per_dim`) exceeds
+  ``info_floor`` nats (default 0.01). This floor says "this unit tells the likelihood
+  something" rather than "its posterior mean moves". 0.01 nats is the information in a
+  Gaussian channel with signal-to-noise ratio :math:`e^{0.02} - 1 \approx 0.02`;
+* ``min_mi_dim``: the least informative unit's :math:`I_q(x; z_d)`;
+* ``kl``, ``mi``, ``ll``, ``cluster_accuracy``, ``clusters_used``;
+* ``cost``: seconds per epoch relative to the VAE *of the same seed* (same machine, same run).
+
+:func:`plot_pareto` draws one point per method and seed (informative units against LL), and
+:func:`plot_information_per_dimension` the sorted per-dimension information of each method.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import statistics
+from pathlib import Path
+
+from .image_comparison import PROTOCOL_KEYS, _pyplot, load_results, run_image_comparison
+
+__all__ = ["BUDGETS", "run_seed_study", "summarize_seeds", "format_seed_table", "plot_pareto",
+           "plot_information_per_dimension", "seed_dirs"]  # fmt: skip
+
+#: Named budgets on Fashion-MNIST: the short one of the first comparison, the full one of the paper.
+BUDGETS = {
+    "short": dict(num_train=20000, epochs=10, num_samples=100),
+    "full": dict(num_train=59000, epochs=30, num_samples=1000),
+}
+
+
+def _existing_seed_dirs(output_dir) -> list[Path]:
+    out = Path(output_dir)
+    found = [d for d in out.glob("seed*") if d.is_dir() and d.name[4:].isdigit() and (d / "results.json").exists()]
+    return sorted(found, key=lambda d: int(d.name[4:]))
+
+
+def seed_dirs(output_dir) -> list[Path]:
+    """The ``seed<s>`` folders of a study that hold results, in seed order."""
+    found = _existing_seed_dirs(output_dir)
+    if not found:
+        raise FileNotFoundError(f"no seed<s>/results.json under {output_dir}: is it a study's output directory?")
+    return found
+
+
+def run_seed_study(output_dir, seeds=(0, 1, 2), models=("vae", "lidvae"), **comparison) -> list[dict]:
+    """Run the comparison once per seed (each in ``output_dir/seed<s>``, resumed if interrupted) and
+    return :func:`summarize_seeds` of the whole study. ``comparison``: options of
+    :func:`~pyro_lid.experiments.image_comparison.run_image_comparison` (not ``seed`` or ``output_dir``)."""
+    seeds = list(seeds)
+    if not seeds or len(set(seeds)) != len(seeds) or any(not isinstance(s, int) or s < 0 for s in seeds):
+        raise ValueError(f"seeds must be distinct integers >= 0, got {seeds}")
+    for key in ("seed", "output_dir", "resume"):
+        if key in comparison:
+            raise ValueError(f"{key!r} is set by the study itself")
+    bound = inspect.signature(run_image_comparison).bind(models=models, seed=0, **comparison)
+    bound.apply_defaults()
+    protocol = {k: bound.arguments[k] for k in PROTOCOL_KEYS if k != "seed"}
+    for directory in _existing_seed_dirs(output_dir):  # refuse before training anything
+        saved = {k: v for k, v in load_results([directory])[0].items() if k != "seed"}
+        if saved != protocol:
+            changed = {k: (saved.get(k), protocol.get(k)) for k in protocol if saved.get(k) != protocol.get(k)}
+            raise ValueError(f"{directory} was run under another protocol (saved, asked): {changed}; "
+                             "use another output_dir or the same options")  # fmt: skip
+    for seed in seeds:
+        run_image_comparison(models=models, seed=seed, output_dir=Path(output_dir) / f"seed{seed}", resume=True,
+                             **comparison)  # fmt: skip
+    return summarize_seeds(output_dir)
+
+
+def _mean_sd(values):
+    values = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    if not values:
+        return None
+    return {"mean": statistics.fmean(values), "sd": statistics.stdev(values) if len(values) > 1 else 0.0,
+            "n": len(values)}  # fmt: skip
+
+
+def _per_seed_values(row, vae_seconds, info_floor):
+    per_dim = row.get("mi_per_dim")
+    return {
+        "au": row["au"],
+        "informative": None if per_dim is None else sum(v > info_floor for v in per_dim) / len(per_dim),
+        "min_mi_dim": None if per_dim is None else min(per_dim),
+        "kl": row["kl"],
+        "mi": row["mi"],
+        "ll": row["ll"],
+        "cluster_accuracy": row.get("cluster_accuracy"),
+        "clusters_used": row.get("clusters_used"),
+        "cost": None if vae_seconds is None else row["seconds_per_epoch"] / vae_seconds,
+    }
+
+
+def summarize_seeds(output_dir, info_floor: float = 0.01) -> list[dict]:
+    """Per method: ``{"model", "seeds": [...], <metric>: {"mean", "sd", "n"} or None}`` over the seeds
+    (see the module docstring), in the registry's order. All seeds must share one protocol but the seed."""
+    protocol, per_model = None, {}
+    for directory in seed_dirs(output_dir):
+        saved_protocol, rows, _ = load_results([directory])
+        shared = {k: v for k, v in saved_protocol.items() if k != "seed"}
+        if protocol is not None and shared != protocol:
+            raise ValueError(f"{directory} was run under another protocol: {shared} != {protocol}")
+        protocol = shared
+        vae_seconds = next((r["seconds_per_epoch"] for r in rows if r["model"] == "vae"), None)
+        for row in rows:
+            entry = per_model.setdefault(row["model"], {"seeds": [], "values": []})
+            entry["seeds"].append(saved_protocol["seed"])
+            entry["values"].append(_per_seed_values(row, vae_seconds, info_floor))
+    summary = []
+    for name, entry in per_model.items():
+        keys = entry["values"][0].keys()
+        summary.append({"model": name, "seeds": entry["seeds"],
+                        **{k: _mean_sd([v[k] for v in entry["values"]]) for k in keys}})  # fmt: skip
+    return summary
+
+
+def format_seed_table(summary: list[dict]) -> str:
+    """A Markdown table, every cell ``mean ± sd``, and the number of seeds per method."""
+
+    def cell(stat, digits):
+        return "" if stat is None else f"{stat['mean']:.{digits}f} ± {stat['sd']:.{digits}f}"
+
+    lines = [
+        "| model | seeds | AU | informative units | min I(x; z_d) | KL | MI | LL | cluster acc. | cost (x VAE) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for s in summary:
+        lines.append(
+            f"| {s['model']} | {len(s['seeds'])} | {cell(s['au'], 2)} | {cell(s['informative'], 2)} | "
+            f"{cell(s['min_mi_dim'], 3)} | {cell(s['kl'], 1)} | {cell(s['mi'], 2)} | {cell(s['ll'], 1)} | "
+            f"{cell(s['cluster_accuracy'], 3)} | {cell(s['cost'], 2)} |"
+        )
+    return "\n".join(lines)
+
+
+def _rows_by_seed(output_dir):
+    return [(directory, load_results([directory])[1]) for directory in seed_dirs(output_dir)]
+
+
+def plot_pareto(output_dir, path=None, info_floor: float = 0.01):
+    """Informative units (or AU where per-dimension information was not recorded) against LL, one
+    point per method and seed: the trade-off a construction makes between keeping units and fit."""
+    plt = _pyplot(path)
+    fig, ax = plt.subplots(figsize=(6.5, 4.5), constrained_layout=True)
+    colours, marked = {}, set()
+    for _, rows in _rows_by_seed(output_dir):
+        for row in rows:
+            colour = colours.setdefault(row["model"], f"C{len(colours) % 10}")
+            values = _per_seed_values(row, None, info_floor)
+            y = values["informative"] if values["informative"] is not None else values["au"]
+            label = row["model"] if row["model"] not in marked else None
+            marked.add(row["model"])
+            ax.scatter(row["ll"], y, color=colour, label=label, marker="o" if "lid" in row["model"] else "s")
+    ax.set_xlabel("test log-likelihood (nats per image; right is better)")
+    ax.set_ylabel(f"fraction of units with I(x; z_d) > {info_floor} nats")
+    ax.set_ylim(-0.03, 1.03)
+    ax.set_title("keeping units against fitting the data (one point per seed)")
+    ax.legend(fontsize="small", loc="center left", bbox_to_anchor=(1.02, 0.5))
+    if path is not None:
+        fig.savefig(path, dpi=110)
+    return fig
+
+
+def plot_information_per_dimension(output_dir, path=None):
+    """Each method's per-dimension :math:`I_q(x; z_d)`, sorted, averaged over seeds (log scale):
+    a collapsed unit shows as a drop towards zero at the right."""
+    plt = _pyplot(path)
+    curves = {}
+    for _, rows in _rows_by_seed(output_dir):
+        for row in rows:
+            if row.get("mi_per_dim") is not None:
+                curves.setdefault(row["model"], []).append(sorted(row["mi_per_dim"], reverse=True))
+    if not curves:
+        raise ValueError(f"no per-dimension information recorded under {output_dir}")
+    fig, ax = plt.subplots(figsize=(6.5, 4.5), constrained_layout=True)
+    for i, (name, runs) in enumerate(curves.items()):
+        mean = [statistics.fmean(values) for values in zip(*runs)]
+        ax.plot(range(1, len(mean) + 1), [max(v, 1e-4) for v in mean], label=f"{name} ({len(runs)} seeds)",
+                color=f"C{i % 10}", ls="-" if "lid" in name else "--")  # fmt: skip
+    ax.set_yscale("log")
+    ax.set_xlabel("latent unit, most to least informative")
+    ax.set_ylabel("I(x; z_d), nats (floor 1e-4 drawn)")
+    ax.set_title("information per latent unit")
+    ax.legend(fontsize="small")
+    if path is not None:
+        fig.savefig(path, dpi=110)
+    return fig

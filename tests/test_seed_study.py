@@ -1,0 +1,82 @@
+"""A study over seeds: mean ± sd computed from each seed's own results, resumable, figures, refusals."""
+
+import json
+import statistics
+
+import pytest
+
+import pyro_lid.experiments.image_comparison as harness
+from pyro_lid.experiments.seed_study import (
+    format_seed_table,
+    plot_information_per_dimension,
+    plot_pareto,
+    run_seed_study,
+    summarize_seeds,
+)
+
+TINY = dict(dataset="synthetic", num_train=200, num_test=100, epochs=2, latent_dim=2, hidden=16, icnn_hidden=8,
+            num_samples=3, progress=False)  # fmt: skip
+
+
+def test_a_study_summarizes_each_seeds_own_results_and_resumes_without_retraining(tmp_path, monkeypatch):
+    summary = run_seed_study(tmp_path, seeds=(0, 1), models=("vae", "lidvae_projection"), **TINY)
+    assert [s["model"] for s in summary] == ["vae", "lidvae_projection"]
+    rows = {seed: {r["model"]: r for r in json.loads((tmp_path / f"seed{seed}" / "results.json").read_text())["rows"]}
+            for seed in (0, 1)}  # fmt: skip
+    for s in summary:
+        lls = [rows[seed][s["model"]]["ll"] for seed in (0, 1)]
+        assert s["seeds"] == [0, 1] and s["ll"]["n"] == 2
+        assert s["ll"]["mean"] == pytest.approx(statistics.fmean(lls)) and s["ll"]["sd"] == pytest.approx(
+            statistics.stdev(lls)
+        )
+        assert lls[0] != lls[1]  # the seeds really differ
+        per_dim = [rows[seed][s["model"]]["mi_per_dim"] for seed in (0, 1)]
+        informative = [sum(v > 0.01 for v in dims) / 2 for dims in per_dim]
+        assert s["informative"]["mean"] == pytest.approx(statistics.fmean(informative))
+        assert s["min_mi_dim"]["mean"] == pytest.approx(statistics.fmean(min(d) for d in per_dim))
+        seconds = [(rows[seed][s["model"]], rows[seed]["vae"]) for seed in (0, 1)]
+        costs = [row["seconds_per_epoch"] / vae["seconds_per_epoch"] for row, vae in seconds]
+        assert s["cost"]["mean"] == pytest.approx(statistics.fmean(costs))
+    table = format_seed_table(summary)
+    vae = summary[0]
+    assert f"| vae | 2 | {vae['au']['mean']:.2f} ± {vae['au']['sd']:.2f} |" in table
+    assert f"{vae['ll']['mean']:.1f} ± {vae['ll']['sd']:.1f}" in table
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a finished seed was trained again")
+
+    monkeypatch.setattr(harness, "fit", no_training)
+    assert run_seed_study(tmp_path, seeds=(0, 1), models=("vae", "lidvae_projection"), **TINY) == summary
+    plot_pareto(tmp_path, tmp_path / "pareto.png")
+    plot_information_per_dimension(tmp_path, tmp_path / "info.png")
+    assert (tmp_path / "pareto.png").stat().st_size > 0 and (tmp_path / "info.png").stat().st_size > 0
+
+
+def test_a_study_refuses_mixed_protocols_bad_seeds_and_empty_folders(tmp_path):
+    run_seed_study(tmp_path, seeds=(0,), models=("vae",), **TINY)
+    with pytest.raises(ValueError, match=r"seed0 was run under another protocol \(saved, asked\): \{'epochs': \(2, 3"):
+        run_seed_study(tmp_path, seeds=(1,), models=("vae",), **{**TINY, "epochs": 3})
+    assert not (tmp_path / "seed1").exists()  # refused before any training
+    harness.run_image_comparison(seed=1, output_dir=tmp_path / "seed1", models=("vae",), **{**TINY, "epochs": 3})
+    with pytest.raises(ValueError, match="seed1 was run under another protocol"):
+        summarize_seeds(tmp_path)
+    with pytest.raises(ValueError, match="distinct integers"):
+        run_seed_study(tmp_path, seeds=(0, 0), **TINY)
+    with pytest.raises(ValueError, match="'seed' is set by the study"):
+        run_seed_study(tmp_path, seeds=(0,), seed=3, **TINY)
+    with pytest.raises(FileNotFoundError, match="no seed<s>/results.json under"):
+        summarize_seeds(tmp_path / "nothing")
+
+
+def test_the_study_command_runs_and_reports(tmp_path, capsys):
+    from pyro_lid.cli import main
+
+    argv = ["study", "--dataset", "synthetic", "--models", "vae,lidvae_projection", "--seeds", "2",
+            "--num-train", "200", "--num-test", "100", "--epochs", "2", "--num-samples", "3", "--latent-dim", "2",
+            "--hidden", "16", "--icnn-hidden", "8", "--output-dir", str(tmp_path)]  # fmt: skip
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "| lidvae_projection | 2 |" in out and (tmp_path / "pareto.png").exists()
+    assert (tmp_path / "information_per_dim.png").exists()
+    assert main(["study", "--output-dir", str(tmp_path), "--report-only"]) == 0
+    assert "| vae | 2 |" in capsys.readouterr().out
