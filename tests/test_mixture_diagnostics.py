@@ -291,3 +291,45 @@ def test_collapse_report_kl_and_log_likelihood_use_the_whole_mixture():
     assert abs(report["ll"] - float(model.decoder.log_marginal(x).mean())) < 0.04
     # the data come from the model's own mixture, and the encoder's means recover their components
     assert report["cluster_accuracy"] > 0.95
+
+
+# ------------------------------------------------------------------ initializing the mixture on the data's clusters
+def test_kmeans_recovers_well_separated_clusters_and_refuses_bad_input():
+    from pyro_lid.models import kmeans
+
+    gen = torch.Generator().manual_seed(0)
+    truth = torch.tensor([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0], [10.0, 10.0]], dtype=F64)
+    labels = torch.arange(4).repeat_interleave(50)
+    points = truth[labels] + 0.5 * torch.randn(200, 2, generator=gen, dtype=F64)
+    centres, assignment = kmeans(points, 4, generator=torch.Generator().manual_seed(1))
+    # each found cluster is exactly one true cluster, and its centre is that cluster's mean
+    for c in range(4):
+        members = labels[assignment == c]
+        assert members.numel() == 50 and (members == members[0]).all()
+        assert torch.allclose(centres[c], points[assignment == c].mean(0))
+    with pytest.raises(ValueError, match="k must be an integer in"):
+        kmeans(points, 0)
+    with pytest.raises(ValueError, match="finite"):
+        kmeans(torch.full((3, 2), float("nan")), 2)
+
+
+def test_mixture_initialized_from_points_puts_one_component_on_each_cluster():
+    model = make_model("gmvae")
+    gen = torch.Generator().manual_seed(0)
+    truth = torch.tensor([[-6.0, 0.0], [6.0, 0.0], [0.0, 6.0]], dtype=F64)
+    labels = torch.tensor([0] * 60 + [1] * 30 + [2] * 10)
+    points = truth[labels] + torch.tensor([0.5, 1.5], dtype=F64) * torch.randn(100, 2, generator=gen, dtype=F64)
+    assignment = model.prior.initialize_from(points, generator=torch.Generator().manual_seed(3))
+    prior = model.prior
+    # every component sits on one cluster: its mean, its per-dimension spread, its share of the points
+    for c in range(3):
+        members = points[assignment == c]
+        assert torch.allclose(prior.locs[c], members.mean(0), atol=1e-10)
+        assert torch.allclose(prior.scales[c], members.std(0), rtol=1e-6)
+    shares = sorted(prior.mixing().probs.tolist())
+    assert shares == pytest.approx([0.1, 0.3, 0.6])
+    # and the prior's own clustering of the points is the true one
+    found = prior.cluster_log_posterior(points).argmax(-1)
+    assert cluster_accuracy(found, labels) == 1.0
+    with pytest.raises(ValueError, match=r"points must have shape \(N, 2\)"):
+        prior.initialize_from(points[:, :1])

@@ -3,7 +3,7 @@
 from .mixture_weight import MixtureWeightModel
 from .networks import GaussianEncoder, MLPLikelihood
 from .ppca import PPCA
-from .priors import GaussianMixturePrior, StandardNormalPrior
+from .priors import GaussianMixturePrior, StandardNormalPrior, kmeans
 from .savae import SAVAE, SemiAmortized, semi_amortized
 from .vae import BNVAE, GMVAE, ILLIDVAE, LIDGMVAE, LIDVAE, VAE, cluster_accuracy
 
@@ -16,6 +16,7 @@ __all__ = [
     "VAE",
     "GaussianEncoder",
     "GaussianMixturePrior",
+    "kmeans",
     "MLPLikelihood",
     "MixtureWeightModel",
     "PPCA",

@@ -9,7 +9,37 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ["StandardNormalPrior", "GaussianMixturePrior"]
+__all__ = ["StandardNormalPrior", "GaussianMixturePrior", "kmeans"]
+
+
+def kmeans(points: torch.Tensor, k: int, iterations: int = 50, generator: torch.Generator | None = None):
+    r"""Lloyd's k-means with k-means++ seeding: ``(centres (k, K), assignment (N,))``.
+
+    k-means++ draws each new centre with probability proportional to the squared distance to
+    the nearest centre chosen so far (Arthur & Vassilvitskii 2007); Lloyd's iterations then
+    alternate nearest-centre assignment and centre = mean of its points, until the assignment
+    stops changing. An emptied cluster keeps its centre.
+    """
+    if not isinstance(points, torch.Tensor) or points.dim() != 2 or not torch.isfinite(points).all():
+        raise ValueError(f"kmeans needs a finite (N, K) tensor, got {getattr(points, 'shape', type(points))}")
+    if not isinstance(k, int) or not 1 <= k <= points.shape[0]:
+        raise ValueError(f"k must be an integer in [1, N = {points.shape[0]}], got {k!r}")
+    first = torch.randint(points.shape[0], (1,), generator=generator, device=points.device)
+    centres = points[first]
+    for _ in range(k - 1):
+        distance = torch.cdist(points, centres).min(1).values.square()
+        weights = distance / distance.sum() if distance.sum() > 0 else torch.ones_like(distance)
+        centres = torch.cat([centres, points[torch.multinomial(weights, 1, generator=generator)]])
+    assignment = torch.cdist(points, centres).argmin(1)
+    for _ in range(iterations):
+        counts = torch.bincount(assignment, minlength=k).unsqueeze(-1)
+        sums = torch.zeros_like(centres).index_add_(0, assignment, points)
+        centres = torch.where(counts > 0, sums / counts.clamp_min(1), centres)
+        new = torch.cdist(points, centres).argmin(1)
+        if torch.equal(new, assignment):
+            break
+        assignment = new
+    return centres, assignment
 
 
 class StandardNormalPrior(nn.Module):
@@ -64,6 +94,30 @@ class GaussianMixturePrior(nn.Module):
 
     def forward(self) -> dist.TorchDistribution:
         return dist.MixtureSameFamily(self.mixing(), self.components())
+
+    @torch.no_grad()
+    def initialize_from(self, points: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        r"""Place the components on ``points`` (e.g. the encoder's posterior means after a warm-up):
+        :math:`\mu_c` = the k-means centres, :math:`\sigma_c` = each cluster's standard deviation
+        per dimension (at least 0.05), and, with learned weights, :math:`\pi_c` = the cluster's share.
+        Components that start on top of each other are exchangeable, which is the non-identifiable
+        mixture of the classical demonstration; components on the data's clusters are not.
+
+        :returns: the k-means assignment of each point, shape ``(N,)``.
+        """
+        if points.dim() != 2 or points.shape[1] != self.latent_dim:
+            raise ValueError(f"points must have shape (N, {self.latent_dim}), got {tuple(points.shape)}")
+        points = points.to(self.locs.dtype)
+        centres, assignment = kmeans(points, self.num_components, generator=generator)
+        counts = torch.bincount(assignment, minlength=self.num_components)
+        sums = torch.zeros_like(centres).index_add_(0, assignment, (points - centres[assignment]).square())
+        spread = (sums / (counts - 1).clamp_min(1).unsqueeze(-1)).sqrt()
+        spread = torch.where(counts.unsqueeze(-1) > 1, spread, torch.ones_like(spread)).clamp_min(0.05)
+        self.locs.copy_(centres)
+        self.scale_raw.copy_(torch.log(torch.expm1((spread - 1e-4) * math.log(2.0))))  # inverse of ``scales``
+        if isinstance(self.weight_logits, nn.Parameter):
+            self.weight_logits.copy_(counts.clamp_min(1).to(self.locs.dtype).log())
+        return assignment
 
     def cluster_log_posterior(self, z: torch.Tensor) -> torch.Tensor:
         """:math:`\\log p(y = c \\mid z)`, shape ``(..., C)``."""
