@@ -173,13 +173,13 @@ def test_results_files_are_replaced_whole_or_not_at_all(failing, tmp_path, monke
 
 # ------------------------------------------------------------------ 2. resume checks what it resumes
 def test_resume_refuses_another_configuration_or_other_data_and_names_both_values(tmp_path):
-    train, val = binary(), binary(32, seed=1)
+    train, val = binary(100), binary(32, seed=1)  # 100 rows: the fingerprint hashes 64 of them, and a checksum
     path = tmp_path / "run.pt"
     options = dict(epochs=1, batch_size=32, lr=1e-3, seed=0, checkpoint=path, progress=False)
     fit(VAE(12, 2, **SMALL), train, val, val_metrics=False, **options)
     saved = path.read_bytes()
     changed_row = train.clone()
-    changed_row[37, 5] = 1 - changed_row[37, 5]  # one value, in a row no sample of rows needs to contain
+    changed_row[37, 5] = 1 - changed_row[37, 5]  # one value, in a row that is not among the 64 sampled
     cases = [
         ({"lr": 1e-2}, {}, r"lr: 0\.001 in the checkpoint, 0\.01 in this run"),
         ({"batch_size": 16}, {}, "batch_size: 32 in the checkpoint, 16 in this run"),
@@ -189,7 +189,7 @@ def test_resume_refuses_another_configuration_or_other_data_and_names_both_value
         ({"optimizer": "rmsprop", "clip_norm": 1.0}, {}, "optimizer: 'adam' .* 'rmsprop' .*clip_norm: None"),
         ({}, {"beta": 0.5}, r"model.beta: 1\.0 in the checkpoint, 0\.5 in this run"),
         ({}, {"hidden_dims": (9,)}, "model.parameters: "),
-        ({"train": train[:48]}, {}, r"train_data.shape: \(64, 12\) in the checkpoint, \(48, 12\) in this run"),
+        ({"train": train[:48]}, {}, r"train_data.shape: \(100, 12\) in the checkpoint, \(48, 12\) in this run"),
         ({"train": changed_row}, {}, "train_data.sha256: '[0-9a-f]+' in the checkpoint, '[0-9a-f]+' in this run"),
         ({"val": val.flip(0)}, {}, "val_data.sha256: "),
         ({"val": None}, {}, r"val_data: \{.*\} in the checkpoint, None in this run"),
