@@ -80,6 +80,7 @@ def _compare(args) -> int:
         progress=None,
         resume=args.resume,
         device=args.device,
+        overwrite=args.overwrite,
         **options,
     )
     print(format_results(rows))
@@ -232,6 +233,11 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--device", default=None, help="train and evaluate here, e.g. cuda (default: cpu)")
     compare.add_argument(
         "--resume", action="store_true", help="continue an interrupted run in --output-dir (same options)"
+    )
+    compare.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start again in a non-empty --output-dir: delete its results.json, history_*.json and checkpoint_*.pt",
     )
     compare.add_argument(
         "--smoke-test", action="store_true", help="tiny sizes (seconds); sizes given explicitly still apply"

@@ -14,9 +14,14 @@ Every option, the device and the output directory are checked before any data ar
 or any model is trained.
 
 With ``output_dir`` every method checkpoints each epoch and every finished method is
-written to ``results.json`` at once; ``resume=True`` continues an interrupted run from
-there (finished methods are not retrained, a half-trained one goes on from its last
-epoch), provided the protocol is the same.
+written to ``results.json`` at once (after its ``history_<method>.json``); every file is
+replaced whole or not at all (:mod:`pyro_lid.infer.checkpoints`). ``resume=True`` continues
+an interrupted run from there (finished methods are not retrained, a half-trained one goes
+on from its last epoch), provided the protocol is the same: ``results.json`` records it, and
+each checkpoint records its method's training configuration and data, which
+:func:`~pyro_lid.infer.fit` checks. A non-empty ``output_dir`` is refused unless the run
+resumes it (``resume=True``) or starts again there (``overwrite=True``, which deletes the
+earlier run's ``results.json``, ``history_*.json`` and ``checkpoint_*.pt`` and nothing else).
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from .._checks import resolve_device, writable_dir
 from ..data import binarize, load_images, synthetic_latent_data
 from ..diagnostics import collapse_report
 from ..infer import fit
+from ..infer.checkpoints import atomic_write_text
 from .methods import METHODS
 
 __all__ = [
@@ -90,11 +96,17 @@ def run_image_comparison(
     progress: bool | None = None,
     resume: bool = False,
     device: str | None = None,
+    overwrite: bool = False,
 ) -> list[dict]:
     """Train each named method of :data:`~pyro_lid.experiments.methods.METHODS`; one result row per method.
 
     ``device`` (e.g. ``"cuda"``) is where models train and are evaluated; the data stay on the CPU
     and travel in mini-batches, the test set in one piece.
+
+    :param resume: continue the run in ``output_dir`` (see the module's description).
+    :param overwrite: start again in a non-empty ``output_dir``: delete its ``results.json``,
+        ``history_*.json`` and ``checkpoint_*.pt`` first. Without it or ``resume``, a non-empty
+        ``output_dir`` is refused before any data are loaded.
     """
     models = list(METHODS) if models == "all" else list(models)
     unknown = [m for m in models if m not in METHODS]
@@ -115,9 +127,12 @@ def run_image_comparison(
         raise ValueError(f"lr must be > 0, got {lr!r}")
     if resume and output_dir is None:
         raise ValueError("resume=True needs an output_dir")
+    if resume and overwrite:
+        raise ValueError("pass resume (--resume) or overwrite (--overwrite), not both")
     device = resolve_device(device)
     if output_dir is not None:
         writable_dir(output_dir, "output directory")
+        _claim_output_dir(Path(output_dir), resume, overwrite)
     options = locals()
     protocol = {key: options[key] for key in PROTOCOL_KEYS}
     out = Path(output_dir) if output_dir is not None else None
@@ -175,8 +190,9 @@ def run_image_comparison(
             out.mkdir(parents=True, exist_ok=True)
             reached = {r["model"] for r in rows}
             kept = [r for m, r in done.items() if m not in reached]  # finished earlier, not yet reached or not run
-            (out / "results.json").write_text(json.dumps({"protocol": protocol, "rows": rows + kept}, indent=1))
-            (out / f"history_{name}.json").write_text(json.dumps(history.records, indent=1))
+            # the history first: a row in results.json is a finished method whose history is in place
+            atomic_write_text(out / f"history_{name}.json", json.dumps(history.records, indent=1))
+            atomic_write_text(out / "results.json", json.dumps({"protocol": protocol, "rows": rows + kept}, indent=1))
     if out is not None and rows:
         write_figures(*load_results([out])[1:], out)
     return rows
@@ -233,6 +249,30 @@ def _read_results(directory: Path) -> dict | None:
     if not isinstance(saved, dict) or not {"protocol", "rows"} <= saved.keys():
         raise ValueError(f"{path} is not a comparison's results file (it needs 'protocol' and 'rows')")
     return saved
+
+
+#: The files of a run in its output directory: what ``overwrite=True`` deletes.
+_RUN_FILES = ("results.json", "history_*.json", "checkpoint_*.pt")
+
+
+def _claim_output_dir(out: Path, resume: bool, overwrite: bool) -> None:
+    """Refuse a non-empty ``out`` unless resuming it; with ``overwrite``, delete the earlier run's files first."""
+    if resume:
+        return
+    if overwrite:
+        for pattern in _RUN_FILES:
+            for path in out.glob(pattern):
+                if path.is_file():
+                    path.unlink()
+        return
+    entries = sorted(p.name for p in out.iterdir())
+    if entries:
+        shown = ", ".join(entries[:4]) + (f" and {len(entries) - 4} more" if len(entries) > 4 else "")
+        raise ValueError(
+            f"the output directory {out} is not empty ({shown}); pass --resume (resume=True) to continue the run "
+            "there, or --overwrite (overwrite=True) to start again, which deletes its results.json, history_*.json "
+            "and checkpoint_*.pt"
+        )
 
 
 def _finished_rows(out: Path, protocol: dict) -> dict:

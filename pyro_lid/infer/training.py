@@ -22,6 +22,7 @@ from pyro.optim.clipped_adam import ClippedAdam
 from .._checks import resolve_device
 from .._progress import progress_bar, progress_line
 from .aggressive import LaggingState, ParamSubsetOptim, encoder_burn_in, encoder_parameters, random_batches
+from .checkpoints import atomic_save, check_resumable, load_checkpoint, training_config
 from .free_bits import FreeBitsELBO
 from .param_scope import set_aside_param_store
 from .pretraining import initial_state, reset_decoder
@@ -31,6 +32,7 @@ __all__ = ["fit", "History", "TrainingDiverged"]
 
 _OPTIMIZERS = {"adam": torch.optim.Adam, "rmsprop": torch.optim.RMSprop, "clipped_adam": ClippedAdam}
 _STRATEGIES = ("standard", "lagging")
+_CHECKPOINT_KEYS = ("model", "optim", "history", "epoch", "best", "since_best", "rng")
 
 
 class TrainingDiverged(RuntimeError):
@@ -124,8 +126,13 @@ def fit(
     :param kl_schedule: ``None``/``"constant"``, ``"linear"``, ``"cyclical"`` or a :class:`KLSchedule`.
     :param free_bits: KL floor :math:`\\lambda` nats per dimension (:class:`FreeBitsELBO`; mixture priors: one group).
     :param dynamic_binarization: draw ``x ~ Bernoulli(intensity)`` afresh for every mini-batch.
-    :param checkpoint: file to write after every epoch (model, optimizer, RNG, history).
-    :param resume: continue from ``checkpoint`` if it exists; the result equals an uninterrupted run.
+    :param checkpoint: file to write after every epoch (model, optimizer, RNG, history, and the training
+        configuration with a fingerprint of the data). Each write is atomic: the previous checkpoint stays
+        until the new one is complete (:mod:`pyro_lid.infer.checkpoints`).
+    :param resume: continue from ``checkpoint`` if it exists; the result equals an uninterrupted run. A
+        checkpoint written with other options, another model or other data is refused with a
+        :class:`~pyro_lid.infer.checkpoints.CheckpointError` naming each difference, and so is an empty,
+        truncated or corrupt one; ``epochs`` and ``early_stopping_patience`` may change (train longer).
     :param early_stopping_patience: stop after this many epochs without a better ``val_loss``
         (an integer >= 0; needs ``val_data``).
     :param progress: ``None`` draws a bar on a terminal and otherwise writes one line per epoch;
@@ -195,8 +202,15 @@ def fit(
     decoder_at_init = initial_state(model.decoder) if pretrain_epochs else None
     history, start_epoch, best, since_best = History(), 0, math.inf, 0
     checkpoint = Path(checkpoint) if checkpoint is not None else None
+    if checkpoint is not None:  # what a resumed run must share with this one
+        config = training_config(
+            model, train_data, val_data, batch_size=batch_size, optimizer=optimizer, lr=lr, clip_norm=clip_norm,
+            loss=elbo, kl_schedule=schedule, free_bits=free_bits, dynamic_binarization=dynamic_binarization,
+            seed=seed, strategy=strategy, pretrain_epochs=pretrain_epochs,
+        )  # fmt: skip
     if resume and checkpoint.exists():
-        state = torch.load(checkpoint, map_location=device, weights_only=False)
+        state = load_checkpoint(checkpoint, map_location=device, required=_CHECKPOINT_KEYS)
+        check_resumable(state.get("config"), config, checkpoint)
         model.load_state_dict(state["model"])
         optim.set_state(state["optim"])
         history.records = state["history"]
@@ -287,6 +301,7 @@ def fit(
                     "best": best,
                     "since_best": since_best,
                     "rng": _rng_state(),
+                    "config": config,
                 }
                 if decoder_at_init is not None:
                     state["decoder_at_init"] = decoder_at_init
@@ -297,7 +312,7 @@ def fit(
                         optim_decoder=decoder_optim.get_state(),
                         batch_rng=batch_rng.get_state(),
                     )
-                torch.save(state, checkpoint)
+                atomic_save(state, checkpoint)
             if early_stopping_patience is not None and since_best >= early_stopping_patience:
                 history.stopped_early = True
                 break
