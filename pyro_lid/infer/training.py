@@ -8,6 +8,7 @@ with a plain ``SVI(model.model, model.guide, optim, Trace_ELBO())`` written by h
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import torch
@@ -140,6 +141,6 @@ def fit(
     )  # fmt: skip
     history, state = fabric.launch(train_in_process, model, train_data, loop_options, checkpoint, resume)
     if state is not None:  # several processes trained (perhaps spawned ones): take the first one's parameters
-        model.load_state_dict(state)
+        model.load_state_dict(torch.load(io.BytesIO(state), map_location="cpu", weights_only=False))
         model.eval()
     return history

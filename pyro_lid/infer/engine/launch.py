@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import io
 import warnings
 from pathlib import Path
+
+import torch
 
 from ..._checks import resolve_device
 
@@ -51,7 +54,7 @@ def make_fabric(model, *, device=None, accelerator=None, devices=1, num_nodes=1,
 
 def train_in_process(fabric, model, train_data, loop_options: dict, checkpoint=None, resume: bool = False):
     """What every process runs: build the loop, resume or seed, train. Returns ``(history, state)`` where
-    ``state`` is the model's state dict (on the CPU) when several processes trained, so that a spawning
+    ``state`` is the model's state dict (saved to bytes) when several processes trained, so that a spawning
     parent can take the trained parameters; ``None`` otherwise."""
     from .callbacks.checkpoint import load_checkpoint
     from .loop import TrainingLoop
@@ -62,5 +65,9 @@ def train_in_process(fabric, model, train_data, loop_options: dict, checkpoint=N
     else:
         loop.seed_streams()
     history = loop.run()
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()} if fabric.world_size > 1 else None
-    return history, state
+    if fabric.world_size == 1:
+        return history, None
+    # bytes, not tensors: a spawned process's tensors travel through shared memory that ends with the process
+    buffer = io.BytesIO()
+    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, buffer)
+    return history, buffer.getvalue()
