@@ -112,7 +112,8 @@ def _worker(rank, port, out, cases):
     torch.set_num_threads(1)
     for case in cases:
         model, history = train(case, devices=2, distributed="ddp", accelerator="cpu")
-        torch.save({"state": model.state_dict(), "history": history.records, "seen": model.seen}, out / f"{case}-{rank}.pt")
+        result = {"state": model.state_dict(), "history": history.records, "seen": model.seen}
+        torch.save(result, out / f"{case}-{rank}.pt")
 
 
 def _free_port():
@@ -135,7 +136,7 @@ def test_two_processes_on_half_batches_equal_one_process_on_the_whole_batch(case
     init = make(case).state_dict()
     for key, value in single.state_dict().items():
         assert torch.equal(runs[0]["state"][key], runs[1]["state"][key]), f"the processes disagree on {key}"
-        torch.testing.assert_close(runs[0]["state"][key], value, **TOLERANCE, msg=lambda m: f"{key}: {m}")
+        torch.testing.assert_close(runs[0]["state"][key], value, **TOLERANCE, msg=lambda m, key=key: f"{key}: {m}")
     moved = max(float((v - init[k]).abs().max()) for k, v in single.state_dict().items())
     assert moved > 1e-3  # not vacuous: training moved the parameters far beyond the tolerance
     # the reported loss is the global batch's, and the recipe's decisions are the same

@@ -23,7 +23,13 @@ from pyro.optim.clipped_adam import ClippedAdam
 
 from pyro_lid._checks import resolve_device
 from pyro_lid._progress import progress_bar, progress_line
-from pyro_lid.infer.aggressive import LaggingState, ParamSubsetOptim, encoder_burn_in, encoder_parameters, random_batches
+from pyro_lid.infer.aggressive import (
+    LaggingState,
+    ParamSubsetOptim,
+    encoder_burn_in,
+    encoder_parameters,
+    random_batches,
+)
 from pyro_lid.infer.free_bits import FreeBitsELBO
 from pyro_lid.infer.param_scope import set_aside_param_store
 from pyro_lid.infer.pretraining import initial_state, reset_decoder

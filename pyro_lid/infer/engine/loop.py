@@ -76,9 +76,8 @@ class TrainingLoop:
         for callback in self.callbacks:
             callback.setup(self)
         strategy.setup(self)
-        self._step_hooks = [
-            c.on_train_step_start for c in self.callbacks if type(c).on_train_step_start is not Callback.on_train_step_start
-        ]
+        default = Callback.on_train_step_start  # only callbacks that use the per-step hook are called per step
+        self._step_hooks = [c.on_train_step_start for c in self.callbacks if type(c).on_train_step_start is not default]
 
     # ------------------------------------------------------------------ what strategies build with
     def make_optim(self, params=None) -> PyroOptim:

@@ -47,7 +47,9 @@ class Lagging(Standard):
     def training_step(self, loop, x) -> tuple[float, int]:
         if not self.aggressive:
             return super().training_step(loop, x)
-        inner = encoder_burn_in(self.encoder_svi, self.fresh_batch, loop.num_data, self.max_inner_steps, self.check_every)
+        inner = encoder_burn_in(
+            self.encoder_svi, self.fresh_batch, loop.num_data, self.max_inner_steps, self.check_every
+        )
         self.encoder_steps += inner
         return self.decoder_svi.step(x, loop.num_data), inner + loop.gradient_evaluations()
 
