@@ -26,7 +26,7 @@ from .engine.callbacks import (
 from .engine.callbacks.validation import evaluate as _validate
 from .engine.checks import check_fit_arguments, check_sharding, optimizer_class
 from .engine.history import History, TrainingDiverged
-from .engine.launch import make_fabric, train_in_process
+from .engine.launch import make_fabric, quiet_lightning, train_in_process
 from .engine.strategies import make_strategy
 
 __all__ = ["fit", "History", "TrainingDiverged"]
@@ -118,8 +118,9 @@ def fit(
         dynamic_binarization=dynamic_binarization,
     )  # fmt: skip
     loggers = make_loggers(logger, log_dir)
-    fabric = make_fabric(model, device=device, accelerator=accelerator, devices=devices, num_nodes=num_nodes,
-                         distributed=distributed, precision=precision, loggers=loggers)  # fmt: skip
+    with quiet_lightning(devices == 1 and num_nodes == 1):
+        fabric = make_fabric(model, device=device, accelerator=accelerator, devices=devices, num_nodes=num_nodes,
+                             distributed=distributed, precision=precision, loggers=loggers)  # fmt: skip
     check_sharding(train_data.shape[0], batch_size, fabric.world_size)
     if precision is not None:  # "64-true", "bf16-true": parameters and data in that type
         model = fabric.strategy.precision.convert_module(model)
@@ -139,7 +140,8 @@ def fit(
         clip_args={"clip_norm": clip_norm} if clip_norm is not None else None,
         dynamic_binarization=dynamic_binarization, progress=progress, autocast=str(precision).endswith("-mixed"),
     )  # fmt: skip
-    history, state = fabric.launch(train_in_process, model, train_data, loop_options, checkpoint, resume)
+    with quiet_lightning(fabric.world_size == 1):
+        history, state = fabric.launch(train_in_process, model, train_data, loop_options, checkpoint, resume)
     if state is not None:  # several processes trained (perhaps spawned ones): take the first one's parameters
         model.load_state_dict(torch.load(io.BytesIO(state), map_location="cpu", weights_only=False))
         model.eval()

@@ -3,16 +3,32 @@
 from __future__ import annotations
 
 import io
+import logging
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 
 from ..._checks import resolve_device
 
-__all__ = ["make_fabric", "train_in_process"]
+__all__ = ["make_fabric", "quiet_lightning", "train_in_process"]
 
 _MIXED = ("16-mixed", "16", 16)
+
+
+@contextmanager
+def quiet_lightning(quiet: bool = True):
+    """Keep Lightning's informational lines (e.g. about Tensor Cores) off stderr: ``fit(progress=False)`` is
+    silent on one process. Several processes keep them (which rank is which is worth seeing)."""
+    logger = logging.getLogger("lightning.fabric")
+    level = logger.level
+    if quiet:
+        logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def make_fabric(model, *, device=None, accelerator=None, devices=1, num_nodes=1, distributed=None, precision=None,
@@ -38,7 +54,7 @@ def make_fabric(model, *, device=None, accelerator=None, devices=1, num_nodes=1,
     where = resolve_device(device) if device is not None else next(model.parameters()).device
     if accelerator is None:
         accelerator = where.type
-    if device is not None and where.index is not None and devices == 1:
+    if where.index is not None and devices == 1:  # "cuda:1", or a model already on it
         devices = [where.index]
     with warnings.catch_warnings():  # e.g. "srun is available but not used": fit says how it runs in its docstring
         warnings.simplefilter("ignore")
