@@ -81,6 +81,10 @@ def _compare(args) -> int:
         resume=args.resume,
         device=args.device,
         overwrite=args.overwrite,
+        devices=args.devices,
+        num_nodes=args.num_nodes,
+        distributed=args.distributed,
+        precision=args.precision,
         **options,
     )
     print(format_results(rows))
@@ -231,6 +235,18 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--seed", type=int, default=0, help="random seed")
     compare.add_argument("--output-dir", default=None, help="write results.json and per-model histories here")
     compare.add_argument("--device", default=None, help="train and evaluate here, e.g. cuda (default: cpu)")
+    compare.add_argument("--devices", type=_positive_int, default=1, help="processes per node (data parallelism)")
+    compare.add_argument("--num-nodes", type=_positive_int, default=1, help="machines (launch with torchrun or SLURM)")
+    compare.add_argument(
+        "--distributed",
+        default=None,
+        choices=["ddp", "ddp_spawn", "ddp_fork"],
+        help="Lightning's strategy for several processes: ddp (started by torchrun/SLURM) or ddp_spawn/ddp_fork "
+        "(started by fit; evaluation stays in this process); default: Lightning's choice",
+    )
+    compare.add_argument(
+        "--precision", default=None, help="Lightning precision, e.g. bf16-mixed or 64-true (default: 32-true)"
+    )
     compare.add_argument(
         "--resume", action="store_true", help="continue an interrupted run in --output-dir (same options)"
     )

@@ -28,3 +28,12 @@ def test_baselines_page_composes_the_fixes_with_other_models_and_records_their_c
     lagging = runs["lagging, LIDVAE"]
     assert lagging["aggressive"][0] and lagging["grad_evals"][0] > 5 * 2  # encoder steps counted
     assert runs["semi-amortized LIDGMVAE"]["grad_evals"] == [5 * 6] * 3  # each step + K = 5 refinements
+
+
+def test_engine_page_adds_a_recipe_and_a_callback_without_touching_the_loop():
+    namespace = _run_code_block("engine.rst")
+    history, initial = namespace["history"], namespace["initial_norm"]
+    assert history["decoder_frozen"] == [True, False, False]
+    norms = history["decoder_norm"]
+    assert norms[0] == initial  # the first epoch stepped the encoder alone
+    assert norms[1] != norms[0] and norms[2] != norms[1]  # then the decoder trains

@@ -77,6 +77,12 @@ def _data(dataset, root, num_train, num_test, seed):
     return images[:num_train], val, binarize(test, seed), test_labels
 
 
+def _parallel(devices, num_nodes, distributed, precision) -> dict:
+    """``fit``'s scale-out options, only those that differ from one process (older ``fit`` wrappers keep working)."""
+    options = {"devices": devices, "num_nodes": num_nodes, "distributed": distributed, "precision": precision}
+    return {k: v for k, v in options.items() if v not in (None, 1)}
+
+
 def run_image_comparison(
     dataset: str = "fashion-mnist",
     root: str | None = None,
@@ -97,11 +103,17 @@ def run_image_comparison(
     resume: bool = False,
     device: str | None = None,
     overwrite: bool = False,
+    devices: int = 1,
+    num_nodes: int = 1,
+    distributed: str | None = None,
+    precision: str | None = None,
 ) -> list[dict]:
     """Train each named method of :data:`~pyro_lid.experiments.methods.METHODS`; one result row per method.
 
     ``device`` (e.g. ``"cuda"``) is where models train and are evaluated; the data stay on the CPU
-    and travel in mini-batches, the test set in one piece.
+    and travel in mini-batches, the test set in one piece. ``devices``, ``num_nodes``, ``distributed``
+    and ``precision`` go to :func:`~pyro_lid.infer.fit` (data-parallel training; evaluation stays in
+    this process).
 
     :param resume: continue the run in ``output_dir`` (see the module's description).
     :param overwrite: start again in a non-empty ``output_dir``: delete its ``results.json``,
@@ -161,6 +173,7 @@ def run_image_comparison(
             progress=progress,
             checkpoint=out / f"checkpoint_{name}.pt" if out is not None else None,
             resume=resume,
+            **_parallel(devices, num_nodes, distributed, precision),
             **method.fit_options(epochs),
         )
         started = time.perf_counter()

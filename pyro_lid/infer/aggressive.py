@@ -76,11 +76,17 @@ def encoder_burn_in(encoder_svi, sample_batch, num_data: int, max_inner_steps: i
     return max_inner_steps
 
 
-def random_batches(data: torch.Tensor, batch_size: int, generator: torch.Generator, binarize: bool, device):
-    """A function returning a fresh random mini-batch of ``data`` on each call."""
+def random_batches(data: torch.Tensor, batch_size: int, generator: torch.Generator, binarize: bool, device, shard=None):
+    """A function returning a fresh random mini-batch of ``data`` on each call.
+
+    With ``shard`` (data parallelism) the indices of the global batch are drawn (the same on every
+    process, whose generators agree) and ``shard(indices)`` picks this process's part.
+    """
 
     def sample():
         idx = torch.randint(0, data.shape[0], (batch_size,), generator=generator)
+        if shard is not None:
+            idx = shard(idx)
         x = data[idx].to(device)
         return torch.bernoulli(x) if binarize else x
 

@@ -1,0 +1,25 @@
+"""Callbacks: KL schedule, free bits, validation metrics, early stopping, checkpointing, progress, logging."""
+
+from .base import Callback
+from .checkpoint import Checkpointing, load_checkpoint, save_checkpoint
+from .early_stopping import EarlyStopping
+from .free_bits import FreeBits
+from .kl_schedule import KLScheduleCallback
+from .loggers import LogMetrics, make_loggers
+from .progress import ProgressLine
+from .validation import ValidationMetrics, evaluate
+
+__all__ = [
+    "Callback",
+    "Checkpointing",
+    "EarlyStopping",
+    "FreeBits",
+    "KLScheduleCallback",
+    "LogMetrics",
+    "ProgressLine",
+    "ValidationMetrics",
+    "evaluate",
+    "load_checkpoint",
+    "make_loggers",
+    "save_checkpoint",
+]

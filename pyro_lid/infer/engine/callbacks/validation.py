@@ -1,0 +1,49 @@
+"""Validation after every epoch: ``val_loss`` and (with ``metrics``) KL, active units and mutual information."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .base import Callback
+
+__all__ = ["ValidationMetrics", "evaluate"]
+
+
+@torch.no_grad()
+def evaluate(model, svi, data, batch_size, metrics):
+    """``val_loss`` (negative ELBO per data point) and, with ``metrics``, ``kl``, ``au``, ``mi`` on ``data``."""
+    from ....diagnostics.collapse import active_units, kl_divergence, mutual_information
+
+    devices = [data.device] if data.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):  # validation must not change the training random stream
+        model.eval()
+        n = data.shape[0]
+        loss = sum(svi.evaluate_loss(data[i : i + batch_size], n) for i in range(0, n, batch_size))
+        out = {"val_loss": loss / math.ceil(n / batch_size) / n}
+        if metrics:
+            out["kl"] = kl_divergence(model, data)["total"]
+            out["au"] = active_units(model, data)["count"]
+            out["mi"] = mutual_information(model, data)
+    model.train()
+    return out
+
+
+class ValidationMetrics(Callback):
+    """Evaluate on ``data`` at every epoch's end (on the first process; the others receive its numbers, so that
+    every process takes the same decisions from them)."""
+
+    def __init__(self, data, batch_size: int, metrics: bool = True, evaluate=evaluate):
+        self.data, self.batch_size, self.metrics, self.evaluate = data, batch_size, metrics, evaluate
+
+    def on_fit_start(self, loop) -> None:
+        self.data = self.data.to(loop.device)  # once, not every epoch
+
+    def on_train_epoch_end(self, loop, epoch: int, record: dict) -> None:
+        out = None
+        if loop.is_global_zero:
+            out = self.evaluate(loop.model, loop.strategy.svi, self.data, self.batch_size, self.metrics)
+        if loop.world_size > 1:
+            out = loop.fabric.broadcast(out, src=0)
+        record.update(out)

@@ -1,0 +1,89 @@
+"""``fit``'s argument checks: everything that can be refused is refused before any training."""
+
+from __future__ import annotations
+
+import torch
+from pyro.optim.clipped_adam import ClippedAdam
+
+__all__ = ["OPTIMIZERS", "check_data", "check_fit_arguments"]
+
+OPTIMIZERS = {"adam": torch.optim.Adam, "rmsprop": torch.optim.RMSprop, "clipped_adam": ClippedAdam}
+
+
+def check_data(name, data):
+    if not isinstance(data, torch.Tensor) or data.dim() != 2 or data.shape[0] == 0:
+        raise ValueError(f"{name} must be a non-empty (N, D) tensor, got {getattr(data, 'shape', type(data))}")
+    if data.is_floating_point() and not torch.isfinite(data).all():
+        raise ValueError(f"{name} has {int((~torch.isfinite(data)).sum())} NaN or infinite entries")
+
+
+def _with_name(name, check, data):
+    """Run a model's data check on ``data``, naming the argument in its error."""
+    try:
+        check(data)
+    except ValueError as error:
+        raise ValueError(f"{name}: {error}") from None
+
+
+def optimizer_class(optimizer):
+    """The ``torch.optim.Optimizer`` class for ``fit``'s ``optimizer``: a name or the class itself."""
+    if isinstance(optimizer, type) and issubclass(optimizer, torch.optim.Optimizer):
+        return optimizer
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"optimizer must be one of {sorted(OPTIMIZERS)} or a torch.optim.Optimizer class, got "
+                         f"{optimizer!r}")  # fmt: skip
+    return OPTIMIZERS[optimizer]
+
+
+def check_fit_arguments(model, train_data, val_data, *, epochs, batch_size, optimizer, free_bits, loss, strategy,
+                        strategy_name, val_metrics, pretrain_epochs, checkpoint, resume, early_stopping_patience,
+                        dynamic_binarization) -> torch.Tensor:  # fmt: skip
+    """Refuse what cannot train; return ``train_data`` (as the model's float type for ``dynamic_binarization``)."""
+    check_data("train_data", train_data)
+    if val_data is not None:
+        check_data("val_data", val_data)
+    if epochs < 1 or batch_size < 1:
+        raise ValueError(f"epochs and batch_size must be >= 1, got {epochs}, {batch_size}")
+    optimizer_class(optimizer)
+    if free_bits is not None and loss is not None:
+        raise ValueError("pass either free_bits or loss, not both")
+    if strategy.needs_validation_mi and (val_data is None or not val_metrics):
+        raise ValueError(f"strategy={strategy_name!r} needs val_data and val_metrics=True: its phase ends on "
+                         "validation MI")  # fmt: skip
+    if not 0 <= pretrain_epochs < epochs:
+        raise ValueError(f"pretrain_epochs must be in [0, epochs), got {pretrain_epochs} with epochs={epochs}")
+    if resume and checkpoint is None:
+        raise ValueError("resume=True needs a checkpoint path")
+    if early_stopping_patience is not None:
+        if isinstance(early_stopping_patience, bool) or not isinstance(early_stopping_patience, int):
+            raise ValueError(f"early_stopping_patience must be an integer >= 0, got {early_stopping_patience!r}")
+        if early_stopping_patience < 0:
+            raise ValueError(f"early_stopping_patience must be >= 0, got {early_stopping_patience}")
+        if val_data is None:
+            raise ValueError("early_stopping_patience needs val_data: it counts epochs without a better val_loss")
+    if dynamic_binarization:
+        if ((train_data < 0) | (train_data > 1)).any():
+            low, high = float(train_data.min()), float(train_data.max())
+            raise ValueError(
+                f"dynamic_binarization needs training intensities in [0, 1]; got values in [{low:g}, {high:g}]"
+            )
+        if not train_data.is_floating_point():
+            train_data = train_data.to(next(model.parameters()).dtype)
+    # the data must be what the likelihood scores: checked here, not after an epoch of training
+    check = getattr(model, "check_data", None)
+    if check is not None:
+        if val_data is not None:
+            _with_name("val_data", check, val_data)
+        if not dynamic_binarization:
+            _with_name("train_data", check, train_data)
+    return train_data
+
+
+def check_sharding(num_data: int, batch_size: int, world_size: int) -> None:
+    """Every process needs data in every step: the global batch, and the last one, must split ``world_size`` ways."""
+    last = num_data % batch_size
+    if world_size > 1 and (batch_size < world_size or 0 < last < world_size):
+        raise ValueError(
+            f"with {num_data} data points, batch_size={batch_size} and {world_size} processes some process would get "
+            f"an empty mini-batch; choose batch_size >= {world_size} with num_data % batch_size 0 or >= {world_size}"
+        )

@@ -1,0 +1,190 @@
+"""The training loop on Lightning Fabric: epochs, mini-batches, data sharding, and the order of the hooks.
+
+The loop does not know any recipe or feature: what a step is belongs to the strategy
+(:mod:`~pyro_lid.infer.engine.strategies`), everything around the steps to the callbacks
+(:mod:`~pyro_lid.infer.engine.callbacks`). One epoch::
+
+    strategy.on_epoch_start
+    for every mini-batch of the epoch's permutation (this process's shard of it):
+        callbacks.on_train_step_start        # e.g. the KL weight
+        strategy.training_step               # -> loss of the global mini-batch, gradient evaluations
+    callbacks.on_train_epoch_end(record)     # KL weight, validation, best loss / early stopping
+    strategy.on_epoch_end(record)            # the strategy's fields and rules (Lagging's MI rule)
+    history.append(record)
+    callbacks.on_epoch_recorded(record)      # progress line, loggers, checkpoint
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import pyro
+import torch
+from pyro.optim import PyroOptim
+
+from ..._progress import progress_bar
+from ..aggressive import ParamSubsetOptim
+from ..param_scope import set_aside_param_store
+from .callbacks.base import Callback
+from .history import History, TrainingDiverged
+from .rng import rng_state, set_rng_state
+from .svi import FabricSVI
+
+__all__ = ["TrainingLoop"]
+
+
+class TrainingLoop:
+    """Train ``model`` on ``train_data`` with ``strategy`` and ``callbacks`` on a launched ``fabric``.
+
+    :param optimizer: a ``torch.optim.Optimizer`` class, wrapped per parameter by Pyro (``optim_args``, ``clip_args``).
+    :param elbo: the objective (a callback such as :class:`~.callbacks.FreeBits` may replace it in ``setup``).
+    :param autocast: evaluate the ELBO under ``fabric.autocast()`` (mixed precision).
+    """
+
+    def __init__(
+        self,
+        fabric,
+        model,
+        train_data: torch.Tensor,
+        *,
+        strategy,
+        callbacks=(),
+        epochs: int,
+        batch_size: int,
+        elbo,
+        optimizer=torch.optim.Adam,
+        optim_args=None,
+        clip_args=None,
+        seed: int = 0,
+        dynamic_binarization: bool = False,
+        progress: bool | None = None,
+        autocast: bool = False,
+    ):
+        self.fabric, self.model, self.train_data = fabric, model, train_data
+        self.strategy, self.callbacks = strategy, list(callbacks)
+        self.epochs, self.batch_size, self.elbo, self.seed = epochs, batch_size, elbo, seed
+        self.optimizer, self.optim_args, self.clip_args = optimizer, optim_args or {"lr": 1e-3}, clip_args or None
+        self.dynamic_binarization, self.progress, self.autocast = dynamic_binarization, progress, autocast
+        self.world_size, self.global_rank = fabric.world_size, fabric.global_rank
+        self.is_global_zero = self.global_rank == 0
+        self.device = fabric.device
+        self.num_data = train_data.shape[0]  # the GLOBAL data size, on every process: the ELBO's scaling
+        self.steps_per_epoch = math.ceil(self.num_data / batch_size)
+        self.history, self.epoch, self.should_stop, self.checkpoint_path = History(), 0, False, None
+        model.to(self.device)
+        for callback in self.callbacks:
+            callback.setup(self)
+        strategy.setup(self)
+        default = Callback.on_train_step_start  # only callbacks that use the per-step hook are called per step
+        self._step_hooks = [c.on_train_step_start for c in self.callbacks if type(c).on_train_step_start is not default]
+
+    # ------------------------------------------------------------------ what strategies build with
+    def make_optim(self, params=None) -> PyroOptim:
+        """A Pyro optimizer over all parameters, or (``params``) stepping only those."""
+        if params is None:
+            return PyroOptim(self.optimizer, dict(self.optim_args), self.clip_args)
+        return ParamSubsetOptim(self.optimizer, dict(self.optim_args), params, self.clip_args)
+
+    def make_svi(self, optim) -> FabricSVI:
+        """SVI on the model and guide with ``optim`` and the loop's ELBO; gradients averaged across processes."""
+        fabric = self.fabric if (self.world_size > 1 or self.autocast) else None
+        return FabricSVI(self.model.model, self.model.guide, optim, self.elbo, fabric=fabric, autocast=self.autocast)
+
+    def gradient_evaluations(self) -> int:
+        """Gradient evaluations of one ELBO step (models with inner optimization, e.g. SA-VAE, add theirs)."""
+        return 1 + getattr(self.model, "extra_gradient_evaluations", 0)
+
+    def shard(self, idx: torch.Tensor) -> torch.Tensor:
+        """This process's contiguous part of the global mini-batch ``idx`` (all of it on one process)."""
+        return idx if self.world_size == 1 else torch.tensor_split(idx, self.world_size)[self.global_rank]
+
+    # ------------------------------------------------------------------ state
+    def seed_streams(self) -> None:
+        """Seed the global random streams: ``seed`` on the first process, a different stream on each other one."""
+        pyro.set_rng_seed(self.seed + 1_000_003 * self.global_rank)
+
+    def state_dict(self) -> dict:
+        state = {"model": self.model.state_dict(), **self.strategy.state_dict()}
+        state.update(history=self.history.records, epoch=self.epoch)
+        for callback in self.callbacks:
+            state.update(callback.state_dict())
+        state["rng"] = rng_state()
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.strategy.load_state_dict(state)
+        self.history.records, self.epoch = state["history"], state["epoch"]
+        for callback in self.callbacks:
+            callback.load_state_dict(state)
+        set_rng_state(state["rng"])
+        if self.global_rank:  # the checkpoint holds the first process's streams; the others need their own
+            pyro.set_rng_seed(self.seed + 1_000_003 * self.global_rank + self.epoch)
+
+    # ------------------------------------------------------------------ the loop
+    def run(self) -> History:
+        restore_param_store = set_aside_param_store(self.model)
+        try:  # however training ends (finished, diverged, interrupted): teardown hooks, the store given back
+            for callback in self.callbacks:
+                callback.on_fit_start(self)
+            for epoch in range(self.epoch, self.epochs):
+                self._run_epoch(epoch)
+                if self.should_stop:
+                    self.history.stopped_early = True
+                    break
+            for callback in self.callbacks:
+                callback.on_fit_end(self)
+        finally:
+            for callback in self.callbacks:
+                callback.teardown(self)
+            restore_param_store()
+        self.model.eval()
+        return self.history
+
+    def _batch(self, order: torch.Tensor, step: int) -> torch.Tensor:
+        idx = order[step * self.batch_size : (step + 1) * self.batch_size]
+        if self.world_size > 1:
+            idx = self.shard(idx)
+        x = self.train_data[idx].to(self.device)
+        return torch.bernoulli(x) if self.dynamic_binarization else x
+
+    def _run_epoch(self, epoch: int) -> None:
+        started = time.perf_counter()
+        model, strategy, n, steps = self.model, self.strategy, self.num_data, self.steps_per_epoch
+        model.train()
+        strategy.on_epoch_start(self, epoch)
+        # the same permutation on every process: each takes its shard of the same global batches
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed * 100003 + epoch))
+        total, grad_evals = 0.0, 0
+        bar = progress_bar(
+            range(steps), self.progress if self.is_global_zero else False, desc=f"epoch {epoch + 1}/{self.epochs}"
+        )
+        for step in bar:
+            x = self._batch(order, step)
+            for hook in self._step_hooks:
+                hook(self, epoch, step)
+            value, evaluations = strategy.training_step(self, x)
+            grad_evals += evaluations
+            if not math.isfinite(value):
+                path = self.checkpoint_path
+                where = f"the checkpoint {path} (end of epoch {epoch})" if path is not None else "no checkpoint"
+                raise TrainingDiverged(
+                    f"training diverged: loss {value} at epoch {epoch + 1}, step {step + 1}; last good state is in "
+                    f"{where}. Lower the learning rate or clip gradients (clip_norm)."
+                )
+            total += value
+            bar.set_postfix(loss=f"{value / n:.2f}")
+        record = {
+            "epoch": epoch + 1,
+            "train_loss": total / steps / n,
+            "seconds": time.perf_counter() - started,
+            "grad_evals": grad_evals,
+        }
+        for callback in self.callbacks:
+            callback.on_train_epoch_end(self, epoch, record)
+        self.epoch = epoch + 1
+        strategy.on_epoch_end(self, record)
+        self.history.records.append(record)
+        for callback in self.callbacks:
+            callback.on_epoch_recorded(self, record)

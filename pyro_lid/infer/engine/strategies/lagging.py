@@ -1,0 +1,76 @@
+"""The Lagging recipe (He et al. 2019): an encoder-only inner loop before each decoder step, while the
+validation mutual information rises (see :mod:`pyro_lid.infer.aggressive` for the method)."""
+
+from __future__ import annotations
+
+from ...aggressive import LaggingState, encoder_burn_in, encoder_parameters, random_batches
+from .standard import Standard
+
+__all__ = ["Lagging"]
+
+
+class Lagging(Standard):
+    """Aggressive encoder training, then :class:`Standard` steps once the validation MI stops rising.
+
+    Checkpoint entries: ``optim`` (the standard phase), ``optim_encoder``, ``optim_decoder``, ``lagging``
+    (phase and best MI) and ``batch_rng`` (the inner loop's batch sampler). Under data parallelism every
+    process draws the same global inner batch and trains on its shard; the inner loop's stopping rule
+    reads the all-reduced loss, so all processes take the same number of inner steps.
+    """
+
+    needs_validation_mi = True
+
+    def __init__(self, max_inner_steps: int = 100, check_every: int = 15):
+        self.max_inner_steps, self.check_every = max_inner_steps, check_every
+
+    def setup(self, loop) -> None:
+        import torch
+
+        super().setup(loop)
+        encoder = encoder_parameters(loop.model)
+        encoder_ids = {id(p) for p in encoder}
+        decoder = [p for p in loop.model.parameters() if id(p) not in encoder_ids]
+        self.encoder_optim, self.decoder_optim = loop.make_optim(encoder), loop.make_optim(decoder)
+        self.encoder_svi, self.decoder_svi = loop.make_svi(self.encoder_optim), loop.make_svi(self.decoder_optim)
+        self.phase = LaggingState()
+        self.batch_rng = torch.Generator().manual_seed(loop.seed + 7919)
+        self.fresh_batch = random_batches(
+            loop.train_data, loop.batch_size, self.batch_rng, loop.dynamic_binarization, loop.device, shard=loop.shard
+        )
+
+    def optimizers(self) -> list:
+        return [self.optim, self.encoder_optim, self.decoder_optim]
+
+    def on_epoch_start(self, loop, epoch: int) -> None:
+        self.aggressive, self.encoder_steps = self.phase.aggressive, 0
+
+    def training_step(self, loop, x) -> tuple[float, int]:
+        if not self.aggressive:
+            return super().training_step(loop, x)
+        inner = encoder_burn_in(
+            self.encoder_svi, self.fresh_batch, loop.num_data, self.max_inner_steps, self.check_every
+        )
+        self.encoder_steps += inner
+        return self.decoder_svi.step(x, loop.num_data), inner + loop.gradient_evaluations()
+
+    def on_epoch_end(self, loop, record: dict) -> None:
+        record["aggressive"] = self.aggressive
+        record["encoder_steps_per_decoder_step"] = self.encoder_steps / loop.steps_per_epoch
+        if "mi" in record:
+            self.phase.end_of_epoch(record["mi"])
+
+    def state_dict(self) -> dict:
+        return {
+            **super().state_dict(),
+            "lagging": self.phase.state_dict(),
+            "optim_encoder": self.encoder_optim.get_state(),
+            "optim_decoder": self.decoder_optim.get_state(),
+            "batch_rng": self.batch_rng.get_state(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        self.phase.load_state_dict(state["lagging"])
+        self.encoder_optim.set_state(state["optim_encoder"])
+        self.decoder_optim.set_state(state["optim_decoder"])
+        self.batch_rng.set_state(state["batch_rng"].cpu())
