@@ -1,4 +1,5 @@
-"""A frozen copy of ``pyro_lid.infer.fit`` before the Fabric engine, for ``engine_overhead.py`` only.
+"""A frozen copy of ``pyro_lid.infer.fit``'s loop before the Fabric engine, for ``engine_overhead.py`` only (the
+untimed pieces, history, checks, random state and validation, are the engine's own).
 
 One training loop over ``pyro.infer.SVI``: schedules, free bits, checkpoints, resume, early stopping.
 
@@ -9,12 +10,9 @@ plain ``SVI(model.model, model.guide, optim, Trace_ELBO())`` written by hand.
 from __future__ import annotations
 
 import math
-import random
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import pyro
 import torch
 from pyro.infer import SVI
@@ -30,6 +28,12 @@ from pyro_lid.infer.aggressive import (
     encoder_parameters,
     random_batches,
 )
+from pyro_lid.infer.engine.callbacks.validation import evaluate as _validate
+from pyro_lid.infer.engine.checks import _with_name
+from pyro_lid.infer.engine.checks import check_data as _check_data
+from pyro_lid.infer.engine.history import History, TrainingDiverged
+from pyro_lid.infer.engine.rng import rng_state as _rng_state
+from pyro_lid.infer.engine.rng import set_rng_state as _set_rng_state
 from pyro_lid.infer.free_bits import FreeBitsELBO
 from pyro_lid.infer.param_scope import set_aside_param_store
 from pyro_lid.infer.pretraining import initial_state, reset_decoder
@@ -39,57 +43,6 @@ __all__ = ["fit", "History", "TrainingDiverged"]
 
 _OPTIMIZERS = {"adam": torch.optim.Adam, "rmsprop": torch.optim.RMSprop, "clipped_adam": ClippedAdam}
 _STRATEGIES = ("standard", "lagging")
-
-
-class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite."""
-
-
-@dataclass
-class History:
-    """Per-epoch records: ``epoch``, ``train_loss`` (negative ELBO per data point), ``kl_weight``,
-    ``seconds``, ``grad_evals`` and, with validation data, ``val_loss``, ``kl``, ``au``, ``mi``."""
-
-    records: list = field(default_factory=list)
-    stopped_early: bool = False
-
-    def __getitem__(self, key: str) -> list:
-        return [r.get(key) for r in self.records]
-
-    def __len__(self):
-        return len(self.records)
-
-
-def _check_data(name, data):
-    if not isinstance(data, torch.Tensor) or data.dim() != 2 or data.shape[0] == 0:
-        raise ValueError(f"{name} must be a non-empty (N, D) tensor, got {getattr(data, 'shape', type(data))}")
-    if data.is_floating_point() and not torch.isfinite(data).all():
-        raise ValueError(f"{name} has {int((~torch.isfinite(data)).sum())} NaN or infinite entries")
-
-
-def _with_name(name, check, data):
-    """Run a model's data check on ``data``, naming the argument in its error."""
-    try:
-        check(data)
-    except ValueError as error:
-        raise ValueError(f"{name}: {error}") from None
-
-
-def _rng_state():
-    state = {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()}
-    if torch.cuda.is_available() and torch.cuda.is_initialized():  # samples drawn on the GPU use its generators
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state):
-    torch.set_rng_state(state["torch"].cpu())  # map_location may have moved it
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    if "cuda" in state:
-        if not torch.cuda.is_available():
-            raise ValueError("the checkpoint was written while training on a GPU; resume it on a machine with CUDA")
-        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
 
 
 def fit(
@@ -322,21 +275,3 @@ def _describe(record):
         if key in record:
             parts.append(f"{key} {record[key]:.3f}")
     return ", ".join(parts)
-
-
-@torch.no_grad()
-def _validate(model, svi, data, batch_size, metrics):
-    from pyro_lid.diagnostics.collapse import active_units, kl_divergence, mutual_information
-
-    devices = [data.device] if data.device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):  # validation must not change the training random stream
-        model.eval()
-        n = data.shape[0]
-        loss = sum(svi.evaluate_loss(data[i : i + batch_size], n) for i in range(0, n, batch_size))
-        out = {"val_loss": loss / math.ceil(n / batch_size) / n}
-        if metrics:
-            out["kl"] = kl_divergence(model, data)["total"]
-            out["au"] = active_units(model, data)["count"]
-            out["mi"] = mutual_information(model, data)
-    model.train()
-    return out
