@@ -1,7 +1,7 @@
 """Brenier-map transforms, following the layout of :mod:`pyro.distributions.transforms`."""
 
 from .brenier import Brenier, ConditionalBrenier, ConditionedBrenier, brenier, conditional_brenier
-from .injective import InjectiveBrenier, injective_brenier
+from .injective import InjectiveBrenier, InjectiveMap, injective_brenier
 from .lift import ZeroPadLift
 from .projection import ProjectedInjective, projected_injective
 
@@ -10,6 +10,7 @@ __all__ = [
     "ConditionalBrenier",
     "ConditionedBrenier",
     "InjectiveBrenier",
+    "InjectiveMap",
     "ProjectedInjective",
     "ZeroPadLift",
     "brenier",

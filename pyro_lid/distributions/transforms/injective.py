@@ -11,10 +11,53 @@ from torch.distributions import constraints
 from .brenier import Brenier, check_event
 from .lift import ZeroPadLift
 
-__all__ = ["InjectiveBrenier", "injective_brenier"]
+__all__ = ["InjectiveMap", "InjectiveBrenier", "injective_brenier"]
 
 
-class InjectiveBrenier(TransformModule):
+class InjectiveMap(TransformModule):
+    r"""What every injective decoder map :math:`g:\mathbb{R}^K\to\mathbb{R}^D`, :math:`K \le D`, shares.
+
+    A subclass gives :meth:`left_inverse`, :meth:`jacobian` (shape ``(..., D, K)``) and
+    :meth:`injectivity_bound` (a guaranteed lower bound on every singular value of the Jacobian);
+    :meth:`smallest_singular_value` and :meth:`log_volume_element` follow from the Jacobian. The map
+    changes dimension, so it has no Jacobian determinant; ``_inverse`` is the left inverse.
+    """
+
+    domain = constraints.real_vector
+    codomain = constraints.real_vector
+    bijective = False
+
+    def _inverse(self, y: torch.Tensor) -> torch.Tensor:
+        return self.left_inverse(y)
+
+    def left_inverse(self, y: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def jacobian(self, z: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def injectivity_bound(self) -> torch.Tensor:
+        raise NotImplementedError
+
+    def log_abs_det_jacobian(self, x, y):
+        raise NotImplementedError(
+            f"{type(self).__name__} maps R^K into R^D and has no Jacobian determinant; "
+            "use log_volume_element(z) = 0.5 * log det(J^T J) for an injective change of volume"
+        )
+
+    def smallest_singular_value(self, z: torch.Tensor) -> torch.Tensor:
+        """Smallest singular value of the Jacobian at ``z`` (batch shape of ``z``): how far from
+        non-injective the map is, numerically; near zero, the likelihood barely moves along some
+        latent direction there."""
+        return torch.linalg.svdvals(self.jacobian(z))[..., -1]
+
+    def log_volume_element(self, z: torch.Tensor) -> torch.Tensor:
+        r""":math:`\tfrac12\log\det(J^\top J)` at ``z``: the change of volume of the injective map."""
+        jac = self.jacobian(z)
+        return 0.5 * torch.linalg.slogdet(jac.transpose(-1, -2) @ jac)[1]
+
+
+class InjectiveBrenier(InjectiveMap):
     r"""An injective map :math:`g:\mathbb{R}^K\to\mathbb{R}^D`, :math:`K \le D`:
 
     .. math::
@@ -47,10 +90,6 @@ class InjectiveBrenier(TransformModule):
         ``learn_alpha``, ``inverse_tol``, ``inverse_max_iter``, ``solver``).
     """
 
-    domain = constraints.real_vector
-    codomain = constraints.real_vector
-    bijective = False
-
     def __init__(
         self,
         latent_dim: int,
@@ -71,19 +110,10 @@ class InjectiveBrenier(TransformModule):
         check_event(type(self).__name__, z, self.latent_dim, "latent input")
         return self.output_map(self.lift(self.latent_map(z)))
 
-    def _inverse(self, y: torch.Tensor) -> torch.Tensor:
-        return self.left_inverse(y)
-
     def left_inverse(self, y: torch.Tensor) -> torch.Tensor:
         r""":math:`z = \nabla\psi_K^{-1}(L^\top\nabla\psi_D^{-1}(y))`; exact for :math:`y` in the image of :math:`g`."""
         check_event(type(self).__name__, y, self.output_dim, "value to invert")
         return self.latent_map.inv(self.lift.left_inverse(self.output_map.inv(y)))
-
-    def log_abs_det_jacobian(self, x, y):
-        raise NotImplementedError(
-            "InjectiveBrenier maps R^K into R^D and has no Jacobian determinant; "
-            "use log_volume_element(z) = 0.5 * log det(J^T J) for an injective change of volume"
-        )
 
     def jacobian(self, z: torch.Tensor) -> torch.Tensor:
         r"""The Jacobian :math:`\partial g/\partial z`, shape ``(..., D, K)``."""
@@ -92,22 +122,10 @@ class InjectiveBrenier(TransformModule):
         outer = self.output_map.jacobian(self.lift(u))[..., : self.latent_dim]  # H_D(Lu) L
         return outer @ self.latent_map.jacobian(z)
 
-    def smallest_singular_value(self, z: torch.Tensor) -> torch.Tensor:
-        """Smallest singular value of the Jacobian at each ``z`` (shape ``z.shape[:-1]``).
-
-        How far from non-injective the map is, numerically: a value near zero means the
-        likelihood barely moves along some latent direction there.
-        """
-        return torch.linalg.svdvals(self.jacobian(z))[..., -1]
-
     def injectivity_bound(self) -> torch.Tensor:
         r"""The guaranteed lower bound :math:`\alpha_D\,\alpha_K` on every Jacobian singular value."""
         return self.output_map.potential.alpha * self.latent_map.potential.alpha
 
-    def log_volume_element(self, z: torch.Tensor) -> torch.Tensor:
-        r""":math:`\tfrac12\log\det J(z)^\top J(z)`, the change of volume of the injective map."""
-        jac = self.jacobian(z)
-        return 0.5 * torch.linalg.slogdet(jac.transpose(-1, -2) @ jac)[1]
 
 
 def injective_brenier(latent_dim: int, output_dim: int, **kwargs) -> InjectiveBrenier:

@@ -8,10 +8,9 @@ from collections.abc import Sequence
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from pyro.distributions.torch_transform import TransformModule
-from torch.distributions import constraints
 
 from .brenier import Brenier, check_event
+from .injective import InjectiveMap
 
 __all__ = ["ProjectedInjective", "projected_injective"]
 
@@ -39,7 +38,7 @@ def _seeded_orthonormal(output_dim: int, latent_dim: int, seed: int) -> torch.Te
     return _orthonormal_columns(torch.randn(output_dim, latent_dim, generator=gen, dtype=torch.float64))
 
 
-class ProjectedInjective(TransformModule):
+class ProjectedInjective(InjectiveMap):
     r"""An injective map :math:`g:\mathbb{R}^K\to\mathbb{R}^D`, :math:`K \le D`, that is an MLP off a subspace:
 
     .. math::
@@ -132,10 +131,6 @@ class ProjectedInjective(TransformModule):
     References: Y. Wang, D. M. Blei, J. P. Cunningham, "Posterior Collapse and Latent
     Variable Non-identifiability", NeurIPS 2021.
     """
-
-    domain = constraints.real_vector
-    codomain = constraints.real_vector
-    bijective = False
 
     def __init__(
         self,
@@ -275,19 +270,10 @@ class ProjectedInjective(TransformModule):
         # Q h + (I - Q Q^T) m = Q (h - Q^T m) + m, at O(DK) cost
         return (self.inner_forward(z) - m @ q) @ q.transpose(-1, -2) + m + self.offset
 
-    def _inverse(self, y: torch.Tensor) -> torch.Tensor:
-        return self.left_inverse(y)
-
     def left_inverse(self, y: torch.Tensor) -> torch.Tensor:
         r""":math:`z = h^{-1}(Q^\top(y - c))`; exact for :math:`y` in the image of :math:`g`."""
         check_event(type(self).__name__, y, self.output_dim, "value to invert")
         return self.inner_inverse((y - self.offset) @ self.subspace)
-
-    def log_abs_det_jacobian(self, x, y):
-        raise NotImplementedError(
-            "ProjectedInjective maps R^K into R^D and has no Jacobian determinant; "
-            "use log_volume_element(z) = 0.5 * log det(J^T J) for an injective change of volume"
-        )
 
     def jacobian(self, z: torch.Tensor) -> torch.Tensor:
         r"""The Jacobian :math:`Q J_h + (I - QQ^\top) J_m`, shape ``(..., D, K)``, by explicit tensor operations."""
@@ -298,14 +284,6 @@ class ProjectedInjective(TransformModule):
         jac_m = self._mlp_jacobian(flat)
         jac = q @ (self.inner_jacobian(flat) - q.transpose(-1, -2) @ jac_m) + jac_m
         return jac.reshape(batch_shape + (self.output_dim, self.latent_dim))
-
-    def smallest_singular_value(self, z: torch.Tensor) -> torch.Tensor:
-        """Smallest singular value of the Jacobian at each ``z`` (shape ``z.shape[:-1]``).
-
-        How far from non-injective the map is, numerically: a value near zero would mean
-        the likelihood barely moves along some latent direction there.
-        """
-        return torch.linalg.svdvals(self.jacobian(z))[..., -1]
 
     def injectivity_bound(self) -> torch.Tensor:
         r"""The guaranteed lower bound on every Jacobian singular value, at every :math:`z`: at least ``margin``.
@@ -319,10 +297,6 @@ class ProjectedInjective(TransformModule):
             return self.scale.min()
         return self.inner_map.potential.alpha
 
-    def log_volume_element(self, z: torch.Tensor) -> torch.Tensor:
-        r""":math:`\tfrac12\log\det J(z)^\top J(z)`, the change of volume of the injective map."""
-        jac = self.jacobian(z)
-        return 0.5 * torch.linalg.slogdet(jac.transpose(-1, -2) @ jac)[1]
 
     # ----------------------------------------------------------------------------------------- dtype
 
