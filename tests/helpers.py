@@ -56,3 +56,15 @@ def write_idx(path, array):
     header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(s).to_bytes(4, "big") for s in array.shape)
     with gzip.open(path, "wb") as f:
         f.write(header + array.tobytes())
+
+
+def central_difference(f, param, index, eps=1e-6):
+    """(f(param + eps e_index) - f(param - eps e_index)) / (2 eps), the parameter restored afterwards."""
+    with torch.no_grad():
+        old = param[index].item()
+        param[index] = old + eps
+        up = f().item()
+        param[index] = old - eps
+        down = f().item()
+        param[index] = old
+    return (up - down) / (2 * eps)

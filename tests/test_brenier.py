@@ -5,7 +5,7 @@ from torch.distributions import constraints
 from pyro_lid.distributions.transforms import Brenier, ConditionalBrenier, brenier, conditional_brenier
 from pyro_lid.nn import invert_gradient_map
 
-from .helpers import perturb_
+from .helpers import central_difference, perturb_
 
 
 def curved_brenier(n, hidden=(32, 32), scale=0.5, **kwargs):
@@ -96,17 +96,6 @@ def test_log_abs_det_jacobian_matches_autograd(n):
     assert torch.allclose(t.log_abs_det_jacobian(x, t(x)), autograd_logdet(t, x), atol=1e-6, rtol=0)
 
 
-def _central_difference(f, param, index, eps=1e-6):
-    with torch.no_grad():
-        old = param[index].item()
-        param[index] = old + eps
-        up = f().item()
-        param[index] = old - eps
-        down = f().item()
-        param[index] = old
-    return (up - down) / (2 * eps)
-
-
 @pytest.mark.parametrize("solver", ["newton", "newton_cg"])
 def test_parameter_gradients_through_inverse_match_finite_differences(solver):
     t = curved_brenier(3, hidden=(6, 5), inverse_tol=1e-14, solver=solver)
@@ -122,7 +111,7 @@ def test_parameter_gradients_through_inverse_match_finite_differences(solver):
     checked = 0
     for (name, p), g in zip(params.items(), grads):
         for index in [tuple(0 for _ in p.shape), tuple(s - 1 for s in p.shape)]:
-            fd = _central_difference(loss, p, index)
+            fd = central_difference(loss, p, index)
             assert abs(g[index].item() - fd) < 1e-6 * (1 + abs(fd)), name
             checked += 1
     assert checked >= 10

@@ -12,7 +12,7 @@ from pyro.optim import Adam
 
 from pyro_lid.distributions.transforms import ProjectedInjective, projected_injective
 
-from .helpers import perturb_
+from .helpers import central_difference, perturb_
 
 F64 = torch.float64
 K, D = 3, 8
@@ -232,17 +232,6 @@ def test_left_inverse_recovers_latents(inner, learn_subspace, activation, batch_
 # ---------------------------------------------------------------------------------------------- (5) gradients
 
 
-def _central_difference(f, param, index, eps=1e-6):
-    with torch.no_grad():
-        old = param[index].item()
-        param[index] = old + eps
-        up = f().item()
-        param[index] = old - eps
-        down = f().item()
-        param[index] = old
-    return (up - down) / (2 * eps)
-
-
 @pytest.mark.parametrize("inner, learn_subspace, activation", CONFIGS, ids=CONFIG_IDS)
 def test_parameter_gradients_match_finite_differences(inner, learn_subspace, activation):
     kwargs = {"inverse_tol": 1e-14} if inner == "brenier" else {}
@@ -263,7 +252,7 @@ def test_parameter_gradients_match_finite_differences(inner, learn_subspace, act
         picks = {tuple(0 for _ in p.shape), tuple(s - 1 for s in p.shape)}
         picks.add(tuple(int(torch.randint(s, (1,), generator=gen)) for s in p.shape))
         for index in picks:
-            fd = _central_difference(loss, p, index)
+            fd = central_difference(loss, p, index)
             assert abs(grad[index].item() - fd) <= 1e-4 * abs(fd) + 1e-8, (name, index, grad[index].item(), fd)
             checked += abs(fd) > 1e-6
     assert checked >= 2 * len(params)  # most checked entries have a gradient that is not ~0
