@@ -353,3 +353,14 @@ def test_compare_refuses_a_non_empty_output_directory_without_resume_or_overwrit
         main([*argv[:-1], str(tmp_path / "figures")])
     with pytest.raises(DataLoaded):
         main([*argv[:-1], str(tmp_path / "new")])
+
+
+def test_under_torchrun_only_the_first_process_claims_the_output_dir_and_writes(tmp_path, monkeypatch):
+    _fake_training(monkeypatch)
+    (tmp_path / "notes.txt").write_text("an earlier run's notes")
+    monkeypatch.setenv("RANK", "1")  # a second process of a torchrun launch: trains its share, writes nothing
+    rows = harness.run_image_comparison("synthetic", models=("vae",), output_dir=tmp_path, **SIZES)
+    assert [r["model"] for r in rows] == ["vae"] and sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+    monkeypatch.setenv("RANK", "0")  # the first process claims the directory (and refuses a non-empty one)
+    with pytest.raises(ValueError, match="not empty"):
+        harness.run_image_comparison("synthetic", models=("vae",), output_dir=tmp_path, **SIZES)

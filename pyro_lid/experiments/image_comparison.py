@@ -27,6 +27,7 @@ earlier run's ``results.json``, ``history_*.json`` and ``checkpoint_*.pt`` and n
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import time
 from pathlib import Path
@@ -142,7 +143,8 @@ def run_image_comparison(
     if resume and overwrite:
         raise ValueError("pass resume (--resume) or overwrite (--overwrite), not both")
     device = resolve_device(device)
-    if output_dir is not None:
+    writer = writes_results()
+    if output_dir is not None and writer:
         writable_dir(output_dir, "output directory")
         _claim_output_dir(Path(output_dir), resume, overwrite)
     options = locals()
@@ -199,16 +201,23 @@ def run_image_comparison(
                 "final_val_loss": history.records[-1]["val_loss"],
             }
         )
-        if out is not None:
+        if out is not None and writer:
             out.mkdir(parents=True, exist_ok=True)
             reached = {r["model"] for r in rows}
             kept = [r for m, r in done.items() if m not in reached]  # finished earlier, not yet reached or not run
             # the history first: a row in results.json is a finished method whose history is in place
             atomic_write_text(out / f"history_{name}.json", json.dumps(history.records, indent=1))
             atomic_write_text(out / "results.json", json.dumps({"protocol": protocol, "rows": rows + kept}, indent=1))
-    if out is not None and rows:
+    if out is not None and rows and writer:
         write_figures(*load_results([out])[1:], out)
     return rows
+
+
+def writes_results() -> bool:
+    """Whether this process writes the comparison's files: every process of a ``torchrun`` or SLURM launch
+    (``--distributed ddp``) trains its share and evaluates, but only the first (``RANK`` /
+    ``SLURM_PROCID`` 0) claims the output directory and writes results, histories and figures."""
+    return all(os.environ.get(variable, "0") == "0" for variable in ("RANK", "SLURM_PROCID"))
 
 
 def _as_list(values):
