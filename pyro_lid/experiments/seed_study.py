@@ -124,20 +124,25 @@ def summarize_seeds(output_dir, info_floor: float = 0.01) -> list[dict]:
 
 
 def format_seed_table(summary: list[dict]) -> str:
-    """A Markdown table, every cell ``mean ± sd``, and the number of seeds per method."""
+    """A Markdown table, every cell ``mean ± sd``, the number of seeds per method, and ``(n=k)`` in a cell
+    that rests on fewer seeds than its row (a metric some runs did not record)."""
 
-    def cell(stat, digits):
-        return "" if stat is None else f"{stat['mean']:.{digits}f} ± {stat['sd']:.{digits}f}"
+    def cell(stat, digits, seeds):
+        if stat is None:
+            return ""
+        fewer = f" (n={stat['n']})" if stat["n"] < seeds else ""  # e.g. runs from before a metric was recorded
+        return f"{stat['mean']:.{digits}f} ± {stat['sd']:.{digits}f}{fewer}"
 
     lines = [
         "| model | seeds | AU | informative units | min I(x; z_d) | KL | MI | LL | cluster acc. | cost (x VAE) |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for s in summary:
+        n = len(s["seeds"])
         lines.append(
-            f"| {s['model']} | {len(s['seeds'])} | {cell(s['au'], 2)} | {cell(s['informative'], 2)} | "
-            f"{cell(s['min_mi_dim'], 3)} | {cell(s['kl'], 1)} | {cell(s['mi'], 2)} | {cell(s['ll'], 1)} | "
-            f"{cell(s['cluster_accuracy'], 3)} | {cell(s['cost'], 2)} |"
+            f"| {s['model']} | {n} | {cell(s['au'], 2, n)} | {cell(s['informative'], 2, n)} | "
+            f"{cell(s['min_mi_dim'], 3, n)} | {cell(s['kl'], 1, n)} | {cell(s['mi'], 2, n)} | {cell(s['ll'], 1, n)} | "
+            f"{cell(s['cluster_accuracy'], 3, n)} | {cell(s['cost'], 2, n)} |"
         )
     return "\n".join(lines)
 
