@@ -161,12 +161,14 @@ def plot_pareto(output_dir, path=None, info_floor: float = 0.01):
         for row in rows:
             colour = colours.setdefault(row["model"], f"C{len(colours) % 10}")
             values = _per_seed_values(row, None, info_floor)
-            y = values["informative"] if values["informative"] is not None else values["au"]
+            recorded = values["informative"] is not None
+            y = values["informative"] if recorded else values["au"]
             label = row["model"] if row["model"] not in marked else None
             marked.add(row["model"])
-            ax.scatter(row["ll"], y, color=colour, label=label, marker="o" if "lid" in row["model"] else "s")
+            ax.scatter(row["ll"], y, label=label, marker="o" if "lid" in row["model"] else "s", edgecolors=colour,
+                       facecolors=colour if recorded else "none")  # fmt: skip
     ax.set_xlabel("test log-likelihood (nats per image; right is better)")
-    ax.set_ylabel(f"fraction of units with I(x; z_d) > {info_floor} nats")
+    ax.set_ylabel(f"fraction of units with I(x; z_d) > {info_floor} nats\n(hollow: active units, where not recorded)")
     ax.set_ylim(-0.03, 1.03)
     ax.set_title("keeping units against fitting the data (one point per seed)")
     ax.legend(fontsize="small", loc="center left", bbox_to_anchor=(1.02, 0.5))
