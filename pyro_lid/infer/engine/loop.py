@@ -143,9 +143,7 @@ class TrainingLoop:
         return self.history
 
     def _batch(self, order: torch.Tensor, step: int) -> torch.Tensor:
-        idx = order[step * self.batch_size : (step + 1) * self.batch_size]
-        if self.world_size > 1:
-            idx = self.shard(idx)
+        idx = self.shard(order[step * self.batch_size : (step + 1) * self.batch_size])
         x = self.train_data[idx].to(self.device)
         return torch.bernoulli(x) if self.dynamic_binarization else x
 
