@@ -40,7 +40,7 @@ from ..data import binarize, load_images, synthetic_latent_data
 from ..diagnostics import collapse_report
 from ..infer import fit
 from ..infer.checkpoints import atomic_write_text
-from .methods import METHODS
+from .methods import METHODS, file_stem, resolve_method
 
 __all__ = [
     "DEFAULT_MODELS",
@@ -122,9 +122,7 @@ def run_image_comparison(
         ``output_dir`` is refused before any data are loaded.
     """
     models = list(METHODS) if models == "all" else list(models)
-    unknown = [m for m in models if m not in METHODS]
-    if unknown:
-        raise ValueError(f"unknown models {unknown}; choose from {sorted(METHODS)}")
+    methods = {name: resolve_method(name) for name in models}  # a bad name or option fails before any data load
     if not models:
         raise ValueError("no models to compare")
     sizes = dict(
@@ -158,7 +156,7 @@ def run_image_comparison(
         if name in done:
             rows.append(done[name])
             continue
-        method = METHODS[name]
+        method = methods[name]
         pyro.set_rng_seed(seed)
         model = method.build(data_dim, latent_dim, hidden, icnn_hidden, num_components)
         if device is not None:
@@ -173,7 +171,7 @@ def run_image_comparison(
             seed=seed,
             dynamic_binarization=dataset != "synthetic",
             progress=progress,
-            checkpoint=out / f"checkpoint_{name}.pt" if out is not None else None,
+            checkpoint=out / f"checkpoint_{file_stem(name)}.pt" if out is not None else None,
             resume=resume,
             **_parallel(devices, num_nodes, distributed, precision),
             **method.fit_options(epochs),
@@ -206,7 +204,7 @@ def run_image_comparison(
             reached = {r["model"] for r in rows}
             kept = [r for m, r in done.items() if m not in reached]  # finished earlier, not yet reached or not run
             # the history first: a row in results.json is a finished method whose history is in place
-            atomic_write_text(out / f"history_{name}.json", json.dumps(history.records, indent=1))
+            atomic_write_text(out / f"history_{file_stem(name)}.json", json.dumps(history.records, indent=1))
             atomic_write_text(out / "results.json", json.dumps({"protocol": protocol, "rows": rows + kept}, indent=1))
     if out is not None and rows and writer:
         write_figures(*load_results([out])[1:], out)
@@ -245,7 +243,7 @@ def load_results(output_dirs) -> tuple[dict, list[dict], dict]:
         protocol = saved["protocol"]
         for row in saved["rows"]:
             rows.append(row)
-            history = directory / f"history_{row['model']}.json"
+            history = directory / f"history_{file_stem(row['model'])}.json"
             if history.exists():
                 histories[row["model"]] = json.loads(history.read_text())
     order = {name: i for i, name in enumerate(METHODS)}

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from ..infer.schedules import KLSchedule
 from ..models import BNVAE, GMVAE, ILLIDVAE, LIDGMVAE, LIDVAE, SAVAE, VAE
 
-__all__ = ["Method", "METHODS"]
+__all__ = ["Method", "METHODS", "file_stem", "resolve_method"]
 
 
 @dataclass(frozen=True)
@@ -100,3 +100,49 @@ METHODS = {
         reference="LIDGMVAE with the projected injective decoder (as lidvae_projection)",
     ),
 }
+
+
+def _parse_value(text: str):
+    """``"3"`` -> 3, ``"0.5"`` -> 0.5, ``"true"``/``"false"`` -> bool, anything else the string."""
+    lowered = text.lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def resolve_method(spec: str) -> Method:
+    """The method a name or a variant names: ``"lidvae_projection"``, or ``"lidvae_projection:margin=3"``
+    (``name:key=value[:key=value...]``), which overrides the named method's model options.
+
+    A variant lets a study sweep a lever (a margin, an inner map) without a registry entry per value;
+    the spec is the row's name in every results file, so the setting is never lost.
+    """
+    name, *assignments = spec.split(":")
+    if name not in METHODS:
+        raise ValueError(f"unknown model {name!r} in {spec!r}; choose from {sorted(METHODS)}")
+    method = METHODS[name]
+    overrides = {}
+    for assignment in assignments:
+        key, sep, value = assignment.partition("=")
+        if not sep or not key:
+            raise ValueError(f"{spec!r}: expected name:key=value[:key=value...], got the part {assignment!r}")
+        overrides[key] = _parse_value(value)
+    if not overrides:
+        return method
+    variant = Method(method.model_class, {**method.model_kwargs, **overrides}, method.fit_kwargs,
+                     f"{method.reference} [with {', '.join(assignments)}]", method.pretrain_fraction)  # fmt: skip
+    try:  # a misspelt option fails here, before any model trains
+        variant.build(4, 2, hidden=4, icnn_hidden=4, num_components=2)
+    except TypeError as error:
+        raise ValueError(f"{spec!r}: {name} does not take these options ({error})") from error
+    return variant
+
+
+def file_stem(spec: str) -> str:
+    """A method spec as a portable file-name part: ``lidvae_projection:margin=3`` -> ``lidvae_projection-margin=3``."""
+    return spec.replace(":", "-")
