@@ -375,3 +375,19 @@ def test_sa_vae_steps_are_clipped_per_data_point_so_large_inputs_do_not_diverge(
     assert moved.max() <= 2.0 * (1 + 1e-5) and moved.min() > 1.0  # 784 pixels: every gradient is clipped
     model.refine_steps = 20
     assert torch.isfinite(model.posterior(x).mean).all()
+
+
+def test_a_variant_overrides_one_option_of_a_named_method_and_refuses_a_misspelt_one():
+    from pyro_lid.experiments.methods import file_stem, resolve_method
+
+    variant = resolve_method("lidvae_projection:margin=3:inner=brenier")
+    assert variant.model_kwargs == {"construction": "projection", "margin": 3, "inner": "brenier"}
+    assert METHODS["lidvae_projection"].model_kwargs["margin"] == 1.0  # the registry is untouched
+    model = variant.build(20, 4, hidden=16, icnn_hidden=16)
+    assert model.decoder.injective_map.injectivity_bound() >= 3.0
+    assert resolve_method("vae") is METHODS["vae"]
+    for bad, message in [("lidvae_projection:margn=3", "does not take"), ("nope", "unknown model"),
+                         ("vae:margin", "key=value")]:  # fmt: skip
+        with pytest.raises(ValueError, match=message):
+            resolve_method(bad)
+    assert file_stem("lidvae_projection:margin=3") == "lidvae_projection-margin=3"
