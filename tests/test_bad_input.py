@@ -148,8 +148,10 @@ def test_the_demo_ends_with_a_verdict(monkeypatch, capsys):
     monkeypatch.setattr(experiments, "run_brenier_demo", lambda **kwargs: result)
     status, out, _ = _run_cli(["demo"], capsys)
     assert status == 0
-    assert out.strip().splitlines()[-1].startswith(
-        "verdict: the Brenier flow fits the pinwheel better than the best Gaussian by 0.350 nats per point"
+    assert (
+        out.strip()
+        .splitlines()[-1]
+        .startswith("verdict: the Brenier flow fits the pinwheel better than the best Gaussian by 0.350 nats per point")
     )
     monkeypatch.setattr(experiments, "run_brenier_demo", lambda **kwargs: {**result, "ll_after": -3.7})
     status, _, err = _run_cli(["demo"], capsys)

@@ -136,8 +136,15 @@ def _fake_training(monkeypatch):
         return history
 
     def fake_report(*args, **kwargs):
-        return {"au_fraction": 0.5, "kl": 1.0, "mi": 0.5, "mi_minibatch": 0.4, "ll": -10.0, "mi_per_dim": None,
-                "kl_per_dim": None}
+        return {
+            "au_fraction": 0.5,
+            "kl": 1.0,
+            "mi": 0.5,
+            "mi_minibatch": 0.4,
+            "ll": -10.0,
+            "mi_per_dim": None,
+            "kl_per_dim": None,
+        }
 
     monkeypatch.setattr(harness, "fit", fake_fit)
     monkeypatch.setattr(harness, "collapse_report", fake_report)

@@ -127,7 +127,6 @@ class InjectiveBrenier(InjectiveMap):
         return self.output_map.potential.alpha * self.latent_map.potential.alpha
 
 
-
 def injective_brenier(latent_dim: int, output_dim: int, **kwargs) -> InjectiveBrenier:
     """A helper function to create an :class:`InjectiveBrenier` object.
 
