@@ -135,6 +135,9 @@ def test_bucket_order_is_a_permutation_whose_batches_need_less_padding_than_a_ra
     random_padding = padding(torch.randperm(1003, generator=g))
     assert padding(order) < 0.25 * random_padding
     assert not torch.equal(order, bucket_order(lengths, batch, generator=g))  # a fresh order each epoch
+    # sorted within one chunk, yet the batches come in random order, not shortest first
+    means = lengths[bucket_order(lengths, batch, generator=g, chunk_batches=1000)[:992]].view(-1, batch).float().mean(1)
+    assert abs(torch.corrcoef(torch.stack([means, torch.arange(62.0)]))[0, 1]) < 0.5
 
 
 # ------------------------------------------------------------------ corpora
