@@ -103,6 +103,8 @@ class Vocabulary:
 
     def decode(self, ids) -> list[str]:
         """The words of ``ids`` (a list or 1-d tensor): stops at ``EOS``, skips ``PAD`` and ``BOS``."""
+        if isinstance(ids, torch.Tensor) and ids.dim() != 1:
+            raise ValueError(f"decode takes one row of ids, got a tensor of shape {tuple(ids.shape)}")
         words = []
         for i in ids.tolist() if isinstance(ids, torch.Tensor) else ids:
             if i == EOS:
@@ -120,7 +122,7 @@ class Vocabulary:
         return cls(state["itos"])
 
 
-@dataclass
+@dataclass(eq=False)
 class TextCorpus:
     """Encoded splits (padded ``(N, T)`` LongTensors), their vocabulary and where they came from.
 
@@ -400,7 +402,7 @@ def _random_lstm(vocab_size: int, latent_dim: int, hidden: int, signal: float, m
         "bias": torch.randn(vocab_size, generator=g),
         "code": signal * torch.randn(vocab_size, latent_dim, generator=g),
         "stop": 0.5 * torch.randn(hidden, generator=g),
-        "stop_bias": torch.tensor(stop / (1 - stop)).log() if stop < 1 else torch.tensor(0.0),
+        "stop_bias": torch.tensor(stop / (1 - stop)).log(),
     }
 
 
