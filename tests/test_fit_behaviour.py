@@ -217,7 +217,7 @@ def test_dynamic_binarization_feeds_fresh_binary_draws_of_each_image_every_epoch
     "argv, match",
     [
         (["compare", "--dataset", "synthetic", "--resume"], "output_dir"),
-        (["compare", "--dataset", "synthetic", "--models", "no_such_method"], "unknown models"),
+        (["compare", "--dataset", "synthetic", "--models", "no_such_method"], "unknown model"),
         (["report", "{missing}"], "results.json not found"),
     ],
 )

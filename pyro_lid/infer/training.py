@@ -16,6 +16,7 @@ import torch
 from .checkpoints import training_config
 from .engine.callbacks import (
     Checkpointing,
+    ClusterInitialization,
     EarlyStopping,
     FreeBits,
     KLScheduleCallback,
@@ -145,6 +146,8 @@ def fit(
         train_data = fabric.strategy.precision.convert_input(train_data)
         val_data = fabric.strategy.precision.convert_input(val_data) if val_data is not None else None
     pieces = [KLScheduleCallback(kl_schedule)]
+    if getattr(model, "cluster_init_epochs", None) is not None:  # mixture priors: before validation sees them
+        pieces.append(ClusterInitialization(model.cluster_init_epochs, seed=seed))
     if free_bits is not None:
         pieces.append(FreeBits(free_bits))
     if val_data is not None:

@@ -1,7 +1,8 @@
-"""Callbacks: KL schedule, free bits, validation metrics, early stopping, checkpointing, progress, logging."""
+"""Callbacks: KL schedule, mixture initialization, free bits, validation, early stopping, checkpoints, logs."""
 
 from .base import Callback
 from .checkpoint import Checkpointing, load_checkpoint, save_checkpoint
+from .cluster_init import ClusterInitialization
 from .early_stopping import EarlyStopping
 from .free_bits import FreeBits
 from .kl_schedule import KLScheduleCallback
@@ -12,6 +13,7 @@ from .validation import ValidationMetrics, evaluate
 __all__ = [
     "Callback",
     "Checkpointing",
+    "ClusterInitialization",
     "EarlyStopping",
     "FreeBits",
     "KLScheduleCallback",
