@@ -12,8 +12,10 @@ from .collapse import (
 from .latent_posterior import latent_inference_data, plot_kl_per_dimension, plot_latent_posteriors
 from .plots import plot_log_likelihood_curve, plot_prior_posterior
 from .prior_posterior import gaussian_kl, prior_posterior_table, wasserstein1
+from .text import perplexity, predicted_token_counts, text_report
 
 __all__ = [
+    "text_report",
     "active_units",
     "collapse_report",
     "latent_inference_data",
@@ -26,7 +28,9 @@ __all__ = [
     "mutual_information_per_dim",
     "plot_log_likelihood_curve",
     "plot_prior_posterior",
+    "perplexity",
     "posterior_means",
+    "predicted_token_counts",
     "prior_posterior_table",
     "wasserstein1",
 ]

@@ -215,14 +215,19 @@ def importance_weighted_log_likelihood(
 
 @torch.no_grad()
 def collapse_report(
-    model, data: torch.Tensor, num_samples: int = 100, labels: torch.Tensor | None = None, progress: bool | None = None
+    model,
+    data: torch.Tensor,
+    num_samples: int = 100,
+    labels: torch.Tensor | None = None,
+    progress: bool | None = None,
+    keep_per_point: bool = False,
 ) -> dict:
     """All diagnostics at once: AU, KL (and per dimension), MI (both estimators, and per dimension
     for a diagonal Gaussian posterior), LL, cluster accuracy.
 
     ``data`` must already be in the form the likelihood scores (binarized images, for instance).
     ``progress``: a bar during the log-likelihood and a line per finished stage with its time
-    (see :mod:`pyro_lid._progress`).
+    (see :mod:`pyro_lid._progress`). ``keep_per_point``: also ``ll_per_point``, the ``(N,)`` estimates.
     """
     from ..models.vae import cluster_accuracy
 
@@ -263,6 +268,8 @@ def collapse_report(
             mi_minibatch=stage("mutual information (mini-batch)", lambda: mutual_information(model, data, "minibatch")),
             ll=float(ll.mean()),
         )
+        if keep_per_point:
+            report["ll_per_point"] = ll
         if labels is not None and hasattr(model, "cluster") and getattr(model, "num_components", None):
             clusters = torch.cat([model.cluster(x) for x in _batches(data, 1000)])
             report["cluster_accuracy"] = cluster_accuracy(clusters.cpu(), labels.cpu())
