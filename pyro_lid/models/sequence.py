@@ -383,21 +383,24 @@ class LSTMDecoder(nn.Module):
 
     # --------------------------------------------------------------------------------- generation
     @torch.no_grad()
-    def generate(self, z: torch.Tensor | None, num_rows: int, max_length: int, choose) -> torch.Tensor:
-        """``(num_rows, L)`` sentences, ``L <= max_length``, one token at a time by ``choose(log_probs)``."""
+    def generate(self, z: torch.Tensor | None, num_rows: int, max_length: int, choose):
+        """``(num_rows, L)`` sentences, ``L <= max_length``, one token at a time by ``choose(log_probs)``,
+        and their log-probabilities ``(num_rows,)``."""
         device = self.embedding.weight.device
         tokens = torch.full((num_rows, max_length), PAD, dtype=torch.long, device=device)
         tokens[:, 0] = BOS
+        scores = torch.zeros(num_rows, dtype=self.embedding.weight.dtype, device=device)
         done = torch.zeros(num_rows, dtype=torch.bool, device=device)
         state, current = self.initial_state(z), tokens[:, 0]
         for t in range(1, max_length):
             log_probs, state = self.step(current, z, state)
             current = choose(self._choosable(log_probs, t == max_length - 1)).masked_fill(done, PAD)
+            scores += log_probs.gather(-1, current.unsqueeze(-1)).squeeze(-1).masked_fill(done, 0.0)
             tokens[:, t] = current
             done |= current == EOS
             if done.all():
                 break
-        return _trim(tokens)
+        return _trim(tokens), scores
 
     @torch.no_grad()
     def beam_search(self, z: torch.Tensor | None, num_rows: int, beam_size: int, max_length: int):
@@ -406,7 +409,10 @@ class LSTMDecoder(nn.Module):
         Finished hypotheses stay in the beam and compete with unfinished ones (log-probabilities
         only fall as a hypothesis grows); the search stops when every hypothesis in the beam has
         ended. With ``beam_size=1`` this is greedy decoding; with a beam as large as the number of
-        hypotheses it is exact. Returns ``(tokens (num_rows, L), log_prob (num_rows,))``.
+        hypotheses it is exact. A beam can lose the greedy sentence (its prefix may fall out of the
+        beam while the sentences that pushed it out end worse), so the greedy sentence is a
+        candidate too, at the cost of one greedy decoding: the result is never less probable than
+        greedy's. Returns ``(tokens (num_rows, L), log_prob (num_rows,))``.
         """
         n, k, vocab = num_rows, beam_size, self.vocab_size
         device = self.embedding.weight.device
@@ -434,9 +440,15 @@ class LSTMDecoder(nn.Module):
             current = current.reshape(-1)
             if finished.all():
                 break
-        best = scores.argmax(-1)
-        picked = torch.arange(n, device=device)
-        return _trim(tokens[picked, best]), scores[picked, best]
+        picked, best = torch.arange(n, device=device), scores.argmax(-1)
+        tokens, scores = _trim(tokens[picked, best]), scores[picked, best]
+        if k == 1:
+            return tokens, scores
+        greedy, greedy_scores = self.generate(z, n, max_length, _greedy_choice)
+        width = max(tokens.shape[-1], greedy.shape[-1])
+        tokens, greedy = (F.pad(t, (0, width - t.shape[-1]), value=PAD) for t in (tokens, greedy))
+        better = greedy_scores > scores
+        return _trim(torch.where(better.unsqueeze(-1), greedy, tokens)), torch.where(better, greedy_scores, scores)
 
 
 def _trim(tokens: torch.Tensor) -> torch.Tensor:
@@ -491,7 +503,7 @@ class SequenceCategorical(TorchDistribution):
     def sample(self, sample_shape=()) -> torch.Tensor:
         shape = torch.Size(sample_shape) + self.batch_shape
         length = self.event_shape[0]
-        tokens = self.decoder.generate(self._rows(shape), math.prod(shape), length, _sampled_choice(1.0))
+        tokens, _ = self.decoder.generate(self._rows(shape), math.prod(shape), length, _sampled_choice(1.0))
         return F.pad(tokens, (0, length - tokens.shape[-1]), value=PAD).reshape(shape + (length,))
 
 
@@ -579,18 +591,19 @@ class LSTMVAE(VAE):
     def greedy(self, z: torch.Tensor, max_length: int | None = None) -> torch.Tensor:
         """The most probable token at each step, for ``z`` of shape ``(..., K)``: ``(..., L)`` ids."""
         length = self._length(max_length)
-        return self._decode(z, lambda rows, n: self.decoder.generate(rows, n, length, _greedy_choice))
+        return self._decode(z, lambda rows, n: self.decoder.generate(rows, n, length, _greedy_choice)[0])
 
     def sample_text(self, z: torch.Tensor, max_length: int | None = None, temperature: float = 1.0) -> torch.Tensor:
         """Ancestral samples from :math:`p(x\\mid z)` with logits divided by ``temperature`` (> 0)."""
         if not temperature > 0:
             raise ValueError(f"temperature must be > 0, got {temperature!r}")
         length, choose = self._length(max_length), _sampled_choice(float(temperature))
-        return self._decode(z, lambda rows, n: self.decoder.generate(rows, n, length, choose))
+        return self._decode(z, lambda rows, n: self.decoder.generate(rows, n, length, choose)[0])
 
     def beam_search(self, z: torch.Tensor, beam_size: int = 5, max_length: int | None = None) -> torch.Tensor:
         """The most probable sentence a beam of ``beam_size`` finds (plain log-probability, no length
-        normalization; see :meth:`LSTMDecoder.beam_search`); ``beam_size=1`` is :meth:`greedy`."""
+        normalization; never less probable than :meth:`greedy`'s; see :meth:`LSTMDecoder.beam_search`);
+        ``beam_size=1`` is :meth:`greedy`."""
         if isinstance(beam_size, bool) or not isinstance(beam_size, int) or beam_size < 1:
             raise ValueError(f"beam_size must be an integer >= 1, got {beam_size!r}")
         length = self._length(max_length)
