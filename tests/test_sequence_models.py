@@ -152,6 +152,8 @@ def test_padding_does_not_leak_into_log_probabilities(cls):
     single = torch.stack([model.log_joint(a, z[:, i : i + 1]).squeeze(-1) for i, a in enumerate(alone)], -1)
     assert (padded - single).abs().max() < 1e-6
     likelihood = model.decoder(z).log_prob(x)
+    broadcast = model.decoder(z[:1]).log_prob(x.expand(3, *x.shape))  # z (1, B, K) against x (3, B, T)
+    assert broadcast.shape == (3, len(sentences)) and (broadcast - likelihood[:1]).abs().max() < 1e-12
     assert (likelihood - model.decoder(z).log_prob(x[:, : x.shape[1] - 2])).abs().max() == 0
     # the encoder reads each sentence up to its own </s>
     means = model.posterior(x).mean
@@ -283,3 +285,7 @@ def test_fit_trains_a_sequence_model_and_diagnostics_run():
     assert len(history) == 1 and math.isfinite(history["train_loss"][0]) and math.isfinite(history["val_loss"][0])
     ll = importance_weighted_log_likelihood(model.eval(), val, num_samples=6, chunk_size=4)
     assert ll.shape == (8,) and torch.isfinite(ll).all() and (ll < 0).all()
+    lm = LSTMLanguageModel(V, embed_dim=E, hidden_dim=H)
+    history = fit(lm, train, val, epochs=2, batch_size=8, progress=False, val_metrics=False, lr=1e-2)
+    assert history["val_loss"][1] < history["val_loss"][0]
+    assert abs(history["val_loss"][1] + lm.eval().log_prob(val).mean().item()) < 1e-4  # the NLL per sentence

@@ -58,6 +58,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from pyro.distributions import TorchDistribution
+from pyro.infer import Trace_ELBO
 from torch.distributions import constraints
 
 from ..distributions.transforms.projection import ProjectedInjective
@@ -722,9 +723,11 @@ class LIDSVAE(LSTMVAE):
 class LSTMLanguageModel(nn.Module):
     r"""The perplexity baseline: the :class:`LSTMDecoder` without a latent, :math:`p(x) = \prod_t p(x_t\mid x_{<t})`.
 
-    ``log_prob(x)`` gives each sentence's log-probability; ``model``/``guide`` are a Pyro pair
-    with no latent (the guide is empty), so ``SVI(lm.model, lm.guide, Adam(...), Trace_ELBO())``
-    fits it by maximum likelihood.
+    ``log_prob(x)`` gives each sentence's log-probability (perplexity: ``exp(-sum log_prob /
+    sum predicted_tokens(x))``); ``model``/``guide`` are a Pyro pair with no latent (the guide is
+    empty), so ``SVI(lm.model, lm.guide, Adam(...), Trace_ELBO())`` fits it by maximum likelihood,
+    and so does :func:`~pyro_lid.infer.fit` with ``val_metrics=False`` (there is no posterior to
+    measure). It shares :class:`LSTMDecoder`, and thus its code, with the VAEs.
 
     :param str name: the parameter-store name (fixed; default ``"lm"``).
     Other parameters as :class:`LSTMDecoder`.
@@ -761,3 +764,7 @@ class LSTMLanguageModel(nn.Module):
 
     def guide(self, x: torch.Tensor, num_data: int | None = None) -> None:
         """No latent variables: nothing to sample."""
+
+    def default_loss(self):
+        """``Trace_ELBO``, here the negative log-likelihood (no latent, so no KL term)."""
+        return Trace_ELBO()
