@@ -448,3 +448,18 @@ def test_combine_adds_a_free_part_computed_elsewhere_without_losing_z():
     assert torch.allclose(bare.jacobian(z[:, 0]), bare.subspace @ torch.diag(bare.scale))
     with pytest.raises(ValueError, match="free part"):
         g.combine(z, torch.randn(4, 7, D + 1, dtype=F64))
+
+
+def test_combine_linear_is_combine_of_a_linear_free_part_in_one_product():
+    g = ProjectedInjective(K, D, free_network=False, orthogonal_to=torch.ones(D)).double()
+    perturb_(g, 0.5)
+    weight = torch.randn(D, 5, dtype=F64)
+    z, x = torch.randn(4, 1, K, dtype=F64), torch.randn(4, 7, 5, dtype=F64)  # z broadcast over 7 rows of x
+    y = g.combine_linear(z, x, weight)
+    assert y.shape == (4, 7, D)
+    assert (y - g.combine(z, x @ weight.T)).abs().max() < 1e-12
+    assert (g.left_inverse(y.log_softmax(-1)) - z).abs().max() < 1e-10
+    with pytest.raises(ValueError, match="weight of shape"):
+        g.combine_linear(z, x, weight.T)
+    with pytest.raises(ValueError, match="inputs of shape"):
+        g.combine_linear(z, x[..., :4], weight)

@@ -125,7 +125,8 @@ class ProjectedInjective(InjectiveMap):
     for any tensor :math:`f` of shape ``(..., D)`` (``g(z)`` is ``combine(z, m(z))``). The bound
     :math:`Q^\top(\mathrm{combine}(z, f) - c) = h(z)` holds whatever :math:`f` is, even a function
     of :math:`z`, so a decoder that computes its own free part (say an LSTM's output layer, as
-    :class:`~pyro_lid.models.LIDSVAE` does) keeps the margin. ``free_network=False`` then
+    :class:`~pyro_lid.models.LIDSVAE` does, through :meth:`combine_linear`, which fuses a linear
+    free part into one matrix product) keeps the margin. ``free_network=False`` then
     drops the MLP :math:`m` (:math:`g(z) = Q\,h(z) + c`, and ``hidden_dims`` is ignored).
 
     The map is not bijective: :meth:`left_inverse` (also used as ``_inverse``) returns
@@ -346,6 +347,38 @@ class ProjectedInjective(InjectiveMap):
         q = self.subspace
         # Q h + (I - Q Q^T) f = Q (h - Q^T f) + f, at O(DK) cost
         return (self.inner_forward(z) - free @ q) @ q.transpose(-1, -2) + free + self.offset
+
+    def combine_linear(self, z: torch.Tensor, inputs: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        r""":meth:`combine` for a free part linear in ``inputs``, :math:`f = Wx`, as one matrix product.
+
+        .. math::
+
+            Q\,h(z) + (I - QQ^\top)\,Wx + c = \big[(I - QQ^\top)W,\ Q\big]
+            \begin{bmatrix} x \\ h(z) \end{bmatrix} + c,
+
+        a linear layer with :math:`K` more inputs: :math:`(n + K)D` multiply-adds per row of
+        ``inputs`` (against :math:`nD` for :math:`Wx` alone, and :math:`(n + 2K)D` plus two
+        passes over the output for :meth:`combine`), and :math:`nDK` once per call to project
+        :math:`W`. ``z`` of shape ``(..., K)`` and ``inputs`` of shape ``(..., n)`` broadcast
+        against each other; ``weight`` has shape ``(D, n)``, as an ``nn.Linear``'s (whose bias
+        :math:`c` replaces: :math:`(I - QQ^\top)b` is covered by :math:`c`, :math:`QQ^\top b` projected out).
+        """
+        if not isinstance(weight, torch.Tensor) or weight.dim() != 2 or weight.shape[0] != self.output_dim:
+            got = tuple(weight.shape) if isinstance(weight, torch.Tensor) else type(weight).__name__
+            raise ValueError(
+                f"{type(self).__name__}.combine_linear expects a weight of shape ({self.output_dim}, n), got {got}"
+            )
+        if not isinstance(inputs, torch.Tensor) or inputs.dim() < 1 or inputs.shape[-1] != weight.shape[1]:
+            got = tuple(inputs.shape) if isinstance(inputs, torch.Tensor) else type(inputs).__name__
+            raise ValueError(
+                f"{type(self).__name__}.combine_linear expects inputs of shape (..., {weight.shape[1]}), got {got}"
+            )
+        q = self.subspace
+        h = self.inner_forward(z)
+        shape = torch.broadcast_shapes(h.shape[:-1], inputs.shape[:-1])
+        joint = torch.cat([inputs.expand(shape + inputs.shape[-1:]), h.expand(shape + h.shape[-1:])], -1)
+        projected = weight - q @ (q.transpose(-1, -2) @ weight)
+        return F.linear(joint, torch.cat([projected, q], -1), self.offset)
 
     def left_inverse(self, y: torch.Tensor) -> torch.Tensor:
         r""":math:`z = h^{-1}(Q^\top(y - c))`; exact for :math:`y` in the image of :math:`g`."""
