@@ -213,8 +213,11 @@ class IdentifiableOutputLayer(nn.Module):
     per token instead of :math:`VH` (12.5% more at :math:`H = 256`, :math:`K = 32`), plus
     :math:`VHK` once per batch to project :math:`W`. No Brenier map over the vocabulary.
 
-    :param int hidden_dim: :math:`H`. :param int vocab_size: :math:`V`. :param int latent_dim: :math:`K \le V - 1`.
-    :param str inner: ``"diagonal"`` or ``"brenier"``. :param float margin: the singular-value floor.
+    :param int hidden_dim: :math:`H`.
+    :param int vocab_size: :math:`V`.
+    :param int latent_dim: :math:`K \le V - 1`.
+    :param str inner: ``"diagonal"`` or ``"brenier"``.
+    :param float margin: the singular-value floor.
     :param int subspace_seed: seed of :math:`Q`.
     :param inner_hidden_dims: ICNN widths of the Brenier inner map.
     :param brenier_kwargs: further options of the Brenier inner map.
@@ -276,8 +279,10 @@ class LSTMDecoder(nn.Module):
     the word embedding concatenated with :math:`z` (He et al. 2019). With ``latent_dim=0``
     the state starts at zero and nothing is concatenated: a language model.
 
-    :param int vocab_size: :math:`V`. :param int latent_dim: :math:`K` (0: no latent).
-    :param int embed_dim: word embedding width. :param int hidden_dim: LSTM width :math:`H`.
+    :param int vocab_size: :math:`V`.
+    :param int latent_dim: :math:`K` (0: no latent).
+    :param int embed_dim: word embedding width.
+    :param int hidden_dim: LSTM width :math:`H`.
     :param float word_dropout: in training mode (``module.train()``) each input word is
         replaced by ``<unk>`` with this probability (Bowman et al. 2016); ``<s>`` and
         ``<pad>`` never are, and targets are never changed.
@@ -473,7 +478,8 @@ class SequenceCategorical(TorchDistribution):
     ``sample()`` generates ancestrally (ids, no gradient), padded to ``max_length`` columns: the
     nominal event shape is ``(max_length,)``, but sentences of any length are scored.
 
-    :param LSTMDecoder decoder: the network. :param z: latents ``(..., K)``, ``None`` for a language model.
+    :param LSTMDecoder decoder: the network.
+    :param z: latents ``(..., K)``, ``None`` for a language model.
     :param batch_shape: the batch shape when ``z`` is ``None``.
     """
 
@@ -531,10 +537,12 @@ class LSTMVAE(VAE):
     is this class's own.
 
     :param int vocab_size: :math:`V` (ids ``PAD, BOS, EOS, UNK = 0, 1, 2, 3`` included).
-    :param int latent_dim: :math:`K`. :param int embed_dim: embedding width (encoder and decoder).
+    :param int latent_dim: :math:`K`.
+    :param int embed_dim: embedding width (encoder and decoder).
     :param int hidden_dim: LSTM width (encoder and decoder).
     :param float word_dropout: the decoder's word dropout in training mode (see :class:`LSTMDecoder`).
-    :param float beta: KL weight. :param prior: a prior module (default standard normal).
+    :param float beta: KL weight.
+    :param prior: a prior module (default standard normal).
     :param head: the decoder's output layer, ``head(hidden, z) -> logits`` (default :class:`OutputLayer`).
     :param int max_length: default decoding length (``<s>`` and ``</s>`` included).
     :param str name: the parameter-store name (see :class:`~pyro_lid.models.VAE`).
@@ -734,6 +742,7 @@ class LSTMLanguageModel(nn.Module):
     measure). It shares :class:`LSTMDecoder`, and thus its code, with the VAEs.
 
     :param str name: the parameter-store name (fixed; default ``"lm"``).
+
     Other parameters as :class:`LSTMDecoder`.
     """
 
