@@ -409,3 +409,57 @@ def test_lid_models_with_the_projected_decoder_keep_their_margin_and_train(name)
     assert torch.linalg.svdvals(jac).min() >= decoder.injectivity_bound() - 1e-9 >= 1.0 - 1e-9
     with pytest.raises(ValueError, match="construction must be 'brenier' or 'projection'"):
         METHODS["lidvae"].model_class(20, 3, construction="planar")
+
+
+# ---------------------------------------------------------------------------------------------- (8) for softmax logits
+
+
+@pytest.mark.parametrize("learn_subspace", [False, True], ids=["fixedQ", "learnedQ"])
+def test_subspace_orthogonal_to_the_ones_vector_keeps_z_recoverable_from_log_probabilities(learn_subspace):
+    g = perturb_(
+        ProjectedInjective(K, D, hidden_dims=(16,), learn_subspace=learn_subspace, orthogonal_to=torch.ones(D)), 0.5
+    ).double()  # built in float32, cast: Q re-orthogonalized to 1 in float64
+    q = g.subspace
+    assert gram_error(q) < 1e-12
+    assert (torch.ones(D, dtype=F64) @ q).abs().max() < 1e-12
+    z = torch.randn(5, K, dtype=F64)
+    log_probs = g(z).log_softmax(-1)  # logits shifted by a different constant per row
+    assert (g.left_inverse(log_probs) - z).abs().max() < 1e-10
+    # without the constraint the same seed gives the same Q as before, which does not see past the shift
+    plain = ProjectedInjective(K, D, hidden_dims=(16,)).double()
+    assert torch.equal(plain.subspace, ProjectedInjective(K, D, hidden_dims=(16,)).double().subspace)
+    assert (plain.left_inverse(plain(z).log_softmax(-1)) - z).abs().max() > 1e-3
+    with pytest.raises(ValueError, match="orthogonal_to"):
+        ProjectedInjective(K, D, orthogonal_to=torch.ones(D + 1))
+    with pytest.raises(ValueError, match="output_dim >= 4"):
+        ProjectedInjective(K, K, orthogonal_to=torch.ones(K))
+
+
+def test_combine_adds_a_free_part_computed_elsewhere_without_losing_z():
+    g = make()
+    z = torch.randn(4, 1, K, dtype=F64)
+    assert torch.allclose(g.combine(z[:, 0], g.mlp(z[:, 0])), g(z[:, 0]), atol=1e-12)
+    free = torch.randn(4, 7, D, dtype=F64) * 10  # z broadcast over 7 free parts
+    y = g.combine(z, free)
+    assert y.shape == (4, 7, D)
+    assert (g.left_inverse(y) - z).abs().max() < 1e-10
+    bare = ProjectedInjective(K, D, free_network=False).double()
+    assert len(bare.layers) == 0 and torch.allclose(bare(z[:, 0]), (bare.scale * z[:, 0]) @ bare.subspace.T)
+    assert torch.allclose(bare.jacobian(z[:, 0]), bare.subspace @ torch.diag(bare.scale))
+    with pytest.raises(ValueError, match="free part"):
+        g.combine(z, torch.randn(4, 7, D + 1, dtype=F64))
+
+
+def test_combine_linear_is_combine_of_a_linear_free_part_in_one_product():
+    g = ProjectedInjective(K, D, free_network=False, orthogonal_to=torch.ones(D)).double()
+    perturb_(g, 0.5)
+    weight = torch.randn(D, 5, dtype=F64)
+    z, x = torch.randn(4, 1, K, dtype=F64), torch.randn(4, 7, 5, dtype=F64)  # z broadcast over 7 rows of x
+    y = g.combine_linear(z, x, weight)
+    assert y.shape == (4, 7, D)
+    assert (y - g.combine(z, x @ weight.T)).abs().max() < 1e-12
+    assert (g.left_inverse(y.log_softmax(-1)) - z).abs().max() < 1e-10
+    with pytest.raises(ValueError, match="weight of shape"):
+        g.combine_linear(z, x, weight.T)
+    with pytest.raises(ValueError, match="inputs of shape"):
+        g.combine_linear(z, x[..., :4], weight)

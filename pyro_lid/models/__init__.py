@@ -1,10 +1,11 @@
-"""Models: VAEs (plain and latent-identifiable, Gaussian or mixture prior) and classical demonstrations."""
+"""Models: VAEs (plain and latent-identifiable; Gaussian or mixture prior; LSTM for text), classical demonstrations."""
 
 from .mixture_weight import MixtureWeightModel
 from .networks import GaussianEncoder, MLPLikelihood
 from .ppca import PPCA
 from .priors import GaussianMixturePrior, StandardNormalPrior, kmeans
 from .savae import SAVAE, SemiAmortized, semi_amortized
+from .sequence import LIDSVAE, LSTMVAE, LSTMLanguageModel, SequenceCategorical
 from .vae import BNVAE, GMVAE, ILLIDVAE, LIDGMVAE, LIDVAE, VAE, cluster_accuracy
 
 __all__ = [
@@ -12,7 +13,10 @@ __all__ = [
     "GMVAE",
     "ILLIDVAE",
     "LIDGMVAE",
+    "LIDSVAE",
     "LIDVAE",
+    "LSTMLanguageModel",
+    "LSTMVAE",
     "VAE",
     "GaussianEncoder",
     "GaussianMixturePrior",
@@ -22,6 +26,7 @@ __all__ = [
     "PPCA",
     "SAVAE",
     "SemiAmortized",
+    "SequenceCategorical",
     "StandardNormalPrior",
     "cluster_accuracy",
     "semi_amortized",

@@ -32,10 +32,26 @@ def _orthonormal_columns(matrix: torch.Tensor) -> torch.Tensor:
     return q.to(matrix.dtype)
 
 
-def _seeded_orthonormal(output_dim: int, latent_dim: int, seed: int) -> torch.Tensor:
-    """A random ``(output_dim, latent_dim)`` matrix with orthonormal columns, a function of ``seed`` only (float64)."""
+def _project_out(matrix: torch.Tensor, basis: torch.Tensor | None) -> torch.Tensor:
+    r""":math:`(I - UU^\top)` ``matrix`` for a ``basis`` :math:`U` with orthonormal columns (``None``: ``matrix``)."""
+    if basis is None:
+        return matrix
+    basis = basis.to(matrix.dtype)
+    return matrix - basis @ (basis.transpose(-1, -2) @ matrix)
+
+
+def _seeded_orthonormal(
+    output_dim: int, latent_dim: int, seed: int, orthogonal_to: torch.Tensor | None = None
+) -> torch.Tensor:
+    """A random ``(output_dim, latent_dim)`` matrix with orthonormal columns, a function of ``seed`` only (float64).
+
+    With ``orthogonal_to`` (an orthonormal ``(output_dim, r)`` basis), the Gaussian draw is projected
+    off its span before orthonormalization, so the columns are orthogonal to it; without, the
+    matrix is the one this seed always gave.
+    """
     gen = torch.Generator().manual_seed(seed)
-    return _orthonormal_columns(torch.randn(output_dim, latent_dim, generator=gen, dtype=torch.float64))
+    draw = torch.randn(output_dim, latent_dim, generator=gen, dtype=torch.float64)
+    return _orthonormal_columns(_project_out(draw, orthogonal_to))
 
 
 class ProjectedInjective(InjectiveMap):
@@ -97,6 +113,22 @@ class ProjectedInjective(InjectiveMap):
     :math:`z` moves the decoder's output by at least one unit (in natural parameters,
     e.g. logits). The default ``hidden_dims=(512,)`` is the VAE decoder's in this library.
 
+    **Orthogonal to given directions.** With ``orthogonal_to`` (a ``(D,)`` vector or ``(D, r)``
+    matrix), :math:`Q` is drawn (or, if learned, kept) orthogonal to its span. The use is
+    softmax logits: the softmax ignores a common shift :math:`a\mathbf 1`, and with
+    ``orthogonal_to=torch.ones(D)`` also :math:`Q^\top(y + a\mathbf 1) = Q^\top y`, so
+    :meth:`left_inverse` recovers :math:`z` from logits and from log-probabilities alike, and
+    :math:`z\mapsto\mathrm{softmax}(g(z))` keeps the margin: the log-softmax Jacobian
+    :math:`(I - \mathbf 1 p^\top)J_g` satisfies :math:`Q^\top(I - \mathbf 1 p^\top)J_g = J_h`.
+
+    **A free part from elsewhere.** :meth:`combine` computes :math:`Q\,h(z) + (I - QQ^\top)\,f + c`
+    for any tensor :math:`f` of shape ``(..., D)`` (``g(z)`` is ``combine(z, m(z))``). The bound
+    :math:`Q^\top(\mathrm{combine}(z, f) - c) = h(z)` holds whatever :math:`f` is, even a function
+    of :math:`z`, so a decoder that computes its own free part (say an LSTM's output layer, as
+    :class:`~pyro_lid.models.LIDSVAE` does, through :meth:`combine_linear`, which fuses a linear
+    free part into one matrix product) keeps the margin. ``free_network=False`` then
+    drops the MLP :math:`m` (:math:`g(z) = Q\,h(z) + c`, and ``hidden_dims`` is ignored).
+
     The map is not bijective: :meth:`left_inverse` (also used as ``_inverse``) returns
     :math:`h^{-1}(Q^\top(y - c))`, exact on the image of :math:`g` and a projection off
     it. There is no ``log_abs_det_jacobian`` (the map changes dimension);
@@ -125,6 +157,10 @@ class ProjectedInjective(InjectiveMap):
     :param inner_hidden_dims: ICNN widths of the Brenier inner map (``inner="brenier"`` only;
         default :class:`Brenier`'s).
     :param str activation: ``"relu"`` or ``"softplus"``, the MLP's hidden activation.
+    :param orthogonal_to: a ``(D,)`` vector or ``(D, r)`` matrix (:math:`K \le D - r`); :math:`Q` is
+        orthogonal to its span (default ``None``: no constraint).
+    :param bool free_network: build the MLP :math:`m` (default); ``False`` for a map used only
+        through :meth:`combine` with a free part computed elsewhere.
     :param brenier_kwargs: further :class:`Brenier` options for ``inner="brenier"``
         (``alpha_init``, ``learn_alpha``, ``inverse_tol``, ``inverse_max_iter``, ``solver``).
 
@@ -143,6 +179,8 @@ class ProjectedInjective(InjectiveMap):
         subspace_seed: int = 0,
         inner_hidden_dims: Sequence[int] | None = None,
         activation: str = "relu",
+        orthogonal_to: torch.Tensor | None = None,
+        free_network: bool = True,
         **brenier_kwargs,
     ):
         super().__init__(cache_size=0)
@@ -176,6 +214,24 @@ class ProjectedInjective(InjectiveMap):
         if isinstance(subspace_seed, bool) or not isinstance(subspace_seed, int):
             raise ValueError(f"{name}: subspace_seed must be an integer, got {subspace_seed!r}")
 
+        orthogonal_basis = None
+        if orthogonal_to is not None:
+            directions = torch.as_tensor(orthogonal_to, dtype=torch.float64)
+            directions = directions.unsqueeze(-1) if directions.dim() == 1 else directions
+            if directions.dim() != 2 or directions.shape[0] != output_dim:
+                raise ValueError(
+                    f"{name}: orthogonal_to must have shape ({output_dim},) or ({output_dim}, r), "
+                    f"got {tuple(torch.as_tensor(orthogonal_to).shape)}"
+                )
+            if torch.linalg.matrix_rank(directions) < directions.shape[1] or not torch.isfinite(directions).all():
+                raise ValueError(f"{name}: orthogonal_to must have finite, linearly independent columns")
+            if latent_dim > output_dim - directions.shape[1]:
+                raise ValueError(
+                    f"{name}: latent_dim={latent_dim} columns orthogonal to {directions.shape[1]} direction(s) "
+                    f"need output_dim >= {latent_dim + directions.shape[1]}, got {output_dim}"
+                )
+            orthogonal_basis = _orthonormal_columns(directions)
+
         self.latent_dim = latent_dim
         self.output_dim = output_dim
         self.inner = inner
@@ -183,7 +239,10 @@ class ProjectedInjective(InjectiveMap):
         self.learn_subspace = bool(learn_subspace)
         self.activation = activation
 
-        basis = _seeded_orthonormal(output_dim, latent_dim, subspace_seed).to(torch.get_default_dtype())
+        self.free_network = bool(free_network)
+        dtype = torch.get_default_dtype()
+        self.register_buffer("orthogonal_basis", None if orthogonal_basis is None else orthogonal_basis.to(dtype))
+        basis = _seeded_orthonormal(output_dim, latent_dim, subspace_seed, orthogonal_basis).to(dtype)
         if self.learn_subspace:
             self.subspace_raw = nn.Parameter(basis)
         else:
@@ -196,7 +255,7 @@ class ProjectedInjective(InjectiveMap):
         else:
             self.inner_map = Brenier(latent_dim, inner_hidden_dims, alpha_floor=self.margin, **brenier_kwargs)
 
-        sizes = [latent_dim, *hidden_dims, output_dim]
+        sizes = [latent_dim, *hidden_dims, output_dim] if self.free_network else []
         self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
         self.offset = nn.Parameter(torch.zeros(output_dim))
 
@@ -206,7 +265,7 @@ class ProjectedInjective(InjectiveMap):
     def subspace(self) -> torch.Tensor:
         r""":math:`Q`, the :math:`D\times K` matrix with orthonormal columns (from its parameter if learned)."""
         if self.learn_subspace:
-            return _orthonormal_columns(self.subspace_raw)
+            return _orthonormal_columns(_project_out(self.subspace_raw, self.orthogonal_basis))
         return self.subspace_basis
 
     @property
@@ -227,13 +286,17 @@ class ProjectedInjective(InjectiveMap):
         return torch.where(a > 20.0, torch.ones_like(a), torch.sigmoid(a))
 
     def mlp(self, z: torch.Tensor) -> torch.Tensor:
-        """The free network :math:`m(z)`, shape ``(..., D)`` (before projection)."""
+        """The free network :math:`m(z)`, shape ``(..., D)`` (before projection); zeros without ``free_network``."""
+        if not self.layers:
+            return z.new_zeros(z.shape[:-1] + (self.output_dim,))
         for layer in self.layers[:-1]:
             z = self._activate(layer(z))
         return self.layers[-1](z)
 
     def _mlp_jacobian(self, flat: torch.Tensor) -> torch.Tensor:
         """:math:`\\partial m/\\partial z` for ``(N, K)`` rows, shape ``(N, D, K)``, by explicit products."""
+        if not self.layers:
+            return flat.new_zeros(flat.shape[0], self.output_dim, self.latent_dim)
         first = self.layers[0]
         a = first(flat)
         jac = first.weight.expand(flat.shape[0], *first.weight.shape)
@@ -265,10 +328,57 @@ class ProjectedInjective(InjectiveMap):
 
     def _call(self, z: torch.Tensor) -> torch.Tensor:
         check_event(type(self).__name__, z, self.latent_dim, "latent input")
+        return self.combine(z, self.mlp(z))
+
+    def combine(self, z: torch.Tensor, free: torch.Tensor) -> torch.Tensor:
+        r""":math:`Q\,h(z) + (I - QQ^\top)\,f + c` for a free part :math:`f` computed elsewhere.
+
+        ``z`` of shape ``(..., K)`` and ``free`` of shape ``(..., D)`` broadcast against each other
+        (e.g. ``z`` of shape ``(N, 1, K)`` with ``free`` of shape ``(N, T, D)``: one latent, T free
+        parts). :math:`Q^\top(\mathrm{combine}(z, f) - c) = h(z)` whatever :math:`f` is, so every
+        result has :meth:`left_inverse` :math:`z` and the margin of :meth:`injectivity_bound`.
+        Cost: two products with :math:`Q`, :math:`2DK` multiply-adds per row of ``free``.
+        """
+        if not isinstance(free, torch.Tensor) or free.dim() < 1 or free.shape[-1] != self.output_dim:
+            got = tuple(free.shape) if isinstance(free, torch.Tensor) else type(free).__name__
+            raise ValueError(
+                f"{type(self).__name__}.combine expects a free part of shape (..., {self.output_dim}), got {got}"
+            )
         q = self.subspace
-        m = self.mlp(z)
-        # Q h + (I - Q Q^T) m = Q (h - Q^T m) + m, at O(DK) cost
-        return (self.inner_forward(z) - m @ q) @ q.transpose(-1, -2) + m + self.offset
+        # Q h + (I - Q Q^T) f = Q (h - Q^T f) + f, at O(DK) cost
+        return (self.inner_forward(z) - free @ q) @ q.transpose(-1, -2) + free + self.offset
+
+    def combine_linear(self, z: torch.Tensor, inputs: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        r""":meth:`combine` for a free part linear in ``inputs``, :math:`f = Wx`, as one matrix product.
+
+        .. math::
+
+            Q\,h(z) + (I - QQ^\top)\,Wx + c = \big[(I - QQ^\top)W,\ Q\big]
+            \begin{bmatrix} x \\ h(z) \end{bmatrix} + c,
+
+        a linear layer with :math:`K` more inputs: :math:`(n + K)D` multiply-adds per row of
+        ``inputs`` (against :math:`nD` for :math:`Wx` alone, and :math:`(n + 2K)D` plus two
+        passes over the output for :meth:`combine`), and :math:`nDK` once per call to project
+        :math:`W`. ``z`` of shape ``(..., K)`` and ``inputs`` of shape ``(..., n)`` broadcast
+        against each other; ``weight`` has shape ``(D, n)``, as an ``nn.Linear``'s (whose bias
+        :math:`c` replaces: :math:`(I - QQ^\top)b` is covered by :math:`c`, :math:`QQ^\top b` projected out).
+        """
+        if not isinstance(weight, torch.Tensor) or weight.dim() != 2 or weight.shape[0] != self.output_dim:
+            got = tuple(weight.shape) if isinstance(weight, torch.Tensor) else type(weight).__name__
+            raise ValueError(
+                f"{type(self).__name__}.combine_linear expects a weight of shape ({self.output_dim}, n), got {got}"
+            )
+        if not isinstance(inputs, torch.Tensor) or inputs.dim() < 1 or inputs.shape[-1] != weight.shape[1]:
+            got = tuple(inputs.shape) if isinstance(inputs, torch.Tensor) else type(inputs).__name__
+            raise ValueError(
+                f"{type(self).__name__}.combine_linear expects inputs of shape (..., {weight.shape[1]}), got {got}"
+            )
+        q = self.subspace
+        h = self.inner_forward(z)
+        shape = torch.broadcast_shapes(h.shape[:-1], inputs.shape[:-1])
+        joint = torch.cat([inputs.expand(shape + inputs.shape[-1:]), h.expand(shape + h.shape[-1:])], -1)
+        projected = weight - q @ (q.transpose(-1, -2) @ weight)
+        return F.linear(joint, torch.cat([projected, q], -1), self.offset)
 
     def left_inverse(self, y: torch.Tensor) -> torch.Tensor:
         r""":math:`z = h^{-1}(Q^\top(y - c))`; exact for :math:`y` in the image of :math:`g`."""
@@ -297,19 +407,23 @@ class ProjectedInjective(InjectiveMap):
             return self.scale.min()
         return self.inner_map.potential.alpha
 
-
     # ----------------------------------------------------------------------------------------- dtype
 
     def _apply(self, fn, *args, **kwargs):
         """Move/cast as usual; a fixed :math:`Q` cast to another dtype is re-orthonormalized in that dtype.
 
         Casting a float32 :math:`Q` up to float64 would keep its float32 rounding (columns
-        orthonormal to 1e-7 only); one QR step restores orthonormality to the new precision.
+        orthonormal to 1e-7 only); one QR step restores orthonormality to the new precision
+        (and the basis of ``orthogonal_to`` likewise, with :math:`Q` projected off it first).
         """
-        before = None if self.learn_subspace else self.subspace_basis.dtype
+        fixed = [self.orthogonal_basis] + ([] if self.learn_subspace else [self.subspace_basis])
+        before = [None if t is None else t.dtype for t in fixed]
         super()._apply(fn, *args, **kwargs)
-        if before is not None and self.subspace_basis.dtype != before:
-            self.subspace_basis = _orthonormal_columns(self.subspace_basis)
+        if before[0] is not None and self.orthogonal_basis.dtype != before[0]:
+            self.orthogonal_basis = _orthonormal_columns(self.orthogonal_basis)
+        if not self.learn_subspace and self.subspace_basis.dtype != before[1]:
+            # projected off the directions too: Q orthogonal to them in the new precision
+            self.subspace_basis = _orthonormal_columns(_project_out(self.subspace_basis, self.orthogonal_basis))
         return self
 
 
