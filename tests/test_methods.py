@@ -52,7 +52,7 @@ def test_il_lidvae_margin_grows_with_the_strong_convexity_constant():
         ILLIDVAE(20, 3, alpha_floor=0.1)
 
 
-@pytest.mark.parametrize("name", sorted(METHODS))
+@pytest.mark.parametrize("name", sorted(n for n, m in METHODS.items() if not m.is_text))  # text: test_text_models
 def test_every_registered_method_builds_and_trains_two_epochs(name):
     method = METHODS[name]
     pyro.set_rng_seed(0)

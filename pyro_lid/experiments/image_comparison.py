@@ -27,20 +27,18 @@ earlier run's ``results.json``, ``history_*.json`` and ``checkpoint_*.pt`` and n
 from __future__ import annotations
 
 import json
-import os
-import statistics
 import time
 from pathlib import Path
 
 import pyro
 import torch
 
-from .._checks import resolve_device, writable_dir
+from .._checks import resolve_device
 from ..data import binarize, load_images, synthetic_latent_data
 from ..diagnostics import collapse_report
 from ..infer import fit
-from ..infer.checkpoints import atomic_write_text
 from .methods import METHODS, file_stem, resolve_method
+from .runs import ComparisonRun, as_list, check_run_options, cost_columns, read_results, typical_epoch_seconds
 
 __all__ = [
     "DEFAULT_MODELS",
@@ -121,8 +119,11 @@ def run_image_comparison(
         ``history_*.json`` and ``checkpoint_*.pt`` first. Without it or ``resume``, a non-empty
         ``output_dir`` is refused before any data are loaded.
     """
-    models = list(METHODS) if models == "all" else list(models)
+    models = [n for n, m in METHODS.items() if not m.is_text] if models == "all" else list(models)
     methods = {name: resolve_method(name) for name in models}  # a bad name or option fails before any data load
+    text = [name for name, method in methods.items() if method.is_text]
+    if text:
+        raise ValueError(f"{', '.join(text)}: text models; compare them on text (--dataset ptb, yahoo, synthetic-text)")
     if not models:
         raise ValueError("no models to compare")
     sizes = dict(
@@ -136,25 +137,14 @@ def run_image_comparison(
             raise ValueError(f"{key} must be a positive integer, got {value!r}")
     if not lr > 0:
         raise ValueError(f"lr must be > 0, got {lr!r}")
-    if resume and output_dir is None:
-        raise ValueError("resume=True needs an output_dir")
-    if resume and overwrite:
-        raise ValueError("pass resume (--resume) or overwrite (--overwrite), not both")
+    check_run_options(output_dir, resume, overwrite)
     device = resolve_device(device)
-    writer = writes_results()
-    if output_dir is not None and writer:
-        writable_dir(output_dir, "output directory")
-        _claim_output_dir(Path(output_dir), resume, overwrite)
     options = locals()
-    protocol = {key: options[key] for key in PROTOCOL_KEYS}
-    out = Path(output_dir) if output_dir is not None else None
-    done = _finished_rows(out, protocol) if resume else {}
+    run = ComparisonRun(output_dir, {key: options[key] for key in PROTOCOL_KEYS}, resume, overwrite)
     train, val, test, test_labels = _data(dataset, root, num_train, num_test, seed)
     data_dim = train.shape[1]
-    rows = []
     for name in models:
-        if name in done:
-            rows.append(done[name])
+        if run.finished(name) is not None:
             continue
         method = methods[name]
         pyro.set_rng_seed(seed)
@@ -171,7 +161,7 @@ def run_image_comparison(
             seed=seed,
             dynamic_binarization=dataset != "synthetic",
             progress=progress,
-            checkpoint=out / f"checkpoint_{file_stem(name)}.pt" if out is not None else None,
+            checkpoint=run.checkpoint(name),
             resume=resume,
             **_parallel(devices, num_nodes, distributed, precision),
             **method.fit_options(epochs),
@@ -180,7 +170,7 @@ def run_image_comparison(
         at = next(model.parameters()).device
         labels = test_labels.to(at) if test_labels is not None else None
         report = collapse_report(model, test.to(at), num_samples=num_samples, labels=labels, progress=progress)
-        rows.append(
+        run.record(
             {
                 "model": name,
                 "au": report["au_fraction"],
@@ -190,44 +180,17 @@ def run_image_comparison(
                 "ll": report["ll"],
                 "cluster_accuracy": report.get("cluster_accuracy"),
                 "clusters_used": report.get("clusters_used"),
-                "mi_per_dim": _as_list(report["mi_per_dim"]),
-                "kl_per_dim": _as_list(report["kl_per_dim"]),
-                "train_seconds": sum(history["seconds"]),
-                "seconds_per_epoch": typical_epoch_seconds(history["seconds"]),
-                "grad_evals_per_epoch": sum(history["grad_evals"]) / len(history),
+                "mi_per_dim": as_list(report["mi_per_dim"]),
+                "kl_per_dim": as_list(report["kl_per_dim"]),
+                **cost_columns(history),
                 "eval_seconds": time.perf_counter() - started,
                 "final_val_loss": history.records[-1]["val_loss"],
-            }
+            },
+            history.records,
         )
-        if out is not None and writer:
-            out.mkdir(parents=True, exist_ok=True)
-            reached = {r["model"] for r in rows}
-            kept = [r for m, r in done.items() if m not in reached]  # finished earlier, not yet reached or not run
-            # the history first: a row in results.json is a finished method whose history is in place
-            atomic_write_text(out / f"history_{file_stem(name)}.json", json.dumps(history.records, indent=1))
-            atomic_write_text(out / "results.json", json.dumps({"protocol": protocol, "rows": rows + kept}, indent=1))
-    if out is not None and rows and writer:
-        write_figures(*load_results([out])[1:], out)
-    return rows
-
-
-def writes_results() -> bool:
-    """Whether this process writes the comparison's files: every process of a ``torchrun`` or SLURM launch
-    (``--distributed ddp``) trains its share and evaluates, but only the first (``RANK`` /
-    ``SLURM_PROCID`` 0) claims the output directory and writes results, histories and figures."""
-    return all(os.environ.get(variable, "0") == "0" for variable in ("RANK", "SLURM_PROCID"))
-
-
-def _as_list(values):
-    """A per-dimension tensor as a plain list for JSON (``None`` stays ``None``)."""
-    return None if values is None else [float(v) for v in values]
-
-
-def typical_epoch_seconds(seconds) -> float:
-    """The median of the epochs' training seconds, the first epoch (warm-up) left out when there are others."""
-    if not seconds:
-        raise ValueError("no epochs to time")
-    return statistics.median(seconds[1:] or seconds)
+    if run.writes and run.rows:
+        write_figures(*load_results([run.out])[1:], run.out)
+    return run.rows
 
 
 def load_results(output_dirs) -> tuple[dict, list[dict], dict]:
@@ -235,7 +198,7 @@ def load_results(output_dirs) -> tuple[dict, list[dict], dict]:
     (e.g. methods run in parallel, one directory each)."""
     protocol, rows, histories = None, [], {}
     for directory in map(Path, output_dirs):
-        saved = _read_results(directory)
+        saved = read_results(directory)
         if saved is None:
             raise FileNotFoundError(f"{directory / 'results.json'} not found: is {directory} a comparison's output?")
         if protocol is not None and saved["protocol"] != protocol:
@@ -258,54 +221,6 @@ def write_figures(rows: list[dict], histories: dict, out) -> None:
     plt.close(plot_results(rows, Path(out) / "comparison.png"))
     if histories:
         plt.close(plot_histories(histories, Path(out) / "training_curves.png"))
-
-
-def _read_results(directory: Path) -> dict | None:
-    """``{"protocol": ..., "rows": [...]}`` from ``directory/results.json``, or ``None`` when there is none."""
-    path = directory / "results.json"
-    if not path.exists():
-        return None
-    saved = json.loads(path.read_text())
-    if not isinstance(saved, dict) or not {"protocol", "rows"} <= saved.keys():
-        raise ValueError(f"{path} is not a comparison's results file (it needs 'protocol' and 'rows')")
-    return saved
-
-
-#: The files of a run in its output directory: what ``overwrite=True`` deletes.
-_RUN_FILES = ("results.json", "history_*.json", "checkpoint_*.pt")
-
-
-def _claim_output_dir(out: Path, resume: bool, overwrite: bool) -> None:
-    """Refuse a non-empty ``out`` unless resuming it; with ``overwrite``, delete the earlier run's files first."""
-    if resume:
-        return
-    if overwrite:
-        for pattern in _RUN_FILES:
-            for path in out.glob(pattern):
-                if path.is_file():
-                    path.unlink()
-        return
-    entries = sorted(p.name for p in out.iterdir())
-    if entries:
-        shown = ", ".join(entries[:4]) + (f" and {len(entries) - 4} more" if len(entries) > 4 else "")
-        raise ValueError(
-            f"the output directory {out} is not empty ({shown}); pass --resume (resume=True) to continue the run "
-            "there, or --overwrite (overwrite=True) to start again, which deletes its results.json, history_*.json "
-            "and checkpoint_*.pt"
-        )
-
-
-def _finished_rows(out: Path, protocol: dict) -> dict:
-    """The rows of an earlier run under the same protocol, by method name."""
-    saved = _read_results(out)
-    if saved is None:
-        return {}
-    if saved["protocol"] != protocol:
-        raise ValueError(
-            f"cannot resume from {out / 'results.json'}: it was written under protocol {saved['protocol']}, "
-            f"this run is {protocol}; use another output_dir or the same options"
-        )
-    return {r["model"]: r for r in saved["rows"]}
 
 
 def format_results(rows: list[dict]) -> str:

@@ -11,9 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..infer.schedules import KLSchedule
-from ..models import BNVAE, GMVAE, ILLIDVAE, LIDGMVAE, LIDVAE, SAVAE, VAE
+from ..models import BNVAE, GMVAE, ILLIDVAE, LIDGMVAE, LIDSVAE, LIDVAE, LSTMVAE, SAVAE, VAE
 
-__all__ = ["Method", "METHODS", "file_stem", "resolve_method"]
+__all__ = ["Method", "METHODS", "TEXT_METHODS", "file_stem", "resolve_method", "resolve_text_method", "text_version"]
 
 
 @dataclass(frozen=True)
@@ -39,12 +39,34 @@ class Method:
         self, data_dim: int, latent_dim: int, hidden: int = 512, icnn_hidden: int = 512, num_components: int = 10
     ):
         """The model, with encoder/decoder widths shared across methods."""
+        if self.is_text:
+            raise ValueError(f"{self.model_class.__name__} is a text model: build it with build_text")
         kwargs = dict(hidden_dims=(hidden, hidden), **self.model_kwargs)
         if issubclass(self.model_class, GMVAE):
             kwargs["num_components"] = num_components
         if issubclass(self.model_class, (LIDVAE, LIDGMVAE)):
             kwargs["icnn_hidden_dims"] = (icnn_hidden, icnn_hidden)
         return self.model_class(data_dim, latent_dim, **kwargs)
+
+    @property
+    def is_text(self) -> bool:
+        """Whether the recipe's model is a sequence model (``lstm_vae``, ``lidsvae``)."""
+        return issubclass(self.model_class, LSTMVAE)
+
+    def build_text(
+        self,
+        vocab_size: int,
+        latent_dim: int = 32,
+        embed_dim: int = 256,
+        hidden_dim: int = 256,
+        word_dropout: float = 0.0,
+        max_length: int = 100,
+    ):
+        """The recipe's text version (see :func:`text_version`): VAE -> :class:`~pyro_lid.models.LSTMVAE`,
+        LIDVAE and its variants -> :class:`~pyro_lid.models.LIDSVAE`; the fit options stay the recipe's."""
+        model_class, kwargs = text_version(self)
+        return model_class(vocab_size, latent_dim, embed_dim, hidden_dim, word_dropout, max_length=max_length,
+                           **kwargs)  # fmt: skip
 
 
 METHODS = {
@@ -137,8 +159,11 @@ def resolve_method(spec: str) -> Method:
     variant = Method(method.model_class, {**method.model_kwargs, **overrides}, method.fit_kwargs,
                      f"{method.reference} [with {', '.join(assignments)}]", method.pretrain_fraction)  # fmt: skip
     try:  # a misspelt option fails here, before any model trains
-        variant.build(4, 2, hidden=4, icnn_hidden=4, num_components=2)
-    except TypeError as error:
+        if variant.is_text:
+            variant.build_text(8, 2, 4, 4)
+        else:
+            variant.build(4, 2, hidden=4, icnn_hidden=4, num_components=2)
+    except (TypeError, ValueError) as error:
         raise ValueError(f"{spec!r}: {name} does not take these options ({error})") from error
     return variant
 
@@ -146,3 +171,59 @@ def resolve_method(spec: str) -> Method:
 def file_stem(spec: str) -> str:
     """A method spec as a portable file-name part: ``lidvae_projection:margin=3`` -> ``lidvae_projection-margin=3``."""
     return spec.replace(":", "-")
+
+
+# ---------------------------------------------------------------------------------------------- text
+#: How an image model's options carry over to its text version (``None``: dropped, the text model has
+#: no such lever; the projected output layer of LIDSVAE is a ``construction="projection"`` already).
+_TEXT_OPTIONS = {
+    VAE: {"beta": "beta"},
+    LIDVAE: {"beta": "beta", "margin": "margin", "inner": "inner", "construction": None},
+}
+
+
+def text_version(method: Method, name: str | None = None) -> tuple[type, dict]:
+    """The text model class and its options for ``method``: VAE -> :class:`~pyro_lid.models.LSTMVAE`;
+    LIDVAE, IL-LIDVAE and the projected LIDVAE -> :class:`~pyro_lid.models.LIDSVAE` (``beta``, ``margin`` and
+    ``inner`` carried over; IL-LIDVAE's strong-convexity constant becomes the margin of a Brenier inner map).
+
+    :raises ValueError: (one line, naming the method) for what has no text version yet: SA-VAE, BN-VAE,
+        mixture priors, or an option the text model lacks.
+    """
+    cls, kwargs = method.model_class, dict(method.model_kwargs)
+    if issubclass(cls, LSTMVAE):
+        return cls, kwargs
+    name = name or next((n for n, m in METHODS.items() if m is method), cls.__name__)
+    if cls is VAE:
+        target, table = LSTMVAE, _TEXT_OPTIONS[VAE]
+    elif issubclass(cls, LIDVAE):
+        target, table = LIDSVAE, _TEXT_OPTIONS[LIDVAE]
+        if issubclass(cls, ILLIDVAE):  # the inverse-Lipschitz constant is the floor of the inner map's Jacobian
+            kwargs.setdefault("inner", "brenier")
+            kwargs["margin"] = kwargs.pop("strong_convexity", 0.5)
+    else:
+        raise ValueError(f"{name} ({cls.__name__}) has no text version yet; text methods: {sorted(TEXT_METHODS)}")
+    unknown = sorted(set(kwargs) - set(table))
+    if unknown:
+        raise ValueError(f"{name}: the text model {target.__name__} has no option {', '.join(unknown)}")
+    return target, {table[k]: v for k, v in kwargs.items() if table[k] is not None}
+
+
+METHODS["lstm_vae"] = Method(LSTMVAE, reference="Bowman et al. 2016; He et al. 2019: the text version of vae")
+METHODS["lidsvae"] = Method(
+    LIDSVAE,
+    reference="LIDSVAE: the LSTM-VAE with an output layer injective in z (margin 1), the text version of lidvae",
+)
+
+#: The names whose recipe applies to text (``build_text`` works): the text models and every recipe
+#: over VAE or LIDVAE (KL schedules, free bits, Li et al., Lagging, IL-, projected LIDVAE).
+TEXT_METHODS = tuple(
+    n for n, m in METHODS.items() if m.is_text or m.model_class is VAE or issubclass(m.model_class, LIDVAE)
+)
+
+
+def resolve_text_method(spec: str) -> Method:
+    """:func:`resolve_method` for text: also refuses (``ValueError`` naming ``spec``) a recipe with no text version."""
+    method = resolve_method(spec)
+    text_version(method, spec)
+    return method

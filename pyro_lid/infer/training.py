@@ -21,6 +21,7 @@ from .engine.callbacks import (
     FreeBits,
     KLScheduleCallback,
     LogMetrics,
+    MaxBatchKL,
     ProgressLine,
     ValidationMetrics,
     make_loggers,
@@ -67,6 +68,7 @@ def fit(
     logger=None,
     log_dir: str | Path | None = None,
     callbacks=(),
+    track_batch_kl: bool = False,
 ) -> History:
     """Train ``model`` (with ``model.model`` / ``model.guide``) by SVI and return its :class:`History`.
 
@@ -117,6 +119,9 @@ def fit(
         ``lightning.fabric.loggers`` object or a list; ``None``: CSV in ``log_dir`` if given, else none.
     :param callbacks: extra :class:`~pyro_lid.infer.engine.Callback` objects, run after the built-in ones
         that fill the record and before the progress line, loggers and checkpoint.
+    :param track_batch_kl: record ``max_batch_kl``, each epoch's largest mini-batch mean of
+        KL(q(z|x) || p(z)) after the steps (:class:`~pyro_lid.infer.engine.callbacks.MaxBatchKL`: one encoder
+        pass per step, closed form, training unchanged; standard-normal prior only).
     :raises TrainingDiverged: when the loss becomes NaN or infinite (the last good checkpoint is kept).
     """
     recipe = make_strategy(strategy, pretrain_epochs)
@@ -146,6 +151,8 @@ def fit(
         train_data = fabric.strategy.precision.convert_input(train_data)
         val_data = fabric.strategy.precision.convert_input(val_data) if val_data is not None else None
     pieces = [KLScheduleCallback(kl_schedule)]
+    if track_batch_kl:
+        pieces.append(MaxBatchKL())
     if getattr(model, "cluster_init_epochs", None) is not None:  # mixture priors: before validation sees them
         pieces.append(ClusterInitialization(model.cluster_init_epochs, seed=seed))
     if free_bits is not None:

@@ -8,11 +8,15 @@ from .savae import SAVAE, SemiAmortized, semi_amortized
 from .sequence import LIDSVAE, LSTMVAE, LSTMLanguageModel, SequenceCategorical
 from .vae import BNVAE, GMVAE, ILLIDVAE, LIDGMVAE, LIDVAE, VAE, cluster_accuracy
 
+#: The mixture-prior LIDVAE under the name the issue also uses (LIDMVAE = :class:`LIDGMVAE`).
+LIDMVAE = LIDGMVAE
+
 __all__ = [
     "BNVAE",
     "GMVAE",
     "ILLIDVAE",
     "LIDGMVAE",
+    "LIDMVAE",
     "LIDSVAE",
     "LIDVAE",
     "LSTMLanguageModel",

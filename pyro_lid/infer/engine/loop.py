@@ -8,6 +8,7 @@ The loop does not know any recipe or feature: what a step is belongs to the stra
     for every mini-batch of the epoch's permutation (this process's shard of it):
         callbacks.on_train_step_start        # e.g. the KL weight
         strategy.training_step               # -> loss of the global mini-batch, gradient evaluations
+        callbacks.on_train_step_end(x)       # e.g. the mini-batch's KL (after the divergence check)
     callbacks.on_train_epoch_end(record)     # KL weight, validation, best loss / early stopping
     strategy.on_epoch_end(record)            # the strategy's fields and rules (Lagging's MI rule)
     history.append(record)
@@ -76,8 +77,9 @@ class TrainingLoop:
         for callback in self.callbacks:
             callback.setup(self)
         strategy.setup(self)
-        default = Callback.on_train_step_start  # only callbacks that use the per-step hook are called per step
-        self._step_hooks = [c.on_train_step_start for c in self.callbacks if type(c).on_train_step_start is not default]
+        # only callbacks that use a per-step hook are called per step
+        self._step_hooks = [c.on_train_step_start for c in self.callbacks if _overrides(c, "on_train_step_start")]
+        self._step_end_hooks = [c.on_train_step_end for c in self.callbacks if _overrides(c, "on_train_step_end")]
 
     # ------------------------------------------------------------------ what strategies build with
     def make_optim(self, params=None) -> PyroOptim:
@@ -171,6 +173,8 @@ class TrainingLoop:
                     f"training diverged: loss {value} at epoch {epoch + 1}, step {step + 1}; last good state is in "
                     f"{where}. Lower the learning rate or clip gradients (clip_norm)."
                 )
+            for hook in self._step_end_hooks:
+                hook(self, epoch, step, x)
             total += value
             bar.set_postfix(loss=f"{value / n:.2f}")
         record = {
@@ -186,3 +190,7 @@ class TrainingLoop:
         self.history.records.append(record)
         for callback in self.callbacks:
             callback.on_epoch_recorded(self, record)
+
+
+def _overrides(callback, hook: str) -> bool:
+    return getattr(type(callback), hook) is not getattr(Callback, hook)

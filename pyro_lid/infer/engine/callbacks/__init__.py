@@ -1,6 +1,7 @@
-"""Callbacks: KL schedule, mixture initialization, free bits, validation, early stopping, checkpoints, logs."""
+"""Callbacks: KL schedule, largest batch KL, mixture init, free bits, validation, early stopping, checkpoints, logs."""
 
 from .base import Callback
+from .batch_kl import MaxBatchKL
 from .checkpoint import Checkpointing, load_checkpoint, save_checkpoint
 from .cluster_init import ClusterInitialization
 from .early_stopping import EarlyStopping
@@ -18,6 +19,7 @@ __all__ = [
     "FreeBits",
     "KLScheduleCallback",
     "LogMetrics",
+    "MaxBatchKL",
     "ProgressLine",
     "ValidationMetrics",
     "evaluate",

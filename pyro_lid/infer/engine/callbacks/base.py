@@ -22,6 +22,9 @@ class Callback:
 
     def on_train_step_start(self, loop, epoch: int, step: int) -> None: ...
 
+    def on_train_step_end(self, loop, epoch: int, step: int, x) -> None:
+        """After a finite step, with the mini-batch ``x`` it trained on (this process's shard)."""
+
     def on_train_epoch_end(self, loop, epoch: int, record: dict) -> None: ...
 
     def on_epoch_recorded(self, loop, record: dict) -> None: ...

@@ -10,9 +10,11 @@ __all__ = ["ProgressLine", "describe"]
 
 def describe(record: dict) -> str:
     parts = [f"epoch {record['epoch']}: loss {record['train_loss']:.3f}"]
-    for key in ("val_loss", "kl", "au", "mi"):
+    for key in ("val_loss", "kl", "au", "mi", "max_batch_kl"):
         if key in record:
             parts.append(f"{key} {record[key]:.3f}")
+    if "tokens_per_second" in record:
+        parts.append(f"{record['tokens_per_second']:.0f} tokens/s")
     return ", ".join(parts)
 
 

