@@ -79,7 +79,7 @@ def no_work(monkeypatch):
         (["compare", "--num-test", "0"], "--num-test: expected a positive integer, got 0"),
         (["compare", "--lr", "0"], "--lr: expected a positive number, got 0.0"),
         (["compare", "--dataset", "synthetic", "--device", "gpu0"], "unknown device 'gpu0'"),
-        (["compare", "--dataset", "synthetic", "--models", "vae,nope"], "unknown models ['nope']"),
+        (["compare", "--dataset", "synthetic", "--models", "vae,nope"], "unknown model 'nope'"),
     ],
 )
 def test_bad_options_exit_with_status_2_and_one_line_before_any_work(argv, message, capsys, no_work):
