@@ -342,7 +342,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=formatter,
     )
     study.add_argument("--output-dir", required=True, help="the study's folder: one seed<s> folder per seed")
-    study.add_argument("--models", nargs="+", default=["vae", "lidvae", "lidvae_projection"],
+    study.add_argument("--models", nargs="+", default=["vae", "lidvae", "lidvae_brenier"],
                        help="names from METHODS, separated by spaces or commas")  # fmt: skip
     study.add_argument("--seeds", type=_positive_int, default=3, help="seeds 0, 1, ..., N-1")
     study.add_argument("--budget", choices=["short", "full"], default="short",

@@ -200,9 +200,10 @@ def test_the_same_latent_decoded_after_a_weight_change_gives_fresh_logits(float6
     torch.testing.assert_close(third, decoded(likelihood, z.clone()), rtol=0, atol=0)
 
 
-def test_a_trained_lidvae_can_be_deep_copied_and_the_copy_trains_on_its_own():
+@pytest.mark.parametrize("construction", ["brenier", "projection"])  # brenier: the cached inverse
+def test_a_trained_lidvae_can_be_deep_copied_and_the_copy_trains_on_its_own(construction):
     x = binary_data()
-    model = LIDVAE(6, 2, **TINY_LID)
+    model = LIDVAE(6, 2, construction=construction, **TINY_LID)
     svi = SVI(model.model, model.guide, Adam({"lr": 1e-2}), Trace_ELBO())
     for _ in range(3):
         svi.step(x)

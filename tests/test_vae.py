@@ -46,7 +46,15 @@ def test_vae_collapses_where_lidvae_keeps_every_true_dimension():
     assert results["LIDVAE"] == 4
 
 
-@pytest.mark.parametrize("cls, kwargs", [(LIDVAE, LID_SMALL), (LIDGMVAE, {**LID_SMALL, "num_components": 3})])
+@pytest.mark.parametrize(
+    "cls, kwargs",
+    [
+        (LIDVAE, LID_SMALL),
+        (LIDVAE, {**LID_SMALL, "construction": "brenier"}),
+        (LIDGMVAE, {**LID_SMALL, "num_components": 3}),
+        (LIDGMVAE, {**LID_SMALL, "num_components": 3, "construction": "brenier"}),
+    ],
+)
 def test_lid_models_train_with_plain_svi_written_by_a_user(cls, kwargs):
     x = weak_signal_data(256)
     model = cls(20, 4, **kwargs)

@@ -104,17 +104,29 @@ METHODS = {
         reference="Kim et al. 2018: 10 refinement steps of size 0.1; LL uses the refined posterior",
     ),
     "bn_vae": Method(BNVAE, {"gamma": 0.5}, reference="Zhu et al. 2020: fixed batch-norm scale gamma = 0.5"),
-    "lidvae": Method(LIDVAE, reference="Wang, Blei & Cunningham 2021"),
+    "lidvae": Method(
+        LIDVAE,
+        reference="LIDVAE with pyro-lid's default decoder: s * z (s >= 2) in a fixed random K-dimensional "
+        "subspace, the VAE's MLP outside it (chosen by the fidelity study)",
+    ),
+    "lidvae_brenier": Method(
+        LIDVAE, {"construction": "brenier"}, reference="Wang, Blei & Cunningham 2021: grad psi_D o pad o grad psi_K"
+    ),
     "il_lidvae": Method(
         ILLIDVAE, {"strong_convexity": 0.5}, reference="Kinoshita et al. 2023: strong-convexity constant L = 0.5"
     ),
     "gmvae": Method(GMVAE, reference="Dilokthanakul et al. 2016 (mixture summed out exactly)"),
-    "lidgmvae": Method(LIDGMVAE, reference="Wang, Blei & Cunningham 2021"),
+    "lidgmvae": Method(
+        LIDGMVAE, reference="LIDGMVAE with pyro-lid's default decoder (as lidvae) and the k-means start of the mixture"
+    ),
+    "lidgmvae_brenier": Method(
+        LIDGMVAE, {"construction": "brenier"}, reference="Wang, Blei & Cunningham 2021 (the paper's decoder)"
+    ),
     "lidvae_projection": Method(
         LIDVAE,
         {"construction": "projection", "margin": 1.0},
-        reference="LIDVAE with the projected injective decoder: s * z (s >= 1) in a fixed random K-dimensional "
-        "subspace, the VAE's MLP outside it (pyro-lid's fidelity study)",
+        reference="LIDVAE with the projected injective decoder at margin 1: s * z (s >= 1) in a fixed random "
+        "K-dimensional subspace, the VAE's MLP outside it (the fidelity study's first setting)",
     ),
     "lidgmvae_projection": Method(
         LIDGMVAE,
