@@ -9,8 +9,9 @@ import torch
 from pyro.infer import SVI, Trace_ELBO
 from pyro.optim import Adam
 
+from pyro_lid.data import sentence_lengths
 from pyro_lid.models import LIDSVAE, LSTMVAE, LSTMLanguageModel
-from pyro_lid.models.sequence import BOS, EOS, PAD, UNK, predicted_tokens
+from pyro_lid.models.sequence import BOS, EOS, PAD, UNK
 
 F64 = torch.float64
 V, K, E, H = 12, 3, 8, 10
@@ -158,7 +159,7 @@ def test_padding_does_not_leak_into_log_probabilities(cls):
     # the encoder reads each sentence up to its own </s>
     means = model.posterior(x).mean
     assert (means - torch.cat([model.posterior(a).mean for a in alone])).abs().max() < 1e-6
-    assert predicted_tokens(x).tolist() == [len(s) + 1 for s in sentences]
+    assert sentence_lengths(x).tolist() == [len(s) + 1 for s in sentences]
 
 
 # ---------------------------------------------------------------------------------------------- (4) word dropout

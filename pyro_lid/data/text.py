@@ -219,8 +219,11 @@ def pad_sentences(sentences: Sequence[Sequence[int]]) -> torch.Tensor:
 
 
 def sentence_lengths(tokens: torch.Tensor) -> torch.Tensor:
-    """Predicted tokens per row, words + ``</s>``: ``(tokens != PAD).sum(1) - 1``."""
-    return (tokens != PAD).sum(1) - 1
+    """Predicted tokens per row ``<s> w1 ... wn </s> <pad>...``, words + ``</s>`` (:math:`n + 1`), shape
+    ``tokens.shape[:-1]``: the denominator of per-token perplexity. A ``ValueError`` unless integer ids."""
+    if not isinstance(tokens, torch.Tensor) or tokens.dim() < 1 or tokens.is_floating_point():
+        raise ValueError(f"expected a (..., T) tensor of token ids, got {getattr(tokens, 'shape', type(tokens))}")
+    return (tokens[..., 1:] != PAD).sum(-1)
 
 
 def _count_oov(sentences: Sequence[Sequence[str]], vocab: Vocabulary) -> int:

@@ -12,7 +12,7 @@ from .collapse import (
 from .latent_posterior import latent_inference_data, plot_kl_per_dimension, plot_latent_posteriors
 from .plots import plot_log_likelihood_curve, plot_prior_posterior
 from .prior_posterior import gaussian_kl, prior_posterior_table, wasserstein1
-from .text import perplexity, predicted_token_counts, text_report
+from .text import perplexity, text_report
 
 __all__ = [
     "text_report",
@@ -30,7 +30,6 @@ __all__ = [
     "plot_prior_posterior",
     "perplexity",
     "posterior_means",
-    "predicted_token_counts",
     "prior_posterior_table",
     "wasserstein1",
 ]

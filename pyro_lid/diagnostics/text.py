@@ -1,7 +1,7 @@
 r"""Text metrics: negative log-likelihood per sentence, perplexity, and the collapse diagnostics of a sequence VAE.
 
-For sentences :math:`x_1, \dots, x_N` with :math:`n_i` predicted tokens each (the words and
-``</s>``; ``<s>`` is given, padding is not text),
+For sentences :math:`x_1, \dots, x_N` with :math:`n_i` predicted tokens each (the words and ``</s>``;
+``<s>`` is given, padding is not text: :func:`pyro_lid.data.sentence_lengths`),
 
 .. math::
 
@@ -21,22 +21,15 @@ import math
 
 import torch
 
-from ..data.text import PAD
+from ..data.text import sentence_lengths
 from .collapse import collapse_report
 
-__all__ = ["perplexity", "predicted_token_counts", "text_report"]
-
-
-def predicted_token_counts(tokens: torch.Tensor) -> torch.Tensor:
-    """Tokens each padded row ``<s> w1 ... wn </s> <pad>...`` asks a model to predict: :math:`n + 1`."""
-    if not isinstance(tokens, torch.Tensor) or tokens.dim() != 2 or tokens.is_floating_point():
-        raise ValueError(f"expected a (N, T) tensor of token ids, got {getattr(tokens, 'shape', type(tokens))}")
-    return (tokens[:, 1:] != PAD).sum(1)
+__all__ = ["perplexity", "text_report"]
 
 
 def perplexity(log_likelihoods: torch.Tensor, tokens: torch.Tensor) -> float:
     r""":math:`\exp(-\sum_i \log p(x_i) / \sum_i n_i)` for per-sentence log-likelihoods and their padded rows."""
-    counts = predicted_token_counts(tokens)
+    counts = sentence_lengths(tokens)
     if log_likelihoods.shape != counts.shape:
         raise ValueError(f"one log-likelihood per sentence: got {tuple(log_likelihoods.shape)} for {len(counts)} rows")
     return math.exp(-float(log_likelihoods.double().sum()) / int(counts.sum()))
@@ -56,5 +49,5 @@ def text_report(model, tokens: torch.Tensor, num_samples: int = 100, progress: b
     finally:
         model.train(was_training)
     report.update(nll=-float(ll.mean()), ppl=perplexity(ll, tokens), reconstruction=float(recon.mean()),
-                  tokens=int(predicted_token_counts(tokens).sum()))  # fmt: skip
+                  tokens=int(sentence_lengths(tokens).sum()))  # fmt: skip
     return report

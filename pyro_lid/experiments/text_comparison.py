@@ -30,8 +30,8 @@ import pyro
 import torch
 
 from .._checks import resolve_device
-from ..data.text import load_corpus, load_ptb, load_yahoo, synthetic_text
-from ..diagnostics.text import perplexity, predicted_token_counts, text_report
+from ..data.text import load_corpus, load_ptb, load_yahoo, sentence_lengths, synthetic_text
+from ..diagnostics.text import perplexity, text_report
 from ..infer import fit
 from ..infer.engine.callbacks import Callback
 from ..models import LSTMLanguageModel
@@ -142,7 +142,7 @@ def run_text_comparison(
     corpus = load_text_data(dataset, root, max_length, max_vocab, num_sentences, seed)
     options = locals()
     run = ComparisonRun(output_dir, {key: options[key] for key in TEXT_PROTOCOL_KEYS}, resume, overwrite)
-    vocab_size, train_tokens = len(corpus.vocab), int(predicted_token_counts(corpus.train).sum())
+    vocab_size, train_tokens = len(corpus.vocab), int(sentence_lengths(corpus.train).sum())
     decode_length = corpus.train.shape[1]
     for name in models:
         if run.finished(name) is not None:

@@ -61,6 +61,7 @@ from pyro.distributions import TorchDistribution
 from pyro.infer import Trace_ELBO
 from torch.distributions import constraints
 
+from ..data.text import BOS, EOS, PAD, UNK
 from ..distributions.transforms.projection import ProjectedInjective
 from .networks import GaussianEncoder
 from .vae import VAE
@@ -79,12 +80,7 @@ __all__ = [
     "OutputLayer",
     "SequenceCategorical",
     "check_tokens",
-    "predicted_tokens",
 ]
-
-# The special token ids; they match pyro_lid.data.text (<pad>, <s>, </s>, <unk>).
-PAD, BOS, EOS = 0, 1, 2
-UNK = 3
 
 #: Logit entries computed at once when scoring (rows are scored in chunks of at most this many
 #: ``T * V`` entries), so that evaluation with many importance samples stays within memory.
@@ -133,12 +129,6 @@ def _check_batch(x, vocab_size: int, who: str) -> torch.Tensor:
         got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
         raise ValueError(f"{who} expects a non-empty (batch, length) LongTensor of token ids, got {got}")
     return check_tokens(x, vocab_size, who)
-
-
-def predicted_tokens(x: torch.Tensor) -> torch.Tensor:
-    """The number of predicted tokens (words and ``</s>``) of each row, shape ``x.shape[:-1]``: the
-    denominator of per-token perplexity :math:`\\exp(-\\sum\\log p(x) / \\sum n_{\\text{tokens}})`."""
-    return (x[..., 1:] != PAD).sum(-1)
 
 
 # ---------------------------------------------------------------------------------------------- networks
@@ -736,8 +726,9 @@ class LSTMLanguageModel(nn.Module):
     r"""The perplexity baseline: the :class:`LSTMDecoder` without a latent, :math:`p(x) = \prod_t p(x_t\mid x_{<t})`.
 
     ``log_prob(x)`` gives each sentence's log-probability (perplexity: ``exp(-sum log_prob /
-    sum predicted_tokens(x))``); ``model``/``guide`` are a Pyro pair with no latent (the guide is
-    empty), so ``SVI(lm.model, lm.guide, Adam(...), Trace_ELBO())`` fits it by maximum likelihood,
+    sum sentence_lengths(x))``, :func:`pyro_lid.data.sentence_lengths`); ``model``/``guide`` are a
+    Pyro pair with no latent (the guide is empty), so ``SVI(lm.model, lm.guide, Adam(...), Trace_ELBO())``
+    fits it by maximum likelihood,
     and so does :func:`~pyro_lid.infer.fit` with ``val_metrics=False`` (there is no posterior to
     measure). It shares :class:`LSTMDecoder`, and thus its code, with the VAEs.
 
