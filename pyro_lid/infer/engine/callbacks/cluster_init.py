@@ -42,11 +42,8 @@ class ClusterInitialization(Callback):
         try:
             with torch.no_grad():
                 q = model.posterior(x.to(loop.device))
-                means, variances = q.mean.cpu(), q.variance.cpu()
+                assignment = model.prior.initialize_from(q.mean, generator, q.variance)
         finally:
             model.train(was_training)
-        with torch.no_grad():
-            prior = model.prior
-            assignment = prior.initialize_from(means.to(prior.locs.device), generator, variances.to(prior.locs.device))
         record["clusters_initialized"] = epoch + 1
-        record["clusters_at_initialization"] = int((torch.bincount(assignment.cpu()) > 0).sum())
+        record["clusters_at_initialization"] = int(assignment.unique().numel())
