@@ -30,7 +30,7 @@ import pyro
 import torch
 
 from .._checks import resolve_device
-from ..data.text import load_corpus, load_ptb, load_yahoo, sentence_lengths, synthetic_text
+from ..data.text import load_text, sentence_lengths
 from ..diagnostics.text import perplexity, text_report
 from ..infer import fit
 from ..infer.engine.callbacks import Callback
@@ -54,25 +54,28 @@ _SHARED_YAHOO = Path(__file__).resolve().parents[3] / "shared" / "data" / "yahoo
 
 
 def load_text_data(dataset, root=None, max_length=None, max_vocab=None, num_sentences=2000, seed=0):
-    """The corpus of a comparison: ``"ptb"``, ``"yahoo"``, ``"synthetic-text"`` or the path of a user corpus."""
-    name = str(dataset)
-    if name == "ptb":
-        return load_ptb(max_vocab=max_vocab, max_length=max_length)
-    if name == "yahoo":
-        import os
+    """The corpus of a comparison: ``"ptb"``, ``"yahoo"``, ``"synthetic-text"`` or the path of a user corpus,
+    through :func:`pyro_lid.data.load_text` with each one's options."""
+    import os
 
+    name = str(dataset)
+    vocab = {"max_vocab": max_vocab} if max_vocab is not None else {}
+    if name == "ptb":
+        options = dict(max_length=max_length, **vocab)
+    elif name == "yahoo":
         if root is None and not os.environ.get("PYRO_LID_YAHOO") and _SHARED_YAHOO.is_dir():
             root = _SHARED_YAHOO
-        options = {"max_vocab": max_vocab} if max_vocab is not None else {}
-        return load_yahoo(root, max_length=max_length or 200, **options)
-    if name == "synthetic-text":
-        return synthetic_text(num_sentences, max_length=max_length or 12, seed=seed)[0]
-    if not Path(name).exists():
+        options = dict(root=root, max_length=max_length or 200, **vocab)
+    elif name == "synthetic-text":
+        options = dict(num_sentences=num_sentences, max_length=max_length or 12, seed=seed)
+    elif not Path(name).exists():
         raise FileNotFoundError(
             f"corpus {name} not found: --dataset takes ptb, yahoo or synthetic-text, --corpus the path of a "
             "file (one sentence per line) or a folder with train.txt, valid.txt, test.txt"
         )
-    return load_corpus(name, max_vocab=max_vocab, max_length=max_length, seed=seed)
+    else:
+        options = dict(max_length=max_length, seed=seed, **vocab)
+    return load_text(name, **options)
 
 
 class TokenRate(Callback):
