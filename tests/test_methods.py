@@ -4,27 +4,49 @@ import pyro
 import pytest
 import torch
 
+from pyro_lid.data import synthetic_text
 from pyro_lid.experiments.methods import METHODS
 from pyro_lid.infer import fit
-from pyro_lid.models import BNVAE, ILLIDVAE, LIDVAE
+from pyro_lid.models import BNLSTMVAE, BNVAE, ILLIDVAE, LIDVAE, LSTMVAE, SALSTMVAE, SAVAE
 
 from .helpers import assert_resume_is_exact
 
 X = torch.bernoulli(torch.rand(128, 20, generator=torch.Generator().manual_seed(5)))
 
 
+def _image_and_text(kind):
+    """A tiny data set and model factory: binary images for the VAE family, synthetic sentences for the LSTM one."""
+    if kind == "image":
+        return X, lambda cls, latent_dim, **kw: cls(20, latent_dim, hidden_dims=(32,), **kw)
+    corpus = synthetic_text(128, vocab_size=12, latent_dim=2, max_length=8, seed=2)[0]
+    return corpus.train, lambda cls, latent_dim, **kw: cls(len(corpus.vocab), latent_dim, 16, 16, **kw)
+
+
+@pytest.mark.parametrize("kind, model_class", [("image", BNVAE), ("text", BNLSTMVAE)])
 @pytest.mark.parametrize("gamma", [0.3, 0.7])
-def test_bn_vae_floors_the_expected_kl(gamma):
-    model = BNVAE(20, 8, hidden_dims=(32,), gamma=gamma)
+def test_bn_vae_floors_the_expected_kl(gamma, kind, model_class):
+    data, make = _image_and_text(kind)
+    model = make(model_class, 8, gamma=gamma)
     with torch.no_grad():
         model.encoder.shift.normal_()  # any learned shift only adds to the floor
-    q = model.posterior(X).base_dist  # training mode: batch statistics
+    q = model.posterior(data).base_dist  # training mode: batch statistics
     kl = torch.distributions.kl_divergence(q, torch.distributions.Normal(0.0, 1.0)).sum(-1).mean()
     assert kl >= 8 * gamma**2 / 2 * (1 - 1e-3)  # (1e-3: BatchNorm's epsilon)
-    plain = BNVAE(20, 8, hidden_dims=(32,), gamma=gamma)
+    plain = make(model_class, 8, gamma=gamma)
     plain.encoder.norm = torch.nn.Identity()  # without batch norm nothing holds the KL up
-    q0 = plain.posterior(X).base_dist
+    q0 = plain.posterior(data).base_dist
     assert torch.distributions.kl_divergence(q0, torch.distributions.Normal(0.0, 1.0)).sum(-1).mean() < kl
+
+
+def test_batch_normalized_keeps_the_base_encoders_modules_and_state_layout():
+    text = BNLSTMVAE(12, 3, 8, 8)
+    assert isinstance(text.encoder.body, type(LSTMVAE(12, 3, 8, 8).encoder.body))  # the LSTM reads the sentence
+    assert sorted(BNVAE(20, 4, hidden_dims=(32,)).encoder.state_dict()) == [  # checkpoints of earlier BN-VAEs load
+        "body.0.bias", "body.0.weight", "loc.bias", "loc.weight", "norm.num_batches_tracked", "norm.running_mean",
+        "norm.running_var", "scale.bias", "scale.weight", "shift"]  # fmt: skip
+    for bad in (0.0, -1.0, True, "0.5"):
+        with pytest.raises(ValueError, match="gamma"):
+            BNLSTMVAE(12, 3, 8, 8, gamma=bad)
 
 
 def test_bn_vae_uses_running_statistics_in_eval_mode():
@@ -153,18 +175,18 @@ def test_the_comparison_harness_applies_each_methods_training_recipe(monkeypatch
 
 
 # ------------------------------------------------------------------ SA-VAE
-def test_sa_vae_refinement_increases_each_points_elbo_and_leaves_the_decoder_alone():
-    from pyro_lid.models import SAVAE
-
-    model = SAVAE(20, 4, hidden_dims=(32,), refine_steps=10, refine_lr=0.1)
-    fit(model, X[:96], epochs=2, batch_size=32, progress=False)
+@pytest.mark.parametrize("kind, model_class", [("image", SAVAE), ("text", SALSTMVAE)])
+def test_sa_vae_refinement_increases_each_points_elbo_and_leaves_the_decoder_alone(kind, model_class):
+    data, make = _image_and_text(kind)
+    model = make(model_class, 4, refine_steps=10, refine_lr=0.1)
+    fit(model, data[:96], epochs=2, batch_size=32, progress=False)
     decoder_before = {k: v.clone() for k, v in model.decoder.state_dict().items()}
-    loc0, scale0 = model.encoder(X)
-    loc, scale = model.refine(X, loc0, scale0)
+    loc0, scale0 = model.encoder(data)
+    loc, scale = model.refine(data, loc0, scale0)
     pyro.set_rng_seed(1)
-    initial = model.local_elbo(X, loc0.detach(), scale0.detach().log(), num_samples=400)
+    initial = model.local_elbo(data, loc0.detach(), scale0.detach().log(), num_samples=400)
     pyro.set_rng_seed(1)  # common random numbers: the same noise for both
-    refined = model.local_elbo(X, loc, scale.log(), num_samples=400)
+    refined = model.local_elbo(data, loc, scale.log(), num_samples=400)
     assert refined.mean() > initial.mean()
     assert (refined > initial).float().mean() > 0.6
     assert all(torch.equal(v, model.decoder.state_dict()[k]) for k, v in decoder_before.items())
@@ -275,9 +297,13 @@ def test_li_et_al_pretrains_an_autoencoder_then_trains_with_free_bits_and_resume
 
 
 def test_semi_amortized_applies_to_mixture_prior_and_identifiable_models():
-    from pyro_lid.models import GMVAE, LIDGMVAE, SAVAE, VAE, semi_amortized
+    from pyro_lid.models import GMVAE, LIDGMVAE, VAE, semi_amortized
+    from pyro_lid.models.savae import register_semi_amortized
 
     assert semi_amortized(VAE) is SAVAE and semi_amortized(LIDGMVAE) is semi_amortized(LIDGMVAE)
+    assert semi_amortized(LSTMVAE) is SALSTMVAE  # the text model's named version
+    with pytest.raises(ValueError, match="not SemiAmortized over"):
+        register_semi_amortized(LSTMVAE, SAVAE)
     pyro.set_rng_seed(0)
     model = semi_amortized(LIDGMVAE)(20, 3, hidden_dims=(16,), icnn_hidden_dims=(8,), num_components=3)
     assert isinstance(model, LIDGMVAE) and model.refine_steps == 10

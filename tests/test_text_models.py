@@ -7,7 +7,7 @@ import torch
 from pyro_lid.data import synthetic_text
 from pyro_lid.experiments.methods import METHODS, TEXT_METHODS, resolve_method, resolve_text_method
 from pyro_lid.infer import fit
-from pyro_lid.models import LIDGMVAE, LIDMVAE, LIDSVAE, LSTMVAE
+from pyro_lid.models import BNLSTMVAE, LIDGMVAE, LIDMVAE, LIDSVAE, LSTMVAE, SALSTMVAE
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +22,7 @@ def test_every_text_method_builds_its_text_model_and_trains_with_its_recipe(name
     pyro.set_rng_seed(0)
     model = method.build_text(len(tiny.vocab), 3, 8, 8)
     lid = method.model_class is LIDSVAE or "lid" in name
-    assert type(model) is (LIDSVAE if lid else LSTMVAE)
+    assert type(model) is {"sa_vae": SALSTMVAE, "bn_vae": BNLSTMVAE}.get(name, LIDSVAE if lid else LSTMVAE)
     history = fit(model, tiny.train[:40], tiny.valid, epochs=2, batch_size=20, progress=False, **method.fit_options(2))
     assert len(history) == 2 and all(torch.isfinite(torch.tensor(history["train_loss"])))
 
@@ -34,10 +34,14 @@ def test_text_versions_carry_the_recipes_levers_over():
     assert (il.inner, il.margin) == ("brenier", 0.5)
     assert resolve_method("lidsvae:margin=2").build_text(20, 2, 4, 4).injectivity_bound() >= 2.0
     assert METHODS["anneal"].fit_options(10) == METHODS["anneal"].fit_kwargs  # the recipe's fit options stay
+    short = METHODS["anneal"].fit_options(2)["kl_schedule"]  # a short budget: full weight by half of it
+    assert short(0.5) == 0.5 and short(1.0) == 1.0 and METHODS["anneal"].fit_kwargs["kl_schedule"](1.0) == 0.2
+    cycles = METHODS["cyclical"].fit_options(4)["kl_schedule"]
+    assert [cycles(t) for t in (0.5, 1.0, 2.0, 2.5, 3.0)] == [0.5, 1.0, 0.0, 0.5, 1.0]
     assert LIDMVAE is LIDGMVAE
 
 
-@pytest.mark.parametrize("name", ["sa_vae", "bn_vae", "gmvae", "lidgmvae"])
+@pytest.mark.parametrize("name", ["gmvae", "lidgmvae", "lidgmvae_brenier"])
 def test_methods_without_a_text_version_are_refused_by_name(name):
     with pytest.raises(ValueError, match=f"^{name} .*no text version") as error:
         resolve_text_method(name)
@@ -52,6 +56,11 @@ def test_methods_without_a_text_version_are_refused_by_name(name):
 TINY = dict(epochs=2, latent_dim=2, embed_dim=8, hidden_dim=8, num_samples=3, num_sentences=120, batch_size=24)
 
 
+def _keep_label(fig, labels):
+    labels.append(fig.axes[1].get_ylabel())
+    return fig
+
+
 def test_text_comparison_writes_its_rows_and_files_and_resumes_without_retraining(tmp_path, monkeypatch):
     import pyro_lid.experiments.text_comparison as harness
 
@@ -63,6 +72,10 @@ def test_text_comparison_writes_its_rows_and_files_and_resumes_without_retrainin
         return real_fit(model, *args, **kwargs)
 
     monkeypatch.setattr(harness, "fit", counting_fit)
+    import pyro_lid.experiments.image_comparison as figures
+
+    labels, real_plot = [], figures.plot_results
+    monkeypatch.setattr(figures, "plot_results", lambda *a, **k: _keep_label(real_plot(*a, **k), labels))
     models = ("lstm_vae", "lidsvae:margin=2")
     rows = harness.run_text_comparison("synthetic-text", models, output_dir=tmp_path, progress=False, **TINY)
     assert [r["model"] for r in rows] == ["lm", "lstm_vae", "lidsvae:margin=2"]
@@ -70,7 +83,8 @@ def test_text_comparison_writes_its_rows_and_files_and_resumes_without_retrainin
     names = {p.name for p in tmp_path.iterdir()}
     for stem in ("lm", "lstm_vae", "lidsvae-margin=2"):
         assert {f"history_{stem}.json", f"checkpoint_{stem}.pt"} <= names
-    assert "results.json" in names
+    assert "results.json" in names and "comparison.png" in names
+    assert labels == ["test log-likelihood (nats per sentence)"]
     lm, vae, lid = rows
     assert lm["au"] is None and lm["ppl"] > 1 and vae["max_batch_kl"] >= 0 and lid["max_batch_kl"] > 0
     for r in rows:  # perplexity is exp(NLL per predicted token); tokens/s from the same epoch seconds
@@ -102,7 +116,7 @@ def no_text_work(monkeypatch):
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["--dataset", "synthetic-text", "--models", "lstm_vae,sa_vae"], "sa_vae (SAVAE) has no text version"),
+        (["--dataset", "synthetic-text", "--models", "lstm_vae,lidgmvae"], "lidgmvae (LIDGMVAE) has no text version"),
         (["--dataset", "synthetic-text", "--models", "gmvae"], "gmvae (GMVAE) has no text version"),
         (["--dataset", "synthetic-text", "--models", "nope"], "unknown model 'nope'"),
         (["--corpus", "{missing}"], "not found"),

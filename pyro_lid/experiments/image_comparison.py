@@ -214,11 +214,12 @@ def load_results(output_dirs) -> tuple[dict, list[dict], dict]:
     return protocol, rows, {r["model"]: histories[r["model"]] for r in rows if r["model"] in histories}
 
 
-def write_figures(rows: list[dict], histories: dict, out) -> None:
-    """``comparison.png`` (:func:`plot_results`) and ``training_curves.png`` (:func:`plot_histories`) in ``out``."""
+def write_figures(rows: list[dict], histories: dict, out, unit: str = "image") -> None:
+    """``comparison.png`` (:func:`plot_results`; log-likelihood in nats per ``unit``) and
+    ``training_curves.png`` (:func:`plot_histories`) in ``out``."""
     import matplotlib.pyplot as plt
 
-    plt.close(plot_results(rows, Path(out) / "comparison.png"))
+    plt.close(plot_results(rows, Path(out) / "comparison.png", unit=unit))
     if histories:
         plt.close(plot_histories(histories, Path(out) / "training_curves.png"))
 
@@ -255,8 +256,9 @@ def _pyplot(path):
     return plt
 
 
-def plot_results(rows: list[dict], path=None):
-    """Two panels: active units per method, and log-likelihood against training cost (seconds per epoch).
+def plot_results(rows: list[dict], path=None, unit: str = "image"):
+    """Two panels: active units per method, and log-likelihood (nats per ``unit``: image, sentence) against
+    training cost (seconds per epoch).
 
     Methods left of and above others are cheaper and fit better; the marker size grows with
     the fraction of active units. Returns the figure; with ``path`` it is also saved there.
@@ -286,7 +288,7 @@ def plot_results(rows: list[dict], path=None):
         right.xaxis.set_major_formatter(ScalarFormatter())
         right.xaxis.set_minor_formatter(NullFormatter())
     right.set_xlabel("training seconds per epoch" + (" (log scale)" if log_scale else ""))
-    right.set_ylabel("test log-likelihood (nats per image)")
+    right.set_ylabel(f"test log-likelihood (nats per {unit})")
     right.set_title("quality against cost (marker size: active units)")
     if path is not None:
         fig.savefig(path, dpi=110)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..infer.schedules import KLSchedule
-from ..models import BNVAE, GMVAE, ILLIDVAE, LIDGMVAE, LIDSVAE, LIDVAE, LSTMVAE, SAVAE, VAE
+from ..models import BNLSTMVAE, BNVAE, GMVAE, ILLIDVAE, LIDGMVAE, LIDSVAE, LIDVAE, LSTMVAE, SALSTMVAE, SAVAE, VAE
 
 __all__ = ["Method", "METHODS", "TEXT_METHODS", "file_stem", "resolve_method", "resolve_text_method", "text_version"]
 
@@ -29,6 +29,9 @@ class Method:
     def fit_options(self, epochs: int) -> dict:
         """Keyword arguments for :func:`~pyro_lid.infer.fit` in a budget of ``epochs`` epochs."""
         options = dict(self.fit_kwargs)
+        schedule = options.get("kl_schedule")
+        if isinstance(schedule, KLSchedule):
+            options["kl_schedule"] = _fit_to_budget(schedule, epochs)
         if self.pretrain_fraction:
             if epochs < 2:
                 raise ValueError("autoencoder pretraining needs a budget of at least 2 epochs")
@@ -67,6 +70,18 @@ class Method:
         model_class, kwargs = text_version(self)
         return model_class(vocab_size, latent_dim, embed_dim, hidden_dim, word_dropout, max_length=max_length,
                            **kwargs)  # fmt: skip
+
+
+def _fit_to_budget(schedule: KLSchedule, epochs: int) -> KLSchedule:
+    """The recipe's KL schedule, shortened where the budget is short: the weight reaches 1 (a warm-up
+    ends, a cycle's ramp completes) within the first half of the ``epochs``, so the model is trained on
+    the full ELBO before it is evaluated on it. Budgets of twice the recipe's lengths or more keep the recipe."""
+    half = epochs / 2
+    length = {"linear": schedule.warmup_epochs, "cyclical": schedule.cycle_epochs}.get(schedule.kind, 0.0)
+    if length <= half:
+        return schedule
+    return KLSchedule(schedule.kind, min(schedule.warmup_epochs, half), schedule.start,
+                      min(schedule.cycle_epochs, half), schedule.ramp_fraction)  # fmt: skip
 
 
 METHODS = {
@@ -186,33 +201,37 @@ def file_stem(spec: str) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- text
-#: How an image model's options carry over to its text version (``None``: dropped, the text model has
-#: no such lever; the projected output layer of LIDSVAE is a ``construction="projection"`` already).
-_TEXT_OPTIONS = {
-    VAE: {"beta": "beta"},
-    LIDVAE: {"beta": "beta", "margin": "margin", "inner": "inner", "construction": None},
+#: Each image model class's text version, and how its options carry over (``None``: dropped, the text
+#: model has no such lever; the projected output layer of LIDSVAE is a ``construction="projection"`` already).
+_REFINE = {k: k for k in ("refine_steps", "refine_lr", "refine_samples", "end_to_end", "refine_max_norm")}
+_TEXT_VERSIONS = {
+    VAE: (LSTMVAE, {"beta": "beta"}),
+    SAVAE: (SALSTMVAE, {"beta": "beta", **_REFINE}),
+    BNVAE: (BNLSTMVAE, {"beta": "beta", "gamma": "gamma"}),
+    LIDVAE: (LIDSVAE, {"beta": "beta", "margin": "margin", "inner": "inner", "construction": None}),
 }
 
 
 def text_version(method: Method, name: str | None = None) -> tuple[type, dict]:
-    """The text model class and its options for ``method``: VAE -> :class:`~pyro_lid.models.LSTMVAE`;
+    """The text model class and its options for ``method``: VAE -> :class:`~pyro_lid.models.LSTMVAE`,
+    SA-VAE -> :class:`~pyro_lid.models.SALSTMVAE`, BN-VAE -> :class:`~pyro_lid.models.BNLSTMVAE`;
     LIDVAE, IL-LIDVAE and the projected LIDVAE -> :class:`~pyro_lid.models.LIDSVAE` (``beta``, ``margin`` and
     ``inner`` carried over; IL-LIDVAE's strong-convexity constant becomes the margin of a Brenier inner map).
 
-    :raises ValueError: (one line, naming the method) for what has no text version yet: SA-VAE, BN-VAE,
-        mixture priors, or an option the text model lacks.
+    :raises ValueError: (one line, naming the method) for what has no text version yet (mixture priors),
+        or an option the text model lacks.
     """
     cls, kwargs = method.model_class, dict(method.model_kwargs)
     if issubclass(cls, LSTMVAE):
         return cls, kwargs
     name = name or next((n for n, m in METHODS.items() if m is method), cls.__name__)
-    if cls is VAE:
-        target, table = LSTMVAE, _TEXT_OPTIONS[VAE]
-    elif issubclass(cls, LIDVAE):
-        target, table = LIDSVAE, _TEXT_OPTIONS[LIDVAE]
+    if issubclass(cls, LIDVAE):
+        target, table = _TEXT_VERSIONS[LIDVAE]
         if issubclass(cls, ILLIDVAE):  # the inverse-Lipschitz constant is the floor of the inner map's Jacobian
             kwargs.setdefault("inner", "brenier")
             kwargs["margin"] = kwargs.pop("strong_convexity", 0.5)
+    elif cls in _TEXT_VERSIONS:
+        target, table = _TEXT_VERSIONS[cls]
     else:
         raise ValueError(f"{name} ({cls.__name__}) has no text version yet; text methods: {sorted(TEXT_METHODS)}")
     unknown = sorted(set(kwargs) - set(table))
@@ -228,9 +247,9 @@ METHODS["lidsvae"] = Method(
 )
 
 #: The names whose recipe applies to text (``build_text`` works): the text models and every recipe
-#: over VAE or LIDVAE (KL schedules, free bits, Li et al., Lagging, IL-, projected LIDVAE).
+#: over VAE, SA-VAE, BN-VAE or LIDVAE (KL schedules, free bits, Li et al., Lagging, IL-, projected LIDVAE).
 TEXT_METHODS = tuple(
-    n for n, m in METHODS.items() if m.is_text or m.model_class is VAE or issubclass(m.model_class, LIDVAE)
+    n for n, m in METHODS.items() if m.is_text or m.model_class in _TEXT_VERSIONS or issubclass(m.model_class, LIDVAE)
 )
 
 

@@ -204,7 +204,7 @@ def _figures(run) -> None:
         if path.exists():
             histories[r["model"]] = json.loads(path.read_text())
     if rows:
-        write_figures(rows, histories, run.out)
+        write_figures(rows, histories, run.out, unit="sentence")
 
 
 def format_text_results(rows: list[dict]) -> str:

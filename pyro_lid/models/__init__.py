@@ -5,14 +5,16 @@ from .networks import GaussianEncoder, MLPLikelihood
 from .ppca import PPCA
 from .priors import GaussianMixturePrior, StandardNormalPrior, kmeans
 from .savae import SAVAE, SemiAmortized, semi_amortized
-from .sequence import LIDSVAE, LSTMVAE, LSTMLanguageModel, SequenceCategorical
-from .vae import BNVAE, GMVAE, ILLIDVAE, LIDGMVAE, LIDVAE, VAE, cluster_accuracy
+from .sequence import BNLSTMVAE, LIDSVAE, LSTMVAE, SALSTMVAE, LSTMLanguageModel, SequenceCategorical
+from .vae import BNVAE, GMVAE, ILLIDVAE, LIDGMVAE, LIDVAE, VAE, BatchNormalized, cluster_accuracy
 
 #: The mixture-prior LIDVAE under the name the issue also uses (LIDMVAE = :class:`LIDGMVAE`).
 LIDMVAE = LIDGMVAE
 
 __all__ = [
+    "BNLSTMVAE",
     "BNVAE",
+    "BatchNormalized",
     "GMVAE",
     "ILLIDVAE",
     "LIDGMVAE",
@@ -28,6 +30,7 @@ __all__ = [
     "MLPLikelihood",
     "MixtureWeightModel",
     "PPCA",
+    "SALSTMVAE",
     "SAVAE",
     "SemiAmortized",
     "SequenceCategorical",

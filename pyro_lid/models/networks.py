@@ -67,6 +67,16 @@ class BatchNormGaussianEncoder(GaussianEncoder):
         self.norm = nn.BatchNorm1d(latent_dim, affine=False)
         self.shift = nn.Parameter(torch.zeros(latent_dim))
 
+    @classmethod
+    def around(cls, encoder: GaussianEncoder, gamma: float = 0.5) -> BatchNormGaussianEncoder:
+        """The batch-normalized version of any :class:`GaussianEncoder` (an MLP's, an LSTM's): the same
+        ``body``, ``loc`` and ``scale`` modules (shared, not copied), with the means normalized as above."""
+        if not isinstance(encoder, GaussianEncoder):
+            raise ValueError(f"BatchNormGaussianEncoder.around needs a GaussianEncoder, got {type(encoder).__name__}")
+        wrapped = cls(encoder.loc.in_features, encoder.latent_dim, (), gamma)
+        wrapped.body, wrapped.loc, wrapped.scale = encoder.body, encoder.loc, encoder.scale
+        return wrapped
+
     def forward(self, x):
         loc, scale = super().forward(x)
         flat = loc.reshape(-1, loc.shape[-1])

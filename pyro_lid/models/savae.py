@@ -43,7 +43,7 @@ from pyro import poutine
 
 from .vae import VAE
 
-__all__ = ["SAVAE", "SemiAmortized", "semi_amortized"]
+__all__ = ["SAVAE", "SemiAmortized", "register_semi_amortized", "semi_amortized"]
 
 
 class SemiAmortized:
@@ -150,6 +150,13 @@ class SAVAE(SemiAmortized, VAE):
 
 
 _SEMI_AMORTIZED: dict = {VAE: SAVAE}
+
+
+def register_semi_amortized(model_class: type, semi_amortized_class: type) -> None:
+    """Name the semi-amortized version of ``model_class`` (as :class:`SAVAE` is :class:`VAE`'s)."""
+    if not (issubclass(semi_amortized_class, SemiAmortized) and issubclass(semi_amortized_class, model_class)):
+        raise ValueError(f"{semi_amortized_class.__name__} is not SemiAmortized over {model_class.__name__}")
+    _SEMI_AMORTIZED[model_class] = semi_amortized_class
 
 
 def semi_amortized(model_class: type) -> type:

@@ -64,13 +64,15 @@ from torch.distributions import constraints
 from ..data.text import BOS, EOS, PAD, UNK
 from ..distributions.transforms.projection import ProjectedInjective
 from .networks import GaussianEncoder
-from .vae import VAE
+from .savae import SemiAmortized, register_semi_amortized
+from .vae import VAE, BatchNormalized
 
 __all__ = [
     "PAD",
     "BOS",
     "EOS",
     "UNK",
+    "BNLSTMVAE",
     "IdentifiableOutputLayer",
     "LIDSVAE",
     "LSTMDecoder",
@@ -78,6 +80,7 @@ __all__ = [
     "LSTMLanguageModel",
     "LSTMVAE",
     "OutputLayer",
+    "SALSTMVAE",
     "SequenceCategorical",
     "check_tokens",
 ]
@@ -720,6 +723,20 @@ class LIDSVAE(LSTMVAE):
     def latent_from_log_probs(self, log_probs: torch.Tensor) -> torch.Tensor:
         """:math:`z` from the logits or log-probabilities ``(..., V)`` of any one step (any prefix)."""
         return self.decoder.head.injective_map.left_inverse(log_probs)
+
+
+class SALSTMVAE(SemiAmortized, LSTMVAE):
+    """SA-VAE for text (Kim et al. 2018, whose benchmarks were text): :class:`~pyro_lid.models.SemiAmortized`
+    over :class:`LSTMVAE`. Each sentence's posterior is refined by ``refine_steps`` gradient steps on its
+    own ELBO through the LSTM decoder, which is held fixed; also ``semi_amortized(LSTMVAE)``."""
+
+
+class BNLSTMVAE(BatchNormalized, LSTMVAE):
+    """BN-VAE for text (Zhu et al. 2020, whose benchmarks were text): :class:`~pyro_lid.models.vae.BatchNormalized`
+    over :class:`LSTMVAE`: batch-normalized posterior means at the LSTM encoder's head, fixed scale ``gamma``."""
+
+
+register_semi_amortized(LSTMVAE, SALSTMVAE)
 
 
 class LSTMLanguageModel(nn.Module):

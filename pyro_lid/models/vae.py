@@ -42,7 +42,7 @@ from ..distributions.likelihoods import IdentifiableLikelihood
 from .networks import BatchNormGaussianEncoder, GaussianEncoder, MLPLikelihood, mlp
 from .priors import GaussianMixturePrior, StandardNormalPrior
 
-__all__ = ["VAE", "BNVAE", "LIDVAE", "ILLIDVAE", "GMVAE", "LIDGMVAE", "cluster_accuracy"]
+__all__ = ["VAE", "BNVAE", "BatchNormalized", "LIDVAE", "ILLIDVAE", "GMVAE", "LIDGMVAE", "cluster_accuracy"]
 
 #: The name a model takes in Pyro's parameter store when none is given and it is free.
 DEFAULT_NAME = "vae"
@@ -219,30 +219,29 @@ class VAE(nn.Module):
         return self.prior.cluster_log_posterior(self.posterior(x).mean).argmax(-1)
 
 
-class BNVAE(VAE):
-    """BN-VAE (Zhu et al. 2020): the VAE with :class:`~pyro_lid.models.networks.BatchNormGaussianEncoder`.
+class BatchNormalized:
+    """Mixin that gives any model of :mod:`pyro_lid.models` BN-VAE's encoder; put it first among the bases.
 
-    :param float gamma: the fixed batch-norm scale of the posterior means; the expected KL is at
-        least ``latent_dim * gamma**2 / 2`` nats. Other parameters (``name`` included) as :class:`VAE`.
+    The base model's encoder (an MLP's, an LSTM's) is wrapped by
+    :meth:`BatchNormGaussianEncoder.around <pyro_lid.models.networks.BatchNormGaussianEncoder.around>`:
+    batch-normalized posterior means with the fixed scale ``gamma``, so that the expected KL is at least
+    ``latent_dim * gamma**2 / 2`` nats (Zhu et al. 2020).
+
+    :param float gamma: the fixed batch-norm scale (> 0). Other parameters are the base model's.
     """
 
-    def __init__(
-        self,
-        data_dim: int,
-        latent_dim: int = 16,
-        hidden_dims: Sequence[int] = (512,),
-        likelihood="bernoulli",
-        beta: float = 1.0,
-        gamma: float = 0.5,
-        *,
-        name: str | None = None,
-        **likelihood_kwargs,
-    ):
-        self.gamma = gamma
-        super().__init__(data_dim, latent_dim, hidden_dims, likelihood, beta, name=name, **likelihood_kwargs)
+    def __init__(self, *args, gamma: float = 0.5, **kwargs):
+        if isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or not gamma > 0:
+            raise ValueError(f"gamma must be > 0, got {gamma!r}")
+        self.gamma = float(gamma)
+        super().__init__(*args, **kwargs)
 
     def _build_encoder(self, hidden_dims):
-        return BatchNormGaussianEncoder(self.data_dim, self.latent_dim, hidden_dims, self.gamma)
+        return BatchNormGaussianEncoder.around(super()._build_encoder(hidden_dims), self.gamma)
+
+
+class BNVAE(BatchNormalized, VAE):
+    """BN-VAE (Zhu et al. 2020): :class:`BatchNormalized` over :class:`VAE`, e.g. ``BNVAE(784, 16, gamma=0.5)``."""
 
 
 #: The identifiable decoder's default construction and margin, chosen by the fidelity study
