@@ -64,6 +64,7 @@ def _classical(args) -> int:
 def _compare(args) -> int:
     import time
 
+    from .data.text import TEXT_DATASETS
     from .experiments.image_comparison import format_results, run_image_comparison
 
     if args.corpus is not None or args.dataset in TEXT_DATASETS:
@@ -135,6 +136,7 @@ def _study(args) -> int:
     import time
 
     from ._checks import writable_dir
+    from .data.text import TEXT_DATASETS
     from .experiments.seed_study import (
         BUDGETS,
         format_seed_table,
@@ -145,13 +147,21 @@ def _study(args) -> int:
     )
 
     writable_dir(args.output_dir, "--output-dir")
+    text = args.dataset in TEXT_DATASETS
+    wrong = IMAGE_ONLY_STUDY_FLAGS if text else TEXT_ONLY_FLAGS
+    for flag in wrong:
+        if getattr(args, flag.lstrip("-").replace("-", "_"), None) is not None:
+            raise ValueError(f"{flag} applies to {'images' if text else 'text'}, not to --dataset {args.dataset}")
     start = time.perf_counter()
     if args.report_only:
         summary = summarize_seeds(args.output_dir, args.info_floor)
     else:
-        defaults = {**COMPARE_SIZES, **BUDGETS[args.budget]}
+        if text:
+            defaults = TEXT_COMPARE_SIZES
+        else:
+            defaults = {**COMPARE_SIZES, **BUDGETS[args.budget or "short"]}
         options = {k: getattr(args, k) if getattr(args, k) is not None else v for k, v in defaults.items()}
-        models = [name for entry in args.models for name in entry.split(",") if name]
+        models = [name for entry in (args.models or STUDY_MODELS[text]) for name in entry.split(",") if name]
         run_seed_study(args.output_dir, range(args.seeds), models, dataset=args.dataset, root=args.root,
                        lr=args.lr, device=args.device, progress=None, **options)  # fmt: skip
         summary = summarize_seeds(args.output_dir, args.info_floor)
@@ -198,9 +208,11 @@ TEXT_COMPARE_SIZES = dict(epochs=10, latent_dim=32, embed_dim=256, hidden_dim=25
                           max_vocab=None, batch_size=32)  # fmt: skip
 TEXT_SMOKE_TEST_SIZES = dict(epochs=2, latent_dim=4, embed_dim=32, hidden_dim=32, num_samples=5, max_length=None,
                              max_vocab=None, batch_size=32, num_sentences=300)  # fmt: skip
-TEXT_DATASETS = ("ptb", "yahoo", "synthetic-text")
 IMAGE_MODELS = ("vae", "beta_vae", "gmvae", "lidgmvae", "lidvae")
 TEXT_ONLY_FLAGS = ("--embed-dim", "--hidden-dim", "--max-length", "--max-vocab", "--batch-size")
+#: ``study``'s default models, for images and for text.
+STUDY_MODELS = {False: ("vae", "lidvae", "lidvae_brenier"), True: ("lstm_vae", "lidsvae")}
+IMAGE_ONLY_STUDY_FLAGS = ("--budget", "--num-train", "--num-test", "--hidden", "--icnn-hidden")
 IMAGE_ONLY_FLAGS = ("--num-train", "--num-test", "--hidden", "--icnn-hidden", "--devices", "--num-nodes",
                     "--distributed", "--precision")  # fmt: skip
 
@@ -252,6 +264,8 @@ class _DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .data.text import TEXT_DATASETS
+
     formatter = _DefaultsFormatter
     parser = argparse.ArgumentParser(prog="pyro-lid", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -342,18 +356,28 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=formatter,
     )
     study.add_argument("--output-dir", required=True, help="the study's folder: one seed<s> folder per seed")
-    study.add_argument("--models", nargs="+", default=["vae", "lidvae", "lidvae_brenier"],
-                       help="names from METHODS, separated by spaces or commas")  # fmt: skip
+    study.add_argument("--models", nargs="+", default=None,
+                       help="names from METHODS, separated by spaces or commas (default: vae, lidvae, "
+                            "lidvae_brenier; text: lstm_vae, lidsvae, and the language model lm)")  # fmt: skip
     study.add_argument("--seeds", type=_positive_int, default=3, help="seeds 0, 1, ..., N-1")
-    study.add_argument("--budget", choices=["short", "full"], default="short",
-                       help="short: 20000 images, 10 epochs, 100 samples; full: 59000, 30, 1000")  # fmt: skip
-    study.add_argument("--dataset", default="fashion-mnist", choices=["fashion-mnist", "mnist", "synthetic"],
-                       help="data set")  # fmt: skip
-    study.add_argument("--root", default=None, help="folder with the IDX files (default: system-wide copies)")
+    study.add_argument(
+        "--budget",
+        choices=["short", "full"],
+        default=None,
+        help="images: short (default): 20000 images, 10 epochs, 100 samples; full: 59000, 30, 1000",
+    )
+    study.add_argument("--dataset", default="fashion-mnist", choices=["fashion-mnist", "mnist", "synthetic",
+                                                                      *TEXT_DATASETS], help="data set")  # fmt: skip
+    study.add_argument("--root", default=None, help="folder with the IDX files or the Yahoo text files")
     for flag, text in (("--num-train", "training images"), ("--num-test", "test images (default: all)"),
                        ("--epochs", "training epochs"), ("--num-samples", "importance samples for the LL"),
-                       ("--latent-dim", "latent dimensions (default: 64)"), ("--hidden", "width (default: 512)"),
-                       ("--icnn-hidden", "ICNN width (default: 512)")):  # fmt: skip
+                       ("--latent-dim", "latent dimensions (default: 64; text 32)"),
+                       ("--hidden", "width (default: 512)"), ("--icnn-hidden", "ICNN width (default: 512)"),
+                       ("--embed-dim", "text: word embedding width (default 256)"),
+                       ("--hidden-dim", "text: LSTM width (default 256)"),
+                       ("--max-length", "text: words per sentence, longer lines truncated"),
+                       ("--max-vocab", "text: vocabulary size, specials included"),
+                       ("--batch-size", "text: sentences per mini-batch (default 32)")):  # fmt: skip
         study.add_argument(flag, type=_positive_int, default=None, help=f"{text}; overrides the budget")
     study.add_argument("--lr", type=_positive_float, default=1e-3, help="learning rate")
     study.add_argument("--device", default=None, help="train and evaluate here, e.g. cuda (default: cpu)")

@@ -83,3 +83,57 @@ def test_the_study_command_runs_and_reports(tmp_path, capsys):
     assert (tmp_path / "information_per_dim.png").exists()
     assert main(["study", "--output-dir", str(tmp_path), "--report-only"]) == 0
     assert "| vae | 2 |" in capsys.readouterr().out
+
+
+TEXT_TINY = dict(dataset="synthetic-text", epochs=2, latent_dim=2, embed_dim=8, hidden_dim=8, num_samples=3,
+                 num_sentences=120, batch_size=24, progress=False)  # fmt: skip
+
+
+def test_a_text_study_summarizes_nll_perplexity_and_cost_against_the_lstm_vae(tmp_path):
+    summary = run_seed_study(tmp_path, seeds=(0, 1), models=("lstm_vae", "lidsvae"), **TEXT_TINY)
+    assert [s["model"] for s in summary] == ["lstm_vae", "lidsvae", "lm"]
+    rows = {seed: {r["model"]: r for r in json.loads((tmp_path / f"seed{seed}" / "results.json").read_text())["rows"]}
+            for seed in (0, 1)}  # fmt: skip
+    assert rows[0]["lidsvae"]["ppl"] != rows[1]["lidsvae"]["ppl"]  # the seeds really differ
+    for s in summary:
+        for key in ("nll", "ppl"):
+            assert s[key]["mean"] == pytest.approx(statistics.fmean(rows[seed][s["model"]][key] for seed in (0, 1)))
+        costs = [rows[seed][s["model"]]["seconds_per_epoch"] / rows[seed]["lstm_vae"]["seconds_per_epoch"]
+                 for seed in (0, 1)]  # fmt: skip
+        assert s["cost"]["mean"] == pytest.approx(statistics.fmean(costs))
+    _, lid, lm = summary
+    assert lm["au"] is None and lm["max_batch_kl"] is None and lid["max_batch_kl"]["n"] == 2
+    table = format_seed_table(summary)
+    assert "| NLL | PPL | max batch KL | cost (x LSTM-VAE) |" in table
+    assert f"| lm | 2 |  |  |  |  |  | {lm['nll']['mean']:.2f} ± {lm['nll']['sd']:.2f} |" in table
+    assert "(n=" not in table
+    fig = plot_pareto(tmp_path)
+    assert fig.axes[0].get_xlabel().startswith("test log-likelihood (nats per sentence")
+    assert run_seed_study(tmp_path, seeds=(0, 1), models=("lstm_vae", "lidsvae"), **TEXT_TINY) == summary
+    with pytest.raises(ValueError, match=r"another protocol \(saved, asked\): \{'epochs': \(2, 3"):
+        run_seed_study(tmp_path, seeds=(2,), models=("lstm_vae",), **{**TEXT_TINY, "epochs": 3})
+
+
+def test_the_study_command_passes_text_sizes_and_refuses_image_flags_for_text(tmp_path, monkeypatch, capsys):
+    import pyro_lid.experiments.seed_study as study
+    from pyro_lid.cli import TEXT_COMPARE_SIZES, main
+
+    calls = []
+    monkeypatch.setattr(study, "run_seed_study", lambda *args, **kwargs: calls.append((args, kwargs)))
+    monkeypatch.setattr(study, "summarize_seeds", lambda *args: [])
+    monkeypatch.setattr(study, "plot_pareto", lambda *args: None)
+    monkeypatch.setattr(study, "plot_information_per_dimension", lambda *args: None)
+    assert (
+        main(["study", "--dataset", "ptb", "--epochs", "2", "--num-samples", "20", "--output-dir", str(tmp_path)]) == 0
+    )
+    (out, seeds, models), options = calls[0]
+    assert list(seeds) == [0, 1, 2] and models == ["lstm_vae", "lidsvae"] and options["dataset"] == "ptb"
+    assert {k: options[k] for k in TEXT_COMPARE_SIZES} == {**TEXT_COMPARE_SIZES, "epochs": 2, "num_samples": 20}
+    for flag, value in (("--budget", "full"), ("--num-train", "100"), ("--hidden", "8")):
+        with pytest.raises(SystemExit):
+            main(["study", "--dataset", "ptb", flag, value, "--output-dir", str(tmp_path)])
+        assert f"{flag} applies to images, not to --dataset ptb" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["study", "--dataset", "synthetic", "--embed-dim", "8", "--output-dir", str(tmp_path)])
+    assert "--embed-dim applies to text" in capsys.readouterr().err
+    assert len(calls) == 1

@@ -28,6 +28,7 @@ __all__ = [
     "EOS",
     "UNK",
     "SPECIALS",
+    "TEXT_DATASETS",
     "Vocabulary",
     "TextCorpus",
     "read_corpus",
@@ -485,6 +486,10 @@ def synthetic_text(
         **splits, vocab=vocab, oov=dict.fromkeys(sizes, 0), name="synthetic-text", description=description, codes=codes
     )
     return corpus, codes
+
+
+#: The corpora known by name (:func:`load_text`); anything else is the path of a user corpus.
+TEXT_DATASETS = ("ptb", "yahoo", "synthetic-text")
 
 
 def load_text(name: str | Path, **kwargs) -> TextCorpus:

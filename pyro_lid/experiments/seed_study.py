@@ -1,6 +1,7 @@
 r"""A comparison repeated over seeds, summarized as mean :math:`\pm` sd: the evidence a ranking needs.
 
-Each seed is one :func:`~pyro_lid.experiments.image_comparison.run_image_comparison` in its own
+Each seed is one :func:`~pyro_lid.experiments.image_comparison.run_image_comparison` (or, for a text
+corpus, :func:`~pyro_lid.experiments.text_comparison.run_text_comparison`) in its own
 folder ``<output_dir>/seed<s>`` (resumable: an interrupted study continues where it stopped,
 finished methods are not retrained). :func:`summarize_seeds` reads every seed folder and gives,
 per method, the mean and sample standard deviation over seeds of:
@@ -13,7 +14,9 @@ per method, the mean and sample standard deviation over seeds of:
   Gaussian channel with signal-to-noise ratio :math:`e^{0.02} - 1 \approx 0.02`;
 * ``min_mi_dim``: the least informative unit's :math:`I_q(x; z_d)`;
 * ``kl``, ``mi``, ``ll``, ``cluster_accuracy``, ``clusters_used``;
-* ``cost``: seconds per epoch relative to the VAE *of the same seed* (same machine, same run).
+* ``cost``: seconds per epoch relative to the VAE (for text the LSTM-VAE) *of the same seed* (same
+  machine, same run);
+* text only: ``nll`` (per sentence), ``ppl``, ``max_batch_kl`` (the largest training mini-batch KL).
 
 :func:`plot_pareto` draws one point per method and seed (informative units against LL), and
 :func:`plot_information_per_dimension` the sorted per-dimension information of each method.
@@ -62,9 +65,10 @@ def run_seed_study(output_dir, seeds=(0, 1, 2), models=("vae", "lidvae"), **comp
     for key in ("seed", "output_dir", "resume"):
         if key in comparison:
             raise ValueError(f"{key!r} is set by the study itself")
-    bound = inspect.signature(run_image_comparison).bind(models=models, seed=0, **comparison)
+    run, protocol_keys = _comparison_for(comparison.get("dataset", "fashion-mnist"))
+    bound = inspect.signature(run).bind(models=models, seed=0, **comparison)
     bound.apply_defaults()
-    protocol = {k: bound.arguments[k] for k in PROTOCOL_KEYS if k != "seed"}
+    protocol = {k: bound.arguments[k] for k in protocol_keys if k != "seed"}
     for directory in _existing_seed_dirs(output_dir):  # refuse before training anything
         saved = {k: v for k, v in load_results([directory])[0].items() if k != "seed"}
         if saved != protocol:
@@ -72,9 +76,17 @@ def run_seed_study(output_dir, seeds=(0, 1, 2), models=("vae", "lidvae"), **comp
             raise ValueError(f"{directory} was run under another protocol (saved, asked): {changed}; "
                              "use another output_dir or the same options")  # fmt: skip
     for seed in seeds:
-        run_image_comparison(models=models, seed=seed, output_dir=Path(output_dir) / f"seed{seed}", resume=True,
-                             **comparison)  # fmt: skip
+        run(models=models, seed=seed, output_dir=Path(output_dir) / f"seed{seed}", resume=True, **comparison)
     return summarize_seeds(output_dir)
+
+
+def _comparison_for(dataset):
+    """The comparison a data set belongs to, and the options that make its protocol."""
+    from .text_comparison import TEXT_PROTOCOL_KEYS, is_text_dataset, run_text_comparison
+
+    if is_text_dataset(dataset):
+        return run_text_comparison, TEXT_PROTOCOL_KEYS
+    return run_image_comparison, PROTOCOL_KEYS
 
 
 def _mean_sd(values):
@@ -97,7 +109,14 @@ def _per_seed_values(row, vae_seconds, info_floor):
         "cluster_accuracy": row.get("cluster_accuracy"),
         "clusters_used": row.get("clusters_used"),
         "cost": None if vae_seconds is None else row["seconds_per_epoch"] / vae_seconds,
+        "nll": row.get("nll"),
+        "ppl": row.get("ppl"),
+        "max_batch_kl": row.get("max_batch_kl"),
     }
+
+
+#: The model each seed's costs are relative to: the VAE, or for text the LSTM-VAE.
+COST_BASES = ("vae", "lstm_vae")
 
 
 def summarize_seeds(output_dir, info_floor: float = 0.01) -> list[dict]:
@@ -110,7 +129,7 @@ def summarize_seeds(output_dir, info_floor: float = 0.01) -> list[dict]:
         if protocol is not None and shared != protocol:
             raise ValueError(f"{directory} was run under another protocol: {shared} != {protocol}")
         protocol = shared
-        vae_seconds = next((r["seconds_per_epoch"] for r in rows if r["model"] == "vae"), None)
+        vae_seconds = next((r["seconds_per_epoch"] for b in COST_BASES for r in rows if r["model"] == b), None)
         for row in rows:
             entry = per_model.setdefault(row["model"], {"seeds": [], "values": []})
             entry["seeds"].append(saved_protocol["seed"])
@@ -133,6 +152,8 @@ def format_seed_table(summary: list[dict]) -> str:
         fewer = f" (n={stat['n']})" if stat["n"] < seeds else ""  # e.g. runs from before a metric was recorded
         return f"{stat['mean']:.{digits}f} ± {stat['sd']:.{digits}f}{fewer}"
 
+    if any(s.get("ppl") is not None for s in summary):
+        return _format_text_seed_table(summary, cell)
     lines = [
         "| model | seeds | AU | informative units | min I(x; z_d) | KL | MI | LL | cluster acc. | cost (x VAE) |",
         "|---|---|---|---|---|---|---|---|---|---|",
@@ -147,6 +168,24 @@ def format_seed_table(summary: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def _format_text_seed_table(summary, cell) -> str:
+    """The text study's columns: NLL per sentence, perplexity and the largest training mini-batch KL
+    beside AU, informative units, KL and MI (empty for the language model, which has no latent)."""
+    lines = [
+        "| model | seeds | AU | informative units | min I(x; z_d) | KL | MI | NLL | PPL | max batch KL | "
+        "cost (x LSTM-VAE) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for s in summary:
+        n = len(s["seeds"])
+        lines.append(
+            f"| {s['model']} | {n} | {cell(s['au'], 2, n)} | {cell(s['informative'], 2, n)} | "
+            f"{cell(s['min_mi_dim'], 3, n)} | {cell(s['kl'], 2, n)} | {cell(s['mi'], 2, n)} | {cell(s['nll'], 2, n)} | "
+            f"{cell(s['ppl'], 1, n)} | {cell(s['max_batch_kl'], 1, n)} | {cell(s['cost'], 2, n)} |"
+        )
+    return "\n".join(lines)
+
+
 def _rows_by_seed(output_dir):
     return [(directory, load_results([directory])[1]) for directory in seed_dirs(output_dir)]
 
@@ -156,9 +195,13 @@ def plot_pareto(output_dir, path=None, info_floor: float = 0.01):
     point per method and seed: the trade-off a construction makes between keeping units and fit."""
     plt = _pyplot(path)
     fig, ax = plt.subplots(figsize=(6.5, 4.5), constrained_layout=True)
-    colours, marked = {}, set()
+    colours, marked, unit = {}, set(), "image"
     for _, rows in _rows_by_seed(output_dir):
         for row in rows:
+            if row.get("ppl") is not None:
+                unit = "sentence"
+            if row.get("au") is None:  # the language model: no latent, no units to count
+                continue
             colour = colours.setdefault(row["model"], f"C{len(colours) % 10}")
             values = _per_seed_values(row, None, info_floor)
             recorded = values["informative"] is not None
@@ -167,7 +210,7 @@ def plot_pareto(output_dir, path=None, info_floor: float = 0.01):
             marked.add(row["model"])
             ax.scatter(row["ll"], y, label=label, marker="o" if "lid" in row["model"] else "s", edgecolors=colour,
                        facecolors=colour if recorded else "none")  # fmt: skip
-    ax.set_xlabel("test log-likelihood (nats per image; right is better)")
+    ax.set_xlabel(f"test log-likelihood (nats per {unit}; right is better)")
     ax.set_ylabel(f"fraction of units with I(x; z_d) > {info_floor} nats\n(hollow: active units, where not recorded)")
     ax.set_ylim(-0.03, 1.03)
     ax.set_title("keeping units against fitting the data (one point per seed)")

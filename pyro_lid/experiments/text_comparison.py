@@ -30,7 +30,7 @@ import pyro
 import torch
 
 from .._checks import resolve_device
-from ..data.text import load_text, sentence_lengths
+from ..data.text import TEXT_DATASETS, load_text, sentence_lengths
 from ..diagnostics.text import perplexity, text_report
 from ..infer import fit
 from ..infer.engine.callbacks import Callback
@@ -38,13 +38,20 @@ from ..models import LSTMLanguageModel
 from .methods import resolve_text_method
 from .runs import ComparisonRun, as_list, check_run_options, cost_columns
 
-__all__ = ["DEFAULT_TEXT_MODELS", "TEXT_PROTOCOL_KEYS", "format_text_results", "load_text_data", "run_text_comparison"]
+__all__ = ["DEFAULT_TEXT_MODELS", "TEXT_DATASETS", "TEXT_PROTOCOL_KEYS", "format_text_results", "is_text_dataset",
+           "load_text_data", "run_text_comparison"]  # fmt: skip
 
 #: The options that define a text comparison's protocol: a resumed run must share them.
 TEXT_PROTOCOL_KEYS = ("dataset", "epochs", "latent_dim", "embed_dim", "hidden_dim", "word_dropout", "batch_size",
                       "lr", "num_samples", "max_length", "max_vocab", "num_sentences", "seed")  # fmt: skip
 
 DEFAULT_TEXT_MODELS = ("lstm_vae", "lidsvae")
+
+
+def is_text_dataset(dataset) -> bool:
+    """Whether ``dataset`` names a text corpus (:data:`TEXT_DATASETS`) or is the path of one, rather than images."""
+    return str(dataset) in TEXT_DATASETS or Path(str(dataset)).exists()
+
 
 #: The language-model baseline's name in ``models`` and in the table.
 LM = "lm"
