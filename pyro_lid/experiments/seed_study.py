@@ -142,9 +142,21 @@ def summarize_seeds(output_dir, info_floor: float = 0.01) -> list[dict]:
     return summary
 
 
+#: The seed table's columns after the model and its seed count: (header, summary key, digits).
+_UNITS = [("AU", "au", 2), ("informative units", "informative", 2), ("min I(x; z_d)", "min_mi_dim", 3)]
+SEED_TABLE_COLUMNS = {
+    "image": [*_UNITS, ("KL", "kl", 1), ("MI", "mi", 2), ("LL", "ll", 1), ("cluster acc.", "cluster_accuracy", 3),
+              ("cost (x VAE)", "cost", 2)],
+    # text: NLL per sentence, perplexity and the largest training mini-batch KL (empty for the language model)
+    "text": [*_UNITS, ("KL", "kl", 2), ("MI", "mi", 2), ("NLL", "nll", 2), ("PPL", "ppl", 1),
+             ("max batch KL", "max_batch_kl", 1), ("cost (x LSTM-VAE)", "cost", 2)],
+}  # fmt: skip
+
+
 def format_seed_table(summary: list[dict]) -> str:
-    """A Markdown table, every cell ``mean ± sd``, the number of seeds per method, and ``(n=k)`` in a cell
-    that rests on fewer seeds than its row (a metric some runs did not record)."""
+    """A Markdown table (:data:`SEED_TABLE_COLUMNS`, text columns when the rows have a perplexity), every
+    cell ``mean ± sd``, the number of seeds per method, and ``(n=k)`` in a cell that rests on fewer seeds
+    than its row (a metric some runs did not record)."""
 
     def cell(stat, digits, seeds):
         if stat is None:
@@ -152,37 +164,13 @@ def format_seed_table(summary: list[dict]) -> str:
         fewer = f" (n={stat['n']})" if stat["n"] < seeds else ""  # e.g. runs from before a metric was recorded
         return f"{stat['mean']:.{digits}f} ± {stat['sd']:.{digits}f}{fewer}"
 
-    if any(s.get("ppl") is not None for s in summary):
-        return _format_text_seed_table(summary, cell)
-    lines = [
-        "| model | seeds | AU | informative units | min I(x; z_d) | KL | MI | LL | cluster acc. | cost (x VAE) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-    ]
+    columns = SEED_TABLE_COLUMNS["text" if any(s.get("ppl") is not None for s in summary) else "image"]
+    lines = ["| model | seeds | " + " | ".join(header for header, _, _ in columns) + " |",
+             "|---|---|" + "---|" * len(columns)]  # fmt: skip
     for s in summary:
         n = len(s["seeds"])
-        lines.append(
-            f"| {s['model']} | {n} | {cell(s['au'], 2, n)} | {cell(s['informative'], 2, n)} | "
-            f"{cell(s['min_mi_dim'], 3, n)} | {cell(s['kl'], 1, n)} | {cell(s['mi'], 2, n)} | {cell(s['ll'], 1, n)} | "
-            f"{cell(s['cluster_accuracy'], 3, n)} | {cell(s['cost'], 2, n)} |"
-        )
-    return "\n".join(lines)
-
-
-def _format_text_seed_table(summary, cell) -> str:
-    """The text study's columns: NLL per sentence, perplexity and the largest training mini-batch KL
-    beside AU, informative units, KL and MI (empty for the language model, which has no latent)."""
-    lines = [
-        "| model | seeds | AU | informative units | min I(x; z_d) | KL | MI | NLL | PPL | max batch KL | "
-        "cost (x LSTM-VAE) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for s in summary:
-        n = len(s["seeds"])
-        lines.append(
-            f"| {s['model']} | {n} | {cell(s['au'], 2, n)} | {cell(s['informative'], 2, n)} | "
-            f"{cell(s['min_mi_dim'], 3, n)} | {cell(s['kl'], 2, n)} | {cell(s['mi'], 2, n)} | {cell(s['nll'], 2, n)} | "
-            f"{cell(s['ppl'], 1, n)} | {cell(s['max_batch_kl'], 1, n)} | {cell(s['cost'], 2, n)} |"
-        )
+        cells = " | ".join(cell(s[key], digits, n) for _, key, digits in columns)
+        lines.append(f"| {s['model']} | {n} | {cells} |")
     return "\n".join(lines)
 
 
