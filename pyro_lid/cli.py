@@ -71,9 +71,9 @@ def _compare(args) -> int:
         return _compare_text(args)
     if args.models is None:
         args.models = list(IMAGE_MODELS)
-    for flag in TEXT_ONLY_FLAGS:
-        if getattr(args, flag.lstrip("-").replace("-", "_")) is not None:
-            raise ValueError(f"{flag} applies to text (--dataset {'/'.join(TEXT_DATASETS)} or --corpus)")
+    flag = _given(args, TEXT_ONLY_FLAGS)
+    if flag:
+        raise ValueError(f"{flag} applies to text (--dataset {'/'.join(TEXT_DATASETS)} or --corpus)")
     defaults = SMOKE_TEST_SIZES if args.smoke_test else COMPARE_SIZES
     options = {k: getattr(args, k) if getattr(args, k) is not None else v for k, v in defaults.items()}
     models = [name for entry in args.models for name in entry.split(",") if name]
@@ -108,9 +108,9 @@ def _compare_text(args) -> int:
 
     if args.corpus is not None and args.dataset != "fashion-mnist":
         raise ValueError("pass --dataset or --corpus, not both")
-    for flag in IMAGE_ONLY_FLAGS:
-        if getattr(args, flag.lstrip("-").replace("-", "_")) not in (None, 1):
-            raise ValueError(f"{flag} applies to images, not to text")
+    flag = _given(args, IMAGE_ONLY_FLAGS, unset=(None, 1))  # --devices and --num-nodes default to 1
+    if flag:
+        raise ValueError(f"{flag} applies to images, not to text")
     dataset = args.corpus if args.corpus is not None else args.dataset
     models = [name for entry in (args.models or DEFAULT_TEXT_MODELS) for name in entry.split(",") if name]
     if models == ["all"]:
@@ -148,10 +148,9 @@ def _study(args) -> int:
 
     writable_dir(args.output_dir, "--output-dir")
     text = args.dataset in TEXT_DATASETS
-    wrong = IMAGE_ONLY_STUDY_FLAGS if text else TEXT_ONLY_FLAGS
-    for flag in wrong:
-        if getattr(args, flag.lstrip("-").replace("-", "_"), None) is not None:
-            raise ValueError(f"{flag} applies to {'images' if text else 'text'}, not to --dataset {args.dataset}")
+    flag = _given(args, IMAGE_ONLY_STUDY_FLAGS if text else TEXT_ONLY_FLAGS)
+    if flag:
+        raise ValueError(f"{flag} applies to {'images' if text else 'text'}, not to --dataset {args.dataset}")
     start = time.perf_counter()
     if args.report_only:
         summary = summarize_seeds(args.output_dir, args.info_floor)
@@ -215,6 +214,11 @@ STUDY_MODELS = {False: ("vae", "lidvae", "lidvae_brenier"), True: ("lstm_vae", "
 IMAGE_ONLY_STUDY_FLAGS = ("--budget", "--num-train", "--num-test", "--hidden", "--icnn-hidden")
 IMAGE_ONLY_FLAGS = ("--num-train", "--num-test", "--hidden", "--icnn-hidden", "--devices", "--num-nodes",
                     "--distributed", "--precision")  # fmt: skip
+
+
+def _given(args, flags, unset=(None,)) -> str | None:
+    """The first of ``flags`` that the command line set (its value is not one of ``unset``), else ``None``."""
+    return next((f for f in flags if getattr(args, f.lstrip("-").replace("-", "_"), None) not in unset), None)
 
 
 def _positive_int(text: str) -> int:

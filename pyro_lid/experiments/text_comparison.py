@@ -38,8 +38,8 @@ from ..models import LSTMLanguageModel
 from .methods import resolve_text_method
 from .runs import ComparisonRun, as_list, check_run_options, cost_columns
 
-__all__ = ["DEFAULT_TEXT_MODELS", "TEXT_DATASETS", "TEXT_PROTOCOL_KEYS", "format_text_results", "is_text_dataset",
-           "load_text_data", "run_text_comparison"]  # fmt: skip
+__all__ = ["DEFAULT_TEXT_MODELS", "TEXT_PROTOCOL_KEYS", "format_text_results", "is_text_dataset", "load_text_data",
+           "run_text_comparison"]  # fmt: skip
 
 #: The options that define a text comparison's protocol: a resumed run must share them.
 TEXT_PROTOCOL_KEYS = ("dataset", "epochs", "latent_dim", "embed_dim", "hidden_dim", "word_dropout", "batch_size",

@@ -60,9 +60,9 @@ class BatchNormGaussianEncoder(GaussianEncoder):
     """
 
     def __init__(self, input_dim: int, latent_dim: int, hidden_dims: Sequence[int] = (512,), gamma: float = 0.5):
-        super().__init__(input_dim, latent_dim, hidden_dims)
-        if not gamma > 0:
+        if isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or not gamma > 0:
             raise ValueError(f"gamma must be > 0, got {gamma!r}")
+        super().__init__(input_dim, latent_dim, hidden_dims)
         self.gamma = float(gamma)
         self.norm = nn.BatchNorm1d(latent_dim, affine=False)
         self.shift = nn.Parameter(torch.zeros(latent_dim))

@@ -231,9 +231,7 @@ class BatchNormalized:
     """
 
     def __init__(self, *args, gamma: float = 0.5, **kwargs):
-        if isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or not gamma > 0:
-            raise ValueError(f"gamma must be > 0, got {gamma!r}")
-        self.gamma = float(gamma)
+        self.gamma = gamma  # checked by the encoder, which the base class builds through _build_encoder
         super().__init__(*args, **kwargs)
 
     def _build_encoder(self, hidden_dims):
