@@ -463,3 +463,95 @@ def test_combine_linear_is_combine_of_a_linear_free_part_in_one_product():
         g.combine_linear(z, x, weight.T)
     with pytest.raises(ValueError, match="inputs of shape"):
         g.combine_linear(z, x[..., :4], weight)
+
+
+# ---------------------------------------------------------------------------------------------- (7) a metric
+
+
+def frequencies(size=D, seed=3):
+    """Positive weights summing to 1 that span three orders of magnitude (frequent and rare outputs)."""
+    gen = torch.Generator().manual_seed(seed)
+    w = torch.logspace(0, -3, size, dtype=F64)[torch.randperm(size, generator=gen)]
+    return w / w.sum()
+
+
+@pytest.mark.parametrize("inner, learn_subspace, activation", CONFIGS, ids=CONFIG_IDS)
+def test_with_a_metric_the_left_factor_recovers_the_inner_map_whatever_the_mlp(inner, learn_subspace, activation):
+    w = frequencies()
+    g = make(inner, learn_subspace, activation, metric=w, orthogonal_to=torch.ones(D))
+    q, left = g.subspace, g.left_factor
+    assert torch.allclose(g.metric_sqrt**2, w, rtol=1e-6)  # the weights, as stored in float32 and cast
+    w = g.metric_sqrt**2
+    assert (left @ q - torch.eye(K, dtype=F64)).abs().max() < 1e-12  # L Q = I
+    assert (q.T @ torch.diag(w) @ q - torch.eye(K, dtype=F64)).abs().max() < 1e-12  # unit columns in the metric
+    assert (left @ torch.ones(D, dtype=F64)).abs().max() < 1e-12  # L 1 = 0: blind to a softmax shift
+    assert gram_error(q) > 1e-2  # not orthonormal in Euclidean terms: the metric is in force
+    z = 2 * torch.randn(20, K, dtype=F64)
+    for seed in range(2):
+        perturb_mlp_(g, 3.0, seed)
+        y = g(z)
+        assert ((y - g.offset) @ left.T - inner_reference(g, z)).abs().max() < 1e-10
+        assert (g.left_inverse(y.log_softmax(-1)) - z).abs().max() < 1e-8
+    free = 10 * torch.randn(20, D, dtype=F64)
+    assert (g.left_inverse(g.combine(z, free)) - z).abs().max() < 1e-8
+    weight, x = torch.randn(D, 5, dtype=F64), torch.randn(20, 5, dtype=F64)
+    assert (g.combine_linear(z, x, weight) - g.combine(z, x @ weight.T)).abs().max() < 1e-10
+
+
+@pytest.mark.parametrize("inner", ["diagonal", "brenier"])
+def test_with_a_metric_the_jacobian_matches_autograd_and_the_bound_holds(inner):
+    w = frequencies()
+    g = make(inner, scale=1.0, margin=0.5, metric=w)
+    push_inner_to_its_floor_(g)
+    z = 2 * torch.randn(50, K, dtype=F64)
+    jac = g.jacobian(z)
+    assert (jac[:4] - autograd_jacobian(g, z[:4])).abs().max() < 1e-8
+    sigma = torch.linalg.svdvals(jac)[..., -1]
+    bound, w = g.injectivity_bound(), g.metric_sqrt**2
+    assert abs(bound.item() - 0.5 / w.sqrt().max().item()) < 1e-9  # the margin over max sqrt(w) > the margin
+    assert (sigma >= bound * (1 - 1e-9)).all()
+    # in the metric's own norm the margin itself bounds every singular value
+    assert (torch.linalg.svdvals(w.sqrt().unsqueeze(-1) * jac)[..., -1] >= 0.5 * (1 - 1e-9)).all()
+
+
+def test_with_frequencies_as_metric_each_unit_of_z_carries_the_margin_squared_in_fisher_information():
+    """At logits log w (a Categorical that predicts the frequencies w), the Fisher information of z is
+    J^T (diag(p) - p p^T) J = diag(s)^2 exactly; with Q orthonormal it is about s^2 / D (a margin on
+    the logits is not one on the likelihood)."""
+    size, w = 400, frequencies(400)
+    fisher = {}
+    for metric in (w, None):
+        torch.set_default_dtype(F64)  # built in float64: the stored weights are w itself
+        try:
+            g = ProjectedInjective(K, size, free_network=False, metric=metric, orthogonal_to=torch.ones(size))
+        finally:
+            torch.set_default_dtype(torch.float32)
+        with torch.no_grad():
+            g.offset.copy_(w.log())
+            g.scale_raw.copy_(torch.tensor([0.0, 1.0, 2.0]))
+        z = torch.zeros(K, dtype=F64)
+        p = g(z).softmax(-1)
+        assert (p - w).abs().max() < 1e-12
+        jac = g.jacobian(z)
+        fisher[metric is None] = jac.T @ (torch.diag(p) - torch.outer(p, p)) @ jac
+        scale = g.scale
+    assert (fisher[False] - torch.diag(scale**2)).abs().max() < 1e-10
+    assert fisher[True].diagonal().max() < 0.1 * scale.min() ** 2  # Euclidean Q: a small fraction of it
+
+
+def test_a_bad_metric_raises_naming_the_problem():
+    for bad in (torch.ones(D + 1), -torch.ones(D), torch.zeros(D), torch.full((D,), float("nan"))):
+        with pytest.raises(ValueError, match="metric must be 8 finite positive weights"):
+            ProjectedInjective(K, D, metric=bad)
+
+
+def test_a_metric_survives_a_cast_and_a_state_dict_round_trip():
+    w = frequencies().float()
+    g = ProjectedInjective(K, D, hidden_dims=(4,), metric=w, orthogonal_to=torch.ones(D)).double()
+    assert (g.left_factor @ torch.ones(D, dtype=F64)).abs().max() < 1e-12  # rebuilt in float64, not cast
+    other = ProjectedInjective(K, D, hidden_dims=(4,), metric=torch.ones(D), orthogonal_to=torch.ones(D)).double()
+    other.load_state_dict(g.state_dict())
+    z = torch.randn(3, K, dtype=F64)
+    assert torch.equal(other(z), g(z))
+    plain = ProjectedInjective(K, D, hidden_dims=(4,))
+    assert "metric_sqrt" not in plain.state_dict() and "orthogonal_directions" not in plain.state_dict()

@@ -129,6 +129,30 @@ class ProjectedInjective(InjectiveMap):
     free part into one matrix product) keeps the margin. ``free_network=False`` then
     drops the MLP :math:`m` (:math:`g(z) = Q\,h(z) + c`, and ``hidden_dims`` is ignored).
 
+    **A metric: the margin in Fisher units.** A margin on the parameters (logits) is not a margin
+    on what the likelihood sees: a Categorical with probabilities :math:`p` has Fisher information
+    :math:`\mathrm{diag}(p) - pp^\top` in its logits, so a unit direction :math:`u` spread evenly
+    over :math:`D` words tells it about :math:`1/D` nats per unit step (a Bernoulli pixel
+    likewise :math:`p(1-p)`, about nothing when saturated). With ``metric`` :math:`w\in
+    \mathbb{R}^D_{>0}` (say the unigram frequencies, :math:`W = \mathrm{diag}(w)`), :math:`Q =
+    W^{-1/2} R` for :math:`R` with orthonormal columns, the left inverse is :math:`L = R^\top
+    W^{1/2}` (:math:`LQ = I`) and the free part is projected by :math:`I - QL` (:math:`L(I - QL) = 0`):
+
+    .. math::
+
+        g(z) = Q\,h(z) + (I - QL)\,m(z) + c, \qquad L\big(g(z) - c\big) = h(z).
+
+    Every column of :math:`Q` then has unit length in the metric, :math:`Q^\top W Q = I`: at
+    logits :math:`\log w` (a Categorical that predicts the frequencies :math:`w`, ``orthogonal_to``
+    the all-ones vector so that :math:`R \perp \sqrt w`) the Fisher information of
+    :math:`z\mapsto h(z)` is exactly :math:`J_h^\top J_h \succeq \text{margin}^2 I`, whatever
+    :math:`D` is. A learned :math:`R` cannot hide the injective directions on rare outputs either:
+    their weight :math:`w_i` is small, so their entries in :math:`Q` are large. Directions in
+    ``orthogonal_to`` are kept in the null space of :math:`L` (:math:`R\perp W^{1/2}d`). In
+    Euclidean norm the margin becomes :math:`\sigma_{\min}(J_g) \ge \sigma_{\min}(J_h)/
+    \max_i\sqrt{w_i}` (:math:`\lVert L\rVert = \max_i \sqrt{w_i}`), which
+    :meth:`injectivity_bound` reports; without ``metric``, :math:`W = I` and :math:`L = Q^\top`.
+
     The map is not bijective: :meth:`left_inverse` (also used as ``_inverse``) returns
     :math:`h^{-1}(Q^\top(y - c))`, exact on the image of :math:`g` and a projection off
     it. There is no ``log_abs_det_jacobian`` (the map changes dimension);
@@ -159,6 +183,8 @@ class ProjectedInjective(InjectiveMap):
     :param str activation: ``"relu"`` or ``"softplus"``, the MLP's hidden activation.
     :param orthogonal_to: a ``(D,)`` vector or ``(D, r)`` matrix (:math:`K \le D - r`); :math:`Q` is
         orthogonal to its span (default ``None``: no constraint).
+    :param metric: positive weights :math:`w` of shape ``(D,)`` (default ``None``: :math:`W = I`); see
+        "A metric" above.
     :param bool free_network: build the MLP :math:`m` (default); ``False`` for a map used only
         through :meth:`combine` with a free part computed elsewhere.
     :param brenier_kwargs: further :class:`Brenier` options for ``inner="brenier"``
@@ -181,6 +207,7 @@ class ProjectedInjective(InjectiveMap):
         activation: str = "relu",
         orthogonal_to: torch.Tensor | None = None,
         free_network: bool = True,
+        metric: torch.Tensor | None = None,
         **brenier_kwargs,
     ):
         super().__init__(cache_size=0)
@@ -214,6 +241,15 @@ class ProjectedInjective(InjectiveMap):
         if isinstance(subspace_seed, bool) or not isinstance(subspace_seed, int):
             raise ValueError(f"{name}: subspace_seed must be an integer, got {subspace_seed!r}")
 
+        metric_sqrt = None
+        if metric is not None:
+            weights = torch.as_tensor(metric, dtype=torch.float64)
+            if weights.shape != (output_dim,) or not torch.isfinite(weights).all() or not (weights > 0).all():
+                raise ValueError(
+                    f"{name}: metric must be {output_dim} finite positive weights (shape ({output_dim},)), "
+                    f"got shape {tuple(weights.shape)} with minimum {weights.min().item() if weights.numel() else None}"
+                )
+            metric_sqrt = weights.sqrt()
         orthogonal_basis = None
         if orthogonal_to is not None:
             directions = torch.as_tensor(orthogonal_to, dtype=torch.float64)
@@ -230,6 +266,9 @@ class ProjectedInjective(InjectiveMap):
                     f"{name}: latent_dim={latent_dim} columns orthogonal to {directions.shape[1]} direction(s) "
                     f"need output_dim >= {latent_dim + directions.shape[1]}, got {output_dim}"
                 )
+            raw_directions = directions
+            if metric_sqrt is not None:  # L d = R^T W^{1/2} d = 0
+                directions = metric_sqrt.unsqueeze(-1) * directions
             orthogonal_basis = _orthonormal_columns(directions)
 
         self.latent_dim = latent_dim
@@ -241,6 +280,10 @@ class ProjectedInjective(InjectiveMap):
 
         self.free_network = bool(free_network)
         dtype = torch.get_default_dtype()
+        self.register_buffer("metric_sqrt", None if metric_sqrt is None else metric_sqrt.to(dtype))
+        # with a metric, the directions themselves: the basis of W^{1/2} d is rebuilt from them on a cast
+        keep = metric_sqrt is not None and orthogonal_basis is not None
+        self.register_buffer("orthogonal_directions", raw_directions.to(dtype) if keep else None)
         self.register_buffer("orthogonal_basis", None if orthogonal_basis is None else orthogonal_basis.to(dtype))
         basis = _seeded_orthonormal(output_dim, latent_dim, subspace_seed, orthogonal_basis).to(dtype)
         if self.learn_subspace:
@@ -262,11 +305,30 @@ class ProjectedInjective(InjectiveMap):
     # ----------------------------------------------------------------------------------------- pieces
 
     @property
-    def subspace(self) -> torch.Tensor:
-        r""":math:`Q`, the :math:`D\times K` matrix with orthonormal columns (from its parameter if learned)."""
+    def orthonormal_factor(self) -> torch.Tensor:
+        r""":math:`R`, the :math:`D\times K` matrix with orthonormal columns (from its parameter if learned)."""
         if self.learn_subspace:
             return _orthonormal_columns(_project_out(self.subspace_raw, self.orthogonal_basis))
         return self.subspace_basis
+
+    @property
+    def subspace(self) -> torch.Tensor:
+        r""":math:`Q = W^{-1/2}R`, shape ``(D, K)`` (:math:`R`, orthonormal columns, without ``metric``)."""
+        r = self.orthonormal_factor
+        return r if self.metric_sqrt is None else r / self.metric_sqrt.unsqueeze(-1)
+
+    @property
+    def left_factor(self) -> torch.Tensor:
+        r""":math:`L = R^\top W^{1/2}`, shape ``(K, D)``, with :math:`LQ = I` (:math:`Q^\top` without ``metric``)."""
+        r = self.orthonormal_factor
+        return (r if self.metric_sqrt is None else r * self.metric_sqrt.unsqueeze(-1)).transpose(-1, -2)
+
+    def _factors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """:math:`(Q, L)` from one evaluation of :math:`R` (one QR when learned)."""
+        r = self.orthonormal_factor
+        if self.metric_sqrt is None:
+            return r, r.transpose(-1, -2)
+        return r / self.metric_sqrt.unsqueeze(-1), (r * self.metric_sqrt.unsqueeze(-1)).transpose(-1, -2)
 
     @property
     def scale(self) -> torch.Tensor:
@@ -331,11 +393,12 @@ class ProjectedInjective(InjectiveMap):
         return self.combine(z, self.mlp(z))
 
     def combine(self, z: torch.Tensor, free: torch.Tensor) -> torch.Tensor:
-        r""":math:`Q\,h(z) + (I - QQ^\top)\,f + c` for a free part :math:`f` computed elsewhere.
+        r""":math:`Q\,h(z) + (I - QQ^\top)\,f + c` (:math:`I - QL` with ``metric``) for a free part :math:`f`
+        computed elsewhere.
 
         ``z`` of shape ``(..., K)`` and ``free`` of shape ``(..., D)`` broadcast against each other
         (e.g. ``z`` of shape ``(N, 1, K)`` with ``free`` of shape ``(N, T, D)``: one latent, T free
-        parts). :math:`Q^\top(\mathrm{combine}(z, f) - c) = h(z)` whatever :math:`f` is, so every
+        parts). :math:`L(\mathrm{combine}(z, f) - c) = h(z)` whatever :math:`f` is, so every
         result has :meth:`left_inverse` :math:`z` and the margin of :meth:`injectivity_bound`.
         Cost: two products with :math:`Q`, :math:`2DK` multiply-adds per row of ``free``.
         """
@@ -344,9 +407,9 @@ class ProjectedInjective(InjectiveMap):
             raise ValueError(
                 f"{type(self).__name__}.combine expects a free part of shape (..., {self.output_dim}), got {got}"
             )
-        q = self.subspace
-        # Q h + (I - Q Q^T) f = Q (h - Q^T f) + f, at O(DK) cost
-        return (self.inner_forward(z) - free @ q) @ q.transpose(-1, -2) + free + self.offset
+        q, left = self._factors()
+        # Q h + (I - Q L) f = Q (h - L f) + f, at O(DK) cost
+        return (self.inner_forward(z) - free @ left.transpose(-1, -2)) @ q.transpose(-1, -2) + free + self.offset
 
     def combine_linear(self, z: torch.Tensor, inputs: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         r""":meth:`combine` for a free part linear in ``inputs``, :math:`f = Wx`, as one matrix product.
@@ -362,6 +425,7 @@ class ProjectedInjective(InjectiveMap):
         :math:`W`. ``z`` of shape ``(..., K)`` and ``inputs`` of shape ``(..., n)`` broadcast
         against each other; ``weight`` has shape ``(D, n)``, as an ``nn.Linear``'s (whose bias
         :math:`c` replaces: :math:`(I - QQ^\top)b` is covered by :math:`c`, :math:`QQ^\top b` projected out).
+        With ``metric``, :math:`QL` replaces :math:`QQ^\top`.
         """
         if not isinstance(weight, torch.Tensor) or weight.dim() != 2 or weight.shape[0] != self.output_dim:
             got = tuple(weight.shape) if isinstance(weight, torch.Tensor) else type(weight).__name__
@@ -373,26 +437,26 @@ class ProjectedInjective(InjectiveMap):
             raise ValueError(
                 f"{type(self).__name__}.combine_linear expects inputs of shape (..., {weight.shape[1]}), got {got}"
             )
-        q = self.subspace
+        q, left = self._factors()
         h = self.inner_forward(z)
         shape = torch.broadcast_shapes(h.shape[:-1], inputs.shape[:-1])
         joint = torch.cat([inputs.expand(shape + inputs.shape[-1:]), h.expand(shape + h.shape[-1:])], -1)
-        projected = weight - q @ (q.transpose(-1, -2) @ weight)
+        projected = weight - q @ (left @ weight)
         return F.linear(joint, torch.cat([projected, q], -1), self.offset)
 
     def left_inverse(self, y: torch.Tensor) -> torch.Tensor:
-        r""":math:`z = h^{-1}(Q^\top(y - c))`; exact for :math:`y` in the image of :math:`g`."""
+        r""":math:`z = h^{-1}(L(y - c))` (:math:`L = Q^\top` without ``metric``); exact on the image of :math:`g`."""
         check_event(type(self).__name__, y, self.output_dim, "value to invert")
-        return self.inner_inverse((y - self.offset) @ self.subspace)
+        return self.inner_inverse((y - self.offset) @ self.left_factor.transpose(-1, -2))
 
     def jacobian(self, z: torch.Tensor) -> torch.Tensor:
-        r"""The Jacobian :math:`Q J_h + (I - QQ^\top) J_m`, shape ``(..., D, K)``, by explicit tensor operations."""
+        r"""The Jacobian :math:`Q J_h + (I - QL) J_m`, shape ``(..., D, K)``, by explicit tensor operations."""
         check_event(type(self).__name__, z, self.latent_dim, "latent input")
         batch_shape = z.shape[:-1]
         flat = z.reshape(-1, self.latent_dim)
-        q = self.subspace
+        q, left = self._factors()
         jac_m = self._mlp_jacobian(flat)
-        jac = q @ (self.inner_jacobian(flat) - q.transpose(-1, -2) @ jac_m) + jac_m
+        jac = q @ (self.inner_jacobian(flat) - left @ jac_m) + jac_m
         return jac.reshape(batch_shape + (self.output_dim, self.latent_dim))
 
     def injectivity_bound(self) -> torch.Tensor:
@@ -402,10 +466,12 @@ class ProjectedInjective(InjectiveMap):
         :math:`\sigma_{\min}(J_g) \ge \sigma_{\min}(J_h)`, which is :math:`\ge \min_i s_i`
         (diagonal inner; equality when :math:`m` is constant) or :math:`\ge \alpha` (Brenier
         inner, the Hessian's strong-convexity constant). Both are ``margin`` plus a softplus.
+        With ``metric``, :math:`\lVert J_g v\rVert \ge \lVert L J_g v\rVert / \lVert L\rVert` and the
+        bound is divided by :math:`\lVert L\rVert = \max_i\sqrt{w_i}` (in the metric's own norm it is
+        the inner bound itself).
         """
-        if self.inner == "diagonal":
-            return self.scale.min()
-        return self.inner_map.potential.alpha
+        bound = self.scale.min() if self.inner == "diagonal" else self.inner_map.potential.alpha
+        return bound if self.metric_sqrt is None else bound / self.metric_sqrt.max()
 
     # ----------------------------------------------------------------------------------------- dtype
 
@@ -420,7 +486,10 @@ class ProjectedInjective(InjectiveMap):
         before = [None if t is None else t.dtype for t in fixed]
         super()._apply(fn, *args, **kwargs)
         if before[0] is not None and self.orthogonal_basis.dtype != before[0]:
-            self.orthogonal_basis = _orthonormal_columns(self.orthogonal_basis)
+            directions = self.orthogonal_basis
+            if self.orthogonal_directions is not None:
+                directions = self.metric_sqrt.unsqueeze(-1) * self.orthogonal_directions
+            self.orthogonal_basis = _orthonormal_columns(directions)
         if not self.learn_subspace and self.subspace_basis.dtype != before[1]:
             # projected off the directions too: Q orthogonal to them in the new precision
             self.subspace_basis = _orthonormal_columns(_project_out(self.subspace_basis, self.orthogonal_basis))
