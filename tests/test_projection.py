@@ -555,3 +555,13 @@ def test_a_metric_survives_a_cast_and_a_state_dict_round_trip():
     assert torch.equal(other(z), g(z))
     plain = ProjectedInjective(K, D, hidden_dims=(4,))
     assert "metric_sqrt" not in plain.state_dict() and "orthogonal_directions" not in plain.state_dict()
+
+
+def test_scale_init_sets_the_diagonal_scale_and_must_exceed_the_margin():
+    g = ProjectedInjective(K, D, margin=0.1, scale_init=0.25)
+    assert torch.allclose(g.scale, torch.full((K,), 0.25))
+    assert torch.allclose(ProjectedInjective(K, D, margin=0.1).scale, torch.ones(K))  # default max(1, 2 margin)
+    with pytest.raises(ValueError, match="scale_init must be a number > margin=0.1"):
+        ProjectedInjective(K, D, margin=0.1, scale_init=0.1)
+    with pytest.raises(ValueError, match="scale_init applies to inner='diagonal'"):
+        ProjectedInjective(K, D, inner="brenier", scale_init=2.0)

@@ -103,6 +103,32 @@ def test_lidsvae_logits_are_injective_in_z_with_margin_at_every_prefix(inner):
         assert (model.latent_from_log_probs(logits) - z).abs().max() < 1e-8
 
 
+@pytest.mark.parametrize("learn_subspace", [False, True], ids=["fixedQ", "learnedQ"])
+def test_lidsvae_with_word_frequencies_keeps_z_recoverable_and_its_margin_in_fisher_units(learn_subspace):
+    gen = torch.Generator().manual_seed(5)
+    counts = torch.logspace(0, -3, V, dtype=F64)[torch.randperm(V, generator=gen)]
+    model = make(LIDSVAE, scale=0.5, margin=0.3, word_frequencies=counts, learn_subspace=learn_subspace)
+    injective = model.decoder.head.injective_map
+    w = injective.metric_sqrt**2
+    assert abs(w.sum().item() - 1) < 1e-6 and torch.allclose(w, counts / counts.sum(), rtol=1e-5)  # normalized
+    q = injective.subspace
+    assert (q.T @ torch.diag(w) @ q - torch.eye(K, dtype=F64)).abs().max() < 1e-10  # unit Fisher length at w
+    assert (q.T @ q - torch.eye(K, dtype=F64)).abs().max() > 0.1  # and not orthonormal: the metric is in force
+    bound = model.injectivity_bound().item()
+    prefixes = torch.cat([torch.full((4, 1), BOS), torch.randint(UNK, V, (4, 5), generator=gen)], 1)
+    for z in torch.randn(3, K, generator=gen, dtype=F64):
+
+        def log_probs(z):
+            return model.decoder.logits(prefixes, z.expand(4, K)).log_softmax(-1)
+
+        assert (model.latent_from_log_probs(log_probs(z)) - z).abs().max() < 1e-8
+        jac = torch.autograd.functional.jacobian(log_probs, z).reshape(-1, V, K)
+        assert torch.linalg.svdvals(jac)[:, -1].min() >= bound - 1e-9
+    for bad in (torch.ones(V + 1), torch.zeros(V), -torch.ones(V)):
+        with pytest.raises(ValueError, match="word_frequencies must be 12 finite positive"):
+            LIDSVAE(V, K, E, H, word_frequencies=bad)
+
+
 def test_lstmvae_logits_are_not_injective_in_z_by_construction():
     """The contrast: the ordinary output layer ignores z at fixed states (the Jacobian is zero)."""
     model = make(LSTMVAE, scale=0.5)

@@ -27,6 +27,7 @@ from pyro_lid.data import (
     read_corpus,
     sentence_lengths,
     synthetic_text,
+    unigram_frequencies,
 )
 from pyro_lid.data.text import SPECIALS
 
@@ -89,6 +90,18 @@ def test_rows_are_bos_words_eos_then_padding_and_sentence_lengths_count_the_pred
     assert sentence_lengths(tokens).tolist() == [4, 2, 1]  # words + </s>
     with pytest.raises(ValueError, match="must not include PAD, BOS or EOS"):
         pad_sentences([[5, EOS]])
+
+
+def test_unigram_frequencies_count_the_predicted_tokens_with_add_alpha_smoothing_on_a_hand_computed_case():
+    tokens = pad_sentences([[4, 5], [4]])  # predicted: 4 5 </s> 4 </s>: counts 4 -> 2, 5 -> 1, </s> -> 2
+    expected = torch.tensor([1, 1, 3, 1, 3, 2], dtype=torch.float64) / 11  # (n + 1) / (5 + 6)
+    assert torch.equal(unigram_frequencies(tokens, 6), expected)
+    half = torch.tensor([0.5, 0.5, 2.5, 0.5, 2.5, 1.5], dtype=torch.float64) / 8  # alpha = 0.5: 5 + 3
+    assert torch.allclose(unigram_frequencies(tokens, 6, smoothing=0.5), half, rtol=1e-15, atol=0)
+    with pytest.raises(ValueError, match="smoothing must be a number > 0"):
+        unigram_frequencies(tokens, 6, smoothing=0)
+    with pytest.raises(ValueError, match=r"token ids must lie in \[0, 5\)"):
+        unigram_frequencies(tokens, 5)
 
 
 # ------------------------------------------------------------------ reading

@@ -4,7 +4,7 @@ import pyro
 import pytest
 import torch
 
-from pyro_lid.data import synthetic_text
+from pyro_lid.data import synthetic_text, unigram_frequencies
 from pyro_lid.experiments.methods import METHODS, TEXT_METHODS, resolve_method, resolve_text_method
 from pyro_lid.infer import fit
 from pyro_lid.models import BNLSTMVAE, LIDGMVAE, LIDMVAE, LIDSVAE, LSTMVAE, SALSTMVAE
@@ -64,11 +64,13 @@ def _keep_label(fig, labels):
 def test_text_comparison_writes_its_rows_and_files_and_resumes_without_retraining(tmp_path, monkeypatch):
     import pyro_lid.experiments.text_comparison as harness
 
-    calls = []
+    calls, metrics = [], []
     real_fit = harness.fit
 
     def counting_fit(model, *args, **kwargs):
         calls.append((type(model).__name__, kwargs.get("track_batch_kl")))
+        if isinstance(model, LIDSVAE):  # metric=unigram: the training split's word frequencies
+            metrics.append(model.decoder.head.injective_map.metric_sqrt.double() ** 2)
         return real_fit(model, *args, **kwargs)
 
     monkeypatch.setattr(harness, "fit", counting_fit)
@@ -76,12 +78,15 @@ def test_text_comparison_writes_its_rows_and_files_and_resumes_without_retrainin
 
     labels, real_plot = [], figures.plot_results
     monkeypatch.setattr(figures, "plot_results", lambda *a, **k: _keep_label(real_plot(*a, **k), labels))
-    models = ("lstm_vae", "lidsvae:margin=2")
+    models = ("lstm_vae", "lidsvae:margin=2:metric=unigram")
     rows = harness.run_text_comparison("synthetic-text", models, output_dir=tmp_path, progress=False, **TINY)
-    assert [r["model"] for r in rows] == ["lm", "lstm_vae", "lidsvae:margin=2"]
+    assert [r["model"] for r in rows] == ["lm", "lstm_vae", "lidsvae:margin=2:metric=unigram"]
     assert calls == [("LSTMLanguageModel", None), ("LSTMVAE", True), ("LIDSVAE", True)]
+    corpus = harness.load_text_data("synthetic-text", None, None, None, TINY["num_sentences"], 0)
+    expected = unigram_frequencies(corpus.train, len(corpus.vocab))
+    assert torch.allclose(metrics[0], expected, rtol=1e-5) and metrics[0].std() > 0.1 * metrics[0].mean()
     names = {p.name for p in tmp_path.iterdir()}
-    for stem in ("lm", "lstm_vae", "lidsvae-margin=2"):
+    for stem in ("lm", "lstm_vae", "lidsvae-margin=2-metric=unigram"):
         assert {f"history_{stem}.json", f"checkpoint_{stem}.pt"} <= names
     assert "results.json" in names and "comparison.png" in names
     assert labels == ["test log-likelihood (nats per sentence)"]
@@ -90,7 +95,7 @@ def test_text_comparison_writes_its_rows_and_files_and_resumes_without_retrainin
     for r in rows:  # perplexity is exp(NLL per predicted token); tokens/s from the same epoch seconds
         assert r["tokens_per_second"] > 0 and r["seconds_per_epoch"] > 0
     table = harness.format_text_results(rows)
-    assert table.count("\n") == 4 and "| lidsvae:margin=2 |" in table and "x LSTM-VAE" in table
+    assert table.count("\n") == 4 and "| lidsvae:margin=2:metric=unigram |" in table and "x LSTM-VAE" in table
     results = (tmp_path / "results.json").read_text()
     again = harness.run_text_comparison("synthetic-text", models, output_dir=tmp_path, resume=True, progress=False,
                                         **TINY)  # fmt: skip

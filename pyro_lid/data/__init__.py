@@ -20,6 +20,7 @@ from .text import (
     read_corpus,
     sentence_lengths,
     synthetic_text,
+    unigram_frequencies,
 )
 
 __all__ = [
@@ -43,5 +44,6 @@ __all__ = [
     "pad_sentences",
     "read_corpus",
     "sentence_lengths",
+    "unigram_frequencies",
     "synthetic_text",
 ]

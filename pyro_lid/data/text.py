@@ -35,6 +35,7 @@ __all__ = [
     "encode_corpus",
     "pad_sentences",
     "sentence_lengths",
+    "unigram_frequencies",
     "bucket_order",
     "load_ptb",
     "load_yahoo",
@@ -225,6 +226,30 @@ def sentence_lengths(tokens: torch.Tensor) -> torch.Tensor:
     if not isinstance(tokens, torch.Tensor) or tokens.dim() < 1 or tokens.is_floating_point():
         raise ValueError(f"expected a (..., T) tensor of token ids, got {getattr(tokens, 'shape', type(tokens))}")
     return (tokens[..., 1:] != PAD).sum(-1)
+
+
+def unigram_frequencies(tokens: torch.Tensor, vocab_size: int, smoothing: float = 1.0) -> torch.Tensor:
+    r"""Smoothed frequencies of the predicted tokens (words and ``</s>``) of ``(N, T)`` rows ``<s> ... </s> <pad>...``:
+
+    .. math::
+
+        \bar p_v = \frac{n_v + \alpha}{\sum_u n_u + \alpha V},
+
+    shape ``(V,)``, float64, every entry positive (``<s>`` and ``<pad>``, never predicted, get
+    :math:`\alpha/(\sum_u n_u + \alpha V)`). The metric of :class:`~pyro_lid.models.LIDSVAE`'s
+    ``word_frequencies``: compute it from the training split only.
+
+    :param float smoothing: :math:`\alpha > 0` (default 1, add-one).
+    """
+    if not (isinstance(smoothing, (int, float)) and smoothing > 0):
+        raise ValueError(f"smoothing must be a number > 0 (every frequency must be positive), got {smoothing!r}")
+    lengths = sentence_lengths(tokens)  # validates the ids' type
+    targets = tokens[..., 1:]
+    targets = targets[targets != PAD]
+    if targets.numel() and (targets.min() < 0 or targets.max() >= vocab_size):
+        raise ValueError(f"token ids must lie in [0, {vocab_size}), got ids from {targets.min()} to {targets.max()}")
+    counts = torch.bincount(targets.reshape(-1), minlength=vocab_size).to(torch.float64)
+    return (counts + smoothing) / (float(lengths.sum()) + smoothing * vocab_size)
 
 
 def _count_oov(sentences: Sequence[Sequence[str]], vocab: Vocabulary) -> int:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import torch
+
 from ..infer.schedules import KLSchedule
 from ..models import BNLSTMVAE, BNVAE, GMVAE, ILLIDVAE, LIDGMVAE, LIDSVAE, LIDVAE, LSTMVAE, SALSTMVAE, SAVAE, VAE
 
@@ -64,10 +66,23 @@ class Method:
         hidden_dim: int = 256,
         word_dropout: float = 0.0,
         max_length: int = 100,
+        word_frequencies: torch.Tensor | None = None,
     ):
         """The recipe's text version (see :func:`text_version`): VAE -> :class:`~pyro_lid.models.LSTMVAE`,
-        LIDVAE and its variants -> :class:`~pyro_lid.models.LIDSVAE`; the fit options stay the recipe's."""
+        LIDVAE and its variants -> :class:`~pyro_lid.models.LIDSVAE`; the fit options stay the recipe's.
+
+        The option ``metric="unigram"`` (``lidsvae:metric=unigram``) becomes LIDSVAE's
+        ``word_frequencies``: the training corpus's, which the caller passes here (see
+        :func:`~pyro_lid.data.unigram_frequencies`); the only other value is ``"euclidean"`` (the default).
+        """
         model_class, kwargs = text_version(self)
+        metric = kwargs.pop("metric", "euclidean")
+        if metric not in ("euclidean", "unigram"):
+            raise ValueError(f"metric must be 'euclidean' or 'unigram', got {metric!r}")
+        if metric == "unigram":
+            if word_frequencies is None:
+                raise ValueError("metric='unigram' needs the training corpus's word_frequencies")
+            kwargs["word_frequencies"] = word_frequencies
         return model_class(vocab_size, latent_dim, embed_dim, hidden_dim, word_dropout, max_length=max_length,
                            **kwargs)  # fmt: skip
 
@@ -187,7 +202,7 @@ def resolve_method(spec: str) -> Method:
                      f"{method.reference} [with {', '.join(assignments)}]", method.pretrain_fraction)  # fmt: skip
     try:  # a misspelt option fails here, before any model trains
         if variant.is_text:
-            variant.build_text(8, 2, 4, 4)
+            variant.build_text(8, 2, 4, 4, word_frequencies=torch.ones(8))
         else:
             variant.build(4, 2, hidden=4, icnn_hidden=4, num_components=2)
     except (TypeError, ValueError) as error:
@@ -208,7 +223,16 @@ _TEXT_VERSIONS = {
     VAE: (LSTMVAE, {"beta": "beta"}),
     SAVAE: (SALSTMVAE, {"beta": "beta", **_REFINE}),
     BNVAE: (BNLSTMVAE, {"beta": "beta", "gamma": "gamma"}),
-    LIDVAE: (LIDSVAE, {"beta": "beta", "margin": "margin", "inner": "inner", "construction": None}),
+    LIDVAE: (
+        LIDSVAE,
+        {
+            "beta": "beta",
+            "margin": "margin",
+            "inner": "inner",
+            "construction": None,
+            "learn_subspace": "learn_subspace",
+        },
+    ),  # fmt: skip
 }
 
 

@@ -30,7 +30,7 @@ import pyro
 import torch
 
 from .._checks import resolve_device
-from ..data.text import TEXT_DATASETS, load_text, sentence_lengths
+from ..data.text import TEXT_DATASETS, load_text, sentence_lengths, unigram_frequencies
 from ..diagnostics.text import perplexity, text_report
 from ..infer import fit
 from ..infer.engine.callbacks import Callback
@@ -154,6 +154,7 @@ def run_text_comparison(
     run = ComparisonRun(output_dir, {key: options[key] for key in TEXT_PROTOCOL_KEYS}, resume, overwrite)
     vocab_size, train_tokens = len(corpus.vocab), int(sentence_lengths(corpus.train).sum())
     decode_length = corpus.train.shape[1]
+    frequencies = unigram_frequencies(corpus.train, vocab_size)  # for lidsvae:metric=unigram
     for name in models:
         if run.finished(name) is not None:
             continue
@@ -163,7 +164,7 @@ def run_text_comparison(
             extra = {"val_metrics": False}
         else:
             model = methods[name].build_text(vocab_size, latent_dim, embed_dim, hidden_dim, word_dropout,
-                                             max_length=decode_length)  # fmt: skip
+                                             max_length=decode_length, word_frequencies=frequencies)  # fmt: skip
             extra = {"track_batch_kl": True, **methods[name].fit_options(epochs)}
         if device is not None:
             model.to(device)

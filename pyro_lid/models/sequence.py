@@ -175,6 +175,18 @@ class OutputLayer(nn.Module):
         return self.linear(hidden)
 
 
+def _frequencies(word_frequencies, vocab_size: int) -> torch.Tensor:
+    """``word_frequencies`` checked (``(V,)``, finite, positive) and normalized to sum to 1, in float64."""
+    weights = torch.as_tensor(word_frequencies, dtype=torch.float64)
+    if weights.shape != (vocab_size,) or not torch.isfinite(weights).all() or not (weights > 0).all():
+        raise ValueError(
+            f"word_frequencies must be {vocab_size} finite positive numbers, one per word of the vocabulary "
+            f"(smooth zero counts, e.g. pyro_lid.data.unigram_frequencies), got shape {tuple(weights.shape)}"
+            + (f" with minimum {weights.min().item():g}" if weights.numel() else "")
+        )
+    return weights / weights.sum()
+
+
 class IdentifiableOutputLayer(nn.Module):
     r"""Logits injective in :math:`z` at every step: :math:`\ell_t = Q\,h(z) + (I - QQ^\top)\,m_t + c`.
 
@@ -213,6 +225,15 @@ class IdentifiableOutputLayer(nn.Module):
     :param float margin: the singular-value floor.
     :param int subspace_seed: seed of :math:`Q`.
     :param inner_hidden_dims: ICNN widths of the Brenier inner map.
+    :param word_frequencies: ``None`` (default) or the corpus's word frequencies :math:`\bar p`
+        (``(V,)``, positive): the metric of the map, :math:`Q = \mathrm{diag}(\bar p)^{-1/2}R` with
+        :math:`R` orthonormal and orthogonal to :math:`\sqrt{\bar p}`, and :math:`Q^\top` above replaced
+        by :math:`L = R^\top\mathrm{diag}(\bar p)^{1/2}` (see :class:`~pyro_lid.distributions.transforms.
+        ProjectedInjective`, "A metric"). The margin is then in Fisher units: at a step that predicts
+        :math:`\bar p`, a unit step of :math:`z_k` carries :math:`s_k^2` nats of Fisher information,
+        whatever :math:`V` is (with :math:`Q` orthonormal, about :math:`s_k^2/V`).
+    :param bool learn_subspace: learn :math:`R` (default: fixed).
+    :param float scale_init: the diagonal inner map's initial scale (default :math:`\max(1, 2\,\text{margin})`).
     :param brenier_kwargs: further options of the Brenier inner map.
     """
 
@@ -225,6 +246,9 @@ class IdentifiableOutputLayer(nn.Module):
         margin: float = 1.0,
         subspace_seed: int = 0,
         inner_hidden_dims: Sequence[int] | None = None,
+        word_frequencies: torch.Tensor | None = None,
+        learn_subspace: bool = False,
+        scale_init: float | None = None,
         **brenier_kwargs,
     ):
         super().__init__()
@@ -238,6 +262,9 @@ class IdentifiableOutputLayer(nn.Module):
             inner_hidden_dims=inner_hidden_dims,
             orthogonal_to=torch.ones(vocab_size),
             free_network=False,
+            metric=None if word_frequencies is None else _frequencies(word_frequencies, vocab_size),
+            learn_subspace=learn_subspace,
+            scale_init=scale_init,
             **brenier_kwargs,
         )
 
@@ -684,6 +711,12 @@ class LIDSVAE(LSTMVAE):
         ``"brenier"`` (:math:`h = \nabla\psi`, strong convexity :math:`\ge` margin, ICNN widths
         ``inner_hidden_dims``, further options in ``brenier_kwargs``).
     :param int subspace_seed: seed of the fixed :math:`Q`.
+    :param word_frequencies: the training corpus's word frequencies (``(V,)``, positive; see
+        :func:`pyro_lid.data.unigram_frequencies`) to put the margin in Fisher units (see
+        :class:`IdentifiableOutputLayer`); default ``None``: :math:`Q` orthonormal, the margin on the logits.
+    :param bool learn_subspace: learn the subspace (default: fixed). With ``word_frequencies`` a learned
+        subspace cannot hide the injective directions on rare words, where they would cost nothing.
+    :param float scale_init: the diagonal inner map's initial scale (default :math:`\max(1, 2\,\text{margin})`).
 
     Other parameters as :class:`LSTMVAE`. Cost: :math:`VK` multiply-adds per token on top of
     the output layer's :math:`VH`, and :math:`VHK` per batch (see :class:`IdentifiableOutputLayer`);
@@ -705,12 +738,16 @@ class LIDSVAE(LSTMVAE):
         inner_hidden_dims: Sequence[int] | None = None,
         max_length: int = 100,
         *,
+        word_frequencies: torch.Tensor | None = None,
+        learn_subspace: bool = False,
+        scale_init: float | None = None,
         name: str | None = None,
         **brenier_kwargs,
     ):
         head = IdentifiableOutputLayer(
-            hidden_dim, vocab_size, latent_dim, inner, margin, subspace_seed, inner_hidden_dims, **brenier_kwargs
-        )
+            hidden_dim, vocab_size, latent_dim, inner, margin, subspace_seed, inner_hidden_dims,
+            word_frequencies, learn_subspace, scale_init, **brenier_kwargs,
+        )  # fmt: skip
         self.margin, self.inner = head.injective_map.margin, inner
         super().__init__(
             vocab_size, latent_dim, embed_dim, hidden_dim, word_dropout, beta, prior, head, max_length, name=name

@@ -185,6 +185,8 @@ class ProjectedInjective(InjectiveMap):
         orthogonal to its span (default ``None``: no constraint).
     :param metric: positive weights :math:`w` of shape ``(D,)`` (default ``None``: :math:`W = I`); see
         "A metric" above.
+    :param float scale_init: the diagonal inner map's initial :math:`s` (> margin; default
+        :math:`\max(1, 2\,\text{margin})`).
     :param bool free_network: build the MLP :math:`m` (default); ``False`` for a map used only
         through :meth:`combine` with a free part computed elsewhere.
     :param brenier_kwargs: further :class:`Brenier` options for ``inner="brenier"``
@@ -208,6 +210,7 @@ class ProjectedInjective(InjectiveMap):
         orthogonal_to: torch.Tensor | None = None,
         free_network: bool = True,
         metric: torch.Tensor | None = None,
+        scale_init: float | None = None,
         **brenier_kwargs,
     ):
         super().__init__(cache_size=0)
@@ -228,6 +231,10 @@ class ProjectedInjective(InjectiveMap):
             )
         if inner not in _INNER_MAPS:
             raise ValueError(f"{name}: inner must be one of {', '.join(map(repr, _INNER_MAPS))}, got {inner!r}")
+        if inner == "brenier" and scale_init is not None:
+            raise ValueError(f"{name}: scale_init applies to inner='diagonal' (a Brenier inner map has alpha_init)")
+        if scale_init is not None and not (isinstance(scale_init, (int, float)) and scale_init > margin_value):
+            raise ValueError(f"{name}: scale_init must be a number > margin={margin_value:g}, got {scale_init!r}")
         if inner == "diagonal" and (inner_hidden_dims is not None or brenier_kwargs):
             given = (["inner_hidden_dims"] if inner_hidden_dims is not None else []) + sorted(brenier_kwargs)
             raise ValueError(f"{name}: {', '.join(given)} only apply to inner='brenier', not inner='diagonal'")
@@ -293,7 +300,7 @@ class ProjectedInjective(InjectiveMap):
 
         if inner == "diagonal":
             # s = margin + softplus(raw) starts at max(1, 2 * margin), as a Brenier map's alpha does
-            start = max(1.0, 2.0 * self.margin) - self.margin
+            start = (max(1.0, 2.0 * self.margin) if scale_init is None else float(scale_init)) - self.margin
             self.scale_raw = nn.Parameter(torch.full((latent_dim,), math.log(math.expm1(start))))
         else:
             self.inner_map = Brenier(latent_dim, inner_hidden_dims, alpha_floor=self.margin, **brenier_kwargs)
