@@ -43,7 +43,9 @@ def test_a_study_summarizes_each_seeds_own_results_and_resumes_without_retrainin
     assert f"{vae['ll']['mean']:.1f} ± {vae['ll']['sd']:.1f} |" in table and "(n=" not in table
     # a metric that one seed did not record says on how many seeds it rests
     partial = [{**s, "informative": {**s["informative"], "n": 1}} for s in summary]
-    assert f"{vae['informative']['mean']:.2f} ± {vae['informative']['sd']:.2f} (n=1) |" in format_seed_table(partial)
+    assert f"| {vae['informative']['mean']:.2f} (n=1) |" in format_seed_table(partial)  # one seed: no "± sd"
+    single = [{**s, "seeds": s["seeds"][:1], **{k: {**s[k], "n": 1} for k in ("au", "ll")}} for s in summary]
+    assert f"| vae | 1 | {vae['au']['mean']:.2f} |" in format_seed_table(single)
 
     def no_training(*args, **kwargs):
         raise AssertionError("a finished seed was trained again")

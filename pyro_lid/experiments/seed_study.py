@@ -155,14 +155,16 @@ SEED_TABLE_COLUMNS = {
 
 def format_seed_table(summary: list[dict]) -> str:
     """A Markdown table (:data:`SEED_TABLE_COLUMNS`, text columns when the rows have a perplexity), every
-    cell ``mean ± sd``, the number of seeds per method, and ``(n=k)`` in a cell that rests on fewer seeds
-    than its row (a metric some runs did not record)."""
+    cell ``mean ± sd`` (the value alone where it rests on one seed: no spread was measured), the number
+    of seeds per method, and ``(n=k)`` in a cell that rests on fewer seeds than its row (a metric some
+    runs did not record)."""
 
     def cell(stat, digits, seeds):
         if stat is None:
             return ""
         fewer = f" (n={stat['n']})" if stat["n"] < seeds else ""  # e.g. runs from before a metric was recorded
-        return f"{stat['mean']:.{digits}f} ± {stat['sd']:.{digits}f}{fewer}"
+        spread = f" ± {stat['sd']:.{digits}f}" if stat["n"] > 1 else ""
+        return f"{stat['mean']:.{digits}f}{spread}{fewer}"
 
     columns = SEED_TABLE_COLUMNS["text" if any(s.get("ppl") is not None for s in summary) else "image"]
     lines = ["| model | seeds | " + " | ".join(header for header, _, _ in columns) + " |",
@@ -182,7 +184,7 @@ def plot_pareto(output_dir, path=None, info_floor: float = 0.01):
     """Informative units (or AU where per-dimension information was not recorded) against LL, one
     point per method and seed: the trade-off a construction makes between keeping units and fit."""
     plt = _pyplot(path)
-    fig, ax = plt.subplots(figsize=(6.5, 4.5), constrained_layout=True)
+    fig, ax = plt.subplots(figsize=(7.5, 6.5), constrained_layout=True)
     colours, marked, unit = {}, set(), "image"
     for _, rows in _rows_by_seed(output_dir):
         for row in rows:
@@ -202,7 +204,8 @@ def plot_pareto(output_dir, path=None, info_floor: float = 0.01):
     ax.set_ylabel(f"fraction of units with I(x; z_d) > {info_floor} nats\n(hollow: active units, where not recorded)")
     ax.set_ylim(-0.03, 1.03)
     ax.set_title("keeping units against fitting the data (one point per seed)")
-    ax.legend(fontsize="small", loc="center left", bbox_to_anchor=(1.02, 0.5))
+    # below the axes, in columns: long variant names (lidsvae:metric=...:margin=...) do not squeeze the plot
+    ax.legend(fontsize="small", loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2)
     if path is not None:
         fig.savefig(path, dpi=110)
     return fig
