@@ -321,14 +321,12 @@ class ProjectedInjective(InjectiveMap):
     @property
     def subspace(self) -> torch.Tensor:
         r""":math:`Q = W^{-1/2}R`, shape ``(D, K)`` (:math:`R`, orthonormal columns, without ``metric``)."""
-        r = self.orthonormal_factor
-        return r if self.metric_sqrt is None else r / self.metric_sqrt.unsqueeze(-1)
+        return self._factors()[0]
 
     @property
     def left_factor(self) -> torch.Tensor:
         r""":math:`L = R^\top W^{1/2}`, shape ``(K, D)``, with :math:`LQ = I` (:math:`Q^\top` without ``metric``)."""
-        r = self.orthonormal_factor
-        return (r if self.metric_sqrt is None else r * self.metric_sqrt.unsqueeze(-1)).transpose(-1, -2)
+        return self._factors()[1]
 
     def _factors(self) -> tuple[torch.Tensor, torch.Tensor]:
         """:math:`(Q, L)` from one evaluation of :math:`R` (one QR when learned)."""
