@@ -248,7 +248,7 @@ def unigram_frequencies(tokens: torch.Tensor, vocab_size: int, smoothing: float 
     targets = targets[targets != PAD]
     if targets.numel() and (targets.min() < 0 or targets.max() >= vocab_size):
         raise ValueError(f"token ids must lie in [0, {vocab_size}), got ids from {targets.min()} to {targets.max()}")
-    counts = torch.bincount(targets.reshape(-1), minlength=vocab_size).to(torch.float64)
+    counts = torch.bincount(targets, minlength=vocab_size).to(torch.float64)  # targets: 1-D after the mask
     return (counts + smoothing) / (float(lengths.sum()) + smoothing * vocab_size)
 
 

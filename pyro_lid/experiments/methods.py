@@ -223,17 +223,9 @@ _TEXT_VERSIONS = {
     VAE: (LSTMVAE, {"beta": "beta"}),
     SAVAE: (SALSTMVAE, {"beta": "beta", **_REFINE}),
     BNVAE: (BNLSTMVAE, {"beta": "beta", "gamma": "gamma"}),
-    LIDVAE: (
-        LIDSVAE,
-        {
-            "beta": "beta",
-            "margin": "margin",
-            "inner": "inner",
-            "construction": None,
-            "learn_subspace": "learn_subspace",
-        },
-    ),  # fmt: skip
-}
+    LIDVAE: (LIDSVAE, {"beta": "beta", "margin": "margin", "inner": "inner", "construction": None,
+                       "learn_subspace": "learn_subspace"}),
+}  # fmt: skip
 
 
 def text_version(method: Method, name: str | None = None) -> tuple[type, dict]:
