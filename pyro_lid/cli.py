@@ -194,6 +194,12 @@ def _report(args) -> int:
     if args.figures:
         write_figures(rows, histories, args.figures)
         print(f"figures in {args.figures}")
+    if args.head_information:
+        from .experiments.text_comparison import format_head_information, head_information_rows
+
+        for directory in args.dirs:
+            print(f"\nFisher information of the injective output layer, {directory} (test split):")
+            print(format_head_information(head_information_rows(directory)))
     return 0
 
 
@@ -395,6 +401,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     report.add_argument("dirs", nargs="+", help="output directories of `compare` (one protocol)")
     report.add_argument("--figures", default=None, help="write comparison.png and training_curves.png here")
+    report.add_argument("--head-information", action="store_true",
+                        help="text: also the Fisher information the injective output layer carries, per directory, "
+                             "from each LIDSVAE checkpoint on the test split")  # fmt: skip
     report.set_defaults(func=_report)
     return parser
 

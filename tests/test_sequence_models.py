@@ -4,12 +4,14 @@ import itertools
 import math
 
 import pyro
+import pyro.distributions as dist
 import pytest
 import torch
 from pyro.infer import SVI, Trace_ELBO
 from pyro.optim import Adam
 
 from pyro_lid.data import sentence_lengths
+from pyro_lid.diagnostics import head_information
 from pyro_lid.models import LIDSVAE, LSTMVAE, LSTMLanguageModel
 from pyro_lid.models.sequence import BOS, EOS, PAD, UNK
 
@@ -135,6 +137,61 @@ def test_lstmvae_logits_are_not_injective_in_z_by_construction():
     states = torch.randn(4, H, dtype=F64)
     jac = torch.autograd.functional.jacobian(lambda z: model.decoder.head(states, z), torch.randn(K, dtype=F64))
     assert jac.abs().max() == 0
+
+
+def _head_fisher_by_enumeration(model, x):
+    """Each sentence's Fisher information about z through the output layer alone, at its posterior mean:
+    sum over predicted steps t and every word y of p_t(y) s s^T, s = d log p_t(y) / dz at fixed states."""
+    z = model.posterior(x).mean
+    hidden, _ = model.decoder._run(x[:, :-1], z, model.decoder.initial_state(z))
+    out = []
+    for i in range(x.shape[0]):
+        n = int(sentence_lengths(x[i : i + 1]))
+        states = hidden[i, :n].detach()
+
+        def log_p(zi, states=states):
+            return model.decoder.head(states, zi).log_softmax(-1)
+
+        scores = torch.autograd.functional.jacobian(log_p, z[i].detach())  # (n, V, K): one score per (t, y)
+        probs = log_p(z[i]).exp()
+        out.append(torch.einsum("ty,tyk,tyj->kj", probs, scores, scores))
+    return torch.stack(out)
+
+
+@pytest.mark.parametrize("options", [{}, {"inner": "brenier"}, {"metric": True}], ids=["diagonal", "brenier", "metric"])
+def test_head_information_is_the_fisher_information_of_the_output_layer(options):
+    """Against an enumeration of E_y[score score^T] with autograd scores, in float64, padding included."""
+    options = dict(options)
+    if options.pop("metric", False):
+        options["word_frequencies"] = torch.rand(V, generator=torch.Generator().manual_seed(5)) + 0.05
+    model = make(LIDSVAE, seed=2, scale=0.3, **options)
+    x = batch(random_sentences(5, seed=4), extra_pad=1)
+    expected = _head_fisher_by_enumeration(model, x).detach()
+    got = head_information(model, x, batch_size=2)
+    assert (got["per_sentence"] - expected.diagonal(dim1=1, dim2=2).sum(-1)).abs().max() < 1e-10
+    mean = expected.mean(0)
+    assert (got["information_per_dim"] - mean.diagonal()).abs().max() < 1e-10
+    assert got["information"] == pytest.approx(float(mean.trace()), rel=1e-10)
+    assert got["min_eigenvalue"] == pytest.approx(float(torch.linalg.eigvalsh(mean)[0]), rel=1e-8)
+
+
+def test_head_information_at_uniform_predictions_is_length_times_scale_squared_over_vocabulary():
+    """Closed form: free part 0, offset 0, z = 0 -> every p_t uniform and F(x) = (n_x / V) diag(s)^2, so padding
+    (sentences of 2 to 7 predicted tokens) counts nothing and the information grows with the scale squared."""
+    model = make(LIDSVAE, seed=1, margin=2.0)
+    with torch.no_grad():
+        model.decoder.head.linear.weight.zero_()
+        model.decoder.head.injective_map.offset.zero_()
+    model.posterior = lambda x: dist.Normal(torch.zeros(x.shape[0], K, dtype=F64), 1.0).to_event(1)
+    x = batch(random_sentences(6, seed=3), extra_pad=2)
+    n = sentence_lengths(x).to(F64)
+    s2 = model.decoder.head.injective_map.scale.detach() ** 2
+    got = head_information(model, x)
+    assert (got["per_sentence"] - n * s2.sum() / V).abs().max() < 1e-12
+    assert (got["information_per_dim"] - n.mean() * s2 / V).abs().max() < 1e-12
+    assert got["min_eigenvalue"] == pytest.approx(float(n.mean() * s2.min() / V), rel=1e-10)
+    with pytest.raises(ValueError, match="no injective output layer"):
+        head_information(make(LSTMVAE), x)
 
 
 # ---------------------------------------------------------------------------------------------- (2) plain Pyro

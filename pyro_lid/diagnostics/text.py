@@ -21,10 +21,10 @@ import math
 
 import torch
 
-from ..data.text import sentence_lengths
+from ..data.text import PAD, sentence_lengths
 from .collapse import collapse_report
 
-__all__ = ["perplexity", "text_report"]
+__all__ = ["head_information", "perplexity", "text_report"]
 
 
 def perplexity(log_likelihoods: torch.Tensor, tokens: torch.Tensor) -> float:
@@ -51,3 +51,54 @@ def text_report(model, tokens: torch.Tensor, num_samples: int = 100, progress: b
     report.update(nll=-float(ll.mean()), ppl=perplexity(ll, tokens), reconstruction=float(recon.mean()),
                   tokens=int(sentence_lengths(tokens).sum()))  # fmt: skip
     return report
+
+
+@torch.no_grad()
+def head_information(model, tokens: torch.Tensor, batch_size: int = 128) -> dict:
+    r"""The Fisher information about :math:`z` that an injective output layer alone carries, per sentence.
+
+    For :class:`~pyro_lid.models.LIDSVAE` the logits are :math:`\ell_t = Q\,h(z) + (I - QL)\,m_t + c`
+    (:class:`~pyro_lid.models.sequence.IdentifiableOutputLayer`). Holding the decoder states fixed,
+    :math:`\partial\ell_t/\partial z = Q J_h(z)`, and a Categorical with logits :math:`\ell` has Fisher
+    information :math:`\mathrm{diag}(p) - pp^\top` in :math:`\ell`, so a sentence's :math:`n` predicted
+    tokens carry, at its posterior mean :math:`z = \mathbb E_q[z\mid x]`,
+
+    .. math::
+
+        F(x) = J_h^\top Q^\top \Big[\sum_{t=1}^{n} \mathrm{diag}(p_t) - p_t p_t^\top\Big] Q\, J_h .
+
+    The margin bounds the Jacobian, not this: with :math:`h = s\odot z`, orthonormal :math:`Q` and a uniform
+    :math:`p_t` over :math:`V` words, :math:`F = (n/V)\,\mathrm{diag}(s)^2`. A unit whose information
+    :math:`F_{kk}` is far below 1 changes the likelihood too little for its posterior to leave the prior (a
+    linear-Gaussian channel with a standard normal prior gives posterior means of variance about
+    :math:`F_{kk}/(1 + F_{kk})^2`, to be set against the active-unit threshold).
+
+    :returns: ``information_per_dim`` (``(K,)``, the mean over sentences of :math:`F_{kk}`), ``information``
+        (the mean of :math:`\mathrm{tr}\,F`), ``per_sentence`` (``(N,)``, each sentence's :math:`\mathrm{tr}\,F`)
+        and ``min_eigenvalue`` (of the mean :math:`F`).
+    """
+    head = getattr(getattr(model, "decoder", None), "head", None)
+    injective = getattr(head, "injective_map", None)
+    if injective is None:
+        raise ValueError(f"{type(model).__name__} has no injective output layer (decoder.head.injective_map)")
+    tokens = model.check_data(tokens).to(next(model.parameters()).device)
+    was_training = model.training
+    model.eval()
+    try:
+        q, _ = injective._factors()
+        totals, traces = 0.0, []
+        for x in tokens.split(batch_size):
+            z = model.posterior(x).mean
+            mask = (x[:, 1:] != PAD).to(q.dtype)
+            probs = model.decoder.logits(x[:, :-1], z).softmax(-1) * mask.unsqueeze(-1)  # (N, T, V), 0 on padding
+            projected = probs @ q  # Q^T p_t, (N, T, K)
+            inner = torch.einsum("nv,vk,vj->nkj", probs.sum(1), q, q) - projected.transpose(1, 2) @ projected
+            jac = injective.inner_jacobian(z)  # (N, K, K)
+            fisher = jac.transpose(1, 2) @ inner @ jac
+            totals = totals + fisher.sum(0)
+            traces.append(fisher.diagonal(dim1=1, dim2=2).sum(-1))
+    finally:
+        model.train(was_training)
+    mean = totals / tokens.shape[0]
+    return {"information_per_dim": mean.diagonal().clone(), "information": float(mean.diagonal().sum()),
+            "per_sentence": torch.cat(traces), "min_eigenvalue": float(torch.linalg.eigvalsh(mean)[0])}  # fmt: skip

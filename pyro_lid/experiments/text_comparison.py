@@ -31,15 +31,15 @@ import torch
 
 from .._checks import resolve_device
 from ..data.text import TEXT_DATASETS, load_text, sentence_lengths, unigram_frequencies
-from ..diagnostics.text import perplexity, text_report
+from ..diagnostics.text import head_information, perplexity, text_report
 from ..infer import fit
 from ..infer.engine.callbacks import Callback
 from ..models import LSTMLanguageModel
 from .methods import resolve_text_method
 from .runs import ComparisonRun, as_list, check_run_options, cost_columns
 
-__all__ = ["DEFAULT_TEXT_MODELS", "TEXT_PROTOCOL_KEYS", "format_text_results", "is_text_dataset", "load_text_data",
-           "run_text_comparison"]  # fmt: skip
+__all__ = ["DEFAULT_TEXT_MODELS", "TEXT_PROTOCOL_KEYS", "format_head_information", "format_text_results",
+           "head_information_rows", "is_text_dataset", "load_text_data", "run_text_comparison"]  # fmt: skip
 
 #: The options that define a text comparison's protocol: a resumed run must share them.
 TEXT_PROTOCOL_KEYS = ("dataset", "epochs", "latent_dim", "embed_dim", "hidden_dim", "word_dropout", "batch_size",
@@ -234,4 +234,63 @@ def format_text_results(rows: list[dict]) -> str:
             f"{r['nll']:.2f} | {r['ppl']:.2f} | {number(r['reconstruction'], 2)} | {number(r['max_batch_kl'], 2)} | "
             f"{r['seconds_per_epoch']:.2f} | {relative} | {r['tokens_per_second']:.0f} |"
         )
+    return "\n".join(lines)
+
+
+def head_information_rows(output_dir, max_sentences: int | None = None, root=None) -> list[dict]:
+    r""":func:`~pyro_lid.diagnostics.head_information` on the test split for every row of a text comparison
+    whose model has an injective output layer (LIDSVAE and its variants), from its last checkpoint.
+
+    One dict per such row: ``model``; ``scale`` (the mean of the diagonal inner map's :math:`s`, ``None`` for
+    a Brenier one); ``information_per_unit`` and ``least_unit_information`` (the mean and smallest over
+    units of the mean per-sentence :math:`F_{kk}`); ``median_share`` (the median sentence's
+    :math:`\mathrm{tr}\,F` over the mean: far below 1 when a few sentences hold the information); and the
+    row's measured ``au`` and ``mi``. ``max_sentences`` caps the test sentences used (default: all).
+    """
+    from ..infer.engine.callbacks.checkpoint import load_checkpoint
+    from .methods import file_stem
+    from .runs import read_results
+
+    output_dir = Path(output_dir)
+    saved = read_results(output_dir)
+    if saved is None:
+        raise FileNotFoundError(f"{output_dir / 'results.json'} not found: is {output_dir} a text comparison's output?")
+    protocol = saved["protocol"]
+    if "embed_dim" not in protocol:
+        raise ValueError(f"{output_dir} holds an image comparison; head information is for text models")
+    corpus = load_text_data(protocol["dataset"], root, protocol["max_length"], protocol["max_vocab"],
+                            protocol["num_sentences"], protocol["seed"])  # fmt: skip
+    vocab_size, test = len(corpus.vocab), corpus.test[:max_sentences]
+    frequencies = unigram_frequencies(corpus.train, vocab_size)
+    rows = []
+    for row in saved["rows"]:
+        if row["model"] == LM:
+            continue
+        model = resolve_text_method(row["model"]).build_text(
+            vocab_size, protocol["latent_dim"], protocol["embed_dim"], protocol["hidden_dim"],
+            protocol["word_dropout"], max_length=corpus.train.shape[1], word_frequencies=frequencies,
+        )  # fmt: skip
+        injective = getattr(model.decoder.head, "injective_map", None)
+        if injective is None:
+            continue
+        path = output_dir / f"checkpoint_{file_stem(row['model'])}.pt"
+        model.load_state_dict(load_checkpoint(path, "cpu")["model"])
+        info = head_information(model, test)
+        per_unit, traces = info["information_per_dim"], info["per_sentence"]
+        scale = float(injective.scale.detach().mean()) if injective.inner == "diagonal" else None
+        share = float(traces.median() / traces.mean())
+        rows.append({"model": row["model"], "scale": scale, "information_per_unit": float(per_unit.mean()),
+                     "least_unit_information": float(per_unit.min()), "median_share": share,
+                     "au": row["au"], "mi": row["mi"]})  # fmt: skip
+    return rows
+
+
+def format_head_information(rows: list[dict]) -> str:
+    """A Markdown table of :func:`head_information_rows`."""
+    lines = ["| model | scale s | F per unit | least unit's F | median sentence / mean | AU | MI |",
+             "|---|---|---|---|---|---|---|"]  # fmt: skip
+    for r in rows:
+        scale = "" if r["scale"] is None else f"{r['scale']:.2f}"
+        lines.append(f"| {r['model']} | {scale} | {r['information_per_unit']:.4f} | {r['least_unit_information']:.4f} "
+                     f"| {r['median_share']:.2f} | {r['au']:.2f} | {r['mi']:.2f} |")  # fmt: skip
     return "\n".join(lines)
