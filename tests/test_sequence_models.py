@@ -173,6 +173,11 @@ def test_head_information_is_the_fisher_information_of_the_output_layer(options)
     assert (got["information_per_dim"] - mean.diagonal()).abs().max() < 1e-10
     assert got["information"] == pytest.approx(float(mean.trace()), rel=1e-10)
     assert got["min_eigenvalue"] == pytest.approx(float(torch.linalg.eigvalsh(mean)[0]), rel=1e-8)
+    # the price: -E[1/2 g^T (I + F)^{-1} g] + 1/2 log det(I + F) for g ~ N(0, F), by its eigenvalues
+    lam = torch.linalg.eigvalsh(expected)
+    assert got["price"] == pytest.approx(
+        float((0.5 * torch.log1p(lam) - 0.5 * lam / (1 + lam)).sum(-1).mean()), rel=1e-9
+    )
 
 
 def test_head_information_at_uniform_predictions_is_length_times_scale_squared_over_vocabulary():
@@ -190,6 +195,8 @@ def test_head_information_at_uniform_predictions_is_length_times_scale_squared_o
     assert (got["per_sentence"] - n * s2.sum() / V).abs().max() < 1e-12
     assert (got["information_per_dim"] - n.mean() * s2 / V).abs().max() < 1e-12
     assert got["min_eigenvalue"] == pytest.approx(float(n.mean() * s2.min() / V), rel=1e-10)
+    a = n[:, None] * s2 / V  # each sentence's diagonal F
+    assert got["price"] == pytest.approx(float((0.5 * torch.log1p(a) - 0.5 * a / (1 + a)).sum(-1).mean()), rel=1e-10)
     with pytest.raises(ValueError, match="no injective output layer"):
         head_information(make(LSTMVAE), x)
 

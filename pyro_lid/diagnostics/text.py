@@ -73,9 +73,22 @@ def head_information(model, tokens: torch.Tensor, batch_size: int = 128) -> dict
     linear-Gaussian channel with a standard normal prior gives posterior means of variance about
     :math:`F_{kk}/(1 + F_{kk})^2`, to be set against the active-unit threshold).
 
+    **The price of the channel.** To second order, :math:`\log p(x\mid z) \approx \text{const} + g^\top z -
+    \tfrac12 z^\top F z` with the score :math:`g`; under a standard normal prior, integrating :math:`z` out
+    adds :math:`\tfrac12 g^\top (I + F)^{-1} g - \tfrac12\log\det(I + F)` to :math:`\log p(x)`. If the
+    head's directions line up with nothing the sentences share beyond what the decoder already predicts
+    (:math:`\mathbb E\,gg^\top = F`, as for a fixed random :math:`Q`), its expectation is minus
+
+    .. math::
+
+        \text{price}(x) = \tfrac12\log\det(I + F) - \tfrac12\,\mathrm{tr}\big(F (I + F)^{-1}\big) \;\ge\; 0,
+
+    about :math:`\sum_k F_{kk}^2/4` for small :math:`F`: the nats a channel that must carry information, but
+    finds none worth carrying, costs. Only sentences whose scores vary more than :math:`F` repay it.
+
     :returns: ``information_per_dim`` (``(K,)``, the mean over sentences of :math:`F_{kk}`), ``information``
-        (the mean of :math:`\mathrm{tr}\,F`), ``per_sentence`` (``(N,)``, each sentence's :math:`\mathrm{tr}\,F`)
-        and ``min_eigenvalue`` (of the mean :math:`F`).
+        (the mean of :math:`\mathrm{tr}\,F`), ``per_sentence`` (``(N,)``, each sentence's :math:`\mathrm{tr}\,F`),
+        ``min_eigenvalue`` (of the mean :math:`F`) and ``price`` (the mean over sentences of :math:`\text{price}(x)`).
     """
     head = getattr(getattr(model, "decoder", None), "head", None)
     injective = getattr(head, "injective_map", None)
@@ -86,7 +99,7 @@ def head_information(model, tokens: torch.Tensor, batch_size: int = 128) -> dict
     model.eval()
     try:
         q, _ = injective._factors()
-        totals, traces = 0.0, []
+        totals, traces, prices = 0.0, [], []
         for x in tokens.split(batch_size):
             z = model.posterior(x).mean
             mask = (x[:, 1:] != PAD).to(q.dtype)
@@ -97,8 +110,12 @@ def head_information(model, tokens: torch.Tensor, batch_size: int = 128) -> dict
             fisher = jac.transpose(1, 2) @ inner @ jac
             totals = totals + fisher.sum(0)
             traces.append(fisher.diagonal(dim1=1, dim2=2).sum(-1))
+            plus_one = fisher + torch.eye(fisher.shape[-1], dtype=fisher.dtype, device=fisher.device)
+            shrunk = torch.linalg.solve(plus_one, fisher).diagonal(dim1=1, dim2=2).sum(-1)  # tr((I + F)^{-1} F)
+            prices.append(0.5 * torch.linalg.slogdet(plus_one)[1] - 0.5 * shrunk)
     finally:
         model.train(was_training)
     mean = totals / tokens.shape[0]
     return {"information_per_dim": mean.diagonal().clone(), "information": float(mean.diagonal().sum()),
-            "per_sentence": torch.cat(traces), "min_eigenvalue": float(torch.linalg.eigvalsh(mean)[0])}  # fmt: skip
+            "per_sentence": torch.cat(traces), "min_eigenvalue": float(torch.linalg.eigvalsh(mean)[0]),
+            "price": float(torch.cat(prices).mean())}  # fmt: skip

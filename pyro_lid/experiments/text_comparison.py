@@ -244,8 +244,9 @@ def head_information_rows(output_dir, max_sentences: int | None = None, root=Non
     One dict per such row: ``model``; ``scale`` (the mean of the diagonal inner map's :math:`s`, ``None`` for
     a Brenier one); ``information_per_unit`` and ``least_unit_information`` (the mean and smallest over
     units of the mean per-sentence :math:`F_{kk}`); ``median_share`` (the median sentence's
-    :math:`\mathrm{tr}\,F` over the mean: far below 1 when a few sentences hold the information); and the
-    row's measured ``au`` and ``mi``. ``max_sentences`` caps the test sentences used (default: all).
+    :math:`\mathrm{tr}\,F` over the mean: far below 1 when a few sentences hold the information); ``price``
+    (nats per sentence that the channel costs where its directions line up with nothing in the data); and
+    the row's measured ``au`` and ``mi``. ``max_sentences`` caps the test sentences used (default: all).
     """
     from ..infer.engine.callbacks.checkpoint import load_checkpoint
     from .methods import file_stem
@@ -281,16 +282,16 @@ def head_information_rows(output_dir, max_sentences: int | None = None, root=Non
         share = float(traces.median() / traces.mean())
         rows.append({"model": row["model"], "scale": scale, "information_per_unit": float(per_unit.mean()),
                      "least_unit_information": float(per_unit.min()), "median_share": share,
-                     "au": row["au"], "mi": row["mi"]})  # fmt: skip
+                     "price": info["price"], "au": row["au"], "mi": row["mi"]})  # fmt: skip
     return rows
 
 
 def format_head_information(rows: list[dict]) -> str:
     """A Markdown table of :func:`head_information_rows`."""
-    lines = ["| model | scale s | F per unit | least unit's F | median sentence / mean | AU | MI |",
-             "|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines = ["| model | scale s | F per unit | least unit's F | median sentence / mean | price | AU | MI |",
+             "|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for r in rows:
         scale = "" if r["scale"] is None else f"{r['scale']:.2f}"
         lines.append(f"| {r['model']} | {scale} | {r['information_per_unit']:.4f} | {r['least_unit_information']:.4f} "
-                     f"| {r['median_share']:.2f} | {r['au']:.2f} | {r['mi']:.2f} |")  # fmt: skip
+                     f"| {r['median_share']:.2f} | {r['price']:.2f} | {r['au']:.2f} | {r['mi']:.2f} |")  # fmt: skip
     return "\n".join(lines)
