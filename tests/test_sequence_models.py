@@ -201,6 +201,31 @@ def test_head_information_at_uniform_predictions_is_length_times_scale_squared_o
         head_information(make(LSTMVAE), x)
 
 
+@pytest.mark.parametrize("latent_in_lstm", [False, True])
+def test_without_z_in_the_lstm_the_head_carries_all_the_fisher_information(latent_in_lstm):
+    """latent_in_lstm=False: the decoder states ignore z, so the Fisher information of the whole decoder (scores
+    through every path, by autograd) is head_information's; with z in the LSTM too it is not."""
+    model = make(LIDSVAE, seed=3, scale=0.3, latent_in_lstm=latent_in_lstm)
+    x = batch(random_sentences(4, seed=6), extra_pad=1)
+    z = model.posterior(x).mean.detach()
+    total = []
+    for i in range(x.shape[0]):
+        n = int(sentence_lengths(x[i : i + 1]))
+
+        def log_p(zi, i=i, n=n):
+            return model.decoder.logits(x[i : i + 1, :n], zi.unsqueeze(0))[0].log_softmax(-1)
+
+        scores = torch.autograd.functional.jacobian(log_p, z[i])  # (n, V, K), through the LSTM as well
+        total.append(torch.einsum("ty,tyk,tyk->", log_p(z[i]).exp(), scores, scores))
+    gap = (head_information(model, x)["per_sentence"] - torch.stack(total).detach()).abs().max()
+    assert (gap < 1e-10) if not latent_in_lstm else (gap > 1e-3)
+    if not latent_in_lstm:
+        assert model.decoder.latent_to_state is None and model.decoder.lstm.input_size == E
+        assert_valid_layout(model.greedy(torch.randn(3, K, dtype=F64)))
+        with pytest.raises(ValueError, match="leaves z nowhere to go"):
+            LSTMVAE(V, K, E, H, latent_in_lstm=False)
+
+
 # ---------------------------------------------------------------------------------------------- (2) plain Pyro
 
 

@@ -35,6 +35,7 @@ def test_text_versions_carry_the_recipes_levers_over():
     il = resolve_method("il_lidvae").build_text(20, 2, 4, 4)
     assert (il.inner, il.margin) == ("brenier", 0.5)
     assert resolve_method("lidsvae:margin=2").build_text(20, 2, 4, 4).injectivity_bound() >= 2.0
+    assert not resolve_method("lidsvae:latent_in_lstm=false").build_text(20, 2, 4, 4).decoder.latent_in_lstm
     assert METHODS["anneal"].fit_options(10) == METHODS["anneal"].fit_kwargs  # the recipe's fit options stay
     short = METHODS["anneal"].fit_options(2)["kl_schedule"]  # a short budget: full weight by half of it
     assert short(0.5) == 0.5 and short(1.0) == 1.0 and METHODS["anneal"].fit_kwargs["kl_schedule"](1.0) == 0.2

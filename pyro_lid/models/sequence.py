@@ -310,6 +310,8 @@ class LSTMDecoder(nn.Module):
         (default :class:`OutputLayer`).
     :param int max_length: the sentence length (``<s>`` and ``</s>`` included) that
         :meth:`SequenceCategorical.sample` pads to, and the decoding default.
+    :param bool latent_in_lstm: the LSTM starts from and reads :math:`z` (default); ``False``: its states
+        depend on the prefix only and :math:`z` reaches the logits through ``head`` alone.
     """
 
     def __init__(
@@ -321,6 +323,7 @@ class LSTMDecoder(nn.Module):
         word_dropout: float = 0.0,
         head: nn.Module | None = None,
         max_length: int = 100,
+        latent_in_lstm: bool = True,
     ):
         super().__init__()
         for label, value, low in [("vocab_size", vocab_size, UNK + 1), ("latent_dim", latent_dim, 0),
@@ -332,9 +335,11 @@ class LSTMDecoder(nn.Module):
             raise ValueError(f"word_dropout must be in [0, 1), got {word_dropout!r}")
         self.vocab_size, self.latent_dim, self.hidden_dim = vocab_size, latent_dim, hidden_dim
         self.word_dropout, self.max_length = float(word_dropout), max_length
+        self.latent_in_lstm = bool(latent_in_lstm)
+        lstm_latent = latent_dim if self.latent_in_lstm else 0
         self.embedding = nn.Embedding(vocab_size, embed_dim, padding_idx=PAD)
-        self.latent_to_state = nn.Linear(latent_dim, hidden_dim) if latent_dim else None
-        self.lstm = nn.LSTM(embed_dim + latent_dim, hidden_dim, batch_first=True)
+        self.latent_to_state = nn.Linear(latent_dim, hidden_dim) if lstm_latent else None
+        self.lstm = nn.LSTM(embed_dim + lstm_latent, hidden_dim, batch_first=True)
         self.head = head if head is not None else OutputLayer(hidden_dim, vocab_size)
 
     def forward(self, z: torch.Tensor | None = None) -> SequenceCategorical:
@@ -349,8 +354,9 @@ class LSTMDecoder(nn.Module):
             raise ValueError(f"{type(self).__name__} needs {want}, got {got}")
 
     def initial_state(self, z: torch.Tensor | None):
-        """The LSTM's initial ``(h_0, c_0)``, each ``(1, N, H)``, for ``(N, K)`` rows of ``z`` (``None``: zeros)."""
-        if z is None:
+        """The LSTM's initial ``(h_0, c_0)``, each ``(1, N, H)``, for ``(N, K)`` rows of ``z`` (``None``: zeros;
+        also zeros without ``latent_in_lstm``)."""
+        if z is None or not self.latent_in_lstm:
             return None
         c = self.latent_to_state(z).unsqueeze(0)
         return torch.tanh(c), c
@@ -366,7 +372,7 @@ class LSTMDecoder(nn.Module):
     def _run(self, tokens: torch.Tensor, z: torch.Tensor | None, state):
         """Decoder states ``(N, T, H)`` after reading ``(N, T)`` tokens from ``state``, and the new state."""
         inputs = self.embedding(tokens)
-        if z is not None:
+        if z is not None and self.latent_in_lstm:
             inputs = torch.cat([inputs, z.unsqueeze(-2).expand(z.shape[:-1] + tokens.shape[-1:] + z.shape[-1:])], -1)
         return self.lstm(inputs, state)
 
@@ -565,6 +571,8 @@ class LSTMVAE(VAE):
     :param prior: a prior module (default standard normal).
     :param head: the decoder's output layer, ``head(hidden, z) -> logits`` (default :class:`OutputLayer`).
     :param int max_length: default decoding length (``<s>`` and ``</s>`` included).
+    :param bool latent_in_lstm: the decoder LSTM starts from and reads :math:`z` (default); ``False`` needs a
+        ``head`` that reads :math:`z` (else the model would ignore it).
     :param str name: the parameter-store name (see :class:`~pyro_lid.models.VAE`).
     """
 
@@ -580,9 +588,17 @@ class LSTMVAE(VAE):
         head: nn.Module | None = None,
         max_length: int = 100,
         *,
+        latent_in_lstm: bool = True,
         name: str | None = None,
     ):
-        decoder = LSTMDecoder(vocab_size, latent_dim, embed_dim, hidden_dim, word_dropout, head, max_length)
+        if not latent_in_lstm and (head is None or isinstance(head, OutputLayer)):
+            raise ValueError(
+                "latent_in_lstm=False leaves z nowhere to go: the ordinary output layer ignores z "
+                "(use LIDSVAE, whose output layer reads z, or keep latent_in_lstm=True)"
+            )
+        decoder = LSTMDecoder(
+            vocab_size, latent_dim, embed_dim, hidden_dim, word_dropout, head, max_length, latent_in_lstm
+        )
         self.vocab_size, self.embed_dim, self.hidden_dim = vocab_size, embed_dim, hidden_dim
         self.max_length = max_length
         super().__init__(vocab_size, latent_dim, (), beta=beta, prior=prior, decoder=decoder, name=name)
@@ -719,6 +735,11 @@ class LIDSVAE(LSTMVAE):
     :param bool learn_subspace: learn the subspace (default: fixed). With ``word_frequencies`` a learned
         subspace cannot hide the injective directions on rare words, where they would cost nothing.
     :param float scale_init: the diagonal inner map's initial scale (default :math:`\max(1, 2\,\text{margin})`).
+    :param bool latent_in_lstm: the decoder LSTM also starts from and reads :math:`z` (default). ``False``:
+        :math:`z` acts through the output layer alone, :math:`\log p(x_t\mid x_{<t}, z) = \log\mathrm{softmax}
+        (Q h(z) + (I - QQ^\top) W h_t(x_{<t}) + c)`, a bias on the logits shared by all steps (as in TopicRNN,
+        Dieng et al. 2017). Then no decoder state can offset the head's effect on the likelihood, and
+        :func:`~pyro_lid.diagnostics.head_information` is the whole Fisher information about :math:`z`.
 
     Other parameters as :class:`LSTMVAE`. Cost: :math:`VK` multiply-adds per token on top of
     the output layer's :math:`VH`, and :math:`VHK` per batch (see :class:`IdentifiableOutputLayer`);
@@ -743,6 +764,7 @@ class LIDSVAE(LSTMVAE):
         word_frequencies: torch.Tensor | None = None,
         learn_subspace: bool = False,
         scale_init: float | None = None,
+        latent_in_lstm: bool = True,
         name: str | None = None,
         **brenier_kwargs,
     ):
@@ -751,9 +773,8 @@ class LIDSVAE(LSTMVAE):
             word_frequencies, learn_subspace, scale_init, **brenier_kwargs,
         )  # fmt: skip
         self.margin, self.inner = head.injective_map.margin, inner
-        super().__init__(
-            vocab_size, latent_dim, embed_dim, hidden_dim, word_dropout, beta, prior, head, max_length, name=name
-        )
+        super().__init__(vocab_size, latent_dim, embed_dim, hidden_dim, word_dropout, beta, prior, head, max_length,
+                         latent_in_lstm=latent_in_lstm, name=name)  # fmt: skip
 
     def injectivity_bound(self) -> torch.Tensor:
         """The guaranteed floor on every singular value of :math:`\\partial\\log p(x_t\\mid x_{<t}, z)/\\partial z`."""
