@@ -120,6 +120,13 @@ def test_text_comparison_writes_its_rows_and_files_and_resumes_without_retrainin
     capsys.readouterr()
     assert main(["report", str(tmp_path), "--head-information"]) == 0
     assert harness.format_head_information([info]).splitlines()[-1] in capsys.readouterr().out
+    images = tmp_path / "images"
+    images.mkdir()
+    (images / "results.json").write_text('{"protocol": {"dataset": "fashion-mnist", "hidden": 8}, "rows": []}')
+    with pytest.raises(ValueError, match="holds an image comparison"):
+        harness.head_information_rows(images)
+    with pytest.raises(FileNotFoundError, match="results.json not found"):
+        harness.head_information_rows(tmp_path / "nothing")
 
 
 @pytest.fixture
