@@ -98,7 +98,7 @@ def head_information(model, tokens: torch.Tensor, batch_size: int = 128) -> dict
     was_training = model.training
     model.eval()
     try:
-        q, _ = injective._factors()
+        q = injective.subspace
         totals, traces, prices = 0.0, [], []
         for x in tokens.split(batch_size):
             z = model.posterior(x).mean

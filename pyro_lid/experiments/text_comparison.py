@@ -163,8 +163,7 @@ def run_text_comparison(
             model = LSTMLanguageModel(vocab_size, embed_dim, hidden_dim, word_dropout, max_length=decode_length)
             extra = {"val_metrics": False}
         else:
-            model = methods[name].build_text(vocab_size, latent_dim, embed_dim, hidden_dim, word_dropout,
-                                             max_length=decode_length, word_frequencies=frequencies)  # fmt: skip
+            model = _text_model(methods[name], corpus, frequencies, latent_dim, embed_dim, hidden_dim, word_dropout)
             extra = {"track_batch_kl": True, **methods[name].fit_options(epochs)}
         if device is not None:
             model.to(device)
@@ -182,6 +181,13 @@ def run_text_comparison(
     if run.writes and run.rows:
         _figures(run)
     return run.rows
+
+
+def _text_model(method, corpus, frequencies, latent_dim, embed_dim, hidden_dim, word_dropout):
+    """``method``'s text model as a comparison builds it on ``corpus``: one construction for training and for
+    rebuilding from a checkpoint (decoding length: the training split's width; ``frequencies``: its unigram)."""
+    return method.build_text(len(corpus.vocab), latent_dim, embed_dim, hidden_dim, word_dropout,
+                             max_length=corpus.train.shape[1], word_frequencies=frequencies)  # fmt: skip
 
 
 @torch.no_grad()
@@ -261,16 +267,14 @@ def head_information_rows(output_dir, max_sentences: int | None = None, root=Non
         raise ValueError(f"{output_dir} holds an image comparison; head information is for text models")
     corpus = load_text_data(protocol["dataset"], root, protocol["max_length"], protocol["max_vocab"],
                             protocol["num_sentences"], protocol["seed"])  # fmt: skip
-    vocab_size, test = len(corpus.vocab), corpus.test[:max_sentences]
-    frequencies = unigram_frequencies(corpus.train, vocab_size)
+    test = corpus.test[:max_sentences]
+    frequencies = unigram_frequencies(corpus.train, len(corpus.vocab))
     rows = []
     for row in saved["rows"]:
         if row["model"] == LM:
             continue
-        model = resolve_text_method(row["model"]).build_text(
-            vocab_size, protocol["latent_dim"], protocol["embed_dim"], protocol["hidden_dim"],
-            protocol["word_dropout"], max_length=corpus.train.shape[1], word_frequencies=frequencies,
-        )  # fmt: skip
+        model = _text_model(resolve_text_method(row["model"]), corpus, frequencies, protocol["latent_dim"],
+                            protocol["embed_dim"], protocol["hidden_dim"], protocol["word_dropout"])  # fmt: skip
         injective = getattr(model.decoder.head, "injective_map", None)
         if injective is None:
             continue
