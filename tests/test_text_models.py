@@ -117,6 +117,8 @@ def test_text_comparison_writes_its_rows_and_files_and_resumes_without_retrainin
     assert info["information_per_unit"] == pytest.approx(float(direct["information_per_dim"].mean()), rel=1e-6)
     assert info["least_unit_information"] == pytest.approx(float(direct["information_per_dim"].min()), rel=1e-6)
     assert info["price"] == pytest.approx(direct["price"], rel=1e-6)
+    (few,) = harness.head_information_rows(tmp_path, max_sentences=5)  # the first 5 test sentences only
+    assert few["price"] == pytest.approx(head_information(trained[-1], corpus.test[:5])["price"], rel=1e-6)
     capsys.readouterr()
     assert main(["report", str(tmp_path), "--head-information"]) == 0
     assert harness.format_head_information([info]).splitlines()[-1] in capsys.readouterr().out
