@@ -30,7 +30,6 @@ import torch
 from pyro.infer import SVI, Trace_ELBO
 from pyro.optim import Adam
 
-from pyro_lid.data import unigram_frequencies
 from pyro_lid.experiments.methods import resolve_text_method
 from pyro_lid.models.sequence import BOS, EOS, PAD, UNK
 
@@ -70,16 +69,15 @@ def main(argv=None) -> dict:
     batches = [b.to(device) for b in random_batches(args.warmup + args.steps, args.batch_size, args.vocab_size,
                                                     args.mean_words, 50)]  # fmt: skip
     sizes = (args.vocab_size, args.latent_dim, args.embed_dim, args.hidden_dim)
-    width = max(b.shape[1] for b in batches)  # the batches' word frequencies, for lidsvae:metric=unigram
+    width = max(b.shape[1] for b in batches)  # the batches as a training split, for lidsvae:metric=unigram etc.
     padded = torch.cat([torch.nn.functional.pad(b.cpu(), (0, width - b.shape[1]), value=PAD) for b in batches])
-    frequencies = unigram_frequencies(padded, args.vocab_size)
     runs = {}
     for spec in args.models.split(","):
         method = resolve_text_method(spec)
         if set(method.fit_kwargs) - {"kl_schedule"} or method.pretrain_fraction:
             parser.error(f"{spec} changes the training loop, not the step: measure it with `compare`")
         torch.manual_seed(0)
-        model = method.build_text(*sizes, word_frequencies=frequencies).to(device)
+        model = method.build_text(*sizes, train_tokens=padded).to(device)
         runs[spec] = (model, SVI(model.model, model.guide, Adam({"lr": 1e-3}), Trace_ELBO()), [])
     pyro.clear_param_store()
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)

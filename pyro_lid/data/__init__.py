@@ -20,6 +20,7 @@ from .text import (
     read_corpus,
     sentence_lengths,
     synthetic_text,
+    topic_directions,
     unigram_frequencies,
 )
 
@@ -45,5 +46,6 @@ __all__ = [
     "read_corpus",
     "sentence_lengths",
     "unigram_frequencies",
+    "topic_directions",
     "synthetic_text",
 ]

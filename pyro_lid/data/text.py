@@ -36,6 +36,7 @@ __all__ = [
     "pad_sentences",
     "sentence_lengths",
     "unigram_frequencies",
+    "topic_directions",
     "bucket_order",
     "load_ptb",
     "load_yahoo",
@@ -250,6 +251,86 @@ def unigram_frequencies(tokens: torch.Tensor, vocab_size: int, smoothing: float 
         raise ValueError(f"token ids must lie in [0, {vocab_size}), got ids from {targets.min()} to {targets.max()}")
     counts = torch.bincount(targets, minlength=vocab_size).to(torch.float64)  # targets: 1-D after the mask
     return (counts + smoothing) / (float(lengths.sum()) + smoothing * vocab_size)
+
+
+def topic_directions(
+    tokens: torch.Tensor,
+    vocab_size: int,
+    k: int,
+    min_count: int = 1,
+    weighting: str = "fisher",
+    num_iterations: int = 6,
+    seed: int = 0,
+) -> torch.Tensor:
+    r"""The :math:`k` logit directions along which the training sentences' word counts vary most: ``(V, k)``,
+    float64, orthonormal columns orthogonal to :math:`\mathbf 1`; a corpus's "topics" for LIDSVAE's ``subspace``.
+
+    A logit bias :math:`b` shared by the steps of a sentence :math:`x` (``lidsvae:latent_in_lstm=false``)
+    changes :math:`\log p(x)` by :math:`r_x^\top b - \tfrac12 b^\top F_x b` to second order, with the
+    residual counts :math:`r_x = n_x - |x|\,\bar p` (:math:`n_x` the counts of :math:`x`'s predicted
+    tokens, :math:`\bar p` the smoothed unigram of :func:`unigram_frequencies`, :math:`|x|` its predicted
+    tokens) and Fisher information :math:`F_x \approx |x|(\mathrm{diag}\,\bar p - \bar p\bar p^\top)`. The
+    :math:`k`-dimensional span of biases that gains most on average is spanned by the top generalized
+    eigenvectors of :math:`(\mathbb E[r r^\top], \bar F)`: with ``weighting="fisher"`` (default),
+    :math:`W^{-1/2}U_k` for :math:`U_k` the top right singular vectors of :math:`R W^{-1/2}`
+    (:math:`R` the residual-count matrix, :math:`W = \mathrm{diag}\,\bar p`: correspondence analysis,
+    whose multinomial noise is the same in every direction); ``"euclidean"``: the top right singular
+    vectors of :math:`R` itself (dominated by frequent words, whose counts are noisiest). The result is
+    projected off :math:`\mathbf 1` (a softmax ignores it) and orthonormalized (QR with
+    :math:`\mathrm{diag}(R) > 0`); columns come in decreasing singular value.
+
+    Words seen fewer than ``min_count`` times (default 1: none) can be left out (their columns of :math:`R` set
+    to 0); on the Penn Treebank keeping every word gave the directions that predict held-out sentences best
+    (``docs/text.rst``). Computed by
+    randomized subspace iteration (Halko et al. 2011) on the sparse counts, :math:`O(\text{tokens}\cdot k)`
+    per iteration, deterministic given ``seed``.
+
+    :param tokens: the training split, ``(N, T)`` rows ``<s> ... </s> <pad>...``.
+    :param int k: the number of directions, :math:`1 \le k <` the number of kept words.
+    :raises ValueError: on a bad ``k``, ``weighting`` or token ids, or a corpus with fewer than :math:`k + 1`
+        words seen ``min_count`` times.
+    """
+    if weighting not in ("fisher", "euclidean"):
+        raise ValueError(f"weighting must be 'fisher' or 'euclidean', got {weighting!r}")
+    for label, value, low in (("k", k, 1), ("min_count", min_count, 1), ("num_iterations", num_iterations, 0)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(f"{label} must be an integer >= {low}, got {value!r}")
+    frequencies = unigram_frequencies(tokens, vocab_size)  # validates the ids
+    lengths = sentence_lengths(tokens).to(torch.float64)
+    rows = torch.arange(tokens.shape[0]).unsqueeze(-1).expand_as(tokens)[:, 1:]
+    targets = tokens[:, 1:]
+    mask = targets != PAD
+    indices = torch.stack([rows[mask], targets[mask]])
+    counts = torch.sparse_coo_tensor(indices, torch.ones(indices.shape[1], dtype=torch.float64),
+                                     (tokens.shape[0], vocab_size), check_invariants=True).coalesce()  # fmt: skip
+    totals = torch.bincount(targets[mask], minlength=vocab_size)
+    keep = (totals >= min_count).to(torch.float64)
+    if int(keep.sum()) <= k:
+        raise ValueError(
+            f"topic_directions: only {int(keep.sum())} words occur at least min_count={min_count} times, "
+            f"need more than k={k}"
+        )
+    column_scale = keep * (frequencies.rsqrt() if weighting == "fisher" else torch.ones_like(frequencies))
+
+    def apply(matrix):  # (R S) @ matrix, R = counts - lengths pbar^T, S = diag(column_scale); (N, j)
+        scaled = column_scale.unsqueeze(-1) * matrix
+        return torch.sparse.mm(counts, scaled) - lengths.unsqueeze(-1) * (frequencies @ scaled)
+
+    def apply_transpose(matrix):  # (R S)^T @ matrix; (V, j)
+        back = torch.sparse.mm(counts.t(), matrix) - frequencies.unsqueeze(-1) * (lengths @ matrix)
+        return column_scale.unsqueeze(-1) * back
+
+    gen = torch.Generator().manual_seed(seed)
+    width = min(k + 10, int(keep.sum()))
+    basis = torch.linalg.qr(apply_transpose(torch.randn(tokens.shape[0], width, generator=gen, dtype=torch.float64)))[0]
+    for _ in range(num_iterations):  # power iterations on (R S)^T (R S), re-orthonormalized each time
+        basis = torch.linalg.qr(apply_transpose(torch.linalg.qr(apply(basis))[0]))[0]
+    small = apply(basis)  # (N, width): R S basis, whose right singular vectors rotate the basis
+    _, _, vh = torch.linalg.svd(small, full_matrices=False)
+    directions = column_scale.unsqueeze(-1) * (basis @ vh[:k].T)  # W^{-1/2} U_k (or U_k), word coordinates
+    directions = directions - directions.mean(0, keepdim=True)  # off the all-ones vector
+    q, r = torch.linalg.qr(directions)
+    return q * torch.sign(r.diagonal()).unsqueeze(0)
 
 
 def _count_oov(sentences: Sequence[Sequence[str]], vocab: Vocabulary) -> int:

@@ -66,23 +66,32 @@ class Method:
         hidden_dim: int = 256,
         word_dropout: float = 0.0,
         max_length: int = 100,
-        word_frequencies: torch.Tensor | None = None,
+        train_tokens: torch.Tensor | None = None,
     ):
         """The recipe's text version (see :func:`text_version`): VAE -> :class:`~pyro_lid.models.LSTMVAE`,
         LIDVAE and its variants -> :class:`~pyro_lid.models.LIDSVAE`; the fit options stay the recipe's.
 
-        The option ``metric="unigram"`` (``lidsvae:metric=unigram``) becomes LIDSVAE's
-        ``word_frequencies``: the training corpus's, which the caller passes here (see
-        :func:`~pyro_lid.data.unigram_frequencies`); the only other value is ``"euclidean"`` (the default).
+        Two LIDSVAE options are statistics of the training split ``train_tokens`` (``(N, T)``), which the caller
+        passes here: ``metric="unigram"`` (``lidsvae:metric=unigram``) becomes ``word_frequencies``
+        (:func:`~pyro_lid.data.unigram_frequencies`; the other value is ``"euclidean"``, the default) and
+        ``subspace="topics"`` (``lidsvae:subspace=topics``) becomes ``subspace``, the corpus's
+        :func:`~pyro_lid.data.topic_directions` (the other value is ``"random"``, the default).
         """
+        from ..data.text import topic_directions, unigram_frequencies
+
         model_class, kwargs = text_version(self)
         metric = kwargs.pop("metric", "euclidean")
+        subspace = kwargs.pop("subspace", "random")
         if metric not in ("euclidean", "unigram"):
             raise ValueError(f"metric must be 'euclidean' or 'unigram', got {metric!r}")
+        if subspace not in ("random", "topics"):
+            raise ValueError(f"subspace must be 'random' or 'topics', got {subspace!r}")
+        if (metric, subspace) != ("euclidean", "random") and train_tokens is None:
+            raise ValueError(f"metric={metric!r}, subspace={subspace!r} need the training split's train_tokens")
         if metric == "unigram":
-            if word_frequencies is None:
-                raise ValueError("metric='unigram' needs the training corpus's word_frequencies")
-            kwargs["word_frequencies"] = word_frequencies
+            kwargs["word_frequencies"] = unigram_frequencies(train_tokens, vocab_size)
+        if subspace == "topics":
+            kwargs["subspace"] = topic_directions(train_tokens, vocab_size, latent_dim)
         return model_class(vocab_size, latent_dim, embed_dim, hidden_dim, word_dropout, max_length=max_length,
                            **kwargs)  # fmt: skip
 
@@ -202,12 +211,17 @@ def resolve_method(spec: str) -> Method:
                      f"{method.reference} [with {', '.join(assignments)}]", method.pretrain_fraction)  # fmt: skip
     try:  # a misspelt option fails here, before any model trains
         if variant.is_text:
-            variant.build_text(8, 2, 4, 4, word_frequencies=torch.ones(8))
+            variant.build_text(8, 2, 4, 4, train_tokens=_TINY_CORPUS)
         else:
             variant.build(4, 2, hidden=4, icnn_hidden=4, num_components=2)
     except (TypeError, ValueError) as error:
         raise ValueError(f"{spec!r}: {name} does not take these options ({error})") from error
     return variant
+
+
+#: 16 sentences of two words over ids 4-7 (vocabulary 8), each word 8 times: enough corpus for ``resolve_method``
+#: to build a text variant whose options are corpus statistics (``metric=unigram``, ``subspace=topics``).
+_TINY_CORPUS = torch.tensor([[1, 4 + i % 4, 4 + (i // 4 + i) % 4, 2] for i in range(16)])
 
 
 def file_stem(spec: str) -> str:

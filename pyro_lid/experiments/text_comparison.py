@@ -30,7 +30,7 @@ import pyro
 import torch
 
 from .._checks import resolve_device
-from ..data.text import TEXT_DATASETS, load_text, sentence_lengths, unigram_frequencies
+from ..data.text import TEXT_DATASETS, load_text, sentence_lengths
 from ..diagnostics.text import head_information, perplexity, text_report
 from ..infer import fit
 from ..infer.engine.callbacks import Callback
@@ -154,7 +154,6 @@ def run_text_comparison(
     run = ComparisonRun(output_dir, {key: options[key] for key in TEXT_PROTOCOL_KEYS}, resume, overwrite)
     vocab_size, train_tokens = len(corpus.vocab), int(sentence_lengths(corpus.train).sum())
     decode_length = corpus.train.shape[1]
-    frequencies = unigram_frequencies(corpus.train, vocab_size)  # for lidsvae:metric=unigram
     for name in models:
         if run.finished(name) is not None:
             continue
@@ -163,7 +162,7 @@ def run_text_comparison(
             model = LSTMLanguageModel(vocab_size, embed_dim, hidden_dim, word_dropout, max_length=decode_length)
             extra = {"val_metrics": False}
         else:
-            model = _text_model(methods[name], corpus, frequencies, latent_dim, embed_dim, hidden_dim, word_dropout)
+            model = _text_model(methods[name], corpus, latent_dim, embed_dim, hidden_dim, word_dropout)
             extra = {"track_batch_kl": True, **methods[name].fit_options(epochs)}
         if device is not None:
             model.to(device)
@@ -183,11 +182,11 @@ def run_text_comparison(
     return run.rows
 
 
-def _text_model(method, corpus, frequencies, latent_dim, embed_dim, hidden_dim, word_dropout):
+def _text_model(method, corpus, latent_dim, embed_dim, hidden_dim, word_dropout):
     """``method``'s text model as a comparison builds it on ``corpus``: one construction for training and for
-    rebuilding from a checkpoint (decoding length: the training split's width; ``frequencies``: its unigram)."""
+    rebuilding from a checkpoint (decoding length: the training split's width; corpus statistics: its own)."""
     return method.build_text(len(corpus.vocab), latent_dim, embed_dim, hidden_dim, word_dropout,
-                             max_length=corpus.train.shape[1], word_frequencies=frequencies)  # fmt: skip
+                             max_length=corpus.train.shape[1], train_tokens=corpus.train)  # fmt: skip
 
 
 @torch.no_grad()
@@ -268,12 +267,11 @@ def head_information_rows(output_dir, max_sentences: int | None = None, root=Non
     corpus = load_text_data(protocol["dataset"], root, protocol["max_length"], protocol["max_vocab"],
                             protocol["num_sentences"], protocol["seed"])  # fmt: skip
     test = corpus.test[:max_sentences]
-    frequencies = unigram_frequencies(corpus.train, len(corpus.vocab))
     rows = []
     for row in saved["rows"]:
         if row["model"] == LM:
             continue
-        model = _text_model(resolve_text_method(row["model"]), corpus, frequencies, protocol["latent_dim"],
+        model = _text_model(resolve_text_method(row["model"]), corpus, protocol["latent_dim"],
                             protocol["embed_dim"], protocol["hidden_dim"], protocol["word_dropout"])  # fmt: skip
         injective = getattr(model.decoder.head, "injective_map", None)
         if injective is None:

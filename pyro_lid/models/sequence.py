@@ -234,6 +234,9 @@ class IdentifiableOutputLayer(nn.Module):
         whatever :math:`V` is (with :math:`Q` orthonormal, about :math:`s_k^2/V`).
     :param bool learn_subspace: learn :math:`R` (default: fixed).
     :param float scale_init: the diagonal inner map's initial scale (default :math:`\max(1, 2\,\text{margin})`).
+    :param subspace: ``None`` (default: :math:`Q` drawn with ``subspace_seed``) or a ``(V, K)`` matrix whose span,
+        off :math:`\mathbf 1`, is :math:`Q`'s (e.g. :func:`pyro_lid.data.topic_directions`; not with
+        ``word_frequencies``).
     :param brenier_kwargs: further options of the Brenier inner map.
     """
 
@@ -249,6 +252,7 @@ class IdentifiableOutputLayer(nn.Module):
         word_frequencies: torch.Tensor | None = None,
         learn_subspace: bool = False,
         scale_init: float | None = None,
+        subspace: torch.Tensor | None = None,
         **brenier_kwargs,
     ):
         super().__init__()
@@ -265,6 +269,7 @@ class IdentifiableOutputLayer(nn.Module):
             metric=None if word_frequencies is None else _frequencies(word_frequencies, vocab_size),
             learn_subspace=learn_subspace,
             scale_init=scale_init,
+            subspace_init=subspace,
             **brenier_kwargs,
         )
 
@@ -740,6 +745,10 @@ class LIDSVAE(LSTMVAE):
         (Q h(z) + (I - QQ^\top) W h_t(x_{<t}) + c)`, a bias on the logits shared by all steps (as in TopicRNN,
         Dieng et al. 2017). Then no decoder state can offset the head's effect on the likelihood, and
         :func:`~pyro_lid.diagnostics.head_information` is the whole Fisher information about :math:`z`.
+    :param subspace: ``None`` (default: a random :math:`Q`, seeded) or a ``(V, K)`` matrix whose span is
+        :math:`Q`'s: :func:`pyro_lid.data.topic_directions` of the training corpus points the injective directions
+        where sentences' word counts vary, so that the information the margin forces on :math:`z` is worth its
+        price (``docs/text.rst``).
 
     Other parameters as :class:`LSTMVAE`. Cost: :math:`VK` multiply-adds per token on top of
     the output layer's :math:`VH`, and :math:`VHK` per batch (see :class:`IdentifiableOutputLayer`);
@@ -765,12 +774,13 @@ class LIDSVAE(LSTMVAE):
         learn_subspace: bool = False,
         scale_init: float | None = None,
         latent_in_lstm: bool = True,
+        subspace: torch.Tensor | None = None,
         name: str | None = None,
         **brenier_kwargs,
     ):
         head = IdentifiableOutputLayer(
             hidden_dim, vocab_size, latent_dim, inner, margin, subspace_seed, inner_hidden_dims,
-            word_frequencies, learn_subspace, scale_init, **brenier_kwargs,
+            word_frequencies, learn_subspace, scale_init, subspace, **brenier_kwargs,
         )  # fmt: skip
         self.margin, self.inner = head.injective_map.margin, inner
         super().__init__(vocab_size, latent_dim, embed_dim, hidden_dim, word_dropout, beta, prior, head, max_length,

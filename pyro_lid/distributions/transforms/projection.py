@@ -40,6 +40,29 @@ def _project_out(matrix: torch.Tensor, basis: torch.Tensor | None) -> torch.Tens
     return matrix - basis @ (basis.transpose(-1, -2) @ matrix)
 
 
+def _given_orthonormal(
+    matrix, output_dim: int, latent_dim: int, orthogonal_to: torch.Tensor | None, metric_sqrt, name: str
+) -> torch.Tensor:
+    """``matrix`` ``(output_dim, latent_dim)`` projected off ``orthogonal_to`` and orthonormalized (float64), or a
+    ``ValueError`` naming what is wrong (shape, non-finite entries, rank lost to the projection, a metric)."""
+    if metric_sqrt is not None:
+        raise ValueError(f"{name}: subspace_init and metric do not combine (with a metric Q is not orthonormal)")
+    given = torch.as_tensor(matrix, dtype=torch.float64)
+    if given.shape != (output_dim, latent_dim) or not torch.isfinite(given).all():
+        raise ValueError(
+            f"{name}: subspace_init must be a finite ({output_dim}, {latent_dim}) matrix, "
+            f"got shape {tuple(given.shape)}"
+            + ("" if given.shape != (output_dim, latent_dim) else " with non-finite entries")
+        )
+    projected = _project_out(given, orthogonal_to)
+    if torch.linalg.matrix_rank(projected) < latent_dim:
+        raise ValueError(
+            f"{name}: subspace_init has rank < {latent_dim}"
+            + (" once projected off orthogonal_to" if orthogonal_to is not None else "")
+        )
+    return _orthonormal_columns(projected)
+
+
 def _seeded_orthonormal(
     output_dim: int, latent_dim: int, seed: int, orthogonal_to: torch.Tensor | None = None
 ) -> torch.Tensor:
@@ -178,6 +201,9 @@ class ProjectedInjective(InjectiveMap):
     :param float margin: the floor (> 0) on every singular value of the Jacobian.
     :param bool learn_subspace: learn :math:`Q` (default: fixed).
     :param int subspace_seed: seed of the fixed draw of :math:`Q` (the initial value if learned).
+    :param subspace_init: a ``(D, K)`` matrix of full column rank whose span is :math:`Q`'s instead of a random draw
+        (projected off ``orthogonal_to``, then orthonormalized; the initial value if learned), e.g. a corpus's
+        :func:`~pyro_lid.data.topic_directions`; not with ``metric``. Default ``None``: the seeded draw.
     :param inner_hidden_dims: ICNN widths of the Brenier inner map (``inner="brenier"`` only;
         default :class:`Brenier`'s).
     :param str activation: ``"relu"`` or ``"softplus"``, the MLP's hidden activation.
@@ -211,6 +237,7 @@ class ProjectedInjective(InjectiveMap):
         free_network: bool = True,
         metric: torch.Tensor | None = None,
         scale_init: float | None = None,
+        subspace_init: torch.Tensor | None = None,
         **brenier_kwargs,
     ):
         super().__init__(cache_size=0)
@@ -292,7 +319,11 @@ class ProjectedInjective(InjectiveMap):
         keep = metric_sqrt is not None and orthogonal_basis is not None
         self.register_buffer("orthogonal_directions", raw_directions.to(dtype) if keep else None)
         self.register_buffer("orthogonal_basis", None if orthogonal_basis is None else orthogonal_basis.to(dtype))
-        basis = _seeded_orthonormal(output_dim, latent_dim, subspace_seed, orthogonal_basis).to(dtype)
+        if subspace_init is None:
+            basis = _seeded_orthonormal(output_dim, latent_dim, subspace_seed, orthogonal_basis)
+        else:
+            basis = _given_orthonormal(subspace_init, output_dim, latent_dim, orthogonal_basis, metric_sqrt, name)
+        basis = basis.to(dtype)
         if self.learn_subspace:
             self.subspace_raw = nn.Parameter(basis)
         else:
