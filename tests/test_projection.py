@@ -435,6 +435,31 @@ def test_subspace_orthogonal_to_the_ones_vector_keeps_z_recoverable_from_log_pro
         ProjectedInjective(K, K, orthogonal_to=torch.ones(K))
 
 
+@pytest.mark.parametrize("learn_subspace", [False, True])
+def test_subspace_init_gives_q_the_span_of_a_given_matrix_off_the_constraint(learn_subspace):
+    given = torch.randn(D, K, dtype=F64, generator=torch.Generator().manual_seed(3))
+    g = ProjectedInjective(K, D, hidden_dims=(16,), orthogonal_to=torch.ones(D), subspace_init=given,
+                           learn_subspace=learn_subspace).double()  # fmt: skip
+    q = g.subspace
+    assert gram_error(q) < 1e-12 and (torch.ones(D, dtype=F64) @ q).abs().max() < 1e-12
+    off = given - given.mean(0)  # the given span, projected off the all-ones vector
+    expected = off @ torch.linalg.pinv(off)
+    assert (q @ q.T - expected).abs().max() < 1e-6  # float32 construction, re-orthonormalized on the cast
+    seeded = ProjectedInjective(K, D, orthogonal_to=torch.ones(D)).double().subspace
+    assert (q @ q.T - seeded @ seeded.T).abs().max() > 0.1  # not the seeded draw
+    z = torch.randn(5, K, dtype=F64)
+    assert (g.left_inverse(g(z).log_softmax(-1)) - z).abs().max() < 1e-10
+    with pytest.raises(ValueError, match=r"subspace_init must be a finite \(8, 3\) matrix, got shape \(8, 2\)"):
+        ProjectedInjective(K, D, subspace_init=given[:, :2])
+    with pytest.raises(ValueError, match="with non-finite entries"):
+        ProjectedInjective(K, D, subspace_init=given * float("nan"))
+    with pytest.raises(ValueError, match="rank < 3 once projected off orthogonal_to"):
+        ProjectedInjective(K, D, orthogonal_to=torch.ones(D), subspace_init=torch.cat([given[:, :2], torch.ones(D, 1,
+                           dtype=F64)], 1))  # fmt: skip
+    with pytest.raises(ValueError, match="subspace_init and metric do not combine"):
+        ProjectedInjective(K, D, subspace_init=given, metric=torch.ones(D))
+
+
 def test_combine_adds_a_free_part_computed_elsewhere_without_losing_z():
     g = make()
     z = torch.randn(4, 1, K, dtype=F64)

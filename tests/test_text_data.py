@@ -27,6 +27,7 @@ from pyro_lid.data import (
     read_corpus,
     sentence_lengths,
     synthetic_text,
+    topic_directions,
     unigram_frequencies,
 )
 from pyro_lid.data.text import SPECIALS
@@ -90,6 +91,73 @@ def test_rows_are_bos_words_eos_then_padding_and_sentence_lengths_count_the_pred
     assert sentence_lengths(tokens).tolist() == [4, 2, 1]  # words + </s>
     with pytest.raises(ValueError, match="must not include PAD, BOS or EOS"):
         pad_sentences([[5, EOS]])
+
+
+def _two_topic_corpus(n=400, seed=0):
+    """Sentences of 6 words: half from topic A (ids 4-13), half from topic B (14-23), each with 2 common words
+    (24-27, frequent); returns the padded rows and each sentence's topic (1: A, 0: B)."""
+    g = torch.Generator().manual_seed(seed)
+    topic = torch.arange(n) % 2
+    words = torch.where(topic.unsqueeze(-1) == 1, 4, 14) + torch.randint(0, 10, (n, 4), generator=g)
+    common = 24 + torch.randint(0, 4, (n, 2), generator=g)
+    return pad_sentences(torch.cat([words, common], -1).tolist()), topic
+
+
+def _dense_topic_span(tokens, vocab_size, k, weighting):
+    """The definition, densely: W^{-1/2} times the top right singular vectors of (counts - |x| pbar^T) W^{-1/2},
+    the columns of words never seen set to 0 (``min_count=1``)."""
+    pbar = unigram_frequencies(tokens, vocab_size)
+    counts = torch.zeros(tokens.shape[0], vocab_size, dtype=torch.float64)
+    targets = tokens[:, 1:]
+    counts.scatter_add_(1, targets, (targets != PAD).double())
+    residual = counts - sentence_lengths(tokens).double().unsqueeze(-1) * pbar
+    scale = (pbar.rsqrt() if weighting == "fisher" else torch.ones_like(pbar)) * (counts.sum(0) > 0)  # seen words
+    directions = scale.unsqueeze(-1) * torch.linalg.svd(residual * scale, full_matrices=False)[2][:k].T
+    q = torch.linalg.qr(directions - directions.mean(0))[0]
+    return q @ q.T  # the projector onto the span
+
+
+@pytest.mark.parametrize("weighting", ["fisher", "euclidean"])
+def test_topic_directions_are_the_top_singular_span_of_the_weighted_residual_counts(weighting):
+    tokens, _ = _two_topic_corpus(300)
+    q = topic_directions(tokens, 30, 3, weighting=weighting, num_iterations=60)  # singular values 2, 3 are close
+    assert q.shape == (30, 3) and q.dtype == torch.float64
+    assert (q.T @ q - torch.eye(3, dtype=torch.float64)).abs().max() < 1e-12  # orthonormal
+    assert (q.sum(0)).abs().max() < 1e-12  # orthogonal to the all-ones vector
+    assert (q @ q.T - _dense_topic_span(tokens, 30, 3, weighting)).abs().max() < 1e-8
+    first = topic_directions(tokens, 30, 1, weighting=weighting)  # default iterations: a clear gap
+    assert (first @ first.T - _dense_topic_span(tokens, 30, 1, weighting)).abs().max() < 1e-6
+    assert torch.equal(first, topic_directions(tokens, 30, 1, weighting=weighting))  # deterministic
+
+
+def test_the_first_topic_direction_separates_two_planted_topics():
+    tokens, topic = _two_topic_corpus()
+    contrast = torch.zeros(30, dtype=torch.float64)
+    contrast[4:14], contrast[14:24] = 1.0, -1.0  # words of A up, of B down
+    first = topic_directions(tokens, 30, 1)[:, 0]
+    assert abs(float(first @ contrast / contrast.norm())) > 0.95
+    # the bias along it tells the topics apart: its projection of each sentence's residual counts
+    counts = torch.zeros(tokens.shape[0], 30, dtype=torch.float64).scatter_add_(1, tokens[:, 1:], torch.ones(
+        tokens[:, 1:].shape, dtype=torch.float64))  # fmt: skip
+    score = counts @ first
+    assert (score[topic == 1].min() > score[topic == 0].max()) or (score[topic == 1].max() < score[topic == 0].min())
+
+
+def test_topic_directions_leave_rare_words_still_and_refuse_bad_options():
+    tokens, _ = _two_topic_corpus()
+    rare = pad_sentences([[28, 29]])  # two words met once
+    q = topic_directions(torch.cat([tokens, torch.nn.functional.pad(rare, (0, tokens.shape[1] - 4))]), 30, 2,
+                         min_count=2)  # fmt: skip
+    # a word left out moves with the unused ids (0, 1, 3): by the common shift only, which a softmax ignores
+    assert (q[[28, 29]] - q[0]).abs().max() < 1e-12 and (q[4:24] - q[0]).abs().max() > 0.1
+    with pytest.raises(ValueError, match="weighting must be 'fisher' or 'euclidean'"):
+        topic_directions(tokens, 30, 2, weighting="tfidf")
+    with pytest.raises(ValueError, match="k must be an integer >= 1"):
+        topic_directions(tokens, 30, 0)
+    with pytest.raises(ValueError, match="only 25 words occur at least min_count=1 times, need more than k=25"):
+        topic_directions(tokens, 30, 25)
+    with pytest.raises(ValueError, match=r"token ids must lie in \[0, 20\)"):
+        topic_directions(tokens, 20, 2)
 
 
 def test_unigram_frequencies_count_the_predicted_tokens_with_add_alpha_smoothing_on_a_hand_computed_case():

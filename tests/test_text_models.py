@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from pyro_lid.cli import main
-from pyro_lid.data import synthetic_text, unigram_frequencies
+from pyro_lid.data import synthetic_text, topic_directions, unigram_frequencies
 from pyro_lid.diagnostics import head_information
 from pyro_lid.experiments.methods import METHODS, TEXT_METHODS, resolve_method, resolve_text_method
 from pyro_lid.infer import fit
@@ -57,6 +57,20 @@ def test_methods_without_a_text_version_are_refused_by_name(name):
 
 # ------------------------------------------------------------------ 2. the text comparison and its command line
 TINY = dict(epochs=2, latent_dim=2, embed_dim=8, hidden_dim=8, num_samples=3, num_sentences=120, batch_size=24)
+
+
+def test_lidsvae_subspace_topics_spans_the_training_splits_topic_directions(tiny):
+    vocab = len(tiny.vocab)
+    spec = "lidsvae:margin=2:latent_in_lstm=false:subspace=topics"
+    model = resolve_text_method(spec).build_text(vocab, 2, 4, 4, train_tokens=tiny.train).double()
+    q, topics = model.decoder.head.injective_map.subspace, topic_directions(tiny.train, vocab, 2)
+    assert (q @ q.T - topics @ topics.T).abs().max() < 1e-6 and model.injectivity_bound() >= 2.0
+    plain = resolve_text_method("lidsvae:margin=2").build_text(vocab, 2, 4, 4).double().decoder.head.injective_map
+    assert (plain.subspace @ plain.subspace.T - topics @ topics.T).abs().max() > 0.1
+    with pytest.raises(ValueError, match="need the training split's train_tokens"):
+        resolve_text_method(spec).build_text(vocab, 2, 4, 4)
+    with pytest.raises(ValueError, match="subspace must be 'random' or 'topics', got 'lda'"):
+        resolve_text_method("lidsvae:subspace=lda")
 
 
 def _keep_label(fig, labels):
