@@ -200,6 +200,12 @@ def _report(args) -> int:
         for directory in args.dirs:
             print(f"\nFisher information of the injective output layer, {directory} (test split):")
             print(format_head_information(head_information_rows(directory)))
+    if args.subspace_evidence:
+        from .experiments.text_comparison import format_subspace_evidence, subspace_evidence_rows
+
+        for directory in args.dirs:
+            print(f"\nEvidence of LIDSVAE's subspaces around the language model, {directory} (validation split):")
+            print(format_subspace_evidence(subspace_evidence_rows(directory)))
     return 0
 
 
@@ -404,6 +410,9 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--head-information", action="store_true",
                         help="text: also the Fisher information the injective output layer carries, per directory, "
                              "from each LIDSVAE checkpoint on the test split")  # fmt: skip
+    report.add_argument("--subspace-evidence", action="store_true",
+                        help="text: also what a logit bias in LIDSVAE's random or topic subspace would add to the "
+                             "trained language model's log-likelihood (validation split), per directory")  # fmt: skip
     report.set_defaults(func=_report)
     return parser
 

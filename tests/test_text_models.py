@@ -6,7 +6,7 @@ import torch
 
 from pyro_lid.cli import main
 from pyro_lid.data import synthetic_text, topic_directions, unigram_frequencies
-from pyro_lid.diagnostics import head_information
+from pyro_lid.diagnostics import head_information, subspace_evidence
 from pyro_lid.experiments.methods import METHODS, TEXT_METHODS, resolve_method, resolve_text_method
 from pyro_lid.infer import fit
 from pyro_lid.models import BNLSTMVAE, LIDGMVAE, LIDMVAE, LIDSVAE, LSTMVAE, SALSTMVAE
@@ -136,11 +136,28 @@ def test_text_comparison_writes_its_rows_and_files_and_resumes_without_retrainin
     capsys.readouterr()
     assert main(["report", str(tmp_path), "--head-information"]) == 0
     assert harness.format_head_information([info]).splitlines()[-1] in capsys.readouterr().out
+    # the evidence of LIDSVAE's subspaces around the trained language model, on the validation split
+    evidence = harness.subspace_evidence_rows(tmp_path, scales=(1.0, 4.0))
+    assert [(r["subspace"], r["scale"]) for r in evidence] == [("random", 1.0), ("random", 4.0), ("topics", 1.0),
+                                                               ("topics", 4.0)]  # fmt: skip
+    topics = topic_directions(corpus.train, len(corpus.vocab), TINY["latent_dim"])
+    (direct,) = subspace_evidence(trained[0], corpus.valid, topics, scales=(4.0,))
+    assert evidence[3]["evidence"] == pytest.approx(direct["evidence"], rel=1e-6)
+    assert evidence[1]["evidence"] != pytest.approx(direct["evidence"], rel=1e-3)  # the random Q is another span
+    capsys.readouterr()
+    assert main(["report", str(tmp_path), "--subspace-evidence"]) == 0
+    out = capsys.readouterr().out
+    assert "| random | 10 |" in out and "| topics | 40 |" in out
+    (tmp_path / "checkpoint_lm.pt").rename(tmp_path / "moved.pt")
+    with pytest.raises(FileNotFoundError, match="has no trained language model"):
+        harness.subspace_evidence_rows(tmp_path)
     images = tmp_path / "images"
     images.mkdir()
     (images / "results.json").write_text('{"protocol": {"dataset": "fashion-mnist", "hidden": 8}, "rows": []}')
     with pytest.raises(ValueError, match="holds an image comparison"):
         harness.head_information_rows(images)
+    with pytest.raises(ValueError, match="subspace evidence is for text models"):
+        harness.subspace_evidence_rows(images)
     with pytest.raises(FileNotFoundError, match="results.json not found"):
         harness.head_information_rows(tmp_path / "nothing")
 

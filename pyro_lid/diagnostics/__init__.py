@@ -12,11 +12,12 @@ from .collapse import (
 from .latent_posterior import latent_inference_data, plot_kl_per_dimension, plot_latent_posteriors
 from .plots import plot_log_likelihood_curve, plot_prior_posterior
 from .prior_posterior import gaussian_kl, prior_posterior_table, wasserstein1
-from .text import head_information, perplexity, text_report
+from .text import head_information, perplexity, subspace_evidence, text_report
 
 __all__ = [
     "text_report",
     "head_information",
+    "subspace_evidence",
     "active_units",
     "collapse_report",
     "latent_inference_data",

@@ -102,20 +102,104 @@ def head_information(model, tokens: torch.Tensor, batch_size: int = 128) -> dict
         totals, traces, prices = 0.0, [], []
         for x in tokens.split(batch_size):
             z = model.posterior(x).mean
-            mask = (x[:, 1:] != PAD).to(q.dtype)
-            probs = model.decoder.logits(x[:, :-1], z).softmax(-1) * mask.unsqueeze(-1)  # (N, T, V), 0 on padding
-            projected = probs @ q  # Q^T p_t, (N, T, K)
-            inner = torch.einsum("nv,vk,vj->nkj", probs.sum(1), q, q) - projected.transpose(1, 2) @ projected
+            _, inner = _projected_score_and_fisher(model.decoder.logits(x[:, :-1], z), x, q)
             jac = injective.inner_jacobian(z)  # (N, K, K)
             fisher = jac.transpose(1, 2) @ inner @ jac
             totals = totals + fisher.sum(0)
             traces.append(fisher.diagonal(dim1=1, dim2=2).sum(-1))
-            plus_one = fisher + torch.eye(fisher.shape[-1], dtype=fisher.dtype, device=fisher.device)
-            shrunk = torch.linalg.solve(plus_one, fisher).diagonal(dim1=1, dim2=2).sum(-1)  # tr((I + F)^{-1} F)
-            prices.append(0.5 * torch.linalg.slogdet(plus_one)[1] - 0.5 * shrunk)
+            _, log_det, shrunk = _laplace_terms(None, fisher)
+            prices.append(log_det - shrunk)
     finally:
         model.train(was_training)
     mean = totals / tokens.shape[0]
     return {"information_per_dim": mean.diagonal().clone(), "information": float(mean.diagonal().sum()),
             "per_sentence": torch.cat(traces), "min_eigenvalue": float(torch.linalg.eigvalsh(mean)[0]),
             "price": float(torch.cat(prices).mean())}  # fmt: skip
+
+
+def _projected_score_and_fisher(logits: torch.Tensor, x: torch.Tensor, q: torch.Tensor):
+    r"""For a logit bias in :math:`\mathrm{span}(Q)`: each sentence's score :math:`Q^\top\sum_t (e_{x_t} - p_t)`,
+    ``(N, K)``, and Fisher information :math:`Q^\top[\sum_t \mathrm{diag}(p_t) - p_tp_t^\top]Q`, ``(N, K, K)``,
+    from teacher-forced ``logits`` ``(N, T - 1, V)`` of ``x`` ``(N, T)``; padding contributes nothing."""
+    targets = x[:, 1:]
+    mask = (targets != PAD).to(q.dtype)
+    probs = logits.to(q.dtype).softmax(-1) * mask.unsqueeze(-1)  # (N, T, V), 0 on padding
+    projected = probs @ q  # Q^T p_t, (N, T, K)
+    fisher = torch.einsum("nv,vk,vj->nkj", probs.sum(1), q, q) - projected.transpose(1, 2) @ projected
+    observed = (q[targets] * mask.unsqueeze(-1)).sum(1)  # Q^T sum_t e_{x_t}
+    return observed - projected.sum(1), fisher
+
+
+def _laplace_terms(score: torch.Tensor | None, fisher: torch.Tensor):
+    r""":math:`\tfrac12 g^\top(I + F)^{-1}g` (``None`` without ``score``), :math:`\tfrac12\log\det(I + F)` and
+    :math:`\tfrac12\mathrm{tr}\,(I + F)^{-1}F`, each ``(N,)``: the terms of integrating :math:`z\sim\mathcal N(0, I)`
+    out of :math:`\exp(g^\top z - \tfrac12 z^\top F z)`."""
+    plus_one = fisher + torch.eye(fisher.shape[-1], dtype=fisher.dtype, device=fisher.device)
+    log_det = 0.5 * torch.linalg.slogdet(plus_one)[1]
+    shrunk = 0.5 * torch.linalg.solve(plus_one, fisher).diagonal(dim1=1, dim2=2).sum(-1)
+    gain = (
+        None if score is None else 0.5 * (score * torch.linalg.solve(plus_one, score.unsqueeze(-1)).squeeze(-1)).sum(-1)
+    )
+    return gain, log_det, shrunk
+
+
+@torch.no_grad()
+def subspace_evidence(
+    language_model, tokens: torch.Tensor, subspace: torch.Tensor, scales=(1.0, 5.0, 10.0, 20.0), batch_size: int = 128
+) -> list[dict]:
+    r"""What a logit bias :math:`b = s\,Q z`, :math:`z\sim\mathcal N(0, I)`, shared by a sentence's steps, would add to
+    a trained language model's :math:`\log p(x)`, to second order: the evidence of a subspace, before any VAE trains.
+
+    This is LIDSVAE's output layer with ``latent_in_lstm=False`` and :math:`h(z) = s\,z`, around the language model
+    that its free part starts from. With the language model's :math:`p_t`, each sentence's score
+    :math:`g = s\,Q^\top\sum_t(e_{x_t} - p_t)` and Fisher information :math:`F = s^2 Q^\top[\sum_t\mathrm{diag}(p_t) -
+    p_tp_t^\top]Q` give (Laplace's method, exact for the quadratic expansion)
+
+    .. math::
+
+        \log \mathbb E_z\, p(x\mid b) - \log p(x) \approx \underbrace{\tfrac12 g^\top(I + F)^{-1}g}_{\text{gain}}
+        - \tfrac12\log\det(I + F) ,
+
+    the **evidence**: positive where the subspace's directions predict how sentences differ from the language model's
+    expectations (held-out ``tokens`` tell), negative (minus the **price** of
+    :func:`head_information`, on average) where they are noise. The best :math:`k`-dimensional span is the top
+    generalized eigenvectors of :math:`(\mathbb E\,rr^\top, \mathbb E F)`, which
+    :func:`~pyro_lid.data.topic_directions` approximates from word counts alone.
+
+    :param language_model: a model whose ``decoder.logits(inputs, None)`` gives teacher-forced logits with no latent
+        (:class:`~pyro_lid.models.LSTMLanguageModel`).
+    :param tokens: ``(N, T)`` sentences (held out from the ones that chose ``subspace``).
+    :param subspace: ``(V, K)``; its columns are orthonormalized first (only the span counts).
+    :param scales: the :math:`s` to evaluate.
+    :returns: one dict per scale: ``scale``, ``evidence``, ``gain``, ``price`` (the mean over sentences of
+        :math:`\tfrac12\log\det(I+F) - \tfrac12\mathrm{tr}(I+F)^{-1}F`, what a random channel of the same
+        information would cost) and ``information`` (the mean of :math:`\mathrm{tr}\,F`).
+    """
+    decoder = getattr(language_model, "decoder", None)
+    if getattr(decoder, "latent_dim", None) != 0:
+        raise ValueError(
+            "subspace_evidence needs a language model (a decoder with latent_dim 0), "
+            f"got {type(language_model).__name__}"
+        )
+    if not (isinstance(subspace, torch.Tensor) and subspace.dim() == 2 and subspace.shape[0] == decoder.vocab_size):
+        raise ValueError(
+            f"subspace must be a ({decoder.vocab_size}, K) tensor, got {tuple(getattr(subspace, 'shape', ()))}"
+        )
+    if not all(isinstance(s, (int, float)) and s > 0 for s in scales):
+        raise ValueError(f"scales must be positive numbers, got {scales!r}")
+    tokens = language_model.check_data(tokens).to(next(language_model.parameters()).device)
+    q = torch.linalg.qr(subspace.to(torch.float64).to(tokens.device))[0]
+    was_training = language_model.training
+    language_model.eval()
+    try:
+        parts = [_projected_score_and_fisher(decoder.logits(x[:, :-1], None), x, q) for x in tokens.split(batch_size)]
+    finally:
+        language_model.train(was_training)
+    score, fisher = torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+    rows = []
+    for s in scales:
+        gain, log_det, shrunk = _laplace_terms(s * score, s**2 * fisher)
+        rows.append({"scale": float(s), "evidence": float((gain - log_det).mean()), "gain": float(gain.mean()),
+                     "price": float((log_det - shrunk).mean()),
+                     "information": float(s**2 * fisher.diagonal(dim1=1, dim2=2).sum(-1).mean())})  # fmt: skip
+    return rows

@@ -255,17 +255,9 @@ def head_information_rows(output_dir, max_sentences: int | None = None, root=Non
     """
     from ..infer.engine.callbacks.checkpoint import load_checkpoint
     from .methods import file_stem
-    from .runs import read_results
 
     output_dir = Path(output_dir)
-    saved = read_results(output_dir)
-    if saved is None:
-        raise FileNotFoundError(f"{output_dir / 'results.json'} not found: is {output_dir} a text comparison's output?")
-    protocol = saved["protocol"]
-    if "embed_dim" not in protocol:
-        raise ValueError(f"{output_dir} holds an image comparison; head information is for text models")
-    corpus = load_text_data(protocol["dataset"], root, protocol["max_length"], protocol["max_vocab"],
-                            protocol["num_sentences"], protocol["seed"])  # fmt: skip
+    saved, protocol, corpus = _saved_text_run(output_dir, root, "head information")
     test = corpus.test[:max_sentences]
     rows = []
     for row in saved["rows"]:
@@ -286,6 +278,55 @@ def head_information_rows(output_dir, max_sentences: int | None = None, root=Non
                      "least_unit_information": float(per_unit.min()), "median_share": share,
                      "price": info["price"], "au": row["au"], "mi": row["mi"]})  # fmt: skip
     return rows
+
+
+def _saved_text_run(output_dir: Path, root, what: str):
+    """A text comparison's saved results, protocol and corpus (rebuilt from the protocol), or a clear error."""
+    from .runs import read_results
+
+    saved = read_results(output_dir)
+    if saved is None:
+        raise FileNotFoundError(f"{output_dir / 'results.json'} not found: is {output_dir} a text comparison's output?")
+    protocol = saved["protocol"]
+    if "embed_dim" not in protocol:
+        raise ValueError(f"{output_dir} holds an image comparison; {what} is for text models")
+    corpus = load_text_data(protocol["dataset"], root, protocol["max_length"], protocol["max_vocab"],
+                            protocol["num_sentences"], protocol["seed"])  # fmt: skip
+    return saved, protocol, corpus
+
+
+def subspace_evidence_rows(output_dir, scales=(1.0, 5.0, 10.0, 20.0, 40.0), root=None) -> list[dict]:
+    r""":func:`~pyro_lid.diagnostics.subspace_evidence` of LIDSVAE's two subspaces around a text comparison's trained
+    language model (its ``lm`` checkpoint), on the validation split: ``random`` (the fixed :math:`Q` that
+    ``lidsvae`` draws) and ``topics`` (:func:`~pyro_lid.data.topic_directions` of the training split,
+    ``lidsvae:subspace=topics``), each at every scale :math:`s` of ``scales``. One dict per (subspace, scale) with
+    :func:`~pyro_lid.diagnostics.subspace_evidence`'s ``evidence``, ``gain``, ``price`` and ``information``:
+    what a logit bias :math:`s\,Qz` would add to :math:`\log p(x)`, predicted before any VAE trains."""
+    from ..data.text import topic_directions
+    from ..diagnostics.text import subspace_evidence
+    from ..infer.engine.callbacks.checkpoint import load_checkpoint
+
+    output_dir = Path(output_dir)
+    _, protocol, corpus = _saved_text_run(output_dir, root, "subspace evidence")
+    path = output_dir / f"checkpoint_{LM}.pt"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: the comparison in {output_dir} has no trained language model")
+    vocab_size, latent_dim = len(corpus.vocab), protocol["latent_dim"]
+    lm = LSTMLanguageModel(vocab_size, protocol["embed_dim"], protocol["hidden_dim"], max_length=corpus.train.shape[1])
+    lm.load_state_dict(load_checkpoint(path, "cpu")["model"])
+    random = resolve_text_method("lidsvae").build_text(vocab_size, latent_dim, 1, 1).decoder.head.injective_map
+    subspaces = {"random": random.subspace.detach(), "topics": topic_directions(corpus.train, vocab_size, latent_dim)}
+    return [{"subspace": name, **row} for name, q in subspaces.items()
+            for row in subspace_evidence(lm, corpus.valid, q, scales)]  # fmt: skip
+
+
+def format_subspace_evidence(rows: list[dict]) -> str:
+    """A Markdown table of :func:`subspace_evidence_rows`."""
+    lines = ["| subspace | scale s | evidence | gain | price | tr F |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['subspace']} | {r['scale']:g} | {r['evidence']:+.3f} | {r['gain']:.3f} | {r['price']:.3f} "
+                     f"| {r['information']:.3f} |")  # fmt: skip
+    return "\n".join(lines)
 
 
 def format_head_information(rows: list[dict]) -> str:
