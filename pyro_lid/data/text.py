@@ -291,6 +291,8 @@ def topic_directions(
     :raises ValueError: on a bad ``k``, ``weighting`` or token ids, or a corpus with fewer than :math:`k + 1`
         words seen ``min_count`` times.
     """
+    from ..distributions.transforms.projection import _orthonormal_columns
+
     if weighting not in ("fisher", "euclidean"):
         raise ValueError(f"weighting must be 'fisher' or 'euclidean', got {weighting!r}")
     for label, value, low in (("k", k, 1), ("min_count", min_count, 1), ("num_iterations", num_iterations, 0)):
@@ -330,8 +332,7 @@ def topic_directions(
     _, _, vh = torch.linalg.svd(small, full_matrices=False)
     directions = column_scale.unsqueeze(-1) * (basis @ vh[:k].T)  # W^{-1/2} U_k (or U_k), word coordinates
     directions = directions - directions.mean(0, keepdim=True)  # off the all-ones vector
-    q, r = torch.linalg.qr(directions)
-    return q * torch.sign(r.diagonal()).unsqueeze(0)
+    return _orthonormal_columns(directions)
 
 
 def _count_oov(sentences: Sequence[Sequence[str]], vocab: Vocabulary) -> int:

@@ -24,7 +24,7 @@ import torch
 from ..data.text import PAD, sentence_lengths
 from .collapse import collapse_report
 
-__all__ = ["head_information", "perplexity", "text_report"]
+__all__ = ["head_information", "perplexity", "subspace_evidence", "text_report"]
 
 
 def perplexity(log_likelihoods: torch.Tensor, tokens: torch.Tensor) -> float:
