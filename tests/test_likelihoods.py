@@ -74,3 +74,23 @@ def test_drops_into_a_user_pyro_model_and_trains():
     svi = SVI(model, guide, Adam({"lr": 1e-2}), Trace_ELBO())
     losses = [svi.step(x) for _ in range(60)]
     assert sum(losses[-10:]) < sum(losses[:10])
+
+
+def test_a_learned_subspace_moves_under_training_and_keeps_the_margin():
+    torch.manual_seed(0)
+    lik = IdentifiableLikelihood(3, 12, "bernoulli", None, [16], construction="projection", margin=2.0,
+                                 learn_subspace=True).double()  # fmt: skip
+    before = lik.injective_map.subspace.detach().clone()
+    x = torch.bernoulli(torch.rand(32, 12, dtype=torch.float64))
+    optimizer = torch.optim.Adam(lik.parameters(), lr=0.05)
+    for _ in range(20):
+        optimizer.zero_grad()
+        (-lik(torch.randn(32, 3, dtype=torch.float64)).log_prob(x).mean()).backward()
+        optimizer.step()
+    q = lik.injective_map.subspace
+    assert (q - before).abs().max() > 1e-2  # Q is learned ...
+    assert torch.allclose(q.T @ q, torch.eye(3, dtype=torch.float64), atol=1e-10)  # ... and stays orthonormal
+    z = 3 * torch.randn(40, 3, dtype=torch.float64)
+    assert (torch.linalg.svdvals(lik.injective_map.jacobian(z)) >= 2.0 * (1 - 1e-9)).all()
+    with pytest.raises(ValueError, match="learn_subspace applies to construction='projection'"):
+        IdentifiableLikelihood(3, 12, "bernoulli", construction="brenier", learn_subspace=True)

@@ -177,6 +177,8 @@ class IdentifiableLikelihood(nn.Module):
     :param str inner: ``construction="projection"``: ``"diagonal"`` (:math:`h(z) = s\odot z`,
         :math:`s \ge` margin) or ``"brenier"`` (a Brenier map with strong convexity ``margin``,
         ICNN widths ``latent_hidden_dims``).
+    :param bool learn_subspace: ``construction="projection"``: learn :math:`Q` (kept orthonormal, so the
+        margin holds for every value it takes) instead of fixing it at a random draw.
     :param family_kwargs: e.g. ``scale=0.1`` (normal) or ``num_classes=10`` (categorical).
     """
 
@@ -191,9 +193,12 @@ class IdentifiableLikelihood(nn.Module):
         construction: str = "brenier",
         margin: float = 1.0,
         inner: str = "diagonal",
+        learn_subspace: bool = False,
         **family_kwargs,
     ):
         super().__init__()
+        if learn_subspace and construction != "projection":
+            raise ValueError(f"learn_subspace applies to construction='projection', not {construction!r}")
         self.family = make_family(family, data_dim, **family_kwargs)
         if self.family.param_dim < latent_dim:
             raise ValueError(
@@ -212,6 +217,7 @@ class IdentifiableLikelihood(nn.Module):
                 inner=inner,
                 margin=margin,
                 inner_hidden_dims=latent_hidden_dims if inner == "brenier" else None,
+                learn_subspace=learn_subspace,
             )
         else:
             raise ValueError(f"construction must be 'brenier' or 'projection', got {construction!r}")
