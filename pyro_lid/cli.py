@@ -206,6 +206,12 @@ def _report(args) -> int:
         for directory in args.dirs:
             print(f"\nEvidence of LIDSVAE's subspaces around the language model, {directory} (validation split):")
             print(format_subspace_evidence(subspace_evidence_rows(directory)))
+    if args.amortization_gap is not None:
+        from .experiments.text_comparison import amortization_gap_rows, format_amortization_gap
+
+        for directory in args.dirs:
+            print(f"\nAmortization gap (ELBO per sentence, first 100 validation sentences), {directory}:")
+            print(format_amortization_gap(amortization_gap_rows(directory, models=args.amortization_gap)))
     return 0
 
 
@@ -413,6 +419,10 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--subspace-evidence", action="store_true",
                         help="text: also what a logit bias in LIDSVAE's random or topic subspace would add to the "
                              "trained language model's log-likelihood (validation split), per directory")  # fmt: skip
+    report.add_argument("--amortization-gap", nargs="*", default=None, metavar="MODEL",
+                        help="text: also each model's ELBO with its encoder against a posterior optimized per sentence "
+                             "(decoder fixed), on 100 validation sentences, per directory; only the MODELs named "
+                             "(default: every row)")  # fmt: skip
     report.set_defaults(func=_report)
     return parser
 

@@ -123,3 +123,39 @@ def test_diagonal_normal_finds_the_normal_under_independent_wrappers_only():
     mixture = dist.MixtureSameFamily(dist.Categorical(torch.ones(2)), dist.Normal(torch.zeros(2), 1.0))
     assert diagonal_normal(mixture) is None
     assert diagonal_normal(dist.MultivariateNormal(torch.zeros(2), torch.eye(2))) is None
+
+
+class _MeanFieldPPCA:
+    """PPCA's joint with a deliberately poor amortized posterior q = N(0, I) for every x."""
+
+    def __init__(self, ppca):
+        self.ppca, self.prior, self.log_joint = ppca, ppca.prior, ppca.log_joint
+
+    def posterior(self, x):
+        return dist.Normal(torch.zeros(x.shape[0], self.ppca.latent_dim, dtype=x.dtype), 1.0).to_event(1)
+
+
+def test_amortization_gap_reaches_the_closed_form_mean_field_optimum_of_ppca():
+    from pyro_lid.diagnostics import amortization_gap
+
+    gen = torch.Generator().manual_seed(0)
+    # correlated columns, so that the best diagonal Gaussian falls 0.5 nats short of log p(x)
+    column = 0.8 * torch.randn(5, 1, generator=gen, dtype=torch.float64)
+    weight = column * torch.tensor([1.0, 0.8], dtype=torch.float64) + 0.2 * torch.randn(5, 2, generator=gen)
+    ppca = PPCA(weight, torch.zeros(5, dtype=torch.float64), 1.0)
+    x = torch.randn(6, 5, generator=gen, dtype=torch.float64) * 1.5
+    out = amortization_gap(_MeanFieldPPCA(ppca), x, steps=400, lr=0.1, refine_samples=8, num_samples=20000)
+    # the best diagonal Gaussian: the exact posterior's mean, variances 1 / diag(precision);
+    # its ELBO is log p(x) - KL(q* || p(z | x)) = log p(x) - 1/2 (sum log Lambda_ii - log det Lambda)
+    precision = torch.eye(2, dtype=torch.float64) + weight.T @ weight
+    best = ppca.log_marginal_likelihood(x) - 0.5 * (precision.diagonal().log().sum() - torch.logdet(precision))
+    assert (ppca.log_marginal_likelihood(x) - best > 0.4).all()
+    assert torch.allclose(out["optimized"]["elbo"], best, atol=0.03)
+    # q = N(0, I): rate 0, reconstruction E log N(x; Wz, I) = log N(x; 0, I) - 1/2 tr(W^T W)
+    amortized = dist.Normal(0.0, 1.0).log_prob(x).sum(-1) - 0.5 * (weight**2).sum()
+    assert torch.allclose(out["amortized"]["reconstruction"], amortized, atol=0.1)
+    assert torch.allclose(out["amortized"]["rate"], torch.zeros(6, dtype=torch.float64), atol=1e-12)
+    assert torch.allclose(out["gap"], best - amortized, atol=0.12)
+    assert (out["gap"] > 0.1).all()
+    with pytest.raises(ValueError, match="steps"):
+        amortization_gap(_MeanFieldPPCA(ppca), x, steps=0)

@@ -6,7 +6,7 @@ import torch
 
 from pyro_lid.cli import main
 from pyro_lid.data import synthetic_text, topic_directions, unigram_frequencies
-from pyro_lid.diagnostics import head_information, subspace_evidence
+from pyro_lid.diagnostics import amortization_gap, head_information, subspace_evidence
 from pyro_lid.experiments.methods import METHODS, TEXT_METHODS, resolve_method, resolve_text_method
 from pyro_lid.infer import fit
 from pyro_lid.models import BNLSTMVAE, LIDGMVAE, LIDMVAE, LIDSVAE, LSTMVAE, SALSTMVAE
@@ -148,6 +148,22 @@ def test_text_comparison_writes_its_rows_and_files_and_resumes_without_retrainin
     assert main(["report", str(tmp_path), "--subspace-evidence"]) == 0
     out = capsys.readouterr().out
     assert "| random | 10 |" in out and "| topics | 40 |" in out
+    # the amortization gap of each latent-variable row: the diagnostic on the trained model, on the validation split
+    gaps = harness.amortization_gap_rows(tmp_path, max_sentences=6, steps=8)
+    assert [r["model"] for r in gaps] == ["lstm_vae", "lidsvae:margin=2:metric=unigram"]
+    x = corpus.valid[:6]
+    direct = amortization_gap(trained[-1].eval(), x[:, : int((x != 0).sum(1).max())], steps=8)
+    assert gaps[1]["gap"] == pytest.approx(float(direct["gap"].mean()), rel=1e-6)
+    assert gaps[1]["optimized_rate"] == pytest.approx(float(direct["optimized"]["rate"].mean()), rel=1e-6)
+    assert gaps[1]["amortized"] == pytest.approx(gaps[1]["amortized_reconstruction"] - gaps[1]["amortized_rate"])
+    capsys.readouterr()
+    assert main(["report", str(tmp_path), "--amortization-gap"]) == 0
+    assert "| lidsvae:margin=2:metric=unigram |" in capsys.readouterr().out.split("Amortization gap")[-1]
+    assert main(["report", str(tmp_path), "--amortization-gap", "lstm_vae"]) == 0
+    out = capsys.readouterr().out.split("Amortization gap")[-1]
+    assert "| lstm_vae |" in out and "| lidsvae" not in out
+    with pytest.raises(ValueError, match="has no row free_bits; its latent-variable rows: lstm_vae, lidsvae"):
+        harness.amortization_gap_rows(tmp_path, models=["free_bits"])
     (tmp_path / "checkpoint_lm.pt").rename(tmp_path / "moved.pt")
     with pytest.raises(FileNotFoundError, match="has no trained language model"):
         harness.subspace_evidence_rows(tmp_path)
@@ -158,6 +174,8 @@ def test_text_comparison_writes_its_rows_and_files_and_resumes_without_retrainin
         harness.head_information_rows(images)
     with pytest.raises(ValueError, match="subspace evidence is for text models"):
         harness.subspace_evidence_rows(images)
+    with pytest.raises(ValueError, match="the amortization gap is for text models"):
+        harness.amortization_gap_rows(images)
     with pytest.raises(FileNotFoundError, match="results.json not found"):
         harness.head_information_rows(tmp_path / "nothing")
 

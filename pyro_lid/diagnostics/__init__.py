@@ -1,5 +1,6 @@
 """Diagnostics: collapse metrics (AU, KL, MI, log-likelihood), prior-posterior comparisons, figures."""
 
+from .amortization import amortization_gap
 from .collapse import (
     active_units,
     collapse_report,
@@ -15,6 +16,7 @@ from .prior_posterior import gaussian_kl, prior_posterior_table, wasserstein1
 from .text import head_information, perplexity, subspace_evidence, text_report
 
 __all__ = [
+    "amortization_gap",
     "text_report",
     "head_information",
     "subspace_evidence",

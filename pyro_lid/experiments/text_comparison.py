@@ -38,7 +38,8 @@ from ..models import LSTMLanguageModel
 from .methods import resolve_text_method
 from .runs import ComparisonRun, as_list, check_run_options, cost_columns
 
-__all__ = ["DEFAULT_TEXT_MODELS", "TEXT_PROTOCOL_KEYS", "format_head_information", "format_text_results",
+__all__ = ["DEFAULT_TEXT_MODELS", "TEXT_PROTOCOL_KEYS", "amortization_gap_rows", "format_amortization_gap",
+           "format_head_information", "format_text_results",
            "head_information_rows", "is_text_dataset", "load_text_data", "run_text_comparison"]  # fmt: skip
 
 #: The options that define a text comparison's protocol: a resumed run must share them.
@@ -253,23 +254,13 @@ def head_information_rows(output_dir, max_sentences: int | None = None, root=Non
     (nats per sentence that the channel costs where its directions line up with nothing in the data); and
     the row's measured ``au`` and ``mi``. ``max_sentences`` caps the test sentences used (default: all).
     """
-    from ..infer.engine.callbacks.checkpoint import load_checkpoint
-    from .methods import file_stem
-
-    output_dir = Path(output_dir)
-    saved, protocol, corpus = _saved_text_run(output_dir, root, "head information")
+    corpus, trained = _trained_text_models(output_dir, root, "head information")
     test = corpus.test[:max_sentences]
     rows = []
-    for row in saved["rows"]:
-        if row["model"] == LM:
-            continue
-        model = _text_model(resolve_text_method(row["model"]), corpus, protocol["latent_dim"],
-                            protocol["embed_dim"], protocol["hidden_dim"], protocol["word_dropout"])  # fmt: skip
+    for row, model in trained:
         injective = getattr(model.decoder.head, "injective_map", None)
         if injective is None:
             continue
-        path = output_dir / f"checkpoint_{file_stem(row['model'])}.pt"
-        model.load_state_dict(load_checkpoint(path, "cpu")["model"])
         info = head_information(model, test)
         per_unit, traces = info["information_per_dim"], info["per_sentence"]
         scale = float(injective.scale.detach().mean()) if injective.inner == "diagonal" else None
@@ -278,6 +269,73 @@ def head_information_rows(output_dir, max_sentences: int | None = None, root=Non
                      "least_unit_information": float(per_unit.min()), "median_share": share,
                      "price": info["price"], "au": row["au"], "mi": row["mi"]})  # fmt: skip
     return rows
+
+
+def _trained_text_models(output_dir, root, what: str, models=None):
+    """A text comparison's corpus and, lazily, ``(row, model)`` for each of its latent-variable rows (those named in
+    ``models``, if given), the model rebuilt from the protocol and loaded from its last checkpoint (evaluation mode).
+
+    :raises ValueError: when ``models`` names a row the comparison does not have.
+    """
+    from ..infer.engine.callbacks.checkpoint import load_checkpoint
+    from .methods import file_stem
+
+    output_dir = Path(output_dir)
+    saved, protocol, corpus = _saved_text_run(output_dir, root, what)
+    names = [row["model"] for row in saved["rows"] if row["model"] != LM]
+    missing = sorted(set(models or ()) - set(names))
+    if missing:
+        raise ValueError(f"{output_dir} has no row {', '.join(missing)}; its latent-variable rows: {', '.join(names)}")
+
+    def trained():
+        for row in saved["rows"]:
+            if row["model"] == LM or (models and row["model"] not in models):
+                continue
+            model = _text_model(resolve_text_method(row["model"]), corpus, protocol["latent_dim"],
+                                protocol["embed_dim"], protocol["hidden_dim"], protocol["word_dropout"])  # fmt: skip
+            path = output_dir / f"checkpoint_{file_stem(row['model'])}.pt"
+            model.load_state_dict(load_checkpoint(path, "cpu")["model"])
+            yield row, model.eval()
+
+    return corpus, trained()
+
+
+def amortization_gap_rows(output_dir, max_sentences: int = 100, steps: int = 100, lr: float = 0.1, models=None,
+                          root=None) -> list[dict]:  # fmt: skip
+    r""":func:`~pyro_lid.diagnostics.amortization_gap` on the first ``max_sentences`` validation sentences for every
+    latent-variable row of a text comparison, from its last checkpoint: how much ELBO per sentence the amortized
+    encoder leaves to a posterior optimized per sentence (``steps``, ``lr``) with the decoder fixed. ``models``: only
+    these rows (default: all).
+
+    One dict per row: ``model``; ``amortized`` and ``optimized`` (mean ELBO per sentence), their
+    ``reconstruction`` and ``rate`` (``amortized_reconstruction``, ...); and ``gap``, the mean per-sentence gap.
+    """
+    from ..diagnostics.amortization import amortization_gap
+
+    corpus, trained = _trained_text_models(output_dir, root, "the amortization gap", models)
+    x = corpus.valid[:max_sentences]
+    x = x[:, : int((x != 0).sum(1).max())]  # the padding no sentence of the slice reaches
+    rows = []
+    for row, model in trained:
+        out = amortization_gap(model, x, steps=steps, lr=lr)
+        entry = {"model": row["model"], "gap": float(out["gap"].mean())}
+        for label in ("amortized", "optimized"):
+            entry[label] = float(out[label]["elbo"].mean())
+            for term in ("reconstruction", "rate"):
+                entry[f"{label}_{term}"] = float(out[label][term].mean())
+        rows.append(entry)
+    return rows
+
+
+def format_amortization_gap(rows: list[dict]) -> str:
+    """A Markdown table of :func:`amortization_gap_rows`."""
+    lines = ["| model | amortized ELBO | optimized ELBO | gap | reconstruction (amortized -> optimized) | rate |",
+             "|---|---|---|---|---|---|"]  # fmt: skip
+    for r in rows:
+        lines.append(f"| {r['model']} | {r['amortized']:.2f} | {r['optimized']:.2f} | {r['gap']:.2f} | "
+                     f"{r['amortized_reconstruction']:.2f} -> {r['optimized_reconstruction']:.2f} | "
+                     f"{r['amortized_rate']:.2f} -> {r['optimized_rate']:.2f} |")  # fmt: skip
+    return "\n".join(lines)
 
 
 def _saved_text_run(output_dir: Path, root, what: str):

@@ -43,7 +43,52 @@ from pyro import poutine
 
 from .vae import VAE
 
-__all__ = ["SAVAE", "SemiAmortized", "register_semi_amortized", "semi_amortized"]
+__all__ = ["SAVAE", "SemiAmortized", "gaussian_elbo", "refine_gaussian", "register_semi_amortized", "semi_amortized"]
+
+
+def gaussian_elbo(log_joint, x, loc, log_scale, num_samples: int = 1) -> torch.Tensor:
+    """Per-data-point Monte Carlo ELBO :math:`\\mathbb{E}_q[\\log p(x, z) - \\log q(z)]` of the diagonal Gaussian
+    :math:`q = \\mathcal{N}(loc, e^{2\\log\\sigma})` (reparameterized), shape ``(batch,)``."""
+    q = dist.Normal(loc, log_scale.exp()).to_event(1)
+    z = q.rsample((num_samples,))
+    return (log_joint(x, z) - q.log_prob(z)).mean(0)
+
+
+def refine_gaussian(log_joint, x, loc, log_scale, steps: int, lr: float, num_samples: int = 1, max_norm: float = 5.0,
+                    differentiable: bool = False, frozen=()) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    r"""``steps`` steps of gradient ascent on each data point's own ELBO over its Gaussian :math:`(loc, \log\sigma)`,
+    :math:`\lambda_{k+1} = \lambda_k + \eta\,\min(1, c / \lVert\nabla_\lambda\rVert)\,\nabla_\lambda
+    \mathrm{ELBO}(\lambda_k)` (``lr`` :math:`\eta`, ``max_norm`` :math:`c`): the refinement of SA-VAE
+    (:class:`SemiAmortized`) and of :func:`~pyro_lid.diagnostics.amortization_gap`.
+
+    ``frozen`` parameters (the model's) get no gradient while it runs, and are restored after. With
+    ``differentiable`` (and grad mode on) the result stays a differentiable function of the initial values.
+
+    :returns: ``(loc, log_scale)``, detached unless ``differentiable``.
+    """
+    differentiable = differentiable and torch.is_grad_enabled()
+    if not differentiable:
+        loc, log_scale = loc.detach(), log_scale.detach()
+    params = [p for p in frozen if p.requires_grad]
+    with torch.enable_grad():  # also under no_grad (Predictive, evaluation)
+        for p in params:
+            p.requires_grad_(False)
+        try:
+            for _ in range(steps):
+                if not differentiable:
+                    loc, log_scale = loc.detach().requires_grad_(True), log_scale.detach().requires_grad_(True)
+                gain = gaussian_elbo(log_joint, x, loc, log_scale, num_samples).sum()
+                g_loc, g_log_scale = torch.autograd.grad(gain, [loc, log_scale], create_graph=differentiable)
+                norm = (g_loc.square().sum(-1, keepdim=True) + g_log_scale.square().sum(-1, keepdim=True)).sqrt()
+                step = lr * (max_norm / norm.clamp_min(max_norm))
+                loc = loc + step * g_loc
+                log_scale = log_scale + step * g_log_scale
+        finally:
+            for p in params:
+                p.requires_grad_(True)
+    if not differentiable:
+        loc, log_scale = loc.detach(), log_scale.detach()
+    return loc, log_scale
 
 
 class SemiAmortized:
@@ -90,9 +135,7 @@ class SemiAmortized:
 
     def local_elbo(self, x, loc, log_scale, num_samples=None) -> torch.Tensor:
         """Per-data-point ELBO estimate of :math:`q = \\mathcal{N}(loc, e^{2\\log\\sigma})`, shape ``(batch,)``."""
-        q = dist.Normal(loc, log_scale.exp()).to_event(1)
-        z = q.rsample((num_samples or self.refine_samples,))
-        return (self.log_joint(x, z) - q.log_prob(z)).mean(0)
+        return gaussian_elbo(self.log_joint, x, loc, log_scale, num_samples or self.refine_samples)
 
     def refine(self, x, loc, scale, differentiable: bool = False):
         """:math:`K` gradient-ascent steps on each point's ELBO from ``(loc, scale)``; decoder untouched.
@@ -100,30 +143,10 @@ class SemiAmortized:
         With ``differentiable`` the result stays a differentiable function of ``(loc, scale)``
         (the steps' graph is kept); the decoder's parameters are constants either way.
         """
-        differentiable = differentiable and torch.is_grad_enabled()
-        if differentiable:
-            log_scale = scale.log()
-        else:
-            loc, log_scale = loc.detach(), scale.detach().log()
-        params = [p for p in self.parameters() if p.requires_grad]
-        with torch.enable_grad():  # also under no_grad (Predictive, evaluation)
-            for p in params:
-                p.requires_grad_(False)
-            try:
-                for _ in range(self.refine_steps):
-                    if not differentiable:
-                        loc, log_scale = loc.detach().requires_grad_(True), log_scale.detach().requires_grad_(True)
-                    gain = self.local_elbo(x, loc, log_scale).sum()
-                    g_loc, g_log_scale = torch.autograd.grad(gain, [loc, log_scale], create_graph=differentiable)
-                    norm = (g_loc.square().sum(-1, keepdim=True) + g_log_scale.square().sum(-1, keepdim=True)).sqrt()
-                    step = self.refine_lr * (self.refine_max_norm / norm.clamp_min(self.refine_max_norm))
-                    loc = loc + step * g_loc
-                    log_scale = log_scale + step * g_log_scale
-            finally:
-                for p in params:
-                    p.requires_grad_(True)
-        if not differentiable:
-            loc, log_scale = loc.detach(), log_scale.detach()
+        loc, log_scale = refine_gaussian(
+            self.log_joint, x, loc, scale.log(), self.refine_steps, self.refine_lr, self.refine_samples,
+            self.refine_max_norm, differentiable, frozen=self.parameters(),
+        )  # fmt: skip
         return loc, log_scale.exp()
 
     def guide(self, x, num_data=None):
