@@ -406,3 +406,23 @@ def test_fit_trains_a_sequence_model_and_diagnostics_run():
     history = fit(lm, train, val, epochs=2, batch_size=8, progress=False, val_metrics=False, lr=1e-2)
     assert history["val_loss"][1] < history["val_loss"][0]
     assert abs(history["val_loss"][1] + lm.eval().log_prob(val).mean().item()) < 1e-4  # the NLL per sentence
+
+
+@pytest.mark.parametrize("cls", MODELS, ids=lambda c: c.__name__)
+def test_bag_of_words_encoder_adds_the_summed_word_vectors_to_the_lstm_state_and_starts_as_the_plain_one(cls):
+    x = batch(random_sentences(5, seed=3), extra_pad=2)
+    plain, bow = make(cls, seed=4), make(cls, seed=4, bag_of_words=True)
+    assert torch.equal(plain.encoder(x)[0], bow.encoder(x)[0])  # zero-initialized: the same encoder at the start
+    with torch.no_grad():
+        bow.encoder.body.word_counts.weight.normal_()
+    vectors = bow.encoder.body.word_counts.weight
+    counts = torch.zeros(x.shape[0], V, dtype=torch.float64).scatter_add_(1, x, torch.ones_like(x, dtype=torch.float64))
+    counts[:, PAD] = 0.0  # padding is no word
+    state = plain.encoder.body(x) + counts @ vectors
+    loc, scale = bow.encoder(x)
+    assert torch.allclose(loc, bow.encoder.loc(state), atol=1e-12)
+    assert torch.allclose(scale, torch.nn.functional.softplus(bow.encoder.scale(state)) + 1e-4, atol=1e-12)
+    # only the words a sentence has receive gradient through the counts
+    bow.encoder(x[:1])[0].sum().backward()
+    has_grad = bow.encoder.body.word_counts.weight.grad.abs().sum(-1) > 0
+    assert has_grad.tolist() == [bool(c) for c in (counts[0] > 0).tolist()]

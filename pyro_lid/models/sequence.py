@@ -138,17 +138,24 @@ def _check_batch(x, vocab_size: int, who: str) -> torch.Tensor:
 
 
 class _LastState(nn.Module):
-    """Embedding, LSTM and the hidden state at each row's last token (``</s>``), shape ``(B, H)``."""
+    r"""Embedding, LSTM and the hidden state at each row's last token (``</s>``), shape ``(B, H)``; with
+    ``bag_of_words``, plus :math:`\sum_t u_{x_t}`, a learned vector per word summed over the sentence (``<pad>``
+    excluded; zero at the start)."""
 
-    def __init__(self, vocab_size: int, embed_dim: int, hidden_dim: int):
+    def __init__(self, vocab_size: int, embed_dim: int, hidden_dim: int, bag_of_words: bool = False):
         super().__init__()
         self.embedding = nn.Embedding(vocab_size, embed_dim, padding_idx=PAD)
         self.lstm = nn.LSTM(embed_dim, hidden_dim, batch_first=True)
+        self.word_counts = None
+        if bag_of_words:
+            self.word_counts = nn.EmbeddingBag(vocab_size, hidden_dim, mode="sum", padding_idx=PAD)
+            nn.init.zeros_(self.word_counts.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out, _ = self.lstm(self.embedding(x))
         last = (x != PAD).sum(-1) - 1  # the LSTM reads left to right: padding after it does not reach it
-        return out.gather(1, last.view(-1, 1, 1).expand(-1, 1, out.shape[-1])).squeeze(1)
+        state = out.gather(1, last.view(-1, 1, 1).expand(-1, 1, out.shape[-1])).squeeze(1)
+        return state if self.word_counts is None else state + self.word_counts(x)
 
 
 class LSTMEncoder(GaussianEncoder):
@@ -157,11 +164,19 @@ class LSTMEncoder(GaussianEncoder):
     The :class:`~pyro_lid.models.networks.GaussianEncoder` with its MLP body replaced by
     embedding, LSTM and the state at ``</s>`` (gathered at each row's length, so padding
     never enters); its ``loc``/``scale`` heads and ``distribution`` are used as they are.
+
+    ``bag_of_words=True`` adds to that state a sum of learned word vectors, :math:`\sum_t u_{x_t} = U^\top n_x`
+    (:math:`n_x` the sentence's word counts; zero at the start, so the encoder starts as the plain one), so that
+    :math:`\mu(x)` can be linear in the counts from the first step. Why: when :math:`z` moves the logits by
+    :math:`s\,Qz` (LIDSVAE, above all with ``latent_in_lstm=False``), the score of a sentence at :math:`z = 0` is
+    :math:`s\,Q^\top(n_x - \sum_t p_t)`, linear in the counts, and so is the Laplace posterior mean
+    :math:`(I + F)^{-1}` times it; an LSTM's last state has to learn to accumulate them.
     """
 
-    def __init__(self, vocab_size: int, latent_dim: int, embed_dim: int = 256, hidden_dim: int = 256):
+    def __init__(self, vocab_size: int, latent_dim: int, embed_dim: int = 256, hidden_dim: int = 256,
+                 bag_of_words: bool = False):  # fmt: skip
         super().__init__(hidden_dim, latent_dim, hidden_dims=())
-        self.body = _LastState(vocab_size, embed_dim, hidden_dim)
+        self.body = _LastState(vocab_size, embed_dim, hidden_dim, bag_of_words)
 
 
 class OutputLayer(nn.Module):
@@ -578,6 +593,8 @@ class LSTMVAE(VAE):
     :param int max_length: default decoding length (``<s>`` and ``</s>`` included).
     :param bool latent_in_lstm: the decoder LSTM starts from and reads :math:`z` (default); ``False`` needs a
         ``head`` that reads :math:`z` (else the model would ignore it).
+    :param bool bag_of_words: the encoder also reads the sentence's word counts directly (see
+        :class:`LSTMEncoder`; default ``False``).
     :param str name: the parameter-store name (see :class:`~pyro_lid.models.VAE`).
     """
 
@@ -594,6 +611,7 @@ class LSTMVAE(VAE):
         max_length: int = 100,
         *,
         latent_in_lstm: bool = True,
+        bag_of_words: bool = False,
         name: str | None = None,
     ):
         if not latent_in_lstm and (head is None or isinstance(head, OutputLayer)):
@@ -605,11 +623,11 @@ class LSTMVAE(VAE):
             vocab_size, latent_dim, embed_dim, hidden_dim, word_dropout, head, max_length, latent_in_lstm
         )
         self.vocab_size, self.embed_dim, self.hidden_dim = vocab_size, embed_dim, hidden_dim
-        self.max_length = max_length
+        self.max_length, self.bag_of_words = max_length, bool(bag_of_words)
         super().__init__(vocab_size, latent_dim, (), beta=beta, prior=prior, decoder=decoder, name=name)
 
     def _build_encoder(self, hidden_dims):
-        return LSTMEncoder(self.vocab_size, self.latent_dim, self.embed_dim, self.hidden_dim)
+        return LSTMEncoder(self.vocab_size, self.latent_dim, self.embed_dim, self.hidden_dim, self.bag_of_words)
 
     @property
     def word_dropout(self) -> float:
@@ -775,6 +793,7 @@ class LIDSVAE(LSTMVAE):
         scale_init: float | None = None,
         latent_in_lstm: bool = True,
         subspace: torch.Tensor | None = None,
+        bag_of_words: bool = False,
         name: str | None = None,
         **brenier_kwargs,
     ):
@@ -784,7 +803,7 @@ class LIDSVAE(LSTMVAE):
         )  # fmt: skip
         self.margin, self.inner = head.injective_map.margin, inner
         super().__init__(vocab_size, latent_dim, embed_dim, hidden_dim, word_dropout, beta, prior, head, max_length,
-                         latent_in_lstm=latent_in_lstm, name=name)  # fmt: skip
+                         latent_in_lstm=latent_in_lstm, bag_of_words=bag_of_words, name=name)  # fmt: skip
 
     def injectivity_bound(self) -> torch.Tensor:
         """The guaranteed floor on every singular value of :math:`\\partial\\log p(x_t\\mid x_{<t}, z)/\\partial z`."""
