@@ -319,3 +319,14 @@ def test_comparison_example_smoke_test_runs():
     assert result.returncode == 0, result.stderr[-2000:]
     for name in ("vae", "beta_vae", "gmvae", "lidgmvae", "lidvae"):
         assert f"| {name} |" in result.stdout
+
+
+@pytest.mark.parametrize("cls, margin", [(LIDVAE, 2.0), (LIDGMVAE, 3.0)], ids=["LIDVAE", "LIDGMVAE"])
+def test_default_decoders_are_projections_with_their_documented_margin(cls, margin):
+    torch.manual_seed(0)
+    model = cls(20, 4, hidden_dims=(16,)).double()
+    g = model.decoder.injective_map
+    assert type(g).__name__ == "ProjectedInjective" and g.margin == margin
+    z = 3 * torch.randn(25, 4, dtype=torch.float64)
+    jacobian = torch.autograd.functional.jacobian(lambda v: g(v).sum(0), z).transpose(0, 1)  # (25, 20, 4)
+    assert (torch.linalg.svdvals(jacobian) >= margin * (1 - 1e-9)).all()

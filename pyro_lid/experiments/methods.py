@@ -156,7 +156,9 @@ METHODS = {
     ),
     "gmvae": Method(GMVAE, reference="Dilokthanakul et al. 2016 (mixture summed out exactly)"),
     "lidgmvae": Method(
-        LIDGMVAE, reference="LIDGMVAE with pyro-lid's default decoder (as lidvae) and the k-means start of the mixture"
+        LIDGMVAE,
+        reference="LIDGMVAE with pyro-lid's default decoder (as lidvae, at margin 3) and the k-means start of the "
+        "mixture",
     ),
     "lidgmvae_brenier": Method(
         LIDGMVAE, {"construction": "brenier"}, reference="Wang, Blei & Cunningham 2021 (the paper's decoder)"
