@@ -51,7 +51,8 @@ def amortization_gap(model, x: torch.Tensor, steps: int = 100, lr: float = 0.1, 
     :param int seed: seed of the sampling (the model's parameters are not touched).
     :returns: ``{"amortized": {...}, "optimized": {...}, "gap": tensor}``: each ELBO as a dict of per-point
         tensors ``elbo``, ``reconstruction``, ``rate`` (shape ``(batch,)``), and the per-point gap.
-    :raises ValueError: on a non-positive ``steps``, ``lr``, ``refine_samples`` or ``num_samples``.
+    :raises ValueError: on ``steps`` below 4 (one per step-size stage), or a non-positive ``lr``, ``max_norm``,
+        ``refine_samples`` or ``num_samples``.
     """
     if steps < _STAGES or not lr > 0 or refine_samples < 1 or num_samples < 1 or not max_norm > 0:
         raise ValueError(
