@@ -590,3 +590,81 @@ def test_scale_init_sets_the_diagonal_scale_and_must_exceed_the_margin():
         ProjectedInjective(K, D, margin=0.1, scale_init=0.1)
     with pytest.raises(ValueError, match="scale_init applies to inner='diagonal'"):
         ProjectedInjective(K, D, inner="brenier", scale_init=2.0)
+
+
+# ---------------------------------------------------------------------------------------------- (10) a fixed scale
+
+
+def test_a_fixed_scale_is_the_margin_exactly_and_never_trains():
+    """learn_scale=False: s = margin, a buffer; Q^T(g(z) - c) = margin * z whatever the MLP, the Jacobian's
+    singular values (by autograd) are at least the margin, and an optimizer step leaves s alone."""
+    g = perturb_(ProjectedInjective(K, D, hidden_dims=(16,), margin=1.5, learn_scale=False).double(), 0.5, 2)
+    assert torch.equal(g.scale, torch.full((K,), 1.5, dtype=F64))
+    assert not any("scale" in name for name, _ in g.named_parameters())
+    z = torch.randn(20, K, dtype=F64, generator=torch.Generator().manual_seed(0))
+    assert ((g(z) - g.offset) @ g.subspace - 1.5 * z).abs().max() < 1e-12
+    assert torch.linalg.svdvals(autograd_jacobian(g, z)).min() >= 1.5 - 1e-9
+    assert torch.equal(g.injectivity_bound(), torch.tensor(1.5, dtype=F64))
+    optimizer = torch.optim.SGD(g.parameters(), lr=0.1)
+    g(z).square().sum().backward()
+    optimizer.step()
+    assert torch.equal(g.scale, torch.full((K,), 1.5, dtype=F64))
+    reloaded = ProjectedInjective(K, D, hidden_dims=(16,), margin=1.5, learn_scale=False).double()
+    reloaded.load_state_dict(g.state_dict())
+    assert torch.equal(reloaded(z), g(z))
+    with pytest.raises(ValueError, match="learn_scale=False applies to inner='diagonal'"):
+        ProjectedInjective(K, D, inner="brenier", learn_scale=False)
+    with pytest.raises(ValueError, match="takes no scale_init"):
+        ProjectedInjective(K, D, learn_scale=False, scale_init=3.0)
+
+
+# ------------------------------------------------------------------------------------- (11) Fisher units for pixels
+
+
+def test_pixel_fisher_weights_are_the_bernoulli_variance_at_the_clamped_mean():
+    from pyro_lid.data import pixel_fisher_weights
+
+    images = torch.tensor([[1.0, 0.0, 0.2, 1.0], [0.0, 0.0, 0.4, 1.0]], dtype=F64)  # means 0.5, 0, 0.3, 1
+    expected = torch.tensor([0.25, 0.01 * 0.99, 0.3 * 0.7, 0.01 * 0.99], dtype=F64)
+    assert torch.allclose(pixel_fisher_weights(images), expected, rtol=0, atol=1e-15)
+    assert torch.allclose(pixel_fisher_weights(images, floor=0.1)[1], torch.tensor(0.09, dtype=F64))
+    for bad, message in [(torch.full((3, 4), 2.0), "finite values in \\[0, 1\\]"), (torch.ones(4), "\\(N, D\\)"),
+                         (torch.ones(0, 4), "non-empty")]:  # fmt: skip
+        with pytest.raises(ValueError, match=message):
+            pixel_fisher_weights(bad)
+    with pytest.raises(ValueError, match="floor must be a number in \\(0, 0.5\\)"):
+        pixel_fisher_weights(images, floor=0.5)
+
+
+def test_lidvae_with_the_bernoulli_metric_gives_every_direction_the_margin_squared_in_fisher_units():
+    """lidvae:metric=bernoulli: the decoder's metric is the pixels' Fisher weights W of the training split, and
+    J^T W J >= diag(s)^2 (the Fisher information of z at the mean image, whatever the MLP), while with the
+    Euclidean Q the same margin gives each direction only about mean(w) s^2."""
+    from pyro_lid.data import pixel_fisher_weights
+    from pyro_lid.experiments.methods import resolve_method
+
+    gen = torch.Generator().manual_seed(0)
+    train = torch.bernoulli(torch.rand(1, 30, generator=gen).pow(3).expand(200, 30), generator=gen)
+    weights = pixel_fisher_weights(train)
+    information = {}
+    for spec in ("lidvae:metric=bernoulli", "lidvae"):
+        model = resolve_method(spec).build(30, 3, hidden=16, icnn_hidden=8, train_data=train).double()
+        g = perturb_(model.decoder.injective_map, 0.5, 3)
+        if spec != "lidvae":
+            assert torch.allclose(g.metric_sqrt.square(), weights, rtol=1e-6)  # stored in float32, then cast
+        z = torch.randn(10, 3, dtype=F64, generator=gen)
+        jac = autograd_jacobian_of(g, z)
+        fisher = jac.transpose(-1, -2) @ (weights.unsqueeze(-1) * jac)
+        information[spec] = torch.linalg.eigvalsh(fisher).min() / g.scale.min() ** 2
+    assert information["lidvae:metric=bernoulli"] >= 1 - 1e-6
+    assert information["lidvae"] < 0.5  # a Euclidean margin is a fraction of it in Fisher units
+    with pytest.raises(ValueError, match="metric='bernoulli' needs the training split's train_data"):
+        resolve_method("lidvae:metric=bernoulli").build(30, 3, hidden=16, icnn_hidden=8)
+    with pytest.raises(ValueError, match="does not take these options"):
+        resolve_method("lidvae:metric=fisher")
+    with pytest.raises(ValueError, match="metric apply to construction='projection'"):
+        resolve_method("lidvae_brenier:metric=bernoulli")
+
+
+def autograd_jacobian_of(g, z):
+    return torch.stack([torch.autograd.functional.jacobian(g, zi.clone()) for zi in z])

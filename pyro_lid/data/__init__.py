@@ -1,6 +1,6 @@
 """Data sets: synthetic generators (built in), classical scenarios, MNIST / Fashion-MNIST from local files, text."""
 
-from .images import binarize, load_images, read_idx
+from .images import binarize, load_images, pixel_fisher_weights, read_idx
 from .pinwheel import pinwheel
 from .synthetic import synthetic_latent_data
 from .text import (
@@ -27,6 +27,7 @@ from .text import (
 __all__ = [
     "binarize",
     "load_images",
+    "pixel_fisher_weights",
     "pinwheel",
     "read_idx",
     "synthetic_latent_data",

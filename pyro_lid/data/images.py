@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-__all__ = ["read_idx", "load_images", "binarize", "DATASETS"]
+__all__ = ["read_idx", "load_images", "binarize", "pixel_fisher_weights", "DATASETS"]
 
 DATASETS = {
     "mnist": {
@@ -118,3 +118,29 @@ def binarize(images: torch.Tensor, seed: int = 0) -> torch.Tensor:
     if ((images < 0) | (images > 1)).any():
         raise ValueError("binarize expects intensities in [0, 1]")
     return torch.bernoulli(images, generator=torch.Generator().manual_seed(seed))
+
+
+def pixel_fisher_weights(images: torch.Tensor, floor: float = 0.01) -> torch.Tensor:
+    r"""The Bernoulli Fisher information of each pixel at the data's mean, :math:`w_i = \bar p_i(1 - \bar p_i)`.
+
+    :math:`\bar p_i` is pixel :math:`i`'s mean over ``images`` (``(N, D)``, values in [0, 1]), clamped to
+    :math:`[\text{floor}, 1 - \text{floor}]`, so every weight is at least :math:`\text{floor}(1 - \text{floor})`.
+    A Bernoulli with logit :math:`\ell` has Fisher information :math:`\sigma(\ell)(1 - \sigma(\ell))` in
+    :math:`\ell`: a pixel that is almost always off tells the likelihood almost nothing however far its logit
+    moves. As the ``metric`` of :class:`~pyro_lid.distributions.transforms.ProjectedInjective`
+    (``lidvae:metric=bernoulli``) this puts the decoder's margin in Fisher units at the mean image. The floor
+    bounds how far the metric can stretch a column of :math:`Q` onto a saturated pixel (by at most
+    :math:`\sqrt{0.25/w_{\min}}`, 5x at the default). Compute it from the training split only.
+
+    :param float floor: in (0, 0.5).
+    :returns: shape ``(D,)``, float64.
+    """
+    if not (isinstance(floor, (int, float)) and 0 < floor < 0.5):
+        raise ValueError(f"floor must be a number in (0, 0.5) (every weight must be positive), got {floor!r}")
+    if not isinstance(images, torch.Tensor) or images.dim() != 2 or images.shape[0] == 0:
+        got = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
+        raise ValueError(f"pixel_fisher_weights expects a non-empty (N, D) tensor of images, got {got}")
+    if not torch.isfinite(images).all() or ((images < 0) | (images > 1)).any():
+        raise ValueError("pixel_fisher_weights expects finite values in [0, 1]")
+    mean = images.to(torch.float64).mean(0).clamp(floor, 1 - floor)
+    return mean * (1 - mean)

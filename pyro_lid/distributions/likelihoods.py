@@ -179,6 +179,11 @@ class IdentifiableLikelihood(nn.Module):
         ICNN widths ``latent_hidden_dims``).
     :param bool learn_subspace: ``construction="projection"``: learn :math:`Q` (kept orthonormal, so the
         margin holds for every value it takes) instead of fixing it at a random draw.
+    :param bool learn_scale: ``construction="projection"``, ``inner="diagonal"``: learn :math:`s \ge` margin
+        (default) or fix :math:`s` = margin.
+    :param metric: ``construction="projection"``: positive weights ``(param_dim,)`` that put the margin in
+        Fisher units, e.g. :func:`~pyro_lid.data.pixel_fisher_weights` for Bernoulli pixels (see
+        :class:`~pyro_lid.distributions.transforms.ProjectedInjective`, "A metric"); default ``None``: Euclidean.
     :param family_kwargs: e.g. ``scale=0.1`` (normal) or ``num_classes=10`` (categorical).
     """
 
@@ -194,11 +199,16 @@ class IdentifiableLikelihood(nn.Module):
         margin: float = 1.0,
         inner: str = "diagonal",
         learn_subspace: bool = False,
+        learn_scale: bool = True,
+        metric: torch.Tensor | None = None,
         **family_kwargs,
     ):
         super().__init__()
-        if learn_subspace and construction != "projection":
-            raise ValueError(f"learn_subspace applies to construction='projection', not {construction!r}")
+        projection_only = {"learn_subspace": learn_subspace, "learn_scale=False": not learn_scale,
+                           "metric": metric is not None}  # fmt: skip
+        given = [name for name, used in projection_only.items() if used]
+        if given and construction != "projection":
+            raise ValueError(f"{', '.join(given)} apply to construction='projection', not {construction!r}")
         self.family = make_family(family, data_dim, **family_kwargs)
         if self.family.param_dim < latent_dim:
             raise ValueError(
@@ -218,6 +228,8 @@ class IdentifiableLikelihood(nn.Module):
                 margin=margin,
                 inner_hidden_dims=latent_hidden_dims if inner == "brenier" else None,
                 learn_subspace=learn_subspace,
+                learn_scale=learn_scale,
+                metric=metric,
             )
         else:
             raise ValueError(f"construction must be 'brenier' or 'projection', got {construction!r}")

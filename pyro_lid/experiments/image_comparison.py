@@ -148,7 +148,7 @@ def run_image_comparison(
             continue
         method = methods[name]
         pyro.set_rng_seed(seed)
-        model = method.build(data_dim, latent_dim, hidden, icnn_hidden, num_components)
+        model = method.build(data_dim, latent_dim, hidden, icnn_hidden, num_components, train_data=train)
         if device is not None:
             model.to(device)
         history = fit(

@@ -41,12 +41,33 @@ class Method:
         return options
 
     def build(
-        self, data_dim: int, latent_dim: int, hidden: int = 512, icnn_hidden: int = 512, num_components: int = 10
+        self,
+        data_dim: int,
+        latent_dim: int,
+        hidden: int = 512,
+        icnn_hidden: int = 512,
+        num_components: int = 10,
+        train_data: torch.Tensor | None = None,
     ):
-        """The model, with encoder/decoder widths shared across methods."""
+        """The model, with encoder/decoder widths shared across methods.
+
+        One option is a statistic of the training split ``train_data`` (``(N, D)`` in [0, 1]), which the caller
+        passes here: ``metric="bernoulli"`` (``lidvae:metric=bernoulli``) becomes the decoder's ``metric``, the
+        pixels' Fisher weights (:func:`~pyro_lid.data.pixel_fisher_weights`); the other value is ``"euclidean"``,
+        the default.
+        """
+        from ..data.images import pixel_fisher_weights
+
         if self.is_text:
             raise ValueError(f"{self.model_class.__name__} is a text model: build it with build_text")
         kwargs = dict(hidden_dims=(hidden, hidden), **self.model_kwargs)
+        metric = kwargs.pop("metric", "euclidean")
+        if metric not in ("euclidean", "bernoulli"):
+            raise ValueError(f"metric must be 'euclidean' or 'bernoulli', got {metric!r}")
+        if metric == "bernoulli":
+            if train_data is None:
+                raise ValueError("metric='bernoulli' needs the training split's train_data")
+            kwargs["metric"] = pixel_fisher_weights(train_data)
         if issubclass(self.model_class, GMVAE):
             kwargs["num_components"] = num_components
         if issubclass(self.model_class, (LIDVAE, LIDGMVAE)):
@@ -215,7 +236,7 @@ def resolve_method(spec: str) -> Method:
         if variant.is_text:
             variant.build_text(8, 2, 4, 4, train_tokens=_TINY_CORPUS)
         else:
-            variant.build(4, 2, hidden=4, icnn_hidden=4, num_components=2)
+            variant.build(4, 2, hidden=4, icnn_hidden=4, num_components=2, train_data=_TINY_IMAGES)
     except (TypeError, ValueError) as error:
         raise ValueError(f"{spec!r}: {name} does not take these options ({error})") from error
     return variant
@@ -224,6 +245,11 @@ def resolve_method(spec: str) -> Method:
 #: 16 sentences of two words over ids 4-7 (vocabulary 8), each word 8 times: enough corpus for ``resolve_method``
 #: to build a text variant whose options are corpus statistics (``metric=unigram``, ``subspace=topics``).
 _TINY_CORPUS = torch.tensor([[1, 4 + i % 4, 4 + (i // 4 + i) % 4, 2] for i in range(16)])
+
+
+#: Four 4-pixel binary images: enough data for ``resolve_method`` to build an image variant whose options are
+#: statistics of the training split (``metric=bernoulli``).
+_TINY_IMAGES = torch.tensor([[1.0, 0, 1, 0], [0, 1, 1, 0], [1, 1, 0, 1], [0, 0, 1, 1]])
 
 
 def file_stem(spec: str) -> str:

@@ -112,7 +112,9 @@ class ProjectedInjective(InjectiveMap):
 
     * ``inner="diagonal"``: :math:`h(z) = s\odot z`, :math:`s = \text{margin} +
       \mathrm{softplus}(\tilde s)` learned; :math:`J_h = \mathrm{diag}(s)`, singular values
-      :math:`s_i \ge` margin. The cheapest choice: :math:`h^{-1}` is a division.
+      :math:`s_i \ge` margin. The cheapest choice: :math:`h^{-1}` is a division. With
+      ``learn_scale=False``, :math:`s = \text{margin}` is fixed: the injective part is then
+      :math:`\text{margin}\cdot z`, and the margin is exact rather than a floor.
     * ``inner="brenier"``: :math:`h = \nabla\psi` a :class:`Brenier` map on
       :math:`\mathbb{R}^K` with ``alpha_floor=margin``; :math:`J_h = \nabla^2\psi`
       is symmetric with eigenvalues :math:`\ge \alpha \ge` margin. Nonlinear within the
@@ -213,6 +215,8 @@ class ProjectedInjective(InjectiveMap):
         "A metric" above.
     :param float scale_init: the diagonal inner map's initial :math:`s` (> margin; default
         :math:`\max(1, 2\,\text{margin})`).
+    :param bool learn_scale: learn the diagonal inner map's :math:`s` (default); ``False`` fixes
+        :math:`s = \text{margin}` (``inner="diagonal"`` only, without ``scale_init``).
     :param bool free_network: build the MLP :math:`m` (default); ``False`` for a map used only
         through :meth:`combine` with a free part computed elsewhere.
     :param brenier_kwargs: further :class:`Brenier` options for ``inner="brenier"``
@@ -238,6 +242,7 @@ class ProjectedInjective(InjectiveMap):
         metric: torch.Tensor | None = None,
         scale_init: float | None = None,
         subspace_init: torch.Tensor | None = None,
+        learn_scale: bool = True,
         **brenier_kwargs,
     ):
         super().__init__(cache_size=0)
@@ -260,6 +265,10 @@ class ProjectedInjective(InjectiveMap):
             raise ValueError(f"{name}: inner must be one of {', '.join(map(repr, _INNER_MAPS))}, got {inner!r}")
         if inner == "brenier" and scale_init is not None:
             raise ValueError(f"{name}: scale_init applies to inner='diagonal' (a Brenier inner map has alpha_init)")
+        if not learn_scale and inner != "diagonal":
+            raise ValueError(f"{name}: learn_scale=False applies to inner='diagonal' (s fixed at the margin)")
+        if not learn_scale and scale_init is not None:
+            raise ValueError(f"{name}: learn_scale=False fixes s at the margin; it takes no scale_init")
         if scale_init is not None and not (isinstance(scale_init, (int, float)) and scale_init > margin_value):
             raise ValueError(f"{name}: scale_init must be a number > margin={margin_value:g}, got {scale_init!r}")
         if inner == "diagonal" and (inner_hidden_dims is not None or brenier_kwargs):
@@ -329,7 +338,10 @@ class ProjectedInjective(InjectiveMap):
         else:
             self.register_buffer("subspace_basis", basis)
 
-        if inner == "diagonal":
+        self.learn_scale = bool(learn_scale)
+        if inner == "diagonal" and not self.learn_scale:
+            self.register_buffer("fixed_scale", torch.full((latent_dim,), self.margin, dtype=dtype))
+        elif inner == "diagonal":
             # s = margin + softplus(raw) starts at max(1, 2 * margin), as a Brenier map's alpha does
             start = (max(1.0, 2.0 * self.margin) if scale_init is None else float(scale_init)) - self.margin
             self.scale_raw = nn.Parameter(torch.full((latent_dim,), math.log(math.expm1(start))))
@@ -368,10 +380,13 @@ class ProjectedInjective(InjectiveMap):
 
     @property
     def scale(self) -> torch.Tensor:
-        r"""The diagonal inner map's :math:`s = \text{margin} + \mathrm{softplus}(\tilde s)`, shape ``(K,)``.
+        r"""The diagonal inner map's :math:`s = \text{margin} + \mathrm{softplus}(\tilde s)`, shape ``(K,)``
+        (the margin itself with ``learn_scale=False``).
 
         Only for ``inner="diagonal"`` (the Brenier inner map is ``inner_map``).
         """
+        if not self.learn_scale:
+            return self.fixed_scale
         return self.margin + F.softplus(self.scale_raw)
 
     def _activate(self, a: torch.Tensor) -> torch.Tensor:
