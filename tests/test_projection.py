@@ -662,7 +662,7 @@ def test_lidvae_with_the_bernoulli_metric_gives_every_direction_the_margin_squar
         resolve_method("lidvae:metric=bernoulli").build(30, 3, hidden=16, icnn_hidden=8)
     with pytest.raises(ValueError, match="does not take these options"):
         resolve_method("lidvae:metric=fisher")
-    with pytest.raises(ValueError, match="metric apply to construction='projection'"):
+    with pytest.raises(ValueError, match="metric applies to construction='projection'"):
         resolve_method("lidvae_brenier:metric=bernoulli")
 
 

@@ -291,7 +291,7 @@ def topic_directions(
     :raises ValueError: on a bad ``k``, ``weighting`` or token ids, or a corpus with fewer than :math:`k + 1`
         words seen ``min_count`` times.
     """
-    from ..distributions.transforms.projection import _orthonormal_columns
+    from ..distributions.transforms.lift import _orthonormal_columns
 
     if weighting not in ("fisher", "euclidean"):
         raise ValueError(f"weighting must be 'fisher' or 'euclidean', got {weighting!r}")

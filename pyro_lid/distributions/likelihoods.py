@@ -181,6 +181,8 @@ class IdentifiableLikelihood(nn.Module):
         margin holds for every value it takes) instead of fixing it at a random draw.
     :param bool learn_scale: ``construction="projection"``, ``inner="diagonal"``: learn :math:`s \ge` margin
         (default) or fix :math:`s` = margin.
+    :param str lift: ``construction="brenier"``: ``"zero_pad"`` (the paper's, default) or ``"learned"``
+        (:class:`~pyro_lid.distributions.transforms.LearnedLift`, orthonormal columns times scales :math:`\ge 1`).
     :param metric: ``construction="projection"``: positive weights ``(param_dim,)`` that put the margin in
         Fisher units, e.g. :func:`~pyro_lid.data.pixel_fisher_weights` for Bernoulli pixels (see
         :class:`~pyro_lid.distributions.transforms.ProjectedInjective`, "A metric"); default ``None``: Euclidean.
@@ -201,14 +203,18 @@ class IdentifiableLikelihood(nn.Module):
         learn_subspace: bool = False,
         learn_scale: bool = True,
         metric: torch.Tensor | None = None,
+        lift: str = "zero_pad",
         **family_kwargs,
     ):
         super().__init__()
+        if lift != "zero_pad" and construction != "brenier":
+            raise ValueError(f"lift applies to construction='brenier', not {construction!r}")
         projection_only = {"learn_subspace": learn_subspace, "learn_scale=False": not learn_scale,
                            "metric": metric is not None}  # fmt: skip
         given = [name for name, used in projection_only.items() if used]
         if given and construction != "projection":
-            raise ValueError(f"{', '.join(given)} apply to construction='projection', not {construction!r}")
+            verb = "applies" if len(given) == 1 else "apply"
+            raise ValueError(f"{', '.join(given)} {verb} to construction='projection', not {construction!r}")
         self.family = make_family(family, data_dim, **family_kwargs)
         if self.family.param_dim < latent_dim:
             raise ValueError(
@@ -217,7 +223,7 @@ class IdentifiableLikelihood(nn.Module):
             )
         if construction == "brenier":
             self.injective_map = InjectiveBrenier(
-                latent_dim, self.family.param_dim, latent_hidden_dims, output_hidden_dims, alpha_floor=alpha_floor
+                latent_dim, self.family.param_dim, latent_hidden_dims, output_hidden_dims, alpha_floor, lift
             )
         elif construction == "projection":
             self.injective_map = ProjectedInjective(

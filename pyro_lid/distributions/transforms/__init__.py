@@ -2,7 +2,7 @@
 
 from .brenier import Brenier, ConditionalBrenier, ConditionedBrenier, brenier, conditional_brenier
 from .injective import InjectiveBrenier, InjectiveMap, injective_brenier
-from .lift import ZeroPadLift
+from .lift import LearnedLift, ZeroPadLift
 from .projection import ProjectedInjective, projected_injective
 
 __all__ = [
@@ -11,6 +11,7 @@ __all__ = [
     "ConditionedBrenier",
     "InjectiveBrenier",
     "InjectiveMap",
+    "LearnedLift",
     "ProjectedInjective",
     "ZeroPadLift",
     "brenier",

@@ -9,7 +9,7 @@ from pyro.distributions.torch_transform import TransformModule
 from torch.distributions import constraints
 
 from .brenier import Brenier, check_event
-from .lift import ZeroPadLift
+from .lift import LearnedLift, ZeroPadLift
 
 __all__ = ["InjectiveMap", "InjectiveBrenier", "injective_brenier"]
 
@@ -66,13 +66,15 @@ class InjectiveBrenier(InjectiveMap):
 
     with Brenier maps :math:`\nabla\psi_K` on :math:`\mathbb{R}^K` and
     :math:`\nabla\psi_D` on :math:`\mathbb{R}^D` and the fixed zero-padding lift
-    :math:`L` (:class:`ZeroPadLift`). Two bijections around an injective linear map
-    give an injective map, so a likelihood :math:`p(x\mid z)` whose parameters are
-    :math:`g(z)` changes whenever :math:`z` does: :math:`z` is identifiable and the
-    posterior cannot collapse.
+    :math:`L` (:class:`ZeroPadLift`), or with ``lift="learned"`` a learned one,
+    :math:`L = Q\,\mathrm{diag}(s)` with orthonormal columns and :math:`s \ge 1` (:class:`LearnedLift`).
+    Two bijections around an injective linear map give an injective map, so a likelihood
+    :math:`p(x\mid z)` whose parameters are :math:`g(z)` changes whenever :math:`z` does:
+    :math:`z` is identifiable and the posterior cannot collapse.
 
     Its Jacobian :math:`J(z) = \nabla^2\psi_D(Lu)\,L\,\nabla^2\psi_K(z)` has smallest
-    singular value at least :math:`\alpha_D\,\alpha_K` (the strong-convexity constants):
+    singular value at least :math:`\alpha_D\,\sigma_{\min}(L)\,\alpha_K` (the strong-convexity constants;
+    :math:`\sigma_{\min}(L)` is 1 for the zero padding, :math:`\min_i s_i \ge 1` for the learned lift):
     see :meth:`injectivity_bound` and :meth:`smallest_singular_value`.
 
     The map is not bijective: :meth:`left_inverse` (also used as ``_inverse``) recovers
@@ -86,6 +88,7 @@ class InjectiveBrenier(InjectiveMap):
     :param latent_hidden_dims: ICNN widths of :math:`\psi_K`.
     :param output_hidden_dims: ICNN widths of :math:`\psi_D`.
     :param float alpha_floor: strong-convexity floor of both potentials.
+    :param str lift: ``"zero_pad"`` (the paper's, default) or ``"learned"``.
     :param kwargs: further :class:`Brenier` options applied to both maps (``alpha_init``,
         ``learn_alpha``, ``inverse_tol``, ``inverse_max_iter``, ``solver``).
     """
@@ -97,10 +100,13 @@ class InjectiveBrenier(InjectiveMap):
         latent_hidden_dims: Sequence[int] | None = None,
         output_hidden_dims: Sequence[int] | None = None,
         alpha_floor: float = 1e-2,
+        lift: str = "zero_pad",
         **kwargs,
     ):
         super().__init__(cache_size=0)  # the inner Brenier maps cache their own results
-        self.lift = ZeroPadLift(latent_dim, output_dim)
+        if lift not in ("zero_pad", "learned"):
+            raise ValueError(f"InjectiveBrenier: lift must be 'zero_pad' or 'learned', got {lift!r}")
+        self.lift = ZeroPadLift(latent_dim, output_dim) if lift == "zero_pad" else LearnedLift(latent_dim, output_dim)
         self.latent_map = Brenier(latent_dim, latent_hidden_dims, alpha_floor=alpha_floor, **kwargs)
         self.output_map = Brenier(output_dim, output_hidden_dims, alpha_floor=alpha_floor, **kwargs)
         self.latent_dim = latent_dim
@@ -119,12 +125,17 @@ class InjectiveBrenier(InjectiveMap):
         r"""The Jacobian :math:`\partial g/\partial z`, shape ``(..., D, K)``."""
         check_event(type(self).__name__, z, self.latent_dim, "latent input")
         u = self.latent_map(z)
-        outer = self.output_map.jacobian(self.lift(u))[..., : self.latent_dim]  # H_D(Lu) L
+        hessian = self.output_map.jacobian(self.lift(u))
+        if isinstance(self.lift, ZeroPadLift):
+            outer = hessian[..., : self.latent_dim]  # H_D(Lu) L, L the first K unit vectors
+        else:
+            outer = hessian @ self.lift.matrix
         return outer @ self.latent_map.jacobian(z)
 
     def injectivity_bound(self) -> torch.Tensor:
-        r"""The guaranteed lower bound :math:`\alpha_D\,\alpha_K` on every Jacobian singular value."""
-        return self.output_map.potential.alpha * self.latent_map.potential.alpha
+        r"""The guaranteed lower bound :math:`\alpha_D\,\sigma_{\min}(L)\,\alpha_K` on every Jacobian singular value."""
+        bound = self.output_map.potential.alpha * self.latent_map.potential.alpha
+        return bound if isinstance(self.lift, ZeroPadLift) else bound * self.lift.injectivity_bound()
 
 
 def injective_brenier(latent_dim: int, output_dim: int, **kwargs) -> InjectiveBrenier:

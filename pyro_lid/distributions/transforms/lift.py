@@ -1,12 +1,39 @@
-r"""The fixed injective lift :math:`L:\mathbb{R}^K\to\mathbb{R}^D`, zero padding."""
+r"""Injective linear lifts :math:`L:\mathbb{R}^K\to\mathbb{R}^D`: zero padding (fixed), or orthonormal columns
+times positive scales (learned)."""
 
 from __future__ import annotations
 
+import math
+
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
+from pyro.distributions.torch_transform import TransformModule
 from torch.distributions import Transform, constraints
 
-__all__ = ["ZeroPadLift"]
+__all__ = ["LearnedLift", "ZeroPadLift"]
+
+
+def _orthonormal_columns(matrix: torch.Tensor) -> torch.Tensor:
+    r"""The :math:`Q` factor of the QR decomposition of ``matrix`` with :math:`\mathrm{diag}(R) > 0`.
+
+    That choice of signs makes :math:`Q` unique, deterministic and a smooth function of a
+    full-rank ``matrix`` (LAPACK's own signs are arbitrary). Computed in float64 for
+    float16/bfloat16 inputs (which ``torch.linalg.qr`` does not support), in the input's dtype otherwise.
+    """
+    work = matrix if matrix.dtype in (torch.float32, torch.float64) else matrix.double()
+    q, r = torch.linalg.qr(work)
+    diag = r.diagonal(dim1=-2, dim2=-1)
+    q = q * torch.where(diag < 0, -torch.ones_like(diag), torch.ones_like(diag)).unsqueeze(-2)
+    return q.to(matrix.dtype)
+
+
+def _check_dims(latent_dim, output_dim):
+    if not (isinstance(latent_dim, int) and isinstance(output_dim, int) and 1 <= latent_dim <= output_dim):
+        raise ValueError(
+            f"the lift needs integers 1 <= latent_dim <= output_dim, got latent_dim={latent_dim!r}, "
+            f"output_dim={output_dim!r} (an injective map cannot lower the dimension)"
+        )
 
 
 class ZeroPadLift(Transform):
@@ -26,11 +53,7 @@ class ZeroPadLift(Transform):
 
     def __init__(self, latent_dim: int, output_dim: int):
         super().__init__(cache_size=0)
-        if not (isinstance(latent_dim, int) and isinstance(output_dim, int) and 1 <= latent_dim <= output_dim):
-            raise ValueError(
-                f"the lift needs integers 1 <= latent_dim <= output_dim, got latent_dim={latent_dim!r}, "
-                f"output_dim={output_dim!r} (an injective map cannot lower the dimension)"
-            )
+        _check_dims(latent_dim, output_dim)
         self.latent_dim = latent_dim
         self.output_dim = output_dim
 
@@ -61,3 +84,70 @@ class ZeroPadLift(Transform):
 
     def log_abs_det_jacobian(self, x, y):
         return torch.zeros(x.shape[:-1], dtype=x.dtype, device=x.device)  # L^T L = I: unit volume element
+
+
+class LearnedLift(TransformModule):
+    r"""A learned injective linear lift :math:`L u = Q\,(s\odot u)`: orthonormal columns times positive scales.
+
+    :math:`Q` (:math:`D\times K`, :math:`Q^\top Q = I`) is the sign-fixed QR factor of a free parameter, a smooth
+    function of it; :math:`s = \text{floor} + \mathrm{softplus}(\tilde s)`. The singular values of :math:`L`
+    are exactly :math:`s`, so it is injective with margin :math:`\min_i s_i \ge` ``floor``, and its left
+    inverse is :math:`L^+ v = (Q^\top v)/s`. It starts at the zero padding (:math:`Q` = the first :math:`K`
+    unit vectors) with :math:`s` = ``scale_init``; in
+    :class:`~pyro_lid.distributions.transforms.InjectiveBrenier` (``lift="learned"``) it lets training choose
+    the :math:`K`-dimensional subspace and scales in which :math:`\nabla\psi_D` receives the latents.
+
+    :param int latent_dim: :math:`K`.
+    :param int output_dim: :math:`D \ge K`.
+    :param float floor: the margin, > 0 (default 1: never below the zero padding's unit singular values).
+    :param float scale_init: the initial :math:`s`, > floor (default ``floor`` + 0.01).
+    """
+
+    domain = constraints.real_vector
+    codomain = constraints.real_vector
+    bijective = False
+
+    def __init__(self, latent_dim: int, output_dim: int, floor: float = 1.0, scale_init: float | None = None):
+        super().__init__(cache_size=0)
+        _check_dims(latent_dim, output_dim)
+        if isinstance(floor, bool) or not isinstance(floor, (int, float)) or not (0 < floor < math.inf):
+            raise ValueError(f"LearnedLift: floor must be a finite number > 0 (its margin), got {floor!r}")
+        scale_init = floor + 0.01 if scale_init is None else scale_init
+        if isinstance(scale_init, bool) or not isinstance(scale_init, (int, float)) or not scale_init > floor:
+            raise ValueError(f"LearnedLift: scale_init must be a number > floor={floor:g}, got {scale_init!r}")
+        self.latent_dim, self.output_dim, self.floor = latent_dim, output_dim, float(floor)
+        self.basis_raw = nn.Parameter(torch.eye(output_dim, latent_dim))
+        self.scale_raw = nn.Parameter(torch.full((latent_dim,), math.log(math.expm1(scale_init - floor))))
+
+    @property
+    def basis(self) -> torch.Tensor:
+        """:math:`Q`, shape ``(D, K)``, orthonormal columns."""
+        return _orthonormal_columns(self.basis_raw)
+
+    @property
+    def scale(self) -> torch.Tensor:
+        """:math:`s`, shape ``(K,)``, every entry at least ``floor``."""
+        return self.floor + F.softplus(self.scale_raw)
+
+    @property
+    def matrix(self) -> torch.Tensor:
+        r"""The :math:`D\times K` matrix :math:`Q\,\mathrm{diag}(s)` of the lift."""
+        return self.basis * self.scale
+
+    def injectivity_bound(self) -> torch.Tensor:
+        r""":math:`\min_i s_i`, the smallest singular value of :math:`L` (at least ``floor``)."""
+        return self.scale.min()
+
+    def _call(self, u: torch.Tensor) -> torch.Tensor:
+        return u @ self.matrix.transpose(-1, -2)
+
+    def _inverse(self, v: torch.Tensor) -> torch.Tensor:
+        return self.left_inverse(v)
+
+    def left_inverse(self, v: torch.Tensor) -> torch.Tensor:
+        r""":math:`(Q^\top v)/s`: exact on the image of :math:`L`, a least-squares solution elsewhere."""
+        return (v @ self.basis) / self.scale
+
+    def log_abs_det_jacobian(self, x, y):
+        r""":math:`\sum_i \log s_i`, the log volume element :math:`\tfrac12\log\det L^\top L` (constant in x)."""
+        return self.scale.log().sum().expand(x.shape[:-1])

@@ -11,25 +11,12 @@ import torch.nn.functional as F
 
 from .brenier import Brenier, check_event
 from .injective import InjectiveMap
+from .lift import _orthonormal_columns
 
 __all__ = ["ProjectedInjective", "projected_injective"]
 
 _INNER_MAPS = ("diagonal", "brenier")
 _ACTIVATIONS = ("relu", "softplus")
-
-
-def _orthonormal_columns(matrix: torch.Tensor) -> torch.Tensor:
-    r"""The :math:`Q` factor of the QR decomposition of ``matrix`` with :math:`\mathrm{diag}(R) > 0`.
-
-    That choice of signs makes :math:`Q` unique, deterministic and a smooth function of a
-    full-rank ``matrix`` (LAPACK's own signs are arbitrary). Computed in float64 for
-    float16/bfloat16 inputs (which ``torch.linalg.qr`` does not support), in the input's dtype otherwise.
-    """
-    work = matrix if matrix.dtype in (torch.float32, torch.float64) else matrix.double()
-    q, r = torch.linalg.qr(work)
-    diag = r.diagonal(dim1=-2, dim2=-1)
-    q = q * torch.where(diag < 0, -torch.ones_like(diag), torch.ones_like(diag)).unsqueeze(-2)
-    return q.to(matrix.dtype)
 
 
 def _project_out(matrix: torch.Tensor, basis: torch.Tensor | None) -> torch.Tensor:
