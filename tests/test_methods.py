@@ -418,3 +418,17 @@ def test_a_variant_overrides_one_option_of_a_named_method_and_refuses_a_misspelt
         with pytest.raises(ValueError, match=message):
             resolve_method(bad)
     assert file_stem("lidvae_projection:margin=3") == "lidvae_projection-margin=3"
+
+
+def test_image_step_benchmark_times_every_setting_against_the_vae():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parent.parent / "examples" / "benchmarks" / "image_step.py"
+    result = subprocess.run([sys.executable, str(script), "--quick", "--models", "lidvae,lidvae:inner=brenier@8"],
+                            capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = [line.split("|") for line in result.stdout.splitlines() if line.startswith("| ") and "ms per" not in line]
+    assert [row[1].strip() for row in rows] == ["vae", "lidvae", "lidvae:inner=brenier@8"]  # the VAE is added
+    assert float(rows[0][3]) == 1.0 and all(float(row[2]) > 0 for row in rows)
