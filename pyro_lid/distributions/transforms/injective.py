@@ -125,17 +125,12 @@ class InjectiveBrenier(InjectiveMap):
         r"""The Jacobian :math:`\partial g/\partial z`, shape ``(..., D, K)``."""
         check_event(type(self).__name__, z, self.latent_dim, "latent input")
         u = self.latent_map(z)
-        hessian = self.output_map.jacobian(self.lift(u))
-        if isinstance(self.lift, ZeroPadLift):
-            outer = hessian[..., : self.latent_dim]  # H_D(Lu) L, L the first K unit vectors
-        else:
-            outer = hessian @ self.lift.matrix
+        outer = self.lift.right_multiply(self.output_map.jacobian(self.lift(u)))  # H_D(Lu) L
         return outer @ self.latent_map.jacobian(z)
 
     def injectivity_bound(self) -> torch.Tensor:
         r"""The guaranteed lower bound :math:`\alpha_D\,\sigma_{\min}(L)\,\alpha_K` on every Jacobian singular value."""
-        bound = self.output_map.potential.alpha * self.latent_map.potential.alpha
-        return bound if isinstance(self.lift, ZeroPadLift) else bound * self.lift.injectivity_bound()
+        return self.output_map.potential.alpha * self.lift.injectivity_bound() * self.latent_map.potential.alpha
 
 
 def injective_brenier(latent_dim: int, output_dim: int, **kwargs) -> InjectiveBrenier:

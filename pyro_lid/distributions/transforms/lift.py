@@ -82,6 +82,14 @@ class ZeroPadLift(Transform):
         r""":math:`L^\top v`: exact on the image of :math:`L`, the orthogonal projection elsewhere."""
         return v[..., : self.latent_dim]
 
+    def right_multiply(self, m: torch.Tensor) -> torch.Tensor:
+        r""":math:`M L`, shape ``(..., r, K)``, for ``m`` of shape ``(..., r, D)``: its first :math:`K` columns."""
+        return m[..., : self.latent_dim]
+
+    def injectivity_bound(self) -> float:
+        """1, the smallest singular value of :math:`L` (:math:`L^\\top L = I`)."""
+        return 1.0
+
     def log_abs_det_jacobian(self, x, y):
         return torch.zeros(x.shape[:-1], dtype=x.dtype, device=x.device)  # L^T L = I: unit volume element
 
@@ -137,6 +145,10 @@ class LearnedLift(TransformModule):
     def injectivity_bound(self) -> torch.Tensor:
         r""":math:`\min_i s_i`, the smallest singular value of :math:`L` (at least ``floor``)."""
         return self.scale.min()
+
+    def right_multiply(self, m: torch.Tensor) -> torch.Tensor:
+        r""":math:`M L = M Q\,\mathrm{diag}(s)`, shape ``(..., r, K)``, for ``m`` of shape ``(..., r, D)``."""
+        return m @ self.matrix
 
     def _call(self, u: torch.Tensor) -> torch.Tensor:
         return u @ self.matrix.transpose(-1, -2)
