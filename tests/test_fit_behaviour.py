@@ -345,3 +345,74 @@ def test_batch_kl_tracking_refuses_a_prior_without_a_closed_form_kl():
             track_batch_kl=True,
             progress=False,
         )
+
+
+# ------------------------------------------------------------------ per-parameter learning rates
+def _one_sgd_step(lr_multipliers=None, strategy="standard", **options):
+    """The parameters of a small VAE before and after one full-batch SGD step of ``fit``."""
+    pyro.set_rng_seed(0)
+    model = VAE(12, 2, **SMALL)
+    before = {k: v.detach().clone() for k, v in model.named_parameters()}
+    data = torch.bernoulli(intensities(40))
+    val = torch.bernoulli(intensities(20, seed=9)) if strategy == "lagging" else None
+    fit(model, data, val, epochs=1, batch_size=40, optimizer=torch.optim.SGD, lr=0.1, seed=1, progress=False,
+        precision="64-true",
+        lr_multipliers=lr_multipliers, strategy=strategy, **options)  # fmt: skip
+    return {k: v.detach() - before[k] for k, v in model.named_parameters()}
+
+
+@pytest.mark.parametrize("strategy", ["standard", "lagging"])
+def test_lr_multipliers_scale_exactly_the_matched_parameters_steps(strategy):
+    # SGD's step is -lr * grad: the same seed and data give the same gradient, so a multiplier of 0.25 on the
+    # decoder must make each decoder step exactly a quarter of the base step and leave the encoder's alone
+    base = _one_sgd_step(strategy=strategy)
+    scaled = _one_sgd_step({"decoder.*": 0.25}, strategy=strategy)
+    assert any(k.startswith("decoder.") for k in base) and any(k.startswith("encoder.") for k in base)
+    for key, step in base.items():
+        factor = 0.25 if key.startswith("decoder.") else 1.0
+        assert step.abs().max() > 0, key
+        torch.testing.assert_close(scaled[key], factor * step, rtol=1e-9, atol=1e-12, msg=key)
+
+
+@pytest.mark.parametrize(
+    "multipliers, match",
+    [
+        ({"dekoder.*": 0.5}, r"'dekoder\.\*' matches no parameter"),
+        ({"decoder.*": 0.0}, r"'decoder\.\*'.*> 0"),
+        ({"decoder.*": float("nan")}, r"'decoder\.\*'.*> 0"),
+        ({"decoder.*": 0.5, "*.bias": 2.0}, r"decoder\.\S*bias.*'decoder\.\*'.*'\*\.bias'"),
+        (["decoder.*"], "a mapping"),
+    ],
+    ids=["unmatched", "zero", "nan", "overlap", "not-a-mapping"],
+)
+def test_lr_multipliers_refuse_what_would_train_silently_wrong(multipliers, match):
+    with pytest.raises(ValueError, match=match):
+        fit(VAE(12, 2, **SMALL), torch.bernoulli(intensities(40)), epochs=1, progress=False,
+            lr_multipliers=multipliers)  # fmt: skip
+
+
+@pytest.mark.parametrize("lr", [0.0, -1e-3, float("inf"), "1e-3"])
+def test_fit_refuses_a_learning_rate_that_is_not_a_positive_number(lr):
+    with pytest.raises(ValueError, match="lr must be a finite number > 0"):
+        fit(VAE(12, 2, **SMALL), torch.bernoulli(intensities(40)), epochs=1, progress=False, lr=lr)
+
+
+def test_resume_keeps_the_lr_multipliers_and_refuses_other_ones(tmp_path):
+    from pyro_lid.infer.checkpoints import CheckpointError
+
+    train = torch.bernoulli(intensities(80))
+    init = {k: v.clone() for k, v in VAE(12, 2, **SMALL).state_dict().items()}
+    options = dict(batch_size=40, seed=2, progress=False, lr=0.05, lr_multipliers={"decoder.*": 0.1})
+
+    straight = VAE(12, 2, **SMALL)
+    straight.load_state_dict(init)
+    fit(straight, train, epochs=2, **options)
+    resumed = VAE(12, 2, **SMALL)
+    resumed.load_state_dict(init)
+    checkpoint = tmp_path / "run.pt"
+    fit(resumed, train, epochs=1, checkpoint=checkpoint, **options)
+    fit(resumed, train, epochs=2, checkpoint=checkpoint, resume=True, **options)
+    for key, value in straight.state_dict().items():
+        assert torch.equal(value, resumed.state_dict()[key]), key
+    with pytest.raises(CheckpointError, match="lr_multipliers"):
+        fit(resumed, train, epochs=3, checkpoint=checkpoint, resume=True, **{**options, "lr_multipliers": None})

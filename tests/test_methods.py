@@ -420,6 +420,23 @@ def test_a_variant_overrides_one_option_of_a_named_method_and_refuses_a_misspelt
     assert file_stem("lidvae_projection:margin=3") == "lidvae_projection-margin=3"
 
 
+def test_potential_lr_is_a_fit_option_that_scales_exactly_the_brenier_potentials():
+    from pyro_lid.experiments.methods import resolve_method
+    from pyro_lid.infer.engine.learning_rates import resolve_lr_multipliers
+
+    for spec, maps in [("lidvae:inner=brenier:potential_lr=0.3", 1), ("lidvae_brenier:potential_lr=0.3", 2)]:
+        variant = resolve_method(spec)
+        assert "potential_lr" not in variant.model_kwargs
+        multipliers = variant.fit_options(10)["lr_multipliers"]
+        model = variant.build(20, 4, hidden=16, icnn_hidden=16)
+        factors = resolve_lr_multipliers(model, multipliers)
+        potentials = {n for n, _ in model.named_parameters() if ".potential." in n}
+        assert set(factors) == potentials and set(factors.values()) == {0.3}
+        assert len({n.split(".potential.")[0] for n in potentials}) == maps
+    with pytest.raises(ValueError, match="matches no parameter"):  # the diagonal inner map has no potential
+        resolve_method("lidvae:potential_lr=0.3")
+
+
 def test_image_step_benchmark_times_every_setting_against_the_vae():
     import subprocess
     import sys

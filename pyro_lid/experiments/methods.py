@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ..infer.engine.learning_rates import resolve_lr_multipliers
 from ..infer.schedules import KLSchedule
 from ..models import BNLSTMVAE, BNVAE, GMVAE, ILLIDVAE, LIDGMVAE, LIDSVAE, LIDVAE, LSTMVAE, SALSTMVAE, SAVAE, VAE
 
@@ -213,7 +214,8 @@ def _parse_value(text: str):
 
 def resolve_method(spec: str) -> Method:
     """The method a name or a variant names: ``"lidvae_projection"``, or ``"lidvae_projection:margin=3"``
-    (``name:key=value[:key=value...]``), which overrides the named method's model options.
+    (``name:key=value[:key=value...]``), which overrides the named method's model options (and its ``fit``
+    options, for the keys of ``_FIT_OPTIONS``: ``lidvae:inner=brenier:potential_lr=0.3``).
 
     A variant lets a study sweep a lever (a margin, an inner map) without a registry entry per value;
     the spec is the row's name in every results file, so the setting is never lost.
@@ -222,24 +224,33 @@ def resolve_method(spec: str) -> Method:
     if name not in METHODS:
         raise ValueError(f"unknown model {name!r} in {spec!r}; choose from {sorted(METHODS)}")
     method = METHODS[name]
-    overrides = {}
+    overrides, fit_overrides = {}, {}
     for assignment in assignments:
         key, sep, value = assignment.partition("=")
         if not sep or not key:
             raise ValueError(f"{spec!r}: expected name:key=value[:key=value...], got the part {assignment!r}")
-        overrides[key] = _parse_value(value)
-    if not overrides:
+        if key in _FIT_OPTIONS:
+            fit_overrides.update(_FIT_OPTIONS[key](_parse_value(value)))
+        else:
+            overrides[key] = _parse_value(value)
+    if not overrides and not fit_overrides:
         return method
-    variant = Method(method.model_class, {**method.model_kwargs, **overrides}, method.fit_kwargs,
+    variant = Method(method.model_class, {**method.model_kwargs, **overrides}, {**method.fit_kwargs, **fit_overrides},
                      f"{method.reference} [with {', '.join(assignments)}]", method.pretrain_fraction)  # fmt: skip
     try:  # a misspelt option fails here, before any model trains
         if variant.is_text:
             variant.build_text(8, 2, 4, 4, train_tokens=_TINY_CORPUS)
         else:
-            variant.build(4, 2, hidden=4, icnn_hidden=4, num_components=2, train_data=_TINY_IMAGES)
+            tiny = variant.build(4, 2, hidden=4, icnn_hidden=4, num_components=2, train_data=_TINY_IMAGES)
+            resolve_lr_multipliers(tiny, variant.fit_kwargs.get("lr_multipliers"))
     except (TypeError, ValueError) as error:
         raise ValueError(f"{spec!r}: {name} does not take these options ({error})") from error
     return variant
+
+
+#: Variant options that are ``fit`` options, not model options: ``potential_lr=m`` trains every Brenier potential
+#: (the ICNNs of the decoder, ``decoder.*.potential.*``) at ``m`` times the learning rate of the other parameters.
+_FIT_OPTIONS = {"potential_lr": lambda m: {"lr_multipliers": {"decoder.*.potential.*": m}}}
 
 
 #: 16 sentences of two words over ids 4-7 (vocabulary 8), each word 8 times: enough corpus for ``resolve_method``

@@ -219,17 +219,22 @@ def training_config(
     seed: int,
     strategy: str,
     pretrain_epochs: int,
+    lr_multipliers=None,
 ) -> dict:
     """What a resumed run must share with the run that wrote the checkpoint (see the module's description).
 
     :param loss: the ELBO in use (its class and settings such as ``num_particles`` are recorded).
     :param kl_schedule: the :class:`~pyro_lid.infer.schedules.KLSchedule` in use (its kind and parameters).
+    :param lr_multipliers: ``fit``'s per-parameter multipliers, recorded only when given (so that checkpoints
+        written before the option existed still resume).
     """
+    multipliers = {"lr_multipliers": {str(k): float(v) for k, v in lr_multipliers.items()}} if lr_multipliers else {}
     return {
         "model": _describe_model(model),
         "batch_size": batch_size,
         "optimizer": optimizer,
         "lr": lr,
+        **multipliers,
         "clip_norm": clip_norm,
         "loss": _scalars(loss, _NOT_LOSS_CONFIG),
         "kl_schedule": _scalars(kl_schedule),

@@ -9,6 +9,7 @@ with a plain ``SVI(model.model, model.guide, optim, Trace_ELBO())`` written by h
 from __future__ import annotations
 
 import io
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
@@ -30,6 +31,7 @@ from .engine.callbacks.validation import evaluate as _validate
 from .engine.checks import check_fit_arguments, check_sharding, optimizer_class
 from .engine.history import History, TrainingDiverged
 from .engine.launch import make_fabric, quiet_lightning, train_in_process
+from .engine.learning_rates import is_positive_number, resolve_lr_multipliers
 from .engine.strategies import make_strategy
 from .free_bits import FreeBitsELBO
 from .schedules import make_schedule
@@ -46,6 +48,7 @@ def fit(
     batch_size: int = 100,
     optimizer="adam",
     lr: float = 1e-3,
+    lr_multipliers: Mapping[str, float] | None = None,
     clip_norm: float | None = None,
     loss=None,
     kl_schedule=None,
@@ -82,6 +85,11 @@ def fit(
         ``val_loss`` (and with ``val_metrics`` KL, AU and MI) are recorded.
     :param batch_size: the *global* mini-batch: with several processes each trains on its share of it.
     :param optimizer: ``"adam"``, ``"rmsprop"``, ``"clipped_adam"`` or a ``torch.optim.Optimizer`` class.
+    :param lr: the learning rate (a finite number > 0).
+    :param lr_multipliers: ``{pattern: m}``: every parameter whose name in ``model.named_parameters()`` matches
+        the :mod:`fnmatch` pattern trains with ``m * lr`` (e.g. ``{"decoder.*.potential.*": 0.3}``); a pattern
+        that matches nothing, two patterns that match one parameter, or ``m`` not > 0 are refused
+        (:mod:`~pyro_lid.infer.engine.learning_rates`).
     :param clip_norm: clip each parameter's gradient norm to this value.
     :param loss: an ELBO (default ``model.default_loss()``, i.e. ``Trace_ELBO``).
     :param kl_schedule: ``None``/``"constant"``, ``"linear"``, ``"cyclical"`` or a :class:`KLSchedule`.
@@ -131,6 +139,9 @@ def fit(
         checkpoint=checkpoint, resume=resume, early_stopping_patience=early_stopping_patience,
         dynamic_binarization=dynamic_binarization,
     )  # fmt: skip
+    if not is_positive_number(lr):
+        raise ValueError(f"lr must be a finite number > 0, got {lr!r}")
+    resolve_lr_multipliers(model, lr_multipliers)  # refused here, before any training
     config = None
     if checkpoint is not None:  # what a resumed run must share with this one (the data's fingerprints too)
         config = training_config(
@@ -139,7 +150,7 @@ def fit(
             loss=FreeBitsELBO(free_bits) if free_bits is not None else (loss or model.default_loss()),
             kl_schedule=make_schedule(kl_schedule), free_bits=free_bits, dynamic_binarization=dynamic_binarization,
             seed=seed, strategy=strategy if isinstance(strategy, str) else type(strategy).__name__,
-            pretrain_epochs=pretrain_epochs,
+            pretrain_epochs=pretrain_epochs, lr_multipliers=lr_multipliers,
         )  # fmt: skip
     loggers = make_loggers(logger, log_dir)
     with quiet_lightning(devices == 1 and num_nodes == 1):
@@ -165,6 +176,7 @@ def fit(
     loop_options = dict(
         strategy=recipe, callbacks=pieces, epochs=epochs, batch_size=batch_size, seed=seed,
         elbo=loss or model.default_loss(), optimizer=optimizer_class(optimizer), optim_args={"lr": lr},
+        lr_multipliers=lr_multipliers,
         clip_args={"clip_norm": clip_norm} if clip_norm is not None else None,
         dynamic_binarization=dynamic_binarization, progress=progress, autocast=str(precision).endswith("-mixed"),
     )  # fmt: skip

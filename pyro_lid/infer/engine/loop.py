@@ -29,6 +29,7 @@ from ..aggressive import ParamSubsetOptim
 from ..param_scope import set_aside_param_store
 from .callbacks.base import Callback
 from .history import History, TrainingDiverged
+from .learning_rates import PerParameterArgs, resolve_lr_multipliers
 from .rng import rng_state, set_rng_state
 from .svi import FabricSVI
 
@@ -39,6 +40,7 @@ class TrainingLoop:
     """Train ``model`` on ``train_data`` with ``strategy`` and ``callbacks`` on a launched ``fabric``.
 
     :param optimizer: a ``torch.optim.Optimizer`` class, wrapped per parameter by Pyro (``optim_args``, ``clip_args``).
+    :param lr_multipliers: ``{pattern: m}``: the parameters whose names match take ``m`` times ``optim_args["lr"]``.
     :param elbo: the objective (a callback such as :class:`~.callbacks.FreeBits` may replace it in ``setup``).
     :param autocast: evaluate the ELBO under ``fabric.autocast()`` (mixed precision).
     """
@@ -56,6 +58,7 @@ class TrainingLoop:
         elbo,
         optimizer=torch.optim.Adam,
         optim_args=None,
+        lr_multipliers=None,
         clip_args=None,
         seed: int = 0,
         dynamic_binarization: bool = False,
@@ -66,6 +69,7 @@ class TrainingLoop:
         self.strategy, self.callbacks = strategy, list(callbacks)
         self.epochs, self.batch_size, self.elbo, self.seed = epochs, batch_size, elbo, seed
         self.optimizer, self.optim_args, self.clip_args = optimizer, optim_args or {"lr": 1e-3}, clip_args or None
+        self.lr_factors = resolve_lr_multipliers(model, lr_multipliers)
         self.dynamic_binarization, self.progress, self.autocast = dynamic_binarization, progress, autocast
         self.world_size, self.global_rank = fabric.world_size, fabric.global_rank
         self.is_global_zero = self.global_rank == 0
@@ -83,10 +87,14 @@ class TrainingLoop:
 
     # ------------------------------------------------------------------ what strategies build with
     def make_optim(self, params=None) -> PyroOptim:
-        """A Pyro optimizer over all parameters, or (``params``) stepping only those."""
+        """A Pyro optimizer over all parameters, or (``params``) stepping only those; each parameter's
+        learning rate is ``lr`` times its multiplier (:mod:`~pyro_lid.infer.engine.learning_rates`)."""
+        args = dict(self.optim_args)
+        if self.lr_factors:
+            args = PerParameterArgs(self.model, args, self.lr_factors)
         if params is None:
-            return PyroOptim(self.optimizer, dict(self.optim_args), self.clip_args)
-        return ParamSubsetOptim(self.optimizer, dict(self.optim_args), params, self.clip_args)
+            return PyroOptim(self.optimizer, args, self.clip_args)
+        return ParamSubsetOptim(self.optimizer, args, params, self.clip_args)
 
     def make_svi(self, optim) -> FabricSVI:
         """SVI on the model and guide with ``optim`` and the loop's ELBO; gradients averaged across processes."""
