@@ -437,6 +437,20 @@ def test_potential_lr_is_a_fit_option_that_scales_exactly_the_brenier_potentials
         resolve_method("lidvae:potential_lr=0.3")
 
 
+def test_icnn_depth_sets_the_number_of_hidden_layers_of_every_potential():
+    from pyro_lid.experiments.methods import resolve_method
+
+    for depth in (1, 3):
+        model = resolve_method(f"lidvae_brenier:icnn_depth={depth}").build(20, 4, hidden=16, icnn_hidden=8)
+        potentials = [m for n, m in model.named_modules() if n.endswith(".potential")]
+        assert len(potentials) == 2 and all(p.hidden_dims == [8] * depth for p in potentials)
+    default = resolve_method("lidvae:inner=brenier").build(20, 4, hidden=16, icnn_hidden=8)
+    assert default.decoder.injective_map.inner_map.potential.hidden_dims == [8, 8]
+    for bad in ("lidvae:inner=brenier:icnn_depth=0", "vae:icnn_depth=2"):
+        with pytest.raises(ValueError, match="icnn_depth"):
+            resolve_method(bad)
+
+
 def test_image_step_benchmark_times_every_setting_against_the_vae():
     import subprocess
     import sys

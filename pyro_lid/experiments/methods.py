@@ -55,7 +55,8 @@ class Method:
         One option is a statistic of the training split ``train_data`` (``(N, D)`` in [0, 1]), which the caller
         passes here: ``metric="bernoulli"`` (``lidvae:metric=bernoulli``) becomes the decoder's ``metric``, the
         pixels' Fisher weights (:func:`~pyro_lid.data.pixel_fisher_weights`); the other value is ``"euclidean"``,
-        the default.
+        the default. The option ``icnn_depth`` (default 2, ``lidvae:inner=brenier:icnn_depth=3``) is the number of
+        hidden layers of every ICNN potential, each ``icnn_hidden`` wide.
         """
         from ..data.images import pixel_fisher_weights
 
@@ -71,8 +72,13 @@ class Method:
             kwargs["metric"] = pixel_fisher_weights(train_data)
         if issubclass(self.model_class, GMVAE):
             kwargs["num_components"] = num_components
+        depth = kwargs.pop("icnn_depth", 2)
+        if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
+            raise ValueError(f"icnn_depth must be an integer >= 1, got {depth!r}")
         if issubclass(self.model_class, (LIDVAE, LIDGMVAE)):
-            kwargs["icnn_hidden_dims"] = (icnn_hidden, icnn_hidden)
+            kwargs["icnn_hidden_dims"] = (icnn_hidden,) * depth
+        elif "icnn_depth" in self.model_kwargs:
+            raise ValueError(f"icnn_depth: {self.model_class.__name__} has no ICNN potential")
         return self.model_class(data_dim, latent_dim, **kwargs)
 
     @property
