@@ -3,13 +3,19 @@ second with one clear message instead of after a finished training run."""
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 from pathlib import Path
 
 import torch
 
-__all__ = ["resolve_device", "writable_dir", "writable_file"]
+__all__ = ["is_positive_number", "resolve_device", "writable_dir", "writable_file"]
+
+
+def is_positive_number(value) -> bool:
+    """Whether ``value`` is a finite real number > 0 (not a bool, not a string): a rate, a margin, a multiplier."""
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value) and value > 0
 
 
 def resolve_device(device) -> torch.device | None:

@@ -21,13 +21,15 @@ CONFIGS = [  # (inner, learn_subspace, activation): every code path of the map
     ("diagonal", True, "softplus"),
     ("brenier", False, "softplus"),
     ("brenier", True, "relu"),
+    ("residual", False, "relu"),
+    ("residual", True, "softplus"),
 ]
 CONFIG_IDS = [f"{i}-{'learnedQ' if q else 'fixedQ'}-{a}" for i, q, a in CONFIGS]
 
 
 def make(inner="diagonal", learn_subspace=False, activation="relu", scale=0.5, seed=1, **kwargs):
     """A float64 map with every parameter moved away from its initialization (a curved map)."""
-    if inner == "brenier":
+    if inner != "diagonal":
         kwargs = {"inner_hidden_dims": [6, 5], **kwargs}
     g = projected_injective(
         K, D, hidden_dims=(16, 16), inner=inner, learn_subspace=learn_subspace, activation=activation, **kwargs
@@ -39,6 +41,8 @@ def inner_reference(g, z):
     """h(z), computed from the public pieces without going through g."""
     if g.inner == "diagonal":
         return g.scale * z
+    if g.inner == "residual":
+        return g.inner_map.scale * (z + g.inner_map.residual(z))
     return g.inner_map.potential.gradient(z.reshape(-1, K)).reshape(z.shape)
 
 
@@ -58,10 +62,9 @@ def perturb_mlp_(g, scale, seed):
 def push_inner_to_its_floor_(g):
     """Make the inner map's guaranteed margin equal to ``margin`` (up to softplus(-30) = 1e-13)."""
     with torch.no_grad():
-        if g.inner == "diagonal":
-            g.scale_raw.fill_(-30.0)
-        else:
-            g.inner_map.potential.alpha_raw.fill_(-30.0)
+        raw = {"diagonal": lambda: g.scale_raw, "brenier": lambda: g.inner_map.potential.alpha_raw,
+               "residual": lambda: g.inner_map.scale_raw}[g.inner]()  # fmt: skip
+        raw.fill_(-30.0)
 
 
 def gram_error(q):
@@ -185,12 +188,17 @@ def test_jacobian_matches_autograd_and_respects_the_margin(inner, learn_subspace
     assert torch.allclose(g.log_volume_element(z[:5]), expected, rtol=1e-10, atol=1e-10)
 
 
-@pytest.mark.parametrize("inner", ["diagonal", "brenier"])
+@pytest.mark.parametrize("inner", ["diagonal", "brenier", "residual"])
 def test_injectivity_bound_is_at_least_the_margin_whatever_the_parameters(inner):
     for margin in (0.3, 1.0, 2.5):
         g = make(inner, margin=margin, scale=2.0)
         push_inner_to_its_floor_(g)
         assert g.injectivity_bound().item() >= margin * (1 - 1e-12)
+        if inner == "residual":  # the bound is min(a) (1 - c), a = margin / (1 - c) + softplus(raw)
+            with torch.no_grad():
+                g.inner_map.scale_raw.fill_(3.0)
+            assert g.injectivity_bound().item() >= margin + 3.0 * (1 - g.inner_map.contraction)
+            continue
         with torch.no_grad():
             (g.scale_raw if inner == "diagonal" else g.inner_map.potential.alpha_raw).fill_(3.0)
         assert g.injectivity_bound().item() >= margin + 3.0  # margin + softplus(3)
@@ -261,7 +269,7 @@ def test_parameter_gradients_match_finite_differences(inner, learn_subspace, act
 # ---------------------------------------------------------------------------------------------- (6) no_grad, shapes
 
 
-@pytest.mark.parametrize("inner", ["diagonal", "brenier"])
+@pytest.mark.parametrize("inner", ["diagonal", "brenier", "residual"])
 @pytest.mark.parametrize("batch_shape", [(), (3,), (2, 3)])
 def test_works_under_no_grad_and_for_any_batch_shape(inner, batch_shape):
     g = make(inner, scale=0.5)
@@ -282,7 +290,7 @@ def test_works_under_no_grad_and_for_any_batch_shape(inner, batch_shape):
     assert torch.allclose(y.reshape(-1, D), torch.stack([g(row) for row in flat]), rtol=0, atol=1e-13)
 
 
-@pytest.mark.parametrize("inner", ["diagonal", "brenier"])
+@pytest.mark.parametrize("inner", ["diagonal", "brenier", "residual"])
 def test_nothing_goes_stale_after_a_parameter_update(inner):
     g = make(inner, learn_subspace=True, scale=0.5)
     z = torch.randn(5, K, dtype=F64)
@@ -325,7 +333,7 @@ def test_bad_input_raises_naming_the_problem():
             ProjectedInjective(K, D, margin=margin)
     with pytest.raises(ValueError, match="inner must be one of 'diagonal', 'brenier'"):
         ProjectedInjective(K, D, inner="triangular")
-    with pytest.raises(ValueError, match="inner_hidden_dims, solver only apply to inner='brenier'"):
+    with pytest.raises(ValueError, match="inner_hidden_dims, solver only apply to a nonlinear inner map"):
         ProjectedInjective(K, D, inner_hidden_dims=[4], solver="newton")
     with pytest.raises(ValueError, match="activation must be one of"):
         ProjectedInjective(K, D, activation="tanh")

@@ -175,8 +175,9 @@ class IdentifiableLikelihood(nn.Module):
     :param float margin: ``construction="projection"``: every singular value of
         :math:`\partial g/\partial z` is at least ``margin``.
     :param str inner: ``construction="projection"``: ``"diagonal"`` (:math:`h(z) = s\odot z`,
-        :math:`s \ge` margin) or ``"brenier"`` (a Brenier map with strong convexity ``margin``,
-        ICNN widths ``latent_hidden_dims``).
+        :math:`s \ge` margin), ``"brenier"`` (a Brenier map with strong convexity ``margin``,
+        ICNN widths ``latent_hidden_dims``) or ``"residual"`` (a contractive residual map with singular
+        values :math:`\ge` margin, widths ``latent_hidden_dims``).
     :param bool learn_subspace: ``construction="projection"``: learn :math:`Q` (kept orthonormal, so the
         margin holds for every value it takes) instead of fixing it at a random draw.
     :param bool learn_scale: ``construction="projection"``, ``inner="diagonal"``: learn :math:`s \ge` margin
@@ -232,7 +233,7 @@ class IdentifiableLikelihood(nn.Module):
                 hidden_dims=output_hidden_dims or (512,),
                 inner=inner,
                 margin=margin,
-                inner_hidden_dims=latent_hidden_dims if inner == "brenier" else None,
+                inner_hidden_dims=latent_hidden_dims if inner != "diagonal" else None,
                 learn_subspace=learn_subspace,
                 learn_scale=learn_scale,
                 metric=metric,

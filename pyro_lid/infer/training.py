@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from .._checks import is_positive_number
 from .checkpoints import training_config
 from .engine.callbacks import (
     Checkpointing,
@@ -31,7 +32,7 @@ from .engine.callbacks.validation import evaluate as _validate
 from .engine.checks import check_fit_arguments, check_sharding, optimizer_class
 from .engine.history import History, TrainingDiverged
 from .engine.launch import make_fabric, quiet_lightning, train_in_process
-from .engine.learning_rates import is_positive_number, resolve_lr_multipliers
+from .engine.learning_rates import resolve_lr_multipliers
 from .engine.strategies import make_strategy
 from .free_bits import FreeBitsELBO
 from .schedules import make_schedule

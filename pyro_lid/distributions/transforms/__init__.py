@@ -4,11 +4,13 @@ from .brenier import Brenier, ConditionalBrenier, ConditionedBrenier, brenier, c
 from .injective import InjectiveBrenier, InjectiveMap, injective_brenier
 from .lift import LearnedLift, ZeroPadLift
 from .projection import ProjectedInjective, projected_injective
+from .residual import ContractiveResidual
 
 __all__ = [
     "Brenier",
     "ConditionalBrenier",
     "ConditionedBrenier",
+    "ContractiveResidual",
     "InjectiveBrenier",
     "InjectiveMap",
     "LearnedLift",

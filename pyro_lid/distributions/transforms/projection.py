@@ -12,10 +12,11 @@ import torch.nn.functional as F
 from .brenier import Brenier, check_event
 from .injective import InjectiveMap
 from .lift import _orthonormal_columns
+from .residual import ContractiveResidual
 
 __all__ = ["ProjectedInjective", "projected_injective"]
 
-_INNER_MAPS = ("diagonal", "brenier")
+_INNER_MAPS = ("diagonal", "brenier", "residual")
 _ACTIVATIONS = ("relu", "softplus")
 
 
@@ -106,8 +107,12 @@ class ProjectedInjective(InjectiveMap):
       :math:`\mathbb{R}^K` with ``alpha_floor=margin``; :math:`J_h = \nabla^2\psi`
       is symmetric with eigenvalues :math:`\ge \alpha \ge` margin. Nonlinear within the
       subspace; :math:`h^{-1}` is a Newton solve.
+    * ``inner="residual"``: :math:`h(z) = a\odot(z + f(z))` a :class:`ContractiveResidual` map
+      (:math:`f` an MLP with :math:`\mathrm{Lip}(f) \le c < 1`, :math:`a \ge \text{margin}/(1-c)`);
+      :math:`\sigma_{\min}(J_h) \ge \min_i a_i (1 - c) \ge` margin. Nonlinear, not a gradient
+      map; :math:`h^{-1}` is a fixed-point iteration.
 
-    :meth:`injectivity_bound` reports :math:`\min_i s_i` or :math:`\alpha` (never below
+    :meth:`injectivity_bound` reports :math:`\min_i s_i`, :math:`\alpha` or :math:`\min_i a_i(1-c)` (never below
     ``margin``); :meth:`smallest_singular_value` the actual value at given :math:`z`.
 
     **The subspace.** By default :math:`Q` is *fixed*: the sign-fixed QR factor of a
@@ -186,15 +191,15 @@ class ProjectedInjective(InjectiveMap):
     :param int latent_dim: :math:`K`.
     :param int output_dim: :math:`D \ge K`.
     :param hidden_dims: hidden widths of the MLP :math:`m` (``()`` makes it affine).
-    :param str inner: ``"diagonal"`` or ``"brenier"``, the injective map :math:`h`.
+    :param str inner: ``"diagonal"``, ``"brenier"`` or ``"residual"``, the injective map :math:`h`.
     :param float margin: the floor (> 0) on every singular value of the Jacobian.
     :param bool learn_subspace: learn :math:`Q` (default: fixed).
     :param int subspace_seed: seed of the fixed draw of :math:`Q` (the initial value if learned).
     :param subspace_init: a ``(D, K)`` matrix of full column rank whose span is :math:`Q`'s instead of a random draw
         (projected off ``orthogonal_to``, then orthonormalized; the initial value if learned), e.g. a corpus's
         :func:`~pyro_lid.data.topic_directions`; not with ``metric``. Default ``None``: the seeded draw.
-    :param inner_hidden_dims: ICNN widths of the Brenier inner map (``inner="brenier"`` only;
-        default :class:`Brenier`'s).
+    :param inner_hidden_dims: hidden widths of the nonlinear inner map: the ICNN of ``inner="brenier"``
+        or :math:`f` of ``inner="residual"`` (default: the class's own).
     :param str activation: ``"relu"`` or ``"softplus"``, the MLP's hidden activation.
     :param orthogonal_to: a ``(D,)`` vector or ``(D, r)`` matrix (:math:`K \le D - r`); :math:`Q` is
         orthogonal to its span (default ``None``: no constraint).
@@ -206,8 +211,10 @@ class ProjectedInjective(InjectiveMap):
         :math:`s = \text{margin}` (``inner="diagonal"`` only, without ``scale_init``).
     :param bool free_network: build the MLP :math:`m` (default); ``False`` for a map used only
         through :meth:`combine` with a free part computed elsewhere.
-    :param brenier_kwargs: further :class:`Brenier` options for ``inner="brenier"``
-        (``alpha_init``, ``learn_alpha``, ``inverse_tol``, ``inverse_max_iter``, ``solver``).
+    :param inner_kwargs: further options of the inner map: :class:`Brenier`'s for ``inner="brenier"``
+        (``alpha_init``, ``learn_alpha``, ``inverse_tol``, ``inverse_max_iter``, ``solver``),
+        :class:`ContractiveResidual`'s for ``inner="residual"`` (``contraction``, ``inverse_tol``,
+        ``inverse_max_iter``).
 
     References: Y. Wang, D. M. Blei, J. P. Cunningham, "Posterior Collapse and Latent
     Variable Non-identifiability", NeurIPS 2021.
@@ -230,7 +237,7 @@ class ProjectedInjective(InjectiveMap):
         scale_init: float | None = None,
         subspace_init: torch.Tensor | None = None,
         learn_scale: bool = True,
-        **brenier_kwargs,
+        **inner_kwargs,
     ):
         super().__init__(cache_size=0)
         name = type(self).__name__
@@ -250,17 +257,17 @@ class ProjectedInjective(InjectiveMap):
             )
         if inner not in _INNER_MAPS:
             raise ValueError(f"{name}: inner must be one of {', '.join(map(repr, _INNER_MAPS))}, got {inner!r}")
-        if inner == "brenier" and scale_init is not None:
-            raise ValueError(f"{name}: scale_init applies to inner='diagonal' (a Brenier inner map has alpha_init)")
+        if inner != "diagonal" and scale_init is not None:
+            raise ValueError(f"{name}: scale_init applies to inner='diagonal', not inner={inner!r}")
         if not learn_scale and inner != "diagonal":
             raise ValueError(f"{name}: learn_scale=False applies to inner='diagonal' (s fixed at the margin)")
         if not learn_scale and scale_init is not None:
             raise ValueError(f"{name}: learn_scale=False fixes s at the margin; it takes no scale_init")
         if scale_init is not None and not (isinstance(scale_init, (int, float)) and scale_init > margin_value):
             raise ValueError(f"{name}: scale_init must be a number > margin={margin_value:g}, got {scale_init!r}")
-        if inner == "diagonal" and (inner_hidden_dims is not None or brenier_kwargs):
-            given = (["inner_hidden_dims"] if inner_hidden_dims is not None else []) + sorted(brenier_kwargs)
-            raise ValueError(f"{name}: {', '.join(given)} only apply to inner='brenier', not inner='diagonal'")
+        if inner == "diagonal" and (inner_hidden_dims is not None or inner_kwargs):
+            given = (["inner_hidden_dims"] if inner_hidden_dims is not None else []) + sorted(inner_kwargs)
+            raise ValueError(f"{name}: {', '.join(given)} only apply to a nonlinear inner map, not inner='diagonal'")
         if activation not in _ACTIVATIONS:
             raise ValueError(
                 f"{name}: activation must be one of {', '.join(map(repr, _ACTIVATIONS))}, got {activation!r}"
@@ -332,8 +339,10 @@ class ProjectedInjective(InjectiveMap):
             # s = margin + softplus(raw) starts at max(1, 2 * margin), as a Brenier map's alpha does
             start = (max(1.0, 2.0 * self.margin) if scale_init is None else float(scale_init)) - self.margin
             self.scale_raw = nn.Parameter(torch.full((latent_dim,), math.log(math.expm1(start))))
+        elif inner == "brenier":
+            self.inner_map = Brenier(latent_dim, inner_hidden_dims, alpha_floor=self.margin, **inner_kwargs)
         else:
-            self.inner_map = Brenier(latent_dim, inner_hidden_dims, alpha_floor=self.margin, **brenier_kwargs)
+            self.inner_map = ContractiveResidual(latent_dim, inner_hidden_dims, margin=self.margin, **inner_kwargs)
 
         sizes = [latent_dim, *hidden_dims, output_dim] if self.free_network else []
         self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
@@ -413,13 +422,15 @@ class ProjectedInjective(InjectiveMap):
         return self.inner_map._call(z)  # not through __call__: Pyro's one-slot cache would go stale on training
 
     def inner_inverse(self, u: torch.Tensor) -> torch.Tensor:
-        """:math:`h^{-1}(u)`, shape ``(..., K)``: a division, or the Brenier map's Newton solve."""
+        """:math:`h^{-1}(u)`, shape ``(..., K)``: a division, the Brenier map's Newton solve or the residual
+        map's fixed-point iteration."""
         if self.inner == "diagonal":
             return u / self.scale
         return self.inner_map._inverse(u)
 
     def inner_jacobian(self, z: torch.Tensor) -> torch.Tensor:
-        r""":math:`\partial h/\partial z`, shape ``(..., K, K)``: :math:`\mathrm{diag}(s)` or :math:`\nabla^2\psi`."""
+        r""":math:`\partial h/\partial z`, shape ``(..., K, K)``: :math:`\mathrm{diag}(s)`, :math:`\nabla^2\psi`
+        or :math:`\mathrm{diag}(a)(I + J_f)`."""
         if self.inner == "diagonal":
             return torch.diag_embed(self.scale.expand(z.shape))
         return self.inner_map.jacobian(z)
@@ -508,7 +519,8 @@ class ProjectedInjective(InjectiveMap):
         bound is divided by :math:`\lVert L\rVert = \max_i\sqrt{w_i}` (in the metric's own norm it is
         the inner bound itself).
         """
-        bound = self.scale.min() if self.inner == "diagonal" else self.inner_map.potential.alpha
+        bound = {"diagonal": lambda: self.scale.min(), "brenier": lambda: self.inner_map.potential.alpha,
+                 "residual": lambda: self.inner_map.injectivity_bound()}[self.inner]()  # fmt: skip
         return bound if self.metric_sqrt is None else bound / self.metric_sqrt.max()
 
     # ----------------------------------------------------------------------------------------- dtype

@@ -10,15 +10,11 @@ Pyro builds one ``torch.optim`` optimizer per parameter (:class:`pyro.optim.Pyro
 from __future__ import annotations
 
 import fnmatch
-import math
 from collections.abc import Mapping
 
-__all__ = ["PerParameterArgs", "is_positive_number", "resolve_lr_multipliers"]
+from ..._checks import is_positive_number
 
-
-def is_positive_number(value) -> bool:
-    """Whether ``value`` is a finite real number > 0 (not a bool, not a string): a learning rate or a multiplier."""
-    return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value) and value > 0
+__all__ = ["PerParameterArgs", "resolve_lr_multipliers"]
 
 
 def resolve_lr_multipliers(model, lr_multipliers) -> dict[str, float]:
