@@ -291,6 +291,11 @@ class Brenier(ConditionedBrenier, TransformModule):
         potential = ICNN(input_dim, hidden_dims, alpha_floor, alpha_init, learn_alpha)
         super().__init__(potential, None, inverse_tol, inverse_max_iter, solver)
 
+    def injectivity_bound(self) -> torch.Tensor:
+        r"""The guaranteed floor :math:`\alpha` on every eigenvalue of :math:`\nabla^2\psi`, so on every singular
+        value of the Jacobian (the strong-convexity constant, at least ``alpha_floor``)."""
+        return self.potential.alpha
+
 
 class ConditionalBrenier(ConditionalTransformModule):
     r"""A Brenier map conditioned on a context: :math:`y = \nabla_x\psi(x; c)`.

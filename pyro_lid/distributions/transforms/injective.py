@@ -130,7 +130,7 @@ class InjectiveBrenier(InjectiveMap):
 
     def injectivity_bound(self) -> torch.Tensor:
         r"""The guaranteed lower bound :math:`\alpha_D\,\sigma_{\min}(L)\,\alpha_K` on every Jacobian singular value."""
-        return self.output_map.potential.alpha * self.lift.injectivity_bound() * self.latent_map.potential.alpha
+        return self.output_map.injectivity_bound() * self.lift.injectivity_bound() * self.latent_map.injectivity_bound()
 
 
 def injective_brenier(latent_dim: int, output_dim: int, **kwargs) -> InjectiveBrenier:

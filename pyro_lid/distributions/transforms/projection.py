@@ -519,8 +519,7 @@ class ProjectedInjective(InjectiveMap):
         bound is divided by :math:`\lVert L\rVert = \max_i\sqrt{w_i}` (in the metric's own norm it is
         the inner bound itself).
         """
-        bound = {"diagonal": lambda: self.scale.min(), "brenier": lambda: self.inner_map.potential.alpha,
-                 "residual": lambda: self.inner_map.injectivity_bound()}[self.inner]()  # fmt: skip
+        bound = self.scale.min() if self.inner == "diagonal" else self.inner_map.injectivity_bound()
         return bound if self.metric_sqrt is None else bound / self.metric_sqrt.max()
 
     # ----------------------------------------------------------------------------------------- dtype
