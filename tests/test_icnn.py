@@ -6,29 +6,35 @@ from pyro_lid.nn import ICNN, PICNN
 from .helpers import perturb_
 
 
-def make(kind, n, c=3):
-    net = ICNN(n, [16, 12, 8]) if kind == "icnn" else PICNN(n, c, [16, 12, 8], [10])
+def make(kind, n, c=3, **options):
+    net = ICNN(n, [16, 12, 8], **options) if kind == "icnn" else PICNN(n, c, [16, 12, 8], [10], **options)
     return perturb_(net.double(), 0.7)
+
+
+#: the activation's sharpness and the output weights' gain (ICNN options): the closed forms hold for every value
+SHAPES = [{}, {"sharpness": 0.3, "output_gain": 3.0}, {"sharpness": 4.0, "output_gain": 0.5}]
 
 
 def context_for(kind, batch, c=3):
     return None if kind == "icnn" else torch.randn(batch, c, dtype=torch.float64)
 
 
+@pytest.mark.parametrize("options", SHAPES)
 @pytest.mark.parametrize("kind", ["icnn", "picnn"])
 @pytest.mark.parametrize("n", [1, 2, 7])
-def test_closed_form_gradient_matches_autograd(kind, n):
-    net = make(kind, n)
+def test_closed_form_gradient_matches_autograd(kind, n, options):
+    net = make(kind, n, **options)
     ctx = context_for(kind, 9)
     x = 2 * torch.randn(9, n, dtype=torch.float64, requires_grad=True)
     expected = torch.autograd.grad(net(x, ctx).sum(), x)[0]
     assert torch.allclose(net.gradient(x, ctx), expected, atol=1e-12, rtol=0)
 
 
+@pytest.mark.parametrize("options", SHAPES)
 @pytest.mark.parametrize("kind", ["icnn", "picnn"])
-def test_hessian_and_hvp_match_autograd(kind):
+def test_hessian_and_hvp_match_autograd(kind, options):
     n = 5
-    net = make(kind, n)
+    net = make(kind, n, **options)
     ctx = context_for(kind, 6)
     x = 2 * torch.randn(6, n, dtype=torch.float64)
     expected = torch.stack(
@@ -63,8 +69,9 @@ def test_hessian_is_spd_with_eigenvalues_above_alpha_floor(kind):
     assert eig.max() > 2 * net.alpha_floor
 
 
-def test_potential_is_convex_along_random_segments():
-    net = make("icnn", 3)
+@pytest.mark.parametrize("options", SHAPES)
+def test_potential_is_convex_along_random_segments(options):
+    net = make("icnn", 3, **options)
     a, b = 3 * torch.randn(2, 500, 3, dtype=torch.float64)
     t = torch.rand(500, 1, dtype=torch.float64)
     lhs = net(t * a + (1 - t) * b)
@@ -95,6 +102,31 @@ def test_derivatives_work_under_no_grad(kind):
         g, h, hv = net.gradient(x, ctx), net.hessian(x, ctx), net.hvp(x, x, ctx)
     assert not g.requires_grad and g.shape == (4, 3) and h.shape == (4, 3, 3) and hv.shape == (4, 3)
     assert torch.allclose(g, net.gradient(x, ctx).detach())
+
+
+def test_sharpness_and_output_gain_define_the_potential():
+    """One layer written out by hand: psi(x) = gain * softplus(v~) . softplus(beta a) / beta + w.x + alpha/2 |x|^2,
+    a = W x + b; and the gain scales the network term of the map exactly (same parameters, gain 1 against 3)."""
+    beta, gain = 2.5, 3.0
+    net = perturb_(ICNN(3, [6], sharpness=beta, output_gain=gain).double(), 0.7)
+    x = torch.randn(7, 3, dtype=torch.float64)
+    a = x @ net.input_weights[0].T + net.biases[0]
+    v = gain * min(1.0, 3 / 6) * torch.nn.functional.softplus(net.output_weight_raw)
+    expected = torch.nn.functional.softplus(beta * a) / beta @ v + x @ net.linear + 0.5 * net.alpha * (x * x).sum(-1)
+    assert torch.allclose(net(x), expected, atol=1e-12, rtol=0)
+    plain = ICNN(3, [6], sharpness=beta).double()
+    plain.load_state_dict(net.state_dict())
+    network_term = lambda m: m.gradient(x) - m.linear - m.alpha * x  # noqa: E731
+    assert torch.allclose(network_term(net), gain * network_term(plain), atol=1e-12, rtol=0)
+
+
+@pytest.mark.parametrize("option", ["sharpness", "output_gain"])
+@pytest.mark.parametrize("value", [0.0, -1.0, float("nan"), float("inf"), True, "2"])
+def test_bad_sharpness_and_output_gain_are_rejected(option, value):
+    with pytest.raises(ValueError, match=f"{option} must be a finite number > 0"):
+        ICNN(2, **{option: value})
+    with pytest.raises(ValueError, match=option):
+        PICNN(2, 1, **{option: value})
 
 
 def test_parameters_get_gradients_through_closed_form_map():

@@ -451,6 +451,26 @@ def test_icnn_depth_sets_the_number_of_hidden_layers_of_every_potential():
             resolve_method(bad)
 
 
+def test_sharpness_and_output_gain_reach_every_icnn_potential():
+    from pyro_lid.experiments.methods import resolve_method
+
+    for spec, count in (
+        ("lidvae:inner=brenier:sharpness=2:output_gain=3", 1),
+        ("lidvae_brenier:sharpness=2:output_gain=3", 2),
+    ):
+        model = resolve_method(spec).build(20, 4, hidden=16, icnn_hidden=4)
+        potentials = [m for n, m in model.named_modules() if n.endswith(".potential")]
+        assert len(potentials) == count and all(p.sharpness == 2.0 for p in potentials)
+        assert all(p.output_scale == 3.0 * min(1.0, p.input_dim / 4) for p in potentials)
+    default = resolve_method("lidvae:inner=brenier").build(20, 4, hidden=16, icnn_hidden=4)
+    assert default.decoder.injective_map.inner_map.potential.sharpness == 1.0
+    for bad in ("lidvae:sharpness=2", "lidvae:inner=residual:output_gain=2"):
+        with pytest.raises(ValueError, match="set the ICNN potentials of construction='brenier' or inner='brenier'"):
+            resolve_method(bad)
+    with pytest.raises(ValueError, match="sharpness must be a finite number > 0"):
+        resolve_method("lidvae:inner=brenier:sharpness=0")
+
+
 def test_image_step_benchmark_times_every_setting_against_the_vae():
     import subprocess
     import sys

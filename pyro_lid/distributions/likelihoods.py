@@ -187,6 +187,10 @@ class IdentifiableLikelihood(nn.Module):
     :param metric: ``construction="projection"``: positive weights ``(param_dim,)`` that put the margin in
         Fisher units, e.g. :func:`~pyro_lid.data.pixel_fisher_weights` for Bernoulli pixels (see
         :class:`~pyro_lid.distributions.transforms.ProjectedInjective`, "A metric"); default ``None``: Euclidean.
+    :param float output_gain: scale of the output weights of every ICNN potential (``construction="brenier"``
+        or ``inner="brenier"``; :class:`~pyro_lid.nn.ICNN`, default 1).
+    :param float sharpness: :math:`\beta` of the ICNN activations :math:`\mathrm{softplus}(\beta a)/\beta`
+        (same maps; default 1).
     :param family_kwargs: e.g. ``scale=0.1`` (normal) or ``num_classes=10`` (categorical).
     """
 
@@ -205,9 +209,19 @@ class IdentifiableLikelihood(nn.Module):
         learn_scale: bool = True,
         metric: torch.Tensor | None = None,
         lift: str = "zero_pad",
+        output_gain: float | None = None,
+        sharpness: float | None = None,
         **family_kwargs,
     ):
         super().__init__()
+        potential_options = {
+            name: value for name, value in (("output_gain", output_gain), ("sharpness", sharpness)) if value is not None
+        }
+        if potential_options and not (construction == "brenier" or inner == "brenier"):
+            raise ValueError(
+                f"{', '.join(potential_options)} set the ICNN potentials of construction='brenier' or "
+                f"inner='brenier'; construction={construction!r} with inner={inner!r} has none"
+            )
         if lift != "zero_pad" and construction != "brenier":
             raise ValueError(f"lift applies to construction='brenier', not {construction!r}")
         projection_only = {"learn_subspace": learn_subspace, "learn_scale=False": not learn_scale,
@@ -224,7 +238,13 @@ class IdentifiableLikelihood(nn.Module):
             )
         if construction == "brenier":
             self.injective_map = InjectiveBrenier(
-                latent_dim, self.family.param_dim, latent_hidden_dims, output_hidden_dims, alpha_floor, lift
+                latent_dim,
+                self.family.param_dim,
+                latent_hidden_dims,
+                output_hidden_dims,
+                alpha_floor,
+                lift,
+                **potential_options,
             )
         elif construction == "projection":
             self.injective_map = ProjectedInjective(
@@ -237,6 +257,7 @@ class IdentifiableLikelihood(nn.Module):
                 learn_subspace=learn_subspace,
                 learn_scale=learn_scale,
                 metric=metric,
+                **potential_options,
             )
         else:
             raise ValueError(f"construction must be 'brenier' or 'projection', got {construction!r}")

@@ -1,6 +1,8 @@
 r"""Strongly convex potentials: input-convex neural networks with closed-form derivatives.
 
-A fully input-convex network (Amos et al. 2017) with softplus activations,
+A fully input-convex network (Amos et al. 2017) with softplus activations of sharpness
+:math:`\beta` (:math:`s(a) = \mathrm{softplus}(\beta a)/\beta`; :math:`\beta = 1` by default, larger is closer
+to a ReLU, smaller closer to a linear map),
 
 .. math::
 
@@ -9,9 +11,10 @@ A fully input-convex network (Amos et al. 2017) with softplus activations,
     \psi(x) = v^\top s(a_{L-1}) + w^\top x + \tfrac{\alpha}{2}\lVert x \rVert^2,
 
 is convex in :math:`x` whenever :math:`U_k \ge 0` and :math:`v \ge 0` elementwise,
-because :math:`s = \mathrm{softplus}` is convex and non-decreasing. Both are
+because :math:`s` is convex and non-decreasing. Both are
 positive by reparameterization (:math:`U_k = \mathrm{softplus}(\tilde U_k)/\text{fan\_in}`,
-:math:`v = \mathrm{softplus}(\tilde v)\min(1, n/\text{width})`), never by clamping, so
+:math:`v = \gamma\,\mathrm{softplus}(\tilde v)\min(1, n/\text{width})` with the output gain
+:math:`\gamma`, 1 by default), never by clamping, so
 no unit is dead and the network is convex from the first step. At initialization the
 linear term cancels the network's gradient at the origin, so :math:`\nabla\psi(0) = 0`. The quadratic term
 with :math:`\alpha \ge \alpha_{\min} > 0` makes :math:`\psi` *strongly* convex, so
@@ -49,6 +52,8 @@ from typing import NamedTuple
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from .._checks import is_positive_number
 
 __all__ = ["ICNN", "PICNN"]
 
@@ -102,6 +107,10 @@ class ICNN(nn.Module):
     :param float alpha_init: initial :math:`\alpha` (must exceed ``alpha_floor``; default
         ``max(1, 2 * alpha_floor)``).
     :param bool learn_alpha: learn :math:`\alpha` (through softplus, above the floor).
+    :param float output_gain: :math:`\gamma > 0`, the scale of the output weights :math:`v`, so of the
+        network term at initialization and of how fast Adam moves the map (default 1).
+    :param float sharpness: :math:`\beta > 0` of the activation :math:`\mathrm{softplus}(\beta a)/\beta`
+        (default 1): its curvature :math:`\beta\sigma(\beta a)(1-\sigma(\beta a))` peaks at :math:`\beta/4`.
     """
 
     def __init__(
@@ -111,6 +120,8 @@ class ICNN(nn.Module):
         alpha_floor: float = 1e-2,
         alpha_init: float | None = None,
         learn_alpha: bool = True,
+        output_gain: float = 1.0,
+        sharpness: float = 1.0,
     ):
         super().__init__()
         hidden_dims = [64, 64] if hidden_dims is None else list(hidden_dims)
@@ -123,12 +134,16 @@ class ICNN(nn.Module):
                 f"alpha_floor must be a finite number > 0 (it is the strong-convexity "
                 f"constant that makes the Brenier map injective), got {alpha_floor!r}"
             )
+        for option, value in (("output_gain", output_gain), ("sharpness", sharpness)):
+            if not is_positive_number(value):
+                raise ValueError(f"{option} must be a finite number > 0, got {value!r}")
         alpha_init = max(1.0, 2.0 * alpha_floor) if alpha_init is None else alpha_init
         if not alpha_init > alpha_floor:
             raise ValueError(f"alpha_init ({alpha_init!r}) must be larger than alpha_floor ({alpha_floor!r})")
         self.input_dim = input_dim
         self.hidden_dims = [int(h) for h in hidden_dims]
         self.alpha_floor = float(alpha_floor)
+        self.sharpness = float(sharpness)
 
         self.input_weights = nn.ParameterList(
             [nn.Parameter(torch.randn(h, input_dim) / math.sqrt(input_dim)) for h in self.hidden_dims]
@@ -147,7 +162,7 @@ class ICNN(nn.Module):
         # 1/fan_in rule) kept a 784-dimensional decoder map near the identity for whole epochs
         # (Fashion-MNIST LIDVAE, 2 epochs: -487 nats against -311 with v = 1). min(1, n / width) gives
         # v = 1 for wide inputs and keeps low-dimensional maps close to the identity at initialization.
-        self.output_scale = min(1.0, input_dim / self.hidden_dims[-1])
+        self.output_scale = float(output_gain) * min(1.0, input_dim / self.hidden_dims[-1])
         self.linear = nn.Parameter(torch.zeros(input_dim))
         with torch.no_grad():  # centre the map: grad psi(0) = 0 at initialization
             none = [None] * self.num_layers
@@ -178,10 +193,18 @@ class ICNN(nn.Module):
 
     @property
     def output_weight(self) -> torch.Tensor:
-        r"""Positive :math:`v = \mathrm{softplus}(\tilde v)\cdot\min(1, n/\text{width})` (see ``__init__``)."""
+        r"""Positive :math:`v = \gamma\,\mathrm{softplus}(\tilde v)\cdot\min(1, n/\text{width})` (see ``__init__``)."""
         return F.softplus(self.output_weight_raw) * self.output_scale
 
     # ----------------------------------------------------------------- internals
+    def _activation(self, a: torch.Tensor) -> torch.Tensor:
+        """:math:`s(a) = \\mathrm{softplus}(\\beta a)/\\beta`."""
+        return _softplus(self.sharpness * a) / self.sharpness
+
+    def _slope(self, a: torch.Tensor) -> torch.Tensor:
+        """:math:`s'(a) = \\sigma(\\beta a)`; the curvature is :math:`s''(a) = \\beta s'(a)(1 - s'(a))`."""
+        return torch.sigmoid(self.sharpness * a)
+
     def _modulation(self, x: torch.Tensor, context: torch.Tensor | None) -> _Modulation:
         if context is not None:
             raise ValueError("ICNN takes no context; use PICNN for a potential conditioned on a context")
@@ -212,7 +235,7 @@ class ICNN(nn.Module):
                 a = a + F.linear(z if gz is None else z * gz, weights[k])
             pre.append(a)
             if k < self.num_layers - 1 or last_activation:
-                z = _softplus(a)
+                z = self._activation(a)
         return pre, z
 
     def _backward_pass(self, pre, mod: _Modulation, weights: list):
@@ -222,7 +245,7 @@ class ICNN(nn.Module):
         grad = None
         for k in reversed(range(self.num_layers)):
             signals[k] = m
-            r = m * torch.sigmoid(pre[k])
+            r = m * self._slope(pre[k])
             gx = mod.input_gain[k]
             term = r @ self.input_weights[k]
             term = term if gx is None else term * gx
@@ -258,8 +281,8 @@ class ICNN(nn.Module):
         mod = self._modulation(x, context)
         pre, _ = self._forward_pass(x, mod, weights, last_activation=False)
         signals, _ = self._backward_pass(pre, mod, weights)
-        slopes = [torch.sigmoid(a) for a in pre]
-        curvatures = [m * s * (1 - s) for m, s in zip(signals, slopes)]  # m_k * s''(a_k) >= 0
+        slopes = [self._slope(a) for a in pre]
+        curvatures = [self.sharpness * m * s * (1 - s) for m, s in zip(signals, slopes)]  # m_k * s''(a_k) >= 0
         return mod, slopes, curvatures
 
     def _effective_input_weight(self, k, mod):
@@ -352,8 +375,10 @@ class PICNN(ICNN):
         alpha_floor: float = 1e-2,
         alpha_init: float | None = None,
         learn_alpha: bool = True,
+        output_gain: float = 1.0,
+        sharpness: float = 1.0,
     ):
-        super().__init__(input_dim, hidden_dims, alpha_floor, alpha_init, learn_alpha)
+        super().__init__(input_dim, hidden_dims, alpha_floor, alpha_init, learn_alpha, output_gain, sharpness)
         if not isinstance(context_dim, int) or context_dim < 1:
             raise ValueError(f"context_dim must be a positive integer, got {context_dim!r}")
         self.context_dim = context_dim

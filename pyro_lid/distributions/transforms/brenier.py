@@ -271,6 +271,8 @@ class Brenier(ConditionedBrenier, TransformModule):
     :param float alpha_floor: strong-convexity floor (> 0).
     :param float alpha_init: initial strong-convexity constant.
     :param bool learn_alpha: learn :math:`\alpha` above its floor.
+    :param float output_gain: scale of the ICNN's output weights (see :class:`~pyro_lid.nn.ICNN`).
+    :param float sharpness: :math:`\beta` of the ICNN's activations :math:`\mathrm{softplus}(\beta a)/\beta`.
 
     References: Y. Wang, D. M. Blei, J. P. Cunningham, "Posterior Collapse and Latent
     Variable Non-identifiability", NeurIPS 2021; C.-W. Huang et al., "Convex Potential
@@ -287,8 +289,10 @@ class Brenier(ConditionedBrenier, TransformModule):
         inverse_tol: float | None = None,
         inverse_max_iter: int = 100,
         solver: str = "auto",
+        output_gain: float = 1.0,
+        sharpness: float = 1.0,
     ):
-        potential = ICNN(input_dim, hidden_dims, alpha_floor, alpha_init, learn_alpha)
+        potential = ICNN(input_dim, hidden_dims, alpha_floor, alpha_init, learn_alpha, output_gain, sharpness)
         super().__init__(potential, None, inverse_tol, inverse_max_iter, solver)
 
     def injectivity_bound(self) -> torch.Tensor:
