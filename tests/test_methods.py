@@ -451,7 +451,7 @@ def test_icnn_depth_sets_the_number_of_hidden_layers_of_every_potential():
             resolve_method(bad)
 
 
-def test_sharpness_and_output_gain_reach_every_icnn_potential():
+def test_potential_shape_options_reach_every_icnn_potential():
     from pyro_lid.experiments.methods import resolve_method
 
     for spec, count in (
@@ -464,6 +464,9 @@ def test_sharpness_and_output_gain_reach_every_icnn_potential():
         assert all(p.output_scale == 3.0 * min(1.0, p.input_dim / 4) for p in potentials)
     default = resolve_method("lidvae:inner=brenier").build(20, 4, hidden=16, icnn_hidden=4)
     assert default.decoder.injective_map.inner_map.potential.sharpness == 1.0
+    assert abs(default.decoder.injective_map.inner_map.potential.alpha.item() - 4.0) < 1e-6  # 2 * margin 2
+    started = resolve_method("lidvae:inner=brenier:alpha_init=2.05").build(20, 4, hidden=16, icnn_hidden=4)
+    assert abs(started.decoder.injective_map.inner_map.potential.alpha.item() - 2.05) < 1e-6
     for bad in ("lidvae:sharpness=2", "lidvae:inner=residual:output_gain=2"):
         with pytest.raises(ValueError, match="set the ICNN potentials of construction='brenier' or inner='brenier'"):
             resolve_method(bad)

@@ -191,6 +191,8 @@ class IdentifiableLikelihood(nn.Module):
         or ``inner="brenier"``; :class:`~pyro_lid.nn.ICNN`, default 1).
     :param float sharpness: :math:`\beta` of the ICNN activations :math:`\mathrm{softplus}(\beta a)/\beta`
         (same maps; default 1).
+    :param float alpha_init: the potentials' initial strong-convexity constant, above their floor (same maps;
+        default ``max(1, 2 * floor)``, see :class:`~pyro_lid.nn.ICNN`).
     :param family_kwargs: e.g. ``scale=0.1`` (normal) or ``num_classes=10`` (categorical).
     """
 
@@ -211,11 +213,14 @@ class IdentifiableLikelihood(nn.Module):
         lift: str = "zero_pad",
         output_gain: float | None = None,
         sharpness: float | None = None,
+        alpha_init: float | None = None,
         **family_kwargs,
     ):
         super().__init__()
         potential_options = {
-            name: value for name, value in (("output_gain", output_gain), ("sharpness", sharpness)) if value is not None
+            name: value
+            for name, value in (("output_gain", output_gain), ("sharpness", sharpness), ("alpha_init", alpha_init))
+            if value is not None
         }
         if potential_options and not (construction == "brenier" or inner == "brenier"):
             raise ValueError(
