@@ -90,7 +90,7 @@ class InjectiveBrenier(InjectiveMap):
     :param float alpha_floor: strong-convexity floor of both potentials.
     :param str lift: ``"zero_pad"`` (the paper's, default) or ``"learned"``.
     :param kwargs: further :class:`Brenier` options applied to both maps (``alpha_init``,
-        ``learn_alpha``, ``inverse_tol``, ``inverse_max_iter``, ``solver``).
+        ``learn_alpha``, ``output_gain``, ``sharpness``, ``inverse_tol``, ``inverse_max_iter``, ``solver``).
     """
 
     def __init__(

@@ -212,7 +212,8 @@ class ProjectedInjective(InjectiveMap):
     :param bool free_network: build the MLP :math:`m` (default); ``False`` for a map used only
         through :meth:`combine` with a free part computed elsewhere.
     :param inner_kwargs: further options of the inner map: :class:`Brenier`'s for ``inner="brenier"``
-        (``alpha_init``, ``learn_alpha``, ``inverse_tol``, ``inverse_max_iter``, ``solver``),
+        (``alpha_init``, ``learn_alpha``, ``output_gain``, ``sharpness``, ``inverse_tol``, ``inverse_max_iter``,
+        ``solver``),
         :class:`ContractiveResidual`'s for ``inner="residual"`` (``contraction``, ``inverse_tol``,
         ``inverse_max_iter``).
 
