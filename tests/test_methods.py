@@ -437,6 +437,24 @@ def test_potential_lr_is_a_fit_option_that_scales_exactly_the_brenier_potentials
         resolve_method("lidvae:potential_lr=0.3")
 
 
+@pytest.mark.parametrize("base", ["lidvae", "lidsvae:margin=5", "vae"])
+def test_warmup_and_free_bits_are_fit_options_that_combine_with_any_model(base):
+    from pyro_lid.experiments.methods import resolve_method
+
+    plain = resolve_method(base)
+    variant = resolve_method(f"{base}:warmup=4:free_bits=0.2")
+    assert variant.model_class is plain.model_class and variant.model_kwargs == plain.model_kwargs
+    options = variant.fit_options(10)
+    schedule = options.pop("kl_schedule")
+    assert options == {**plain.fit_options(10), "free_bits": 0.2}
+    assert [schedule(t) for t in (0, 2, 4, 6)] == [0.0, 0.5, 1.0, 1.0]  # linear over 4 epochs
+    short = resolve_method(f"{base}:warmup=4").fit_options(2)["kl_schedule"]  # fitted to a 2-epoch budget
+    assert [short(t) for t in (0.5, 1, 2)] == [0.5, 1.0, 1.0]
+    for bad in ("warmup=0", "warmup=-1", "warmup=soon", "free_bits=0", "free_bits=-0.1", "free_bits=many"):
+        with pytest.raises(ValueError, match=f"'{base}:{bad}': {bad.split('=')[0]} must be a number"):
+            resolve_method(f"{base}:{bad}")
+
+
 def test_icnn_depth_sets_the_number_of_hidden_layers_of_every_potential():
     from pyro_lid.experiments.methods import resolve_method
 

@@ -236,7 +236,10 @@ def resolve_method(spec: str) -> Method:
         if not sep or not key:
             raise ValueError(f"{spec!r}: expected name:key=value[:key=value...], got the part {assignment!r}")
         if key in _FIT_OPTIONS:
-            fit_overrides.update(_FIT_OPTIONS[key](_parse_value(value)))
+            try:
+                fit_overrides.update(_FIT_OPTIONS[key](_parse_value(value)))
+            except ValueError as error:
+                raise ValueError(f"{spec!r}: {error}") from error
         else:
             overrides[key] = _parse_value(value)
     if not overrides and not fit_overrides:
@@ -254,9 +257,25 @@ def resolve_method(spec: str) -> Method:
     return variant
 
 
-#: Variant options that are ``fit`` options, not model options: ``potential_lr=m`` trains every Brenier potential
-#: (the ICNNs of the decoder, ``decoder.*.potential.*``) at ``m`` times the learning rate of the other parameters.
-_FIT_OPTIONS = {"potential_lr": lambda m: {"lr_multipliers": {"decoder.*.potential.*": m}}}
+def _warmup(epochs) -> dict:
+    if isinstance(epochs, bool) or not isinstance(epochs, (int, float)) or not 0 < epochs < float("inf"):
+        raise ValueError(f"warmup must be a number of epochs > 0, got {epochs!r}")
+    return {"kl_schedule": KLSchedule("linear", warmup_epochs=float(epochs))}
+
+
+def _free_bits(floor) -> dict:
+    if isinstance(floor, bool) or not isinstance(floor, (int, float)) or not 0 < floor < float("inf"):
+        raise ValueError(f"free_bits must be a number of nats > 0, got {floor!r}")
+    return {"free_bits": float(floor)}
+
+
+#: Variant options that are ``fit`` options, not model options, so that a recipe combines with any model:
+#: ``potential_lr=m`` trains every Brenier potential (the ICNNs of the decoder, ``decoder.*.potential.*``) at ``m``
+#: times the learning rate of the other parameters; ``warmup=E`` weighs the KL term by min(1, t / E) at epoch t
+#: (``anneal``'s schedule, fitted to the budget as anneal's is: ``lidsvae:warmup=5``); ``free_bits=λ`` floors each
+#: dimension's KL at λ nats (``free_bits``'s objective: ``lidvae:free_bits=0.1``).
+_FIT_OPTIONS = {"potential_lr": lambda m: {"lr_multipliers": {"decoder.*.potential.*": m}}, "warmup": _warmup,
+                "free_bits": _free_bits}  # fmt: skip
 
 
 #: 16 sentences of two words over ids 4-7 (vocabulary 8), each word 8 times: enough corpus for ``resolve_method``
