@@ -193,6 +193,8 @@ def test_text_comparison_num_test_evaluates_the_first_test_sentences_and_joins_t
                                 **options)  # fmt: skip
     assert [t.shape[0] for t in seen] == [5, 5] and all(torch.equal(t, corpus.test[:5]) for t in seen)
     assert json.loads((tmp_path / "results.json").read_text())["protocol"]["num_test"] == 5
+    _, _, rebuilt = harness._saved_text_run(tmp_path, None, "a report")  # reports see the table's test sentences
+    assert torch.equal(rebuilt.test, corpus.test[:5]) and torch.equal(rebuilt.train, corpus.train)
     with pytest.raises(ValueError, match="protocol"):  # another test subset is another protocol
         harness.run_text_comparison("synthetic-text", ["lstm_vae"], output_dir=tmp_path, resume=True,
                                     progress=False, num_test=6, **options)  # fmt: skip

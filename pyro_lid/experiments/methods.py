@@ -257,16 +257,18 @@ def resolve_method(spec: str) -> Method:
     return variant
 
 
+def _positive_number(name: str, unit: str, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
+        raise ValueError(f"{name} must be a number of {unit} > 0, got {value!r}")
+    return float(value)
+
+
 def _warmup(epochs) -> dict:
-    if isinstance(epochs, bool) or not isinstance(epochs, (int, float)) or not 0 < epochs < float("inf"):
-        raise ValueError(f"warmup must be a number of epochs > 0, got {epochs!r}")
-    return {"kl_schedule": KLSchedule("linear", warmup_epochs=float(epochs))}
+    return {"kl_schedule": KLSchedule("linear", warmup_epochs=_positive_number("warmup", "epochs", epochs))}
 
 
 def _free_bits(floor) -> dict:
-    if isinstance(floor, bool) or not isinstance(floor, (int, float)) or not 0 < floor < float("inf"):
-        raise ValueError(f"free_bits must be a number of nats > 0, got {floor!r}")
-    return {"free_bits": float(floor)}
+    return {"free_bits": _positive_number("free_bits", "nats", floor)}
 
 
 #: Variant options that are ``fit`` options, not model options, so that a recipe combines with any model:

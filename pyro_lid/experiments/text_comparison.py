@@ -23,6 +23,7 @@ corpus changes no file.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 
@@ -358,6 +359,8 @@ def _saved_text_run(output_dir: Path, root, what: str):
         raise ValueError(f"{output_dir} holds an image comparison; {what} is for text models")
     corpus = load_text_data(protocol["dataset"], root, protocol["max_length"], protocol["max_vocab"],
                             protocol["num_sentences"], protocol["seed"])  # fmt: skip
+    if protocol.get("num_test") is not None:  # the test sentences the table was measured on
+        corpus = dataclasses.replace(corpus, test=corpus.test[: protocol["num_test"]])
     return saved, protocol, corpus
 
 
