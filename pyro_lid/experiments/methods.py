@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from .._checks import is_positive_number
 from ..infer.engine.learning_rates import resolve_lr_multipliers
 from ..infer.schedules import KLSchedule
 from ..models import BNLSTMVAE, BNVAE, GMVAE, ILLIDVAE, LIDGMVAE, LIDSVAE, LIDVAE, LSTMVAE, SALSTMVAE, SAVAE, VAE
@@ -258,7 +259,7 @@ def resolve_method(spec: str) -> Method:
 
 
 def _positive_number(name: str, unit: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
+    if not is_positive_number(value):
         raise ValueError(f"{name} must be a number of {unit} > 0, got {value!r}")
     return float(value)
 
