@@ -135,6 +135,7 @@ def _compare_text(args) -> int:
 
 def _study(args) -> int:
     import time
+    from pathlib import Path
 
     from ._checks import writable_dir
     from .data.text import TEXT_DATASETS
@@ -153,8 +154,12 @@ def _study(args) -> int:
     if flag:
         raise ValueError(f"{flag} applies to {'images' if text else 'text'}, not to --dataset {args.dataset}")
     start = time.perf_counter()
+    folders = [args.output_dir, *(args.also or [])]
+    for folder in folders[1:]:
+        if not Path(folder).is_dir():
+            raise ValueError(f"--also {folder}: no such folder")
     if args.report_only:
-        summary = summarize_seeds(args.output_dir, args.info_floor)
+        summary = summarize_seeds(folders, args.info_floor)
     else:
         if text:
             defaults = TEXT_COMPARE_SIZES
@@ -164,13 +169,13 @@ def _study(args) -> int:
         models = [name for entry in (args.models or STUDY_MODELS[text]) for name in entry.split(",") if name]
         run_seed_study(args.output_dir, range(args.seeds), models, dataset=args.dataset, root=args.root,
                        lr=args.lr, device=args.device, progress=None, **options)  # fmt: skip
-        summary = summarize_seeds(args.output_dir, args.info_floor)
+        summary = summarize_seeds(folders, args.info_floor)
     print(format_seed_table(summary))
     import matplotlib.pyplot as plt
 
-    plt.close(plot_pareto(args.output_dir, f"{args.output_dir}/pareto.png", args.info_floor))
+    plt.close(plot_pareto(folders, f"{args.output_dir}/pareto.png", args.info_floor))
     try:
-        plt.close(plot_information_per_dimension(args.output_dir, f"{args.output_dir}/information_per_dim.png"))
+        plt.close(plot_information_per_dimension(folders, f"{args.output_dir}/information_per_dim.png"))
     except ValueError as error:  # runs from before per-dimension information was recorded
         print(f"(no information_per_dim.png: {error})")
     print(f"\nmean ± sd over seeds; figures pareto.png, information_per_dim.png in {args.output_dir}; "
@@ -185,7 +190,8 @@ def _report(args) -> int:
     if args.figures:
         writable_dir(args.figures, "--figures directory")
     protocol, rows, histories = load_results(args.dirs)
-    if rows and all("ppl" in r for r in rows):  # a text comparison's directories
+    text = bool(rows) and all("ppl" in r for r in rows)  # a text comparison's directories
+    if text:
         from .experiments.text_comparison import format_text_results
 
         print(format_text_results(rows))
@@ -193,7 +199,7 @@ def _report(args) -> int:
         print(format_results(rows))
     print(f"\nprotocol: {protocol}")
     if args.figures:
-        write_figures(rows, histories, args.figures)
+        write_figures(rows, histories, args.figures, unit="sentence" if text else "image")
         print(f"figures in {args.figures}")
     if args.head_information:
         from .experiments.text_comparison import format_head_information, head_information_rows
@@ -416,6 +422,10 @@ def build_parser() -> argparse.ArgumentParser:
     study.add_argument("--info-floor", type=_positive_float, default=0.01,
                        help="a unit is informative when its I(x; z_d) exceeds this many nats")  # fmt: skip
     study.add_argument("--report-only", action="store_true", help="summarize the seeds already run; train nothing")
+    study.add_argument("--also", nargs="+", default=None, metavar="DIR",
+                       help="more study folders of the same protocol whose seed<s> rows are read with --output-dir's "
+                            "(methods trained side by side, e.g. with compare --no-language-model); figures go to "
+                            "--output-dir")  # fmt: skip
     study.set_defaults(func=_study)
 
     report = sub.add_parser(

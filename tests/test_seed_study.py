@@ -139,3 +139,44 @@ def test_the_study_command_passes_text_sizes_and_refuses_image_flags_for_text(tm
         main(["study", "--dataset", "synthetic", "--embed-dim", "8", "--output-dir", str(tmp_path)])
     assert "--embed-dim applies to text" in capsys.readouterr().err
     assert len(calls) == 1
+
+
+def test_study_folders_of_one_protocol_read_as_one_study_and_a_method_in_two_is_refused(tmp_path, capsys):
+    """Methods trained side by side into two study folders: each seed's rows are read together (costs relative
+    to the VAE of the same seed, whichever folder holds it), seeds found in one folder only count too."""
+    from pyro_lid.cli import main
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    run_seed_study(a, seeds=(0, 1), models=("vae",), **TINY)
+    run_seed_study(b, seeds=(0, 1, 2), models=("lidvae_projection",), **TINY)
+    summary = {s["model"]: s for s in summarize_seeds([a, b])}
+    assert summary["vae"]["seeds"] == [0, 1] and summary["lidvae_projection"]["seeds"] == [0, 1, 2]
+    assert summary["vae"] == summarize_seeds(a)[0]
+    alone = summarize_seeds(b)[0]
+    for key in ("ll", "au", "kl", "mi", "informative"):
+        assert summary["lidvae_projection"][key] == alone[key]
+    assert alone["cost"] is None  # no VAE in b: no cost alone, one per seed with a's VAE beside it
+    rows = {(folder, seed): json.loads((folder / f"seed{seed}" / "results.json").read_text())["rows"][0]
+            for folder in (a, b) for seed in (0, 1)}  # fmt: skip
+    costs = [rows[b, s]["seconds_per_epoch"] / rows[a, s]["seconds_per_epoch"] for s in (0, 1)]
+    cost = summary["lidvae_projection"]["cost"]
+    assert cost["n"] == 2 and cost["mean"] == pytest.approx(statistics.fmean(costs))
+
+    assert main(["study", "--output-dir", str(a), "--also", str(b), "--report-only"]) == 0
+    out = capsys.readouterr().out
+    assert "| vae | 2 |" in out and "| lidvae_projection | 3 |" in out
+    assert (a / "pareto.png").stat().st_size > 0 and (a / "information_per_dim.png").stat().st_size > 0
+    with pytest.raises(SystemExit):
+        main(["study", "--output-dir", str(a), "--also", str(tmp_path / "missing"), "--report-only"])
+    assert f"--also {tmp_path / 'missing'}: no such folder" in capsys.readouterr().err
+
+    twice = tmp_path / "twice"
+    (twice / "seed0").mkdir(parents=True)
+    (twice / "seed0" / "results.json").write_text((a / "seed0" / "results.json").read_text())
+    with pytest.raises(ValueError, match=r"vae has results in both .*a/seed0 and .*twice/seed0"):
+        summarize_seeds([a, twice])
+    changed = json.loads((b / "seed0" / "results.json").read_text())
+    changed["protocol"]["epochs"] = 3
+    (twice / "seed0" / "results.json").write_text(json.dumps(changed))
+    with pytest.raises(ValueError, match="another protocol"):
+        summarize_seeds([a, twice])

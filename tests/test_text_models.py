@@ -74,7 +74,7 @@ def test_lidsvae_subspace_topics_spans_the_training_splits_topic_directions(tiny
 
 
 def _keep_label(fig, labels):
-    labels.append(fig.axes[1].get_ylabel())
+    labels.append((fig.axes[1].get_ylabel(), len(fig.axes[0].patches)))  # the label, and one bar per row drawn
     return fig
 
 
@@ -107,7 +107,10 @@ def test_text_comparison_writes_its_rows_and_files_and_resumes_without_retrainin
     for stem in ("lm", "lstm_vae", "lidsvae-margin=2-metric=unigram"):
         assert {f"history_{stem}.json", f"checkpoint_{stem}.pt"} <= names
     assert "results.json" in names and "comparison.png" in names
-    assert labels == ["test log-likelihood (nats per sentence)"]
+    assert labels == [("test log-likelihood (nats per sentence)", 2)]  # the language model has no units to draw
+    assert main(["report", str(tmp_path), "--figures", str(tmp_path / "figs")]) == 0
+    assert labels == [("test log-likelihood (nats per sentence)", 2)] * 2
+    assert (tmp_path / "figs" / "comparison.png").exists()
     lm, vae, lid = rows
     assert lm["au"] is None and lm["ppl"] > 1 and vae["max_batch_kl"] >= 0 and lid["max_batch_kl"] > 0
     for r in rows:  # perplexity is exp(NLL per predicted token); tokens/s from the same epoch seconds

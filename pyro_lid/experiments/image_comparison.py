@@ -195,8 +195,8 @@ def run_image_comparison(
 
 def load_results(output_dirs) -> tuple[dict, list[dict], dict]:
     """Protocol, rows and per-method histories of one or more output directories of one protocol
-    (e.g. methods run in parallel, one directory each)."""
-    protocol, rows, histories = None, [], {}
+    (e.g. methods run in parallel, one directory each); a method found in two of them is refused."""
+    protocol, rows, histories, found_in = None, [], {}, {}
     for directory in map(Path, output_dirs):
         saved = read_results(directory)
         if saved is None:
@@ -205,6 +205,10 @@ def load_results(output_dirs) -> tuple[dict, list[dict], dict]:
             raise ValueError(f"{directory} was run under another protocol: {saved['protocol']} != {protocol}")
         protocol = saved["protocol"]
         for row in saved["rows"]:
+            if row["model"] in found_in:
+                raise ValueError(f"{row['model']} has results in both {found_in[row['model']]} and {directory}: "
+                                 "read one of them")  # fmt: skip
+            found_in[row["model"]] = directory
             rows.append(row)
             history = directory / f"history_{file_stem(row['model'])}.json"
             if history.exists():
@@ -216,10 +220,14 @@ def load_results(output_dirs) -> tuple[dict, list[dict], dict]:
 
 def write_figures(rows: list[dict], histories: dict, out, unit: str = "image") -> None:
     """``comparison.png`` (:func:`plot_results`; log-likelihood in nats per ``unit``) and
-    ``training_curves.png`` (:func:`plot_histories`) in ``out``."""
+    ``training_curves.png`` (:func:`plot_histories`) in ``out``, for the rows with a latent (a text
+    comparison's language model has no active units or posterior to draw)."""
     import matplotlib.pyplot as plt
 
-    plt.close(plot_results(rows, Path(out) / "comparison.png", unit=unit))
+    rows = [r for r in rows if r.get("au") is not None]
+    histories = {r["model"]: histories[r["model"]] for r in rows if r["model"] in histories}
+    if rows:
+        plt.close(plot_results(rows, Path(out) / "comparison.png", unit=unit))
     if histories:
         plt.close(plot_histories(histories, Path(out) / "training_curves.png"))
 

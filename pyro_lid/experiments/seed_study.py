@@ -41,18 +41,29 @@ BUDGETS = {
 }
 
 
+def _study_folders(output_dirs) -> list[Path]:
+    """One study folder (a path) or several (a sequence of paths) as a list of paths."""
+    return [Path(output_dirs)] if isinstance(output_dirs, (str, Path)) else [Path(d) for d in output_dirs]
+
+
 def _existing_seed_dirs(output_dir) -> list[Path]:
     out = Path(output_dir)
     found = [d for d in out.glob("seed*") if d.is_dir() and d.name[4:].isdigit() and (d / "results.json").exists()]
     return sorted(found, key=lambda d: int(d.name[4:]))
 
 
-def seed_dirs(output_dir) -> list[Path]:
-    """The ``seed<s>`` folders of a study that hold results, in seed order."""
-    found = _existing_seed_dirs(output_dir)
-    if not found:
-        raise FileNotFoundError(f"no seed<s>/results.json under {output_dir}: is it a study's output directory?")
-    return found
+def seed_dirs(output_dirs) -> list[list[Path]]:
+    """The ``seed<s>`` folders that hold results, grouped by seed in seed order: one group per seed, with
+    that seed's folder in each study folder that has one. Several study folders of one protocol (methods
+    trained side by side, e.g. ``compare --no-language-model`` into another folder) read as one study."""
+    folders, groups = _study_folders(output_dirs), {}
+    for folder in folders:
+        for directory in _existing_seed_dirs(folder):
+            groups.setdefault(int(directory.name[4:]), []).append(directory)
+    if not groups:
+        where = ", ".join(map(str, folders))
+        raise FileNotFoundError(f"no seed<s>/results.json under {where}: is it a study's output directory?")
+    return [groups[seed] for seed in sorted(groups)]
 
 
 def run_seed_study(output_dir, seeds=(0, 1, 2), models=("vae", "lidvae"), **comparison) -> list[dict]:
@@ -119,15 +130,18 @@ def _per_seed_values(row, vae_seconds, info_floor):
 COST_BASES = ("vae", "lstm_vae")
 
 
-def summarize_seeds(output_dir, info_floor: float = 0.01) -> list[dict]:
+def summarize_seeds(output_dirs, info_floor: float = 0.01) -> list[dict]:
     """Per method: ``{"model", "seeds": [...], <metric>: {"mean", "sd", "n"} or None}`` over the seeds
-    (see the module docstring), in the registry's order. All seeds must share one protocol but the seed."""
+    (see the module docstring), in the registry's order. ``output_dirs``: one study folder or several of
+    one protocol (their ``seed<s>`` rows read together, a method in two of them refused). All seeds must
+    share one protocol but the seed."""
     protocol, per_model = None, {}
-    for directory in seed_dirs(output_dir):
-        saved_protocol, rows, _ = load_results([directory])
+    for directories in seed_dirs(output_dirs):
+        saved_protocol, rows, _ = load_results(directories)
         shared = {k: v for k, v in saved_protocol.items() if k != "seed"}
         if protocol is not None and shared != protocol:
-            raise ValueError(f"{directory} was run under another protocol: {shared} != {protocol}")
+            where = " and ".join(map(str, directories))
+            raise ValueError(f"{where} was run under another protocol: {shared} != {protocol}")
         protocol = shared
         vae_seconds = next((r["seconds_per_epoch"] for b in COST_BASES for r in rows if r["model"] == b), None)
         for row in rows:
@@ -176,17 +190,18 @@ def format_seed_table(summary: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def _rows_by_seed(output_dir):
-    return [(directory, load_results([directory])[1]) for directory in seed_dirs(output_dir)]
+def _rows_by_seed(output_dirs):
+    return [(directories, load_results(directories)[1]) for directories in seed_dirs(output_dirs)]
 
 
-def plot_pareto(output_dir, path=None, info_floor: float = 0.01):
+def plot_pareto(output_dirs, path=None, info_floor: float = 0.01):
     """Informative units (or AU where per-dimension information was not recorded) against LL, one
-    point per method and seed: the trade-off a construction makes between keeping units and fit."""
+    point per method and seed: the trade-off a construction makes between keeping units and fit.
+    ``output_dirs`` as :func:`summarize_seeds`."""
     plt = _pyplot(path)
     fig, ax = plt.subplots(figsize=(7.5, 6.5), constrained_layout=True)
     colours, marked, unit = {}, set(), "image"
-    for _, rows in _rows_by_seed(output_dir):
+    for _, rows in _rows_by_seed(output_dirs):
         for row in rows:
             if row.get("ppl") is not None:
                 unit = "sentence"
@@ -211,17 +226,18 @@ def plot_pareto(output_dir, path=None, info_floor: float = 0.01):
     return fig
 
 
-def plot_information_per_dimension(output_dir, path=None):
+def plot_information_per_dimension(output_dirs, path=None):
     """Each method's per-dimension :math:`I_q(x; z_d)`, sorted, averaged over seeds (log scale):
-    a collapsed unit shows as a drop towards zero at the right."""
+    a collapsed unit shows as a drop towards zero at the right. ``output_dirs`` as :func:`summarize_seeds`."""
     plt = _pyplot(path)
     curves = {}
-    for _, rows in _rows_by_seed(output_dir):
+    for _, rows in _rows_by_seed(output_dirs):
         for row in rows:
             if row.get("mi_per_dim") is not None:
                 curves.setdefault(row["model"], []).append(sorted(row["mi_per_dim"], reverse=True))
     if not curves:
-        raise ValueError(f"no per-dimension information recorded under {output_dir}")
+        where = ", ".join(map(str, _study_folders(output_dirs)))
+        raise ValueError(f"no per-dimension information recorded under {where}")
     fig, ax = plt.subplots(figsize=(6.5, 4.5), constrained_layout=True)
     for i, (name, runs) in enumerate(curves.items()):
         mean = [statistics.fmean(values) for values in zip(*runs)]

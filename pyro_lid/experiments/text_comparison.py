@@ -215,20 +215,10 @@ def _evaluate(model, test: torch.Tensor, num_samples: int, progress, exact: bool
 
 
 def _figures(run) -> None:
-    """The image comparison's figures, for the rows with a latent (the language model has no AU or MI)."""
-    import json
+    """The image comparison's figures (:func:`~pyro_lid.experiments.image_comparison.write_figures`)."""
+    from .image_comparison import load_results, write_figures
 
-    from .image_comparison import write_figures
-    from .methods import file_stem
-
-    rows = [r for r in run.rows if r["au"] is not None]
-    histories = {}
-    for r in rows:
-        path = run.out / f"history_{file_stem(r['model'])}.json"
-        if path.exists():
-            histories[r["model"]] = json.loads(path.read_text())
-    if rows:
-        write_figures(rows, histories, run.out, unit="sentence")
+    write_figures(*load_results([run.out])[1:], run.out, unit="sentence")
 
 
 def format_text_results(rows: list[dict]) -> str:
