@@ -170,10 +170,15 @@ def test_study_folders_of_one_protocol_read_as_one_study_and_a_method_in_two_is_
         main(["study", "--output-dir", str(a), "--also", str(tmp_path / "missing"), "--report-only"])
     assert f"--also {tmp_path / 'missing'}: no such folder" in capsys.readouterr().err
 
-    twice = tmp_path / "twice"
+    twice = tmp_path / "twice"  # a row copied into another folder (to resume from it) reads once
     (twice / "seed0").mkdir(parents=True)
-    (twice / "seed0" / "results.json").write_text((a / "seed0" / "results.json").read_text())
-    with pytest.raises(ValueError, match=r"vae has results in both .*a/seed0 and .*twice/seed0"):
+    copied = json.loads((a / "seed0" / "results.json").read_text())
+    copied["rows"][0]["seconds_per_epoch"] *= 2  # a deterministic re-run differs in its timing only
+    (twice / "seed0" / "results.json").write_text(json.dumps(copied))
+    assert summarize_seeds([a, twice]) == summarize_seeds(a)  # the first folder's row, timing included
+    copied["rows"][0]["ll"] -= 1.0  # the same model with other results: which one is meant?
+    (twice / "seed0" / "results.json").write_text(json.dumps(copied))
+    with pytest.raises(ValueError, match=r"vae has different results in .*a/seed0 and .*twice/seed0"):
         summarize_seeds([a, twice])
     changed = json.loads((b / "seed0" / "results.json").read_text())
     changed["protocol"]["epochs"] = 3

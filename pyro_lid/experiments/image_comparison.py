@@ -193,9 +193,20 @@ def run_image_comparison(
     return run.rows
 
 
+#: A row's wall-clock measurements: a re-run of the same seed repeats everything else but these.
+TIMING_KEYS = ("train_seconds", "seconds_per_epoch", "tokens_per_second", "eval_seconds")
+
+
+def _results_of(row: dict) -> dict:
+    return {k: v for k, v in row.items() if k not in TIMING_KEYS}
+
+
 def load_results(output_dirs) -> tuple[dict, list[dict], dict]:
     """Protocol, rows and per-method histories of one or more output directories of one protocol
-    (e.g. methods run in parallel, one directory each); a method found in two of them is refused."""
+    (e.g. methods run in parallel, one directory each). A method found in two of them reads once, with the
+    first directory's row, where its results agree (a row copied to resume, or a deterministic re-run such as
+    a text study's language model: only the wall-clock :data:`TIMING_KEYS` may differ); it is refused where
+    they differ."""
     protocol, rows, histories, found_in = None, [], {}, {}
     for directory in map(Path, output_dirs):
         saved = read_results(directory)
@@ -206,9 +217,12 @@ def load_results(output_dirs) -> tuple[dict, list[dict], dict]:
         protocol = saved["protocol"]
         for row in saved["rows"]:
             if row["model"] in found_in:
-                raise ValueError(f"{row['model']} has results in both {found_in[row['model']]} and {directory}: "
+                first, earlier = found_in[row["model"]]
+                if _results_of(row) == _results_of(earlier):
+                    continue
+                raise ValueError(f"{row['model']} has different results in {first} and {directory}: "
                                  "read one of them")  # fmt: skip
-            found_in[row["model"]] = directory
+            found_in[row["model"]] = directory, row
             rows.append(row)
             history = directory / f"history_{file_stem(row['model'])}.json"
             if history.exists():
