@@ -133,8 +133,9 @@ COST_BASES = ("vae", "lstm_vae")
 def summarize_seeds(output_dirs, info_floor: float = 0.01) -> list[dict]:
     """Per method: ``{"model", "seeds": [...], <metric>: {"mean", "sd", "n"} or None}`` over the seeds
     (see the module docstring), in the registry's order. ``output_dirs``: one study folder or several of
-    one protocol (their ``seed<s>`` rows read together, a method in two of them refused). All seeds must
-    share one protocol but the seed."""
+    one protocol (their ``seed<s>`` rows read together as
+    :func:`~pyro_lid.experiments.image_comparison.load_results` reads them: a method in two of them once where
+    its results agree, refused where they differ). All seeds must share one protocol but the seed."""
     protocol, per_model = None, {}
     for directories in seed_dirs(output_dirs):
         saved_protocol, rows, _ = load_results(directories)
