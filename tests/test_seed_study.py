@@ -105,9 +105,11 @@ def test_a_text_study_summarizes_nll_perplexity_and_cost_against_the_lstm_vae(tm
         assert s["cost"]["mean"] == pytest.approx(statistics.fmean(costs))
     _, lid, lm = summary
     assert lm["au"] is None and lm["max_batch_kl"] is None and lid["max_batch_kl"]["n"] == 2
+    assert lid["code_r2"]["mean"] == pytest.approx(statistics.fmean(rows[s]["lidsvae"]["code_r2"] for s in (0, 1)))
     table = format_seed_table(summary)
-    assert "| NLL | PPL | max batch KL | cost (x LSTM-VAE) |" in table
-    assert f"| lm | 2 |  |  |  |  |  | {lm['nll']['mean']:.2f} ± {lm['nll']['sd']:.2f} |" in table
+    assert "| MI | code R² | NLL | PPL | max batch KL | cost (x LSTM-VAE) |" in table  # synthetic text: known codes
+    assert f"| lm | 2 |  |  |  |  |  |  | {lm['nll']['mean']:.2f} ± {lm['nll']['sd']:.2f} |" in table
+    assert "code R²" not in format_seed_table([{**s, "code_r2": None} for s in summary])  # a real corpus
     assert "(n=" not in table
     fig = plot_pareto(tmp_path)
     assert fig.axes[0].get_xlabel().startswith("test log-likelihood (nats per sentence")

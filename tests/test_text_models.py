@@ -113,6 +113,11 @@ def test_text_comparison_writes_its_rows_and_files_and_resumes_without_retrainin
     assert (tmp_path / "figs" / "comparison.png").exists()
     lm, vae, lid = rows
     assert lm["au"] is None and lm["ppl"] > 1 and vae["max_batch_kl"] >= 0 and lid["max_batch_kl"] > 0
+    # synthetic text has known codes: each latent row says how much of them its posterior draws recover
+    assert "code_r2" not in lm and all(-1 < r["code_r2"] <= 1 for r in (vae, lid))
+    assert "| MI | code R² | NLL |" in harness.format_text_results(rows)
+    without = [{k: v for k, v in r.items() if k != "code_r2"} for r in rows]  # a real corpus: no such column
+    assert "code R²" not in harness.format_text_results(without)
     for r in rows:  # perplexity is exp(NLL per predicted token); tokens/s from the same epoch seconds
         assert r["tokens_per_second"] > 0 and r["seconds_per_epoch"] > 0
     table = harness.format_text_results(rows)
@@ -190,11 +195,16 @@ def test_text_comparison_num_test_evaluates_the_first_test_sentences_and_joins_t
     seen, real_evaluate = [], harness._evaluate
     monkeypatch.setattr(harness, "_evaluate", lambda model, test, *a: seen.append(test.clone()) or real_evaluate(
         model, test, *a))  # fmt: skip
+    recovered, real_recovery = [], harness.posterior_code_recovery
+    monkeypatch.setattr(harness, "posterior_code_recovery", lambda *a: recovered.append(a) or real_recovery(*a))
     options = {**TINY, "epochs": 1}
     corpus = harness.load_text_data("synthetic-text", None, None, None, TINY["num_sentences"], 0)
     harness.run_text_comparison("synthetic-text", ["lstm_vae"], output_dir=tmp_path, progress=False, num_test=5,
                                 **options)  # fmt: skip
     assert [t.shape[0] for t in seen] == [5, 5] and all(torch.equal(t, corpus.test[:5]) for t in seen)
+    ((_, fit_x, fit_codes, test_x, test_codes),) = recovered  # the code's map: fitted on train, scored on the 5
+    assert torch.equal(fit_x, corpus.train) and torch.equal(fit_codes, corpus.codes["train"])
+    assert torch.equal(test_x, corpus.test[:5]) and torch.equal(test_codes, corpus.codes["test"][:5])
     assert json.loads((tmp_path / "results.json").read_text())["protocol"]["num_test"] == 5
     _, _, rebuilt = harness._saved_text_run(tmp_path, None, "a report")  # reports see the table's test sentences
     assert torch.equal(rebuilt.test, corpus.test[:5]) and torch.equal(rebuilt.train, corpus.train)

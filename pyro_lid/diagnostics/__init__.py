@@ -1,6 +1,7 @@
 """Diagnostics: collapse metrics (AU, KL, MI, log-likelihood), prior-posterior comparisons, figures."""
 
 from .amortization import amortization_gap
+from .code_recovery import code_recovery, posterior_code_recovery
 from .collapse import (
     active_units,
     collapse_report,
@@ -17,6 +18,8 @@ from .text import head_information, perplexity, subspace_evidence, text_report
 
 __all__ = [
     "amortization_gap",
+    "code_recovery",
+    "posterior_code_recovery",
     "text_report",
     "head_information",
     "subspace_evidence",

@@ -123,6 +123,7 @@ def _per_seed_values(row, vae_seconds, info_floor):
         "nll": row.get("nll"),
         "ppl": row.get("ppl"),
         "max_batch_kl": row.get("max_batch_kl"),
+        "code_r2": row.get("code_r2"),
     }
 
 
@@ -168,8 +169,13 @@ SEED_TABLE_COLUMNS = {
 }  # fmt: skip
 
 
+#: Inserted after MI where rows carry the held-out R² of a known code (synthetic text).
+CODE_R2_COLUMN = ("code R²", "code_r2", 2)
+
+
 def format_seed_table(summary: list[dict]) -> str:
-    """A Markdown table (:data:`SEED_TABLE_COLUMNS`, text columns when the rows have a perplexity), every
+    """A Markdown table (:data:`SEED_TABLE_COLUMNS`, text columns when the rows have a perplexity, and
+    :data:`CODE_R2_COLUMN` when they have a code's recovery), every
     cell ``mean ± sd`` (the value alone where it rests on one seed: no spread was measured), the number
     of seeds per method, and ``(n=k)`` in a cell that rests on fewer seeds than its row (a metric some
     runs did not record)."""
@@ -182,6 +188,8 @@ def format_seed_table(summary: list[dict]) -> str:
         return f"{stat['mean']:.{digits}f}{spread}{fewer}"
 
     columns = SEED_TABLE_COLUMNS["text" if any(s.get("ppl") is not None for s in summary) else "image"]
+    if any(s.get("code_r2") is not None for s in summary):  # synthetic text: the true code's recovery
+        columns = [*columns[:5], CODE_R2_COLUMN, *columns[5:]]
     lines = ["| model | seeds | " + " | ".join(header for header, _, _ in columns) + " |",
              "|---|---|" + "---|" * len(columns)]  # fmt: skip
     for s in summary:

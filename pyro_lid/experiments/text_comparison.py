@@ -7,7 +7,9 @@ table: AU (fraction of active units), KL, MI (aggregate estimator), NLL per sent
 importance-weighted bound with ``num_samples`` samples (per sentence, then averaged), perplexity
 ``exp(sum NLL / sum predicted tokens)`` (words and ``</s>``), the reconstruction term, and the
 largest mini-batch KL seen in training (``max_batch_kl``, :func:`~pyro_lid.infer.fit`'s
-``track_batch_kl``). The language model ``lm`` (:class:`~pyro_lid.models.LSTMLanguageModel`, the
+``track_batch_kl``). On a corpus with known codes (synthetic text) a row also has ``code_r2``, the held-out
+linear :math:`R^2` of the true codes given draws of q(z | x) (:func:`~pyro_lid.diagnostics.code_recovery`).
+The language model ``lm`` (:class:`~pyro_lid.models.LSTMLanguageModel`, the
 decoder without z, same widths and budget) has an exact :math:`\\log p(x)`: NLL and PPL only.
 
 Cost beside quality: seconds per epoch (median over epochs 2 to E,
@@ -32,6 +34,7 @@ import torch
 
 from .._checks import resolve_device
 from ..data.text import TEXT_DATASETS, load_text, sentence_lengths
+from ..diagnostics.code_recovery import posterior_code_recovery
 from ..diagnostics.text import head_information, perplexity, text_report
 from ..infer import fit
 from ..infer.engine.callbacks import Callback
@@ -183,6 +186,8 @@ def run_text_comparison(
         started = time.perf_counter()
         test = corpus.test[:num_test].to(next(model.parameters()).device)
         row = {"model": name, **_evaluate(model, test, num_samples, progress, name == LM)}
+        if corpus.codes is not None and name != LM:  # synthetic text: how much of the true code q(z|x) recovers
+            row["code_r2"] = _code_r2(model, corpus, num_test)
         costs = cost_columns(history)
         row.update(costs, tokens_per_second=train_tokens / costs["seconds_per_epoch"],
                    eval_seconds=time.perf_counter() - started, final_val_loss=history.records[-1].get("val_loss"),
@@ -214,6 +219,14 @@ def _evaluate(model, test: torch.Tensor, num_samples: int, progress, exact: bool
             "mi_per_dim": as_list(report["mi_per_dim"]), "kl_per_dim": as_list(report["kl_per_dim"])}  # fmt: skip
 
 
+def _code_r2(model, corpus, num_test) -> float:
+    """:func:`~pyro_lid.diagnostics.posterior_code_recovery` of the corpus's true codes: the linear map from
+    posterior draws fitted on the training split, scored on the (first ``num_test``) test sentences."""
+    device = next(model.parameters()).device
+    fit, test = corpus.train.to(device), corpus.test[:num_test].to(device)
+    return posterior_code_recovery(model, fit, corpus.codes["train"], test, corpus.codes["test"][:num_test])["r2"]
+
+
 def _figures(run) -> None:
     """The image comparison's figures (:func:`~pyro_lid.experiments.image_comparison.write_figures`)."""
     from .image_comparison import load_results, write_figures
@@ -222,21 +235,26 @@ def _figures(run) -> None:
 
 
 def format_text_results(rows: list[dict]) -> str:
-    """A Markdown table: AU (fraction), KL, MI, NLL per sentence, PPL, reconstruction term, the largest
-    training mini-batch KL, seconds per epoch (median), relative to ``lstm_vae`` (else ``vae``), tokens/s."""
+    """A Markdown table: AU (fraction), KL, MI, code R² (where the rows have known codes), NLL per sentence, PPL,
+    reconstruction term, the largest training mini-batch KL, seconds per epoch (median), relative to ``lstm_vae``
+    (else ``vae``), tokens/s."""
     base = next((r["seconds_per_epoch"] for name in ("lstm_vae", "vae") for r in rows if r["model"] == name), None)
 
     def number(value, digits):
         return "" if value is None else f"{value:.{digits}f}"
 
+    codes = any(r.get("code_r2") is not None for r in rows)  # synthetic text: the code's recovery
     lines = [
-        "| model | AU | KL | MI | NLL | PPL | reconstruction | max batch KL | s/epoch | x LSTM-VAE | tokens/s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| model | AU | KL | MI | "
+        + ("code R² | " if codes else "")
+        + "NLL | PPL | reconstruction | max batch KL | s/epoch | x LSTM-VAE | tokens/s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|" + ("---|" if codes else ""),
     ]
     for r in rows:
         relative = "" if base is None else f"{r['seconds_per_epoch'] / base:.2f}"
+        code = f"{number(r.get('code_r2'), 2)} | " if codes else ""
         lines.append(
-            f"| {r['model']} | {number(r['au'], 2)} | {number(r['kl'], 2)} | {number(r['mi'], 2)} | "
+            f"| {r['model']} | {number(r['au'], 2)} | {number(r['kl'], 2)} | {number(r['mi'], 2)} | {code}"
             f"{r['nll']:.2f} | {r['ppl']:.2f} | {number(r['reconstruction'], 2)} | {number(r['max_batch_kl'], 2)} | "
             f"{r['seconds_per_epoch']:.2f} | {relative} | {r['tokens_per_second']:.0f} |"
         )
