@@ -243,6 +243,11 @@ def no_text_work(monkeypatch):
         (["--dataset", "synthetic", "--embed-dim", "10"], "--embed-dim applies to text"),
         (["--dataset", "synthetic", "--no-language-model"], "--no-language-model applies to text"),
         (["--dataset", "synthetic-text", "--max-length", "0"], "expected a positive integer"),
+        # 30 latents cannot map injectively into 24 logits: refused before the LSTM-VAE trains, not after
+        (
+            ["--dataset", "synthetic-text", "--models", "lstm_vae,lidsvae", "--latent-dim", "30"],
+            "lidsvae cannot be built on synthetic-text: ProjectedInjective needs",
+        ),
     ],
 )
 def test_text_cli_errors_exit_with_status_2_and_one_line_before_any_training(

@@ -165,6 +165,11 @@ def run_text_comparison(
     protocol = {key: options[key] for key in TEXT_PROTOCOL_KEYS}
     if num_test is not None:  # absent otherwise, so that runs from before the option resume as they were
         protocol["num_test"] = num_test
+    for name, method in methods.items():  # a model that cannot be built on this corpus fails before any training
+        try:
+            _text_model(method, corpus, latent_dim, embed_dim, hidden_dim, word_dropout)
+        except ValueError as error:
+            raise ValueError(f"{name} cannot be built on {dataset}: {error}") from error
     run = ComparisonRun(output_dir, protocol, resume, overwrite)
     vocab_size, train_tokens = len(corpus.vocab), int(sentence_lengths(corpus.train).sum())
     decode_length = corpus.train.shape[1]
