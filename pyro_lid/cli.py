@@ -159,7 +159,7 @@ def _study(args) -> int:
         if not Path(folder).is_dir():
             raise ValueError(f"--also {folder}: no such folder")
     if args.report_only:
-        summary = summarize_seeds(folders, args.info_floor)
+        summary = summarize_seeds(folders, args.info_floor, args.paired)
     else:
         if text:
             defaults = TEXT_COMPARE_SIZES
@@ -169,8 +169,8 @@ def _study(args) -> int:
         models = [name for entry in (args.models or STUDY_MODELS[text]) for name in entry.split(",") if name]
         run_seed_study(args.output_dir, range(args.seeds), models, dataset=args.dataset, root=args.root,
                        lr=args.lr, device=args.device, progress=None, **options)  # fmt: skip
-        summary = summarize_seeds(folders, args.info_floor)
-    print(format_seed_table(summary))
+        summary = summarize_seeds(folders, args.info_floor, args.paired)
+    print(format_seed_table(summary, args.paired))
     import matplotlib.pyplot as plt
 
     plt.close(plot_pareto(folders, f"{args.output_dir}/pareto.png", args.info_floor))
@@ -422,6 +422,10 @@ def build_parser() -> argparse.ArgumentParser:
     study.add_argument("--info-floor", type=_positive_float, default=0.01,
                        help="a unit is informative when its I(x; z_d) exceeds this many nats")  # fmt: skip
     study.add_argument("--report-only", action="store_true", help="summarize the seeds already run; train nothing")
+    study.add_argument("--paired", default=None, metavar="METHOD",
+                       help="add a column: each method's NLL (images: LL) minus METHOD's in the same seed, mean ± sd "
+                            "over seeds (e.g. lm; what to compare where the seeds' data differ, as for synthetic "
+                            "text)")  # fmt: skip
     study.add_argument("--also", nargs="+", default=None, metavar="DIR",
                        help="more study folders of the same protocol whose seed<s> rows are read with --output-dir's "
                             "(methods trained side by side, e.g. with compare --no-language-model); figures go to "

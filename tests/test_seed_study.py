@@ -110,6 +110,15 @@ def test_a_text_study_summarizes_nll_perplexity_and_cost_against_the_lstm_vae(tm
     assert "| MI | code R² | NLL | PPL | max batch KL | cost (x LSTM-VAE) |" in table  # synthetic text: known codes
     assert f"| lm | 2 |  |  |  |  |  |  | {lm['nll']['mean']:.2f} ± {lm['nll']['sd']:.2f} |" in table
     assert "code R²" not in format_seed_table([{**s, "code_r2": None} for s in summary])  # a real corpus
+    # paired with the language model: each seed's NLL minus the LM's of the same seed (its corpus), then averaged
+    paired = {s["model"]: s for s in summarize_seeds(tmp_path, paired="lm")}
+    gaps = [rows[seed]["lidsvae"]["nll"] - rows[seed]["lm"]["nll"] for seed in (0, 1)]
+    assert paired["lidsvae"]["gap"]["mean"] == pytest.approx(statistics.fmean(gaps))
+    assert paired["lidsvae"]["gap"]["sd"] == pytest.approx(statistics.stdev(gaps))
+    assert paired["lm"]["gap"] == {"mean": 0.0, "sd": 0.0, "n": 2} and "gap" not in summary[0]
+    assert "| NLL | NLL − lm (paired) | PPL |" in format_seed_table(list(paired.values()), paired="lm")
+    with pytest.raises(ValueError, match="paired with vae, but .*seed0 has no row vae"):
+        summarize_seeds(tmp_path, paired="vae")
     assert "(n=" not in table
     fig = plot_pareto(tmp_path)
     assert fig.axes[0].get_xlabel().startswith("test log-likelihood (nats per sentence")

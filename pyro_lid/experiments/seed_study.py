@@ -131,12 +131,23 @@ def _per_seed_values(row, vae_seconds, info_floor):
 COST_BASES = ("vae", "lstm_vae")
 
 
-def summarize_seeds(output_dirs, info_floor: float = 0.01) -> list[dict]:
+def _paired_gap(row, baseline_row):
+    """Text: NLL minus the baseline's NLL (lower is better); images: LL minus the baseline's LL (higher is better)."""
+    key = "nll" if row.get("nll") is not None else "ll"
+    return row[key] - baseline_row[key]
+
+
+def summarize_seeds(output_dirs, info_floor: float = 0.01, paired: str | None = None) -> list[dict]:
     """Per method: ``{"model", "seeds": [...], <metric>: {"mean", "sd", "n"} or None}`` over the seeds
     (see the module docstring), in the registry's order. ``output_dirs``: one study folder or several of
     one protocol (their ``seed<s>`` rows read together as
     :func:`~pyro_lid.experiments.image_comparison.load_results` reads them: a method in two of them once where
-    its results agree, refused where they differ). All seeds must share one protocol but the seed."""
+    its results agree, refused where they differ). All seeds must share one protocol but the seed.
+
+    ``paired``: a method every seed has; each row then also gets ``gap``, its NLL (text; images: LL) minus that
+    method's *in the same seed*, averaged over seeds. Where seeds differ in more than the initialization (the
+    synthetic corpus is drawn from the seed), the spread of the NLL mixes the data sets' difficulty into the
+    methods' and the paired gap is the comparison that removes it."""
     protocol, per_model = None, {}
     for directories in seed_dirs(output_dirs):
         saved_protocol, rows, _ = load_results(directories)
@@ -146,10 +157,19 @@ def summarize_seeds(output_dirs, info_floor: float = 0.01) -> list[dict]:
             raise ValueError(f"{where} was run under another protocol: {shared} != {protocol}")
         protocol = shared
         vae_seconds = next((r["seconds_per_epoch"] for b in COST_BASES for r in rows if r["model"] == b), None)
+        baseline = None
+        if paired is not None:
+            baseline = next((r for r in rows if r["model"] == paired), None)
+            if baseline is None:
+                where = " and ".join(map(str, directories))
+                raise ValueError(f"paired with {paired}, but {where} has no row {paired}")
         for row in rows:
             entry = per_model.setdefault(row["model"], {"seeds": [], "values": []})
             entry["seeds"].append(saved_protocol["seed"])
-            entry["values"].append(_per_seed_values(row, vae_seconds, info_floor))
+            values = _per_seed_values(row, vae_seconds, info_floor)
+            if baseline is not None:
+                values["gap"] = _paired_gap(row, baseline)
+            entry["values"].append(values)
     summary = []
     for name, entry in per_model.items():
         keys = entry["values"][0].keys()
@@ -173,9 +193,10 @@ SEED_TABLE_COLUMNS = {
 CODE_R2_COLUMN = ("code R²", "code_r2", 2)
 
 
-def format_seed_table(summary: list[dict]) -> str:
+def format_seed_table(summary: list[dict], paired: str | None = None) -> str:
     """A Markdown table (:data:`SEED_TABLE_COLUMNS`, text columns when the rows have a perplexity, and
-    :data:`CODE_R2_COLUMN` when they have a code's recovery), every
+    :data:`CODE_R2_COLUMN` when they have a code's recovery, and the per-seed gap to the ``paired`` method
+    after the NLL or LL when :func:`summarize_seeds` was given it), every
     cell ``mean ± sd`` (the value alone where it rests on one seed: no spread was measured), the number
     of seeds per method, and ``(n=k)`` in a cell that rests on fewer seeds than its row (a metric some
     runs did not record)."""
@@ -187,9 +208,13 @@ def format_seed_table(summary: list[dict]) -> str:
         spread = f" ± {stat['sd']:.{digits}f}" if stat["n"] > 1 else ""
         return f"{stat['mean']:.{digits}f}{spread}{fewer}"
 
-    columns = SEED_TABLE_COLUMNS["text" if any(s.get("ppl") is not None for s in summary) else "image"]
+    text = any(s.get("ppl") is not None for s in summary)
+    columns = SEED_TABLE_COLUMNS["text" if text else "image"]
     if any(s.get("code_r2") is not None for s in summary):  # synthetic text: the true code's recovery
         columns = [*columns[:5], CODE_R2_COLUMN, *columns[5:]]
+    if paired is not None:  # after the NLL (LL) column
+        at = next(i for i, (_, key, _) in enumerate(columns) if key == ("nll" if text else "ll")) + 1
+        columns = [*columns[:at], (f"{'NLL' if text else 'LL'} − {paired} (paired)", "gap", 2), *columns[at:]]
     lines = ["| model | seeds | " + " | ".join(header for header, _, _ in columns) + " |",
              "|---|---|" + "---|" * len(columns)]  # fmt: skip
     for s in summary:
