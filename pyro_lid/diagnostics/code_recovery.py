@@ -37,35 +37,35 @@ def _matrix(name: str, value) -> torch.Tensor:
     return value
 
 
-def code_recovery(fit_means, fit_codes, test_means, test_codes) -> dict:
+def code_recovery(fit_latents, fit_codes, test_latents, test_codes) -> dict:
     r"""Held-out linear :math:`R^2` of the true codes given latents (see the module's description).
 
-    :param fit_means: ``(N, K)`` latents where the map is fitted; ``fit_codes``: ``(N, J)`` their codes.
-    :param test_means: ``(M, K)`` latents where it is scored; ``test_codes``: ``(M, J)``.
+    :param fit_latents: ``(N, K)`` latents where the map is fitted; ``fit_codes``: ``(N, J)`` their codes.
+    :param test_latents: ``(M, K)`` latents where it is scored; ``test_codes``: ``(M, J)``.
     :returns: ``{"r2": float, "r2_per_code": (J,) tensor}`` (float64).
     :raises ValueError: on mismatched shapes, non-finite values, fewer fitting points than ``K + 1``, or held-out
         codes without spread.
     """
-    fit_means, fit_codes = _matrix("fit_means", fit_means), _matrix("fit_codes", fit_codes)
-    test_means, test_codes = _matrix("test_means", test_means), _matrix("test_codes", test_codes)
-    if fit_means.shape[0] != fit_codes.shape[0] or test_means.shape[0] != test_codes.shape[0]:
+    fit_latents, fit_codes = _matrix("fit_latents", fit_latents), _matrix("fit_codes", fit_codes)
+    test_latents, test_codes = _matrix("test_latents", test_latents), _matrix("test_codes", test_codes)
+    if fit_latents.shape[0] != fit_codes.shape[0] or test_latents.shape[0] != test_codes.shape[0]:
         raise ValueError(
-            f"means and codes must have one row per point: fit {fit_means.shape[0]} vs {fit_codes.shape[0]}, "
-            f"test {test_means.shape[0]} vs {test_codes.shape[0]}"
+            f"latents and codes must have one row per point: fit {fit_latents.shape[0]} vs {fit_codes.shape[0]}, "
+            f"test {test_latents.shape[0]} vs {test_codes.shape[0]}"
         )
-    if fit_means.shape[1] != test_means.shape[1] or fit_codes.shape[1] != test_codes.shape[1]:
+    if fit_latents.shape[1] != test_latents.shape[1] or fit_codes.shape[1] != test_codes.shape[1]:
         raise ValueError(
-            f"fit and test sets must have the same dimensions: means {fit_means.shape[1]} vs {test_means.shape[1]}, "
-            f"codes {fit_codes.shape[1]} vs {test_codes.shape[1]}"
+            "fit and test sets must have the same dimensions: latents "
+            f"{fit_latents.shape[1]} vs {test_latents.shape[1]}, codes {fit_codes.shape[1]} vs {test_codes.shape[1]}"
         )
-    if fit_means.shape[0] < fit_means.shape[1] + 1:
-        raise ValueError(f"need at least K + 1 = {fit_means.shape[1] + 1} fitting points, got {fit_means.shape[0]}")
+    if fit_latents.shape[0] < fit_latents.shape[1] + 1:
+        raise ValueError(f"need at least K + 1 = {fit_latents.shape[1] + 1} fitting points, got {fit_latents.shape[0]}")
     spread = ((test_codes - test_codes.mean(0)) ** 2).sum(0)
     if not (spread > 0).all():
         raise ValueError("the held-out codes have a dimension without spread: R^2 is undefined")
-    design = torch.cat([fit_means, torch.ones_like(fit_means[:, :1])], 1)
+    design = torch.cat([fit_latents, torch.ones_like(fit_latents[:, :1])], 1)
     coef = torch.linalg.lstsq(design, fit_codes, driver="gelsd").solution
-    predicted = torch.cat([test_means, torch.ones_like(test_means[:, :1])], 1) @ coef
+    predicted = torch.cat([test_latents, torch.ones_like(test_latents[:, :1])], 1) @ coef
     r2 = 1 - ((test_codes - predicted) ** 2).sum(0) / spread
     return {"r2": float(r2.mean()), "r2_per_code": r2}
 
