@@ -208,13 +208,16 @@ def format_seed_table(summary: list[dict], paired: str | None = None) -> str:
         spread = f" ± {stat['sd']:.{digits}f}" if stat["n"] > 1 else ""
         return f"{stat['mean']:.{digits}f}{spread}{fewer}"
 
+    def after(columns, key, column):
+        at = next(i for i, (_, k, _) in enumerate(columns) if k == key) + 1
+        return [*columns[:at], column, *columns[at:]]
+
     text = any(s.get("ppl") is not None for s in summary)
     columns = SEED_TABLE_COLUMNS["text" if text else "image"]
     if any(s.get("code_r2") is not None for s in summary):  # synthetic text: the true code's recovery
-        columns = [*columns[:5], CODE_R2_COLUMN, *columns[5:]]
-    if paired is not None:  # after the NLL (LL) column
-        at = next(i for i, (_, key, _) in enumerate(columns) if key == ("nll" if text else "ll")) + 1
-        columns = [*columns[:at], (f"{'NLL' if text else 'LL'} − {paired} (paired)", "gap", 2), *columns[at:]]
+        columns = after(columns, "mi", CODE_R2_COLUMN)
+    if paired is not None:
+        columns = after(columns, "nll" if text else "ll", (f"{'NLL' if text else 'LL'} − {paired} (paired)", "gap", 2))
     lines = ["| model | seeds | " + " | ".join(header for header, _, _ in columns) + " |",
              "|---|---|" + "---|" * len(columns)]  # fmt: skip
     for s in summary:
