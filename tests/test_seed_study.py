@@ -93,22 +93,26 @@ TEXT_TINY = dict(dataset="synthetic-text", epochs=2, latent_dim=2, embed_dim=8, 
 
 def test_a_text_study_summarizes_nll_perplexity_and_cost_against_the_lstm_vae(tmp_path):
     summary = run_seed_study(tmp_path, seeds=(0, 1), models=("lstm_vae", "lidsvae"), **TEXT_TINY)
-    assert [s["model"] for s in summary] == ["lstm_vae", "lidsvae", "lm"]
+    assert [s["model"] for s in summary] == ["lstm_vae", "lidsvae", "lm", "oracle"]
     rows = {seed: {r["model"]: r for r in json.loads((tmp_path / f"seed{seed}" / "results.json").read_text())["rows"]}
             for seed in (0, 1)}  # fmt: skip
     assert rows[0]["lidsvae"]["ppl"] != rows[1]["lidsvae"]["ppl"]  # the seeds really differ
     for s in summary:
         for key in ("nll", "ppl"):
             assert s[key]["mean"] == pytest.approx(statistics.fmean(rows[seed][s["model"]][key] for seed in (0, 1)))
+        if s["model"] == "oracle":  # the generator's likelihood: nothing trained, no cost
+            assert s["cost"] is None
+            continue
         costs = [rows[seed][s["model"]]["seconds_per_epoch"] / rows[seed]["lstm_vae"]["seconds_per_epoch"]
                  for seed in (0, 1)]  # fmt: skip
         assert s["cost"]["mean"] == pytest.approx(statistics.fmean(costs))
-    _, lid, lm = summary
+    _, lid, lm, oracle = summary
     assert lm["au"] is None and lm["max_batch_kl"] is None and lid["max_batch_kl"]["n"] == 2
     assert lid["code_r2"]["mean"] == pytest.approx(statistics.fmean(rows[s]["lidsvae"]["code_r2"] for s in (0, 1)))
     table = format_seed_table(summary)
     assert "| MI | code R² | NLL | PPL | max batch KL | cost (x LSTM-VAE) |" in table  # synthetic text: known codes
     assert f"| lm | 2 |  |  |  |  |  |  | {lm['nll']['mean']:.2f} ± {lm['nll']['sd']:.2f} |" in table
+    assert f"| oracle | 2 |  |  |  |  |  |  | {oracle['nll']['mean']:.2f} ± {oracle['nll']['sd']:.2f} |" in table
     assert "code R²" not in format_seed_table([{**s, "code_r2": None} for s in summary])  # a real corpus
     # paired with the language model: each seed's NLL minus the LM's of the same seed (its corpus), then averaged
     paired = {s["model"]: s for s in summarize_seeds(tmp_path, paired="lm")}

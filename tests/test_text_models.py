@@ -6,7 +6,7 @@ import torch
 
 from pyro_lid.cli import main
 from pyro_lid.data import synthetic_text, topic_directions, unigram_frequencies
-from pyro_lid.diagnostics import amortization_gap, head_information, subspace_evidence
+from pyro_lid.diagnostics import amortization_gap, head_information, perplexity, subspace_evidence
 from pyro_lid.experiments.methods import METHODS, TEXT_METHODS, resolve_method, resolve_text_method
 from pyro_lid.infer import fit
 from pyro_lid.models import BNLSTMVAE, LIDGMVAE, LIDMVAE, LIDSVAE, LSTMVAE, SALSTMVAE
@@ -98,7 +98,7 @@ def test_text_comparison_writes_its_rows_and_files_and_resumes_without_retrainin
     monkeypatch.setattr(figures, "plot_results", lambda *a, **k: _keep_label(real_plot(*a, **k), labels))
     models = ("lstm_vae", "lidsvae:margin=2:metric=unigram")
     rows = harness.run_text_comparison("synthetic-text", models, output_dir=tmp_path, progress=False, **TINY)
-    assert [r["model"] for r in rows] == ["lm", "lstm_vae", "lidsvae:margin=2:metric=unigram"]
+    assert [r["model"] for r in rows] == ["lm", "oracle", "lstm_vae", "lidsvae:margin=2:metric=unigram"]
     assert calls == [("LSTMLanguageModel", None), ("LSTMVAE", True), ("LIDSVAE", True)]
     corpus = harness.load_text_data("synthetic-text", None, None, None, TINY["num_sentences"], 0)
     expected = unigram_frequencies(corpus.train, len(corpus.vocab))
@@ -111,17 +111,23 @@ def test_text_comparison_writes_its_rows_and_files_and_resumes_without_retrainin
     assert main(["report", str(tmp_path), "--figures", str(tmp_path / "figs")]) == 0
     assert labels == [("test log-likelihood (nats per sentence)", 2)] * 2
     assert (tmp_path / "figs" / "comparison.png").exists()
-    lm, vae, lid = rows
+    lm, oracle, vae, lid = rows
     assert lm["au"] is None and lm["ppl"] > 1 and vae["max_batch_kl"] >= 0 and lid["max_batch_kl"] > 0
+    # synthetic text: the generator's own likelihood, which no trained model beats, without training or latent
+    truth = corpus.generator.marginal_log_prob(corpus.test, num_samples=harness.ORACLE_SAMPLES)
+    assert oracle["nll"] == pytest.approx(-float(truth.mean()), rel=1e-9) and oracle["ess_min"] > 100
+    assert oracle["ppl"] == pytest.approx(perplexity(truth, corpus.test), rel=1e-9)
+    assert oracle["nll"] < min(r["nll"] for r in (lm, vae, lid)) and oracle["au"] is None
+    assert "| oracle |  |  |  | " in harness.format_text_results(rows)
     # synthetic text has known codes: each latent row says how much of them its posterior draws recover
     assert "code_r2" not in lm and all(-1 < r["code_r2"] <= 1 for r in (vae, lid))
     assert "| MI | code R² | NLL |" in harness.format_text_results(rows)
     without = [{k: v for k, v in r.items() if k != "code_r2"} for r in rows]  # a real corpus: no such column
     assert "code R²" not in harness.format_text_results(without)
-    for r in rows:  # perplexity is exp(NLL per predicted token); tokens/s from the same epoch seconds
+    for r in (lm, vae, lid):  # perplexity is exp(NLL per predicted token); tokens/s from the same epoch seconds
         assert r["tokens_per_second"] > 0 and r["seconds_per_epoch"] > 0
     table = harness.format_text_results(rows)
-    assert table.count("\n") == 4 and "| lidsvae:margin=2:metric=unigram |" in table and "x LSTM-VAE" in table
+    assert table.count("\n") == 5 and "| lidsvae:margin=2:metric=unigram |" in table and "x LSTM-VAE" in table
     results = (tmp_path / "results.json").read_text()
     again = harness.run_text_comparison("synthetic-text", models, output_dir=tmp_path, resume=True, progress=False,
                                         **TINY)  # fmt: skip
@@ -202,6 +208,9 @@ def test_text_comparison_num_test_evaluates_the_first_test_sentences_and_joins_t
     harness.run_text_comparison("synthetic-text", ["lstm_vae"], output_dir=tmp_path, progress=False, num_test=5,
                                 **options)  # fmt: skip
     assert [t.shape[0] for t in seen] == [5, 5] and all(torch.equal(t, corpus.test[:5]) for t in seen)
+    oracle = json.loads((tmp_path / "results.json").read_text())["rows"][1]
+    truth = corpus.generator.marginal_log_prob(corpus.test[:5], num_samples=harness.ORACLE_SAMPLES)
+    assert oracle["model"] == "oracle" and oracle["nll"] == pytest.approx(-float(truth.mean()), rel=1e-9)
     ((_, fit_x, fit_codes, test_x, test_codes),) = recovered  # the code's map: fitted on train, scored on the 5
     assert torch.equal(fit_x, corpus.train) and torch.equal(fit_codes, corpus.codes["train"])
     assert torch.equal(test_x, corpus.test[:5]) and torch.equal(test_codes, corpus.codes["test"][:5])
@@ -243,6 +252,7 @@ def no_text_work(monkeypatch):
         (["--dataset", "synthetic", "--embed-dim", "10"], "--embed-dim applies to text"),
         (["--dataset", "synthetic", "--no-language-model"], "--no-language-model applies to text"),
         (["--dataset", "synthetic-text", "--max-length", "0"], "expected a positive integer"),
+        (["--dataset", "ptb", "--models", "oracle"], "only synthetic-text has one, not ptb"),
         # 30 latents cannot map injectively into 24 logits: refused before the LSTM-VAE trains, not after
         (
             ["--dataset", "synthetic-text", "--models", "lstm_vae,lidsvae", "--latent-dim", "30"],
@@ -269,11 +279,11 @@ def test_text_cli_smoke_test_prints_the_table(tmp_path, capsys):
             "--output-dir", str(tmp_path)]  # fmt: skip
     assert main(argv) == 0
     out = capsys.readouterr().out
-    assert "| lm |" in out and "| lstm_vae |" in out and "tokens/s" in out
+    assert "| lm |" in out and "| oracle |" in out and "| lstm_vae |" in out and "tokens/s" in out
     argv = [*argv[:-1], str(tmp_path / "without"), "--no-language-model"]
     assert main(argv) == 0
     out = capsys.readouterr().out
-    assert "| lm |" not in out and "| lstm_vae |" in out
+    assert "| lm |" not in out and "| oracle |" not in out and "| lstm_vae |" in out
 
 
 # ------------------------------------------------------------------ 3. collapse on synthetic text (codes known)

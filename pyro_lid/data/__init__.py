@@ -3,6 +3,7 @@
 from .images import binarize, load_images, pixel_fisher_weights, read_idx
 from .pinwheel import pinwheel
 from .synthetic import synthetic_latent_data
+from .synthetic_text import SyntheticTextModel, synthetic_text, synthetic_text_model
 from .text import (
     BOS,
     EOS,
@@ -19,7 +20,6 @@ from .text import (
     pad_sentences,
     read_corpus,
     sentence_lengths,
-    synthetic_text,
     topic_directions,
     unigram_frequencies,
 )
@@ -49,4 +49,6 @@ __all__ = [
     "unigram_frequencies",
     "topic_directions",
     "synthetic_text",
+    "synthetic_text_model",
+    "SyntheticTextModel",
 ]

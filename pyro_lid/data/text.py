@@ -1,4 +1,5 @@
-r"""Text corpora as padded token-id tensors: a vocabulary, readers, PTB / Yahoo / user corpora, synthetic text.
+r"""Text corpora as padded token-id tensors: a vocabulary, readers, PTB / Yahoo / user corpora (synthetic text:
+:mod:`pyro_lid.data.synthetic_text`).
 
 The layout every sequence model relies on: an encoded split is a ``LongTensor`` of shape ``(N, T)`` whose
 row :math:`i` is ``<s> w_1 ... w_{n_i} </s> <pad> ... <pad>`` with :math:`T = 2 + \max_i n_i`; the special
@@ -41,7 +42,6 @@ __all__ = [
     "load_ptb",
     "load_yahoo",
     "load_corpus",
-    "synthetic_text",
     "load_text",
 ]
 
@@ -131,7 +131,8 @@ class TextCorpus:
 
     ``oov[split]`` counts the tokens of that split that the training vocabulary lacks (mapped to ``UNK``;
     a literal ``<unk>`` of the text is not counted). ``codes`` holds the true latent codes of each split
-    for synthetic text, ``None`` for real data.
+    for synthetic text, ``None`` for real data; ``generator`` the model that wrote a synthetic corpus
+    (:class:`~pyro_lid.data.synthetic_text.SyntheticTextModel`, whose ``marginal_log_prob`` is the true likelihood).
     """
 
     train: torch.Tensor
@@ -142,6 +143,7 @@ class TextCorpus:
     name: str = "corpus"
     description: str = ""
     codes: dict | None = None
+    generator: torch.nn.Module | None = None
 
     def split(self, name: str) -> torch.Tensor:
         if name not in ("train", "valid", "test"):
@@ -498,110 +500,14 @@ def load_corpus(
     return encode_corpus(splits, max_vocab=max_vocab, min_count=min_count, name=path.stem, description=description)
 
 
-# ------------------------------------------------------------------ synthetic text
-def _random_lstm(vocab_size: int, latent_dim: int, hidden: int, signal: float, max_length: int, g):
-    """The parameters of the generating model, drawn from ``g`` (the global RNG is left alone)."""
-    lstm = torch.nn.LSTM(hidden, hidden, batch_first=True)
-    with torch.no_grad():
-        for p in lstm.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * 2.0 / hidden**0.5)
-    stop = min(0.5, 2.0 / max_length)  # base stop probability per step: mean length about max_length / 2
-    return {
-        "lstm": lstm,
-        "embed": torch.randn(vocab_size + len(SPECIALS), hidden, generator=g),
-        "init": torch.randn(hidden, latent_dim, generator=g),
-        "out": 2.0 * torch.randn(vocab_size, hidden, generator=g),
-        "bias": torch.randn(vocab_size, generator=g),
-        "code": signal * torch.randn(vocab_size, latent_dim, generator=g),
-        "stop": 0.5 * torch.randn(hidden, generator=g),
-        "stop_bias": torch.tensor(stop / (1 - stop)).log(),
-    }
-
-
-@torch.no_grad()
-def _generate(model: dict, z: torch.Tensor, max_length: int, g) -> torch.Tensor:
-    """Sample padded rows ancestrally from the random LSTM given codes ``z``."""
-    n = z.shape[0]
-    h = torch.tanh(z @ model["init"].T).unsqueeze(0)
-    state = (h, torch.zeros_like(h))
-    tokens = torch.full((n, max_length + 2), PAD, dtype=torch.long)
-    tokens[:, 0] = BOS
-    previous, alive = tokens[:, 0].clone(), torch.ones(n, dtype=torch.bool)
-    for t in range(max_length):
-        out, state = model["lstm"](model["embed"][previous].unsqueeze(1), state)
-        out = out[:, 0]
-        logits = out @ model["out"].T + model["bias"] + z @ model["code"].T
-        word = torch.multinomial(torch.softmax(logits, -1), 1, generator=g)[:, 0] + len(SPECIALS)
-        stop = torch.rand(n, generator=g) < torch.sigmoid(out @ model["stop"] + model["stop_bias"])
-        if t > 0:  # at least one word
-            tokens[:, t + 1] = torch.where(alive & stop, EOS, PAD)
-            alive &= ~stop
-        tokens[:, t + 1] = torch.where(alive, word, tokens[:, t + 1])
-        previous = word
-    tokens[alive, max_length + 1] = EOS
-    return tokens
-
-
-def synthetic_text(
-    num_sentences: int,
-    vocab_size: int = 20,
-    latent_dim: int = 2,
-    max_length: int = 12,
-    seed: int = 0,
-    hidden: int = 16,
-    signal: float = 3.0,
-    valid_fraction: float = 0.1,
-    test_fraction: float = 0.1,
-):
-    r"""Sentences from a random LSTM language model driven by a known code :math:`z \sim \mathcal N(0, I_K)`.
-
-    :math:`h_0 = \tanh(B z)`, :math:`c_0 = 0`; at step :math:`t` the LSTM reads the previous token's embedding
-    and emits :math:`o_t`; the next word is drawn from :math:`\mathrm{softmax}(W o_t + b + A z)` with
-    :math:`A_{ij} \sim \mathcal N(0, \text{signal}^2)` (the code strongly shapes every step), unless ``</s>``
-    is drawn, with probability :math:`\sigma(s^\top o_t + s_0)` (never first; ``</s>`` is forced after
-    ``max_length`` words; :math:`s_0` makes the mean length about ``max_length / 2``). All weights are drawn from
-    ``seed``, so the data are deterministic given it. Words are ``w0 .. w{vocab_size-1}`` (ids 4 ...).
-
-    :returns: ``(corpus, codes)``: a :class:`TextCorpus` of ``num_sentences`` rows split train / valid / test
-        by the fractions (its ``codes`` set too) and ``codes[split]`` of shape ``(N_split, latent_dim)``.
-    """
-    if num_sentences < 3 or vocab_size < 1 or latent_dim < 1 or max_length < 1 or hidden < 1:
-        raise ValueError(
-            "need num_sentences >= 3 and vocab_size, latent_dim, max_length, hidden >= 1; got "
-            f"{num_sentences}, {vocab_size}, {latent_dim}, {max_length}, {hidden}"
-        )
-    num_test, num_valid = round(num_sentences * test_fraction), round(num_sentences * valid_fraction)
-    if not (0 <= num_test and 0 <= num_valid and num_test + num_valid < num_sentences):
-        raise ValueError(f"fractions {valid_fraction}, {test_fraction} leave no training sentence of {num_sentences}")
-    g = torch.Generator().manual_seed(seed)
-    model = _random_lstm(vocab_size, latent_dim, hidden, signal, max_length, g)
-    z = torch.randn(num_sentences, latent_dim, generator=g)
-    tokens = _generate(model, z, max_length, g)
-    sizes = {"train": num_sentences - num_valid - num_test, "valid": num_valid, "test": num_test}
-    bounds = torch.tensor([0, *sizes.values()]).cumsum(0).tolist()
-    codes, splits = {}, {}
-    for (name, _), lo, hi in zip(sizes.items(), bounds[:-1], bounds[1:]):
-        codes[name] = z[lo:hi]
-        rows = tokens[lo:hi]
-        splits[name] = rows[:, : 1 + int(sentence_lengths(rows).max())] if hi > lo else rows[:, :2]  # T = 2 + words
-    vocab = Vocabulary(list(SPECIALS) + [f"w{i}" for i in range(vocab_size)])
-    description = (
-        f"synthetic text: random LSTM LM (seed {seed}, hidden {hidden}) over {vocab_size} words driven by a "
-        f"{latent_dim}-d code (signal {signal}), at most {max_length} words; train/valid/test = "
-        f"{'/'.join(str(v) for v in sizes.values())}"
-    )
-    corpus = TextCorpus(
-        **splits, vocab=vocab, oov=dict.fromkeys(sizes, 0), name="synthetic-text", description=description, codes=codes
-    )
-    return corpus, codes
-
-
 #: The corpora known by name (:func:`load_text`); anything else is the path of a user corpus.
 TEXT_DATASETS = ("ptb", "yahoo", "synthetic-text")
 
 
 def load_text(name: str | Path, **kwargs) -> TextCorpus:
     """``"ptb"``, ``"yahoo"``, ``"synthetic-text"`` (its codes in ``.codes``), or a path for :func:`load_corpus`."""
+    from .synthetic_text import synthetic_text
+
     loaders = {"ptb": load_ptb, "yahoo": load_yahoo, "synthetic-text": lambda **kw: synthetic_text(**kw)[0]}
     if str(name) in loaders:
         return loaders[str(name)](**kwargs)

@@ -109,7 +109,7 @@ def _mean_sd(values):
 
 
 def _per_seed_values(row, vae_seconds, info_floor):
-    per_dim = row.get("mi_per_dim")
+    per_dim, seconds = row.get("mi_per_dim"), row.get("seconds_per_epoch")  # no seconds: the oracle (no training)
     return {
         "au": row["au"],
         "informative": None if per_dim is None else sum(v > info_floor for v in per_dim) / len(per_dim),
@@ -119,7 +119,7 @@ def _per_seed_values(row, vae_seconds, info_floor):
         "ll": row["ll"],
         "cluster_accuracy": row.get("cluster_accuracy"),
         "clusters_used": row.get("clusters_used"),
-        "cost": None if vae_seconds is None else row["seconds_per_epoch"] / vae_seconds,
+        "cost": None if vae_seconds is None or seconds is None else seconds / vae_seconds,
         "nll": row.get("nll"),
         "ppl": row.get("ppl"),
         "max_batch_kl": row.get("max_batch_kl"),

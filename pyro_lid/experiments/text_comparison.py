@@ -10,7 +10,10 @@ largest mini-batch KL seen in training (``max_batch_kl``, :func:`~pyro_lid.infer
 ``track_batch_kl``). On a corpus with known codes (synthetic text) a row also has ``code_r2``, the held-out
 linear :math:`R^2` of the true codes given draws of q(z | x) (:func:`~pyro_lid.diagnostics.code_recovery`).
 The language model ``lm`` (:class:`~pyro_lid.models.LSTMLanguageModel`, the
-decoder without z, same widths and budget) has an exact :math:`\\log p(x)`: NLL and PPL only.
+decoder without z, same widths and budget) has an exact :math:`\\log p(x)`: NLL and PPL only. On synthetic text
+the ``oracle`` row is the generator's own likelihood (:meth:`~pyro_lid.data.SyntheticTextModel.marginal_log_prob`,
+at least 1,000 importance samples): no model of the corpus can expect a lower NLL, so it says how much a model
+that recovers the code could gain over the language model.
 
 Cost beside quality: seconds per epoch (median over epochs 2 to E,
 :func:`~pyro_lid.experiments.runs.typical_epoch_seconds`), relative to the LSTM-VAE when it is in the
@@ -60,6 +63,12 @@ def is_text_dataset(dataset) -> bool:
 
 #: The language-model baseline's name in ``models`` and in the table.
 LM = "lm"
+
+#: The generator's own likelihood (synthetic text): the row no model can beat in expectation.
+ORACLE = "oracle"
+
+#: Importance samples of the oracle's :math:`\log p(x)` at least (its estimate is converged to 0.01 nats there).
+ORACLE_SAMPLES = 1000
 
 #: Yahoo's files when neither ``root`` nor ``PYRO_LID_YAHOO`` says where they are (the project's shared data).
 _SHARED_YAHOO = Path(__file__).resolve().parents[3] / "shared" / "data" / "yahoo"
@@ -129,7 +138,8 @@ def run_text_comparison(
     :param dataset: ``"ptb"`` (``pip install -e ".[text]"``), ``"yahoo"`` (``root``, ``PYRO_LID_YAHOO`` or the
         shared data folder), ``"synthetic-text"`` (``num_sentences`` sentences, split 80/10/10) or a corpus path.
     :param models: names from :data:`~pyro_lid.experiments.methods.TEXT_METHODS` (or variants such as
-        ``"lidsvae:margin=2"``); ``"lm"`` is the language model, also added first with ``language_model``.
+        ``"lidsvae:margin=2"``); ``"lm"`` is the language model, also added first with ``language_model``;
+        ``"oracle"`` the generator's likelihood, on synthetic text only (added second with ``language_model``).
     :param max_length: words per sentence; longer lines are truncated (counted with a warning by the reader).
     :param max_vocab: vocabulary size cap (specials included); ``None``: the loader's default.
     :param num_test: evaluate on the first ``num_test`` test sentences (documents) only; ``None``: the whole
@@ -140,9 +150,13 @@ def run_text_comparison(
     models = list(models)
     if language_model and LM not in models:
         models.insert(0, LM)
+    if language_model and str(dataset) == "synthetic-text" and ORACLE not in models:
+        models.insert(1, ORACLE)
     if not models:
         raise ValueError("no models to compare")
-    methods = {name: resolve_text_method(name) for name in models if name != LM}  # bad names fail first
+    if ORACLE in models and str(dataset) != "synthetic-text":
+        raise ValueError(f"the {ORACLE} row is the generator's likelihood: only synthetic-text has one, not {dataset}")
+    methods = {name: resolve_text_method(name) for name in models if name not in (LM, ORACLE)}  # bad names first
     sizes = dict(epochs=epochs, latent_dim=latent_dim, embed_dim=embed_dim, hidden_dim=hidden_dim,
                  batch_size=batch_size, num_samples=num_samples, num_sentences=num_sentences)  # fmt: skip
     for key, value in sizes.items():
@@ -175,6 +189,9 @@ def run_text_comparison(
     decode_length = corpus.train.shape[1]
     for name in models:
         if run.finished(name) is not None:
+            continue
+        if name == ORACLE:
+            run.record(_oracle_row(corpus.generator, corpus.test[:num_test], num_samples), [])
             continue
         pyro.set_rng_seed(seed)
         if name == LM:
@@ -224,6 +241,18 @@ def _evaluate(model, test: torch.Tensor, num_samples: int, progress, exact: bool
             "mi_per_dim": as_list(report["mi_per_dim"]), "kl_per_dim": as_list(report["kl_per_dim"])}  # fmt: skip
 
 
+def _oracle_row(generator, test: torch.Tensor, num_samples: int) -> dict:
+    """The ``oracle`` row: the generator's importance-sampled :math:`\\log p(x)` per test sentence; no training, no
+    latent to report (``ess_min``: the smallest effective sample size over sentences)."""
+    started = time.perf_counter()
+    ll, ess = generator.marginal_log_prob(test, num_samples=max(num_samples, ORACLE_SAMPLES), return_ess=True)
+    empty = dict.fromkeys(("au", "kl", "mi", "mi_minibatch", "reconstruction", "mi_per_dim", "kl_per_dim",
+                           "train_seconds", "seconds_per_epoch", "tokens_per_second", "final_val_loss",
+                           "max_batch_kl"))  # fmt: skip
+    return {"model": ORACLE, **empty, "nll": -float(ll.mean()), "ll": float(ll.mean()), "ppl": perplexity(ll, test),
+            "ess_min": float(ess.min()), "eval_seconds": time.perf_counter() - started}  # fmt: skip
+
+
 def _code_r2(model, corpus, num_test) -> float:
     """:func:`~pyro_lid.diagnostics.posterior_code_recovery` of the corpus's true codes: the linear map from
     posterior draws fitted on the training split, scored on the (first ``num_test``) test sentences."""
@@ -256,12 +285,13 @@ def format_text_results(rows: list[dict]) -> str:
         "|---|---|---|---|---|---|---|---|---|---|---|" + ("---|" if codes else ""),
     ]
     for r in rows:
-        relative = "" if base is None else f"{r['seconds_per_epoch'] / base:.2f}"
+        seconds = r.get("seconds_per_epoch")
+        relative = "" if base is None or seconds is None else f"{seconds / base:.2f}"
         code = f"{number(r.get('code_r2'), 2)} | " if codes else ""
         lines.append(
             f"| {r['model']} | {number(r['au'], 2)} | {number(r['kl'], 2)} | {number(r['mi'], 2)} | {code}"
             f"{r['nll']:.2f} | {r['ppl']:.2f} | {number(r['reconstruction'], 2)} | {number(r['max_batch_kl'], 2)} | "
-            f"{r['seconds_per_epoch']:.2f} | {relative} | {r['tokens_per_second']:.0f} |"
+            f"{number(seconds, 2)} | {relative} | {number(r.get('tokens_per_second'), 0)} |"
         )
     return "\n".join(lines)
 
@@ -305,14 +335,14 @@ def _trained_text_models(output_dir, root, what: str, models=None):
 
     output_dir = Path(output_dir)
     saved, protocol, corpus = _saved_text_run(output_dir, root, what)
-    names = [row["model"] for row in saved["rows"] if row["model"] != LM]
+    names = [row["model"] for row in saved["rows"] if row["model"] not in (LM, ORACLE)]
     missing = sorted(set(models or ()) - set(names))
     if missing:
         raise ValueError(f"{output_dir} has no row {', '.join(missing)}; its latent-variable rows: {', '.join(names)}")
 
     def trained():
         for row in saved["rows"]:
-            if row["model"] == LM or (models and row["model"] not in models):
+            if row["model"] in (LM, ORACLE) or (models and row["model"] not in models):
                 continue
             model = _text_model(resolve_text_method(row["model"]), corpus, protocol["latent_dim"],
                                 protocol["embed_dim"], protocol["hidden_dim"], protocol["word_dropout"])  # fmt: skip
