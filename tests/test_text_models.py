@@ -118,7 +118,9 @@ def test_text_comparison_writes_its_rows_and_files_and_resumes_without_retrainin
     assert oracle["nll"] == pytest.approx(-float(truth.mean()), rel=1e-9) and oracle["ess_min"] > 100
     assert oracle["ppl"] == pytest.approx(perplexity(truth, corpus.test), rel=1e-9)
     assert oracle["nll"] < min(r["nll"] for r in (lm, vae, lid)) and oracle["au"] is None
-    assert "| oracle |  |  |  | " in harness.format_text_results(rows)
+    true_mi = corpus.generator.log_prob(corpus.test, corpus.codes["test"]) - truth  # I(x; z) of the generator
+    assert oracle["mi"] == pytest.approx(float(true_mi.mean()), rel=1e-6) and oracle["mi"] > 0.5
+    assert f"| oracle |  |  | {oracle['mi']:.2f} | " in harness.format_text_results(rows)
     # synthetic text has known codes: each latent row says how much of them its posterior draws recover
     assert "code_r2" not in lm and all(-1 < r["code_r2"] <= 1 for r in (vae, lid))
     assert "| MI | code R² | NLL |" in harness.format_text_results(rows)
