@@ -43,7 +43,8 @@ def _quadrature(model, tokens, nodes: int, limit: float = 6.0) -> torch.Tensor:
     grid = torch.linspace(-limit, limit, nodes, dtype=torch.float64)
     points = torch.cartesian_prod(*[grid] * model.latent_dim).reshape(-1, 1, model.latent_dim)
     points = points.expand(-1, tokens.shape[0], model.latent_dim)
-    joint = torch.cat([model._log_joint(tokens, part) for part in points.split(5000)])
+    prior = torch.distributions.Normal(0.0, 1.0)
+    joint = torch.cat([model.log_prob(tokens, part) + prior.log_prob(part).sum(-1) for part in points.split(5000)])
     return joint.logsumexp(0) + model.latent_dim * math.log(grid[1] - grid[0])
 
 

@@ -113,7 +113,10 @@ class SyntheticTextModel(nn.Module):
                 f"expected tokens (N, T) and z (..., N, {self.latent_dim}), got {tuple(tokens.shape)} and "
                 f"{tuple(z.shape)}"
             )
-        words = self._check_tokens(tokens)
+        return self._log_likelihood(tokens, self._check_tokens(tokens), z)
+
+    def _log_likelihood(self, tokens, words, z):
+        """:meth:`log_prob` of rows already checked (``words``: their word counts)."""
         batch = z.shape[:-2]
         z = z.reshape(-1, self.latent_dim)
         copies = z.shape[0] // tokens.shape[0]
@@ -131,25 +134,26 @@ class SyntheticTextModel(nn.Module):
             total = total + torch.where(is_stop, nn.functional.logsigmoid(stop_logit), 0.0)
         return total.reshape(*batch, -1)
 
-    def _log_joint(self, tokens, z):
-        return self.log_prob(tokens, z) - 0.5 * (z**2).sum(-1) - 0.5 * self.latent_dim * math.log(2 * math.pi)
+    def _log_joint(self, tokens, words, z):
+        prior = -0.5 * (z**2).sum(-1) - 0.5 * self.latent_dim * math.log(2 * math.pi)
+        return self._log_likelihood(tokens, words, z) + prior
 
-    def _laplace(self, tokens, steps: int):
+    def _laplace(self, tokens, words, steps: int):
         r"""Per sentence, the mode of :math:`p(z \mid x)` (the best of 64 prior draws and 0, then Adam) and the
         negative Hessian of :math:`\log p(x, z)` there, its eigenvalues floored at 1/4 (a proposal, not a claim)."""
         n, k = tokens.shape[0], self.latent_dim
         starts = torch.cat([torch.zeros(1, n, k), torch.randn(64, n, k)]).to(self.code)
         with torch.no_grad():
-            best = self._log_joint(tokens, starts).argmax(0)
+            best = self._log_joint(tokens, words, starts).argmax(0)
         z = starts[best, torch.arange(n)].clone().requires_grad_(True)
         optimizer = torch.optim.Adam([z], lr=0.05)
         schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
         for _ in range(steps):
             optimizer.zero_grad()
-            (-self._log_joint(tokens, z).sum()).backward()
+            (-self._log_joint(tokens, words, z).sum()).backward()
             optimizer.step()
             schedule.step()
-        (grad,) = torch.autograd.grad(self._log_joint(tokens, z).sum(), z, create_graph=True)
+        (grad,) = torch.autograd.grad(self._log_joint(tokens, words, z).sum(), z, create_graph=True)
         rows = [torch.autograd.grad(grad[:, i].sum(), z, retain_graph=i < k - 1)[0] for i in range(k)]
         precision = -torch.stack(rows, 1)
         values, vectors = torch.linalg.eigh(0.5 * (precision + precision.transpose(-1, -2)))
@@ -171,10 +175,10 @@ class SyntheticTextModel(nn.Module):
 
         if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 10:
             raise ValueError(f"num_samples must be an integer >= 10, got {num_samples!r}")
-        self._check_tokens(tokens)
+        words = self._check_tokens(tokens)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            mode, covariance = self._laplace(tokens, steps)
+            mode, covariance = self._laplace(tokens, words, steps)
             scale_tril = torch.linalg.cholesky(1.5**2 * covariance)
             local = dist.MultivariateStudentT(torch.tensor(5.0).to(mode), mode, scale_tril)
             prior = dist.Normal(torch.zeros_like(mode), 1.0).to_event(1)
@@ -183,7 +187,7 @@ class SyntheticTextModel(nn.Module):
         with torch.no_grad():
             mixture = torch.logaddexp(local.log_prob(z) + math.log(1 - from_prior / num_samples),
                                       prior.log_prob(z) + math.log(from_prior / num_samples))  # fmt: skip
-            log_w = torch.cat([self._log_joint(tokens, part) for part in z.split(200)]) - mixture
+            log_w = torch.cat([self._log_joint(tokens, words, part) for part in z.split(200)]) - mixture
         ll = log_w.logsumexp(0) - math.log(num_samples)
         if not return_ess:
             return ll
