@@ -53,7 +53,8 @@ class SyntheticTextModel(nn.Module):
         self.register_buffer("stop_bias", torch.tensor(stop / (1 - stop)).log())
 
     def _steps(self, z, previous, state):
-        """One LSTM step from ``previous`` raw ids: the word logits, the stop logit and the new state."""
+        """One LSTM step reading the embeddings of the ``previous`` token ids: the word logits, the stop logit and
+        the new state."""
         out, state = self.lstm(self.embed[previous].unsqueeze(1), state)
         out = out[:, 0]
         return out @ self.out.T + self.bias + z @ self.code.T, out @ self.stop + self.stop_bias, state
@@ -140,7 +141,8 @@ class SyntheticTextModel(nn.Module):
 
     def _laplace(self, tokens, words, steps: int):
         r"""Per sentence, the mode of :math:`p(z \mid x)` (the best of 64 prior draws and 0, then Adam) and the
-        negative Hessian of :math:`\log p(x, z)` there, its eigenvalues floored at 1/4 (a proposal, not a claim)."""
+        Laplace covariance there: the inverse of the negative Hessian of :math:`\log p(x, z)`, its eigenvalues
+        floored at 1/4 (a proposal, not a claim)."""
         n, k = tokens.shape[0], self.latent_dim
         starts = torch.cat([torch.zeros(1, n, k), torch.randn(64, n, k)]).to(self.code)
         with torch.no_grad():
