@@ -115,5 +115,7 @@ def test_sentences_the_generator_cannot_write_are_named():
             model.log_prob(torch.tensor(rows), z)
     with pytest.raises(ValueError, match=r"expected tokens \(N, T\) and z \(..., N, 2\)"):
         model.log_prob(good, torch.zeros(3, 2))
+    with pytest.raises(ValueError, match=r"expected tokens of shape \(N, T\), got \(5,\)"):
+        model.marginal_log_prob(good[0])
     with pytest.raises(ValueError, match="num_samples must be an integer >= 10"):
         model.marginal_log_prob(good, num_samples=5)

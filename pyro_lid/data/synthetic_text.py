@@ -86,6 +86,8 @@ class SyntheticTextModel(nn.Module):
 
     def _check_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
         """The number of words per row; a ``ValueError`` naming the first row this model cannot write."""
+        if tokens.dim() != 2:
+            raise ValueError(f"expected tokens of shape (N, T), got {tuple(tokens.shape)}")
         words = sentence_lengths(tokens) - 1
         first = self.vocab_size + len(SPECIALS)
         body = torch.arange(tokens.shape[-1], device=tokens.device) <= words.unsqueeze(-1)  # <s> and the words
