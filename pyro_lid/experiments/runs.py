@@ -25,7 +25,7 @@ import os
 import statistics
 from pathlib import Path
 
-from .._checks import writable_dir
+from .._checks import is_positive_number, writable_dir
 from ..infer.checkpoints import atomic_write_text
 from .methods import file_stem
 
@@ -118,8 +118,13 @@ def finished_rows(out: Path, protocol: dict) -> dict:
     return {r["model"]: r for r in saved["rows"]}
 
 
-def check_run_options(output_dir, resume: bool, overwrite: bool) -> None:
-    """The combinations of ``output_dir``, ``resume`` and ``overwrite`` that make no sense, as a ``ValueError``."""
+def check_run_options(output_dir, resume: bool, overwrite: bool, checkpoint_minutes: float | None = None) -> None:
+    """The combinations of ``output_dir``, ``resume`` and ``overwrite`` that make no sense, and a
+    ``checkpoint_minutes`` that is not a number >= 0, as a ``ValueError``."""
+    if checkpoint_minutes is not None and not (checkpoint_minutes == 0 or is_positive_number(checkpoint_minutes)):
+        raise ValueError(
+            f"checkpoint_minutes must be a finite number >= 0 (0: between epochs only), got {checkpoint_minutes!r}"
+        )
     if resume and output_dir is None:
         raise ValueError("resume=True needs an output_dir")
     if resume and overwrite:
@@ -131,7 +136,8 @@ class ComparisonRun:
 
     ``run.finished(name)`` is the row of a method an earlier run under the same protocol finished
     (``resume=True``), else ``None``; ``run.checkpoint(name)`` is the file ``fit`` checkpoints that
-    method to; ``run.record(row, history)`` adds a finished method's row and writes its history and
+    method to (``run.checkpoint_options(name, minutes)``: ``fit``'s arguments for it, written also every
+    ``minutes`` within an epoch); ``run.record(row, history)`` adds a finished method's row and writes its history and
     ``results.json`` (rows of this run in order, then finished rows not reached yet). Without an
     ``output_dir`` nothing is written. ``run.rows`` is the run's table.
     """
@@ -159,6 +165,13 @@ class ComparisonRun:
 
     def checkpoint(self, name: str) -> Path | None:
         return self.out / f"checkpoint_{file_stem(name)}.pt" if self.out is not None else None
+
+    def checkpoint_options(self, name: str, minutes: float | None) -> dict:
+        """``fit``'s checkpoint arguments for ``name``: its file, written after every epoch and (``minutes``
+        not ``None`` or 0) also between two steps once that many minutes have passed since the last write."""
+        path = self.checkpoint(name)
+        every = 60.0 * minutes if path is not None and minutes else None
+        return {"checkpoint": path, "checkpoint_every_seconds": every}
 
     def record(self, row: dict, history_records: list) -> None:
         self.rows.append(row)

@@ -132,6 +132,7 @@ def run_text_comparison(
     progress: bool | None = None,
     language_model: bool = True,
     root: str | Path | None = None,
+    checkpoint_minutes: float | None = 10.0,
 ) -> list[dict]:
     """Train the language model and each named text method; one result row each (see the module's description).
 
@@ -146,6 +147,8 @@ def run_text_comparison(
         test split. The importance-weighted bound costs ``num_samples`` decoder passes per sentence, which
         decides a CPU budget on long documents (Yahoo); the protocol records it.
     :param device: train and evaluate here (e.g. ``"cuda"``); the corpus stays on the CPU.
+    :param checkpoint_minutes: also write each model's checkpoint within an epoch once this many minutes
+        have passed since the last write (``None`` or 0: after every epoch only); ``resume`` continues from it.
     """
     models = list(models)
     if language_model and LM not in models:
@@ -169,7 +172,7 @@ def run_text_comparison(
         raise ValueError(f"lr must be > 0, got {lr!r}")
     if not 0 <= word_dropout < 1:
         raise ValueError(f"word_dropout must be in [0, 1), got {word_dropout!r}")
-    check_run_options(output_dir, resume, overwrite)
+    check_run_options(output_dir, resume, overwrite, checkpoint_minutes)
     device = resolve_device(device)
     dataset = str(dataset)
     corpus = load_text_data(dataset, root, max_length, max_vocab, num_sentences, seed)
@@ -204,7 +207,7 @@ def run_text_comparison(
         if device is not None:
             model.to(device)
         history = fit(model, corpus.train, corpus.valid, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
-                      progress=progress, checkpoint=run.checkpoint(name), resume=resume,
+                      progress=progress, **run.checkpoint_options(name, checkpoint_minutes), resume=resume,
                       callbacks=[TokenRate(train_tokens)], **extra)  # fmt: skip
         started = time.perf_counter()
         test = corpus.test[:num_test].to(next(model.parameters()).device)

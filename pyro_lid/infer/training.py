@@ -29,7 +29,7 @@ from .engine.callbacks import (
     make_loggers,
 )
 from .engine.callbacks.validation import evaluate as _validate
-from .engine.checks import check_fit_arguments, check_sharding, optimizer_class
+from .engine.checks import check_checkpoint_interval, check_fit_arguments, check_sharding, optimizer_class
 from .engine.history import History, TrainingDiverged
 from .engine.launch import make_fabric, quiet_lightning, train_in_process
 from .engine.learning_rates import resolve_lr_multipliers
@@ -58,6 +58,8 @@ def fit(
     seed: int = 0,
     checkpoint: str | Path | None = None,
     resume: bool = False,
+    checkpoint_every_n_steps: int | None = None,
+    checkpoint_every_seconds: float | None = None,
     early_stopping_patience: int | None = None,
     val_metrics: bool = True,
     strategy="standard",
@@ -102,8 +104,12 @@ def fit(
         written with other options, another model or other data is refused with a
         :class:`~pyro_lid.infer.checkpoints.CheckpointError` naming each difference, and so is an empty,
         truncated or corrupt one; ``epochs`` and ``early_stopping_patience`` may change (train longer).
-    :param resume: continue from ``checkpoint`` if it exists; on one process the result equals an
-        uninterrupted run, bit for bit.
+    :param resume: continue from ``checkpoint`` if it exists, also from one written between two steps;
+        on one process the result equals an uninterrupted run, bit for bit.
+    :param checkpoint_every_n_steps: also write ``checkpoint`` after every this many steps of an epoch
+        (an integer >= 1), so that an interrupted long epoch resumes where it was.
+    :param checkpoint_every_seconds: also write ``checkpoint`` between two steps once this many seconds
+        (a number > 0) have passed since the last write; either option may change when resuming.
     :param early_stopping_patience: stop after this many epochs without a better ``val_loss``
         (an integer >= 0; needs ``val_data``).
     :param progress: ``None`` draws a bar on a terminal and otherwise writes one line per epoch;
@@ -143,6 +149,7 @@ def fit(
     if not is_positive_number(lr):
         raise ValueError(f"lr must be a finite number > 0, got {lr!r}")
     resolve_lr_multipliers(model, lr_multipliers)  # refused here, before any training
+    check_checkpoint_interval(checkpoint, checkpoint_every_n_steps, checkpoint_every_seconds)
     config = None
     if checkpoint is not None:  # what a resumed run must share with this one (the data's fingerprints too)
         config = training_config(
@@ -173,7 +180,8 @@ def fit(
         pieces.append(ValidationMetrics(val_data, batch_size, val_metrics, evaluate=_validate))
     pieces += [EarlyStopping(early_stopping_patience), *callbacks, ProgressLine(progress)]
     pieces += [LogMetrics()] if loggers else []
-    pieces += [Checkpointing(checkpoint, config)] if checkpoint is not None else []
+    if checkpoint is not None:
+        pieces.append(Checkpointing(checkpoint, config, checkpoint_every_n_steps, checkpoint_every_seconds))
     loop_options = dict(
         strategy=recipe, callbacks=pieces, epochs=epochs, batch_size=batch_size, seed=seed,
         elbo=loss or model.default_loss(), optimizer=optimizer_class(optimizer), optim_args={"lr": lr},

@@ -5,7 +5,9 @@ from __future__ import annotations
 import torch
 from pyro.optim.clipped_adam import ClippedAdam
 
-__all__ = ["OPTIMIZERS", "check_data", "check_fit_arguments"]
+from ..._checks import is_positive_number
+
+__all__ = ["OPTIMIZERS", "check_checkpoint_interval", "check_data", "check_fit_arguments"]
 
 OPTIMIZERS = {"adam": torch.optim.Adam, "rmsprop": torch.optim.RMSprop, "clipped_adam": ClippedAdam}
 
@@ -87,3 +89,17 @@ def check_sharding(num_data: int, batch_size: int, world_size: int) -> None:
             f"with {num_data} data points, batch_size={batch_size} and {world_size} processes some process would get "
             f"an empty mini-batch; choose batch_size >= {world_size} with num_data % batch_size 0 or >= {world_size}"
         )
+
+
+def check_checkpoint_interval(checkpoint, every_n_steps, every_seconds) -> None:
+    """Mid-epoch checkpoints need a ``checkpoint`` file, a whole number of steps >= 1 and/or seconds > 0."""
+    if every_n_steps is None and every_seconds is None:
+        return
+    if checkpoint is None:
+        raise ValueError("checkpoint_every_n_steps / checkpoint_every_seconds need a checkpoint file (checkpoint=...)")
+    if every_n_steps is not None and (
+        isinstance(every_n_steps, bool) or not isinstance(every_n_steps, int) or every_n_steps < 1
+    ):
+        raise ValueError(f"checkpoint_every_n_steps must be an integer >= 1, got {every_n_steps!r}")
+    if every_seconds is not None and not is_positive_number(every_seconds):
+        raise ValueError(f"checkpoint_every_seconds must be a finite number > 0, got {every_seconds!r}")

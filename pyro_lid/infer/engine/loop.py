@@ -13,6 +13,12 @@ The loop does not know any recipe or feature: what a step is belongs to the stra
     strategy.on_epoch_end(record)            # the strategy's fields and rules (Lagging's MI rule)
     history.append(record)
     callbacks.on_epoch_recorded(record)      # progress line, loggers, checkpoint
+
+A checkpoint may also be written between two steps (``fit(checkpoint_every_n_steps=...)`` or
+``checkpoint_every_seconds``): it holds the steps done in the epoch (``step``) and the epoch's running
+totals (``epoch_partial``), and a run resumed from it continues with the next mini-batch of the same
+permutation *without* calling ``strategy.on_epoch_start`` again. So whatever a strategy or callback sets
+at the start of an epoch or accumulates over its steps belongs in its ``state_dict``.
 """
 
 from __future__ import annotations
@@ -77,6 +83,9 @@ class TrainingLoop:
         self.num_data = train_data.shape[0]  # the GLOBAL data size, on every process: the ELBO's scaling
         self.steps_per_epoch = math.ceil(self.num_data / batch_size)
         self.history, self.epoch, self.should_stop, self.checkpoint_path = History(), 0, False, None
+        self.step = 0  # steps done in the current epoch (0 between epochs)
+        self.epoch_partial = {"total": 0.0, "grad_evals": 0, "seconds": 0.0}  # its running totals
+        self.last_checkpoint = None  # where the newest checkpoint stands, in words (for TrainingDiverged)
         model.to(self.device)
         for callback in self.callbacks:
             callback.setup(self)
@@ -116,7 +125,9 @@ class TrainingLoop:
 
     def state_dict(self) -> dict:
         state = {"model": self.model.state_dict(), **self.strategy.state_dict()}
-        state.update(history=self.history.records, epoch=self.epoch)
+        state.update(history=self.history.records, epoch=self.epoch, step=self.step)
+        if self.step:
+            state["epoch_partial"] = dict(self.epoch_partial)
         for callback in self.callbacks:
             state.update(callback.state_dict())
         state["rng"] = rng_state()
@@ -126,11 +137,21 @@ class TrainingLoop:
         self.model.load_state_dict(state["model"])
         self.strategy.load_state_dict(state)
         self.history.records, self.epoch = state["history"], state["epoch"]
+        self.step = state.get("step", 0)  # checkpoints written before mid-epoch ones had no "step"
+        if self.step:
+            self.epoch_partial = dict(state["epoch_partial"])
         for callback in self.callbacks:
             callback.load_state_dict(state)
         set_rng_state(state["rng"])
         if self.global_rank:  # the checkpoint holds the first process's streams; the others need their own
-            pyro.set_rng_seed(self.seed + 1_000_003 * self.global_rank + self.epoch)
+            pyro.set_rng_seed(self.seed + 1_000_003 * self.global_rank + self.epoch + 7919 * self.step)
+        self.last_checkpoint = self.position()
+
+    def position(self) -> str:
+        """Where training stands, in words: ``"end of epoch 3"`` or ``"epoch 4, step 120 of 400"``."""
+        if self.step:
+            return f"epoch {self.epoch + 1}, step {self.step} of {self.steps_per_epoch}"
+        return f"end of epoch {self.epoch}"
 
     # ------------------------------------------------------------------ the loop
     def run(self) -> History:
@@ -161,36 +182,44 @@ class TrainingLoop:
         started = time.perf_counter()
         model, strategy, n, steps = self.model, self.strategy, self.num_data, self.steps_per_epoch
         model.train()
-        strategy.on_epoch_start(self, epoch)
+        first = self.step  # > 0: resumed between two steps of this epoch, whose start already ran
+        if not first:
+            self.epoch_partial = {"total": 0.0, "grad_evals": 0, "seconds": 0.0}
+            strategy.on_epoch_start(self, epoch)
+        partial = self.epoch_partial
+        earlier_seconds = partial["seconds"]
         # the same permutation on every process: each takes its shard of the same global batches
         order = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed * 100003 + epoch))
-        total, grad_evals = 0.0, 0
         bar = progress_bar(
-            range(steps), self.progress if self.is_global_zero else False, desc=f"epoch {epoch + 1}/{self.epochs}"
-        )
+            range(first, steps), self.progress if self.is_global_zero else False,
+            desc=f"epoch {epoch + 1}/{self.epochs}", total=steps, initial=first,
+        )  # fmt: skip
         for step in bar:
             x = self._batch(order, step)
             for hook in self._step_hooks:
                 hook(self, epoch, step)
             value, evaluations = strategy.training_step(self, x)
-            grad_evals += evaluations
             if not math.isfinite(value):
-                path = self.checkpoint_path
-                where = f"the checkpoint {path} (end of epoch {epoch})" if path is not None else "no checkpoint"
+                path, at = self.checkpoint_path, self.last_checkpoint
+                where = f"the checkpoint {path} ({at})" if path is not None and at is not None else "no checkpoint"
                 raise TrainingDiverged(
                     f"training diverged: loss {value} at epoch {epoch + 1}, step {step + 1}; last good state is in "
                     f"{where}. Lower the learning rate or clip gradients (clip_norm)."
                 )
-            for hook in self._step_end_hooks:
+            partial["total"] += value
+            partial["grad_evals"] += evaluations
+            partial["seconds"] = earlier_seconds + time.perf_counter() - started
+            self.step = step + 1
+            for hook in self._step_end_hooks:  # the last one may write a mid-epoch checkpoint
                 hook(self, epoch, step, x)
-            total += value
             bar.set_postfix(loss=f"{value / n:.2f}")
         record = {
             "epoch": epoch + 1,
-            "train_loss": total / steps / n,
-            "seconds": time.perf_counter() - started,
-            "grad_evals": grad_evals,
+            "train_loss": partial["total"] / steps / n,
+            "seconds": earlier_seconds + time.perf_counter() - started,
+            "grad_evals": partial["grad_evals"],
         }
+        self.step = 0
         for callback in self.callbacks:
             callback.on_train_epoch_end(self, epoch, record)
         self.epoch = epoch + 1

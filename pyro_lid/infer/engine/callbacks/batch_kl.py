@@ -58,3 +58,10 @@ class MaxBatchKL(Callback):
         if self.largest is not None:
             record["max_batch_kl"] = float(self.largest)
         self.largest = None
+
+    def state_dict(self) -> dict:
+        """The epoch's running maximum, for a checkpoint written between two steps."""
+        return {"max_batch_kl_partial": self.largest}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.largest = state.get("max_batch_kl_partial")

@@ -4,11 +4,13 @@
 A checkpoint is a dict of top-level entries, each owned by one piece of the engine: ``model``,
 ``history``, ``epoch`` and ``rng`` (the loop), ``optim`` (and for Lagging ``optim_encoder``,
 ``optim_decoder``, ``lagging``, ``batch_rng``; for pretraining ``decoder_at_init``: the strategy),
-``best`` and ``since_best`` (early stopping).
+``best`` and ``since_best`` (early stopping); between two steps of an epoch also ``step`` and
+``epoch_partial`` (the loop) and ``max_batch_kl_partial`` (:class:`~.batch_kl.MaxBatchKL`).
 """
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from ... import checkpoints
@@ -42,20 +44,48 @@ def load_checkpoint(path, map_location, config: dict | None = None) -> dict:
 class Checkpointing(Callback):
     """Write the loop's state to ``path`` after every epoch (the first process writes; the others wait),
     with the training ``config`` (:func:`~pyro_lid.infer.checkpoints.training_config`) that a resumed
-    run must share."""
+    run must share; also between two steps every ``every_n_steps`` steps of an epoch and/or once
+    ``every_seconds`` of wall-clock time have passed since the last write (a long epoch then loses at
+    most that much work). The first process decides the time rule, and the others follow its decision."""
 
-    def __init__(self, path, config: dict | None = None):
+    def __init__(self, path, config: dict | None = None, every_n_steps: int | None = None,
+                 every_seconds: float | None = None):  # fmt: skip
         self.path = Path(path)
         self.config = config
+        self.every_n_steps, self.every_seconds = every_n_steps, every_seconds
+        self.last_write = time.monotonic()
 
     def state_dict(self) -> dict:
         return {"config": self.config}
 
     def on_fit_start(self, loop) -> None:
         loop.checkpoint_path = self.path  # named in TrainingDiverged's message
+        self.last_write = time.monotonic()
 
-    def on_epoch_recorded(self, loop, record: dict) -> None:
+    def _write(self, loop) -> None:
         if loop.is_global_zero:
             save_checkpoint(loop.state_dict(), self.path)
         if loop.world_size > 1:
             loop.fabric.barrier()
+        loop.last_checkpoint = loop.position()
+        self.last_write = time.monotonic()
+
+    def _due(self, loop) -> bool:
+        if loop.step >= loop.steps_per_epoch:  # the epoch's end writes anyway
+            return False
+        if self.every_n_steps is not None and loop.step % self.every_n_steps == 0:
+            return True
+        if self.every_seconds is None:
+            return False
+        due = time.monotonic() - self.last_write >= self.every_seconds
+        if loop.world_size > 1:  # clocks differ between processes: all follow the first one
+            due = loop.fabric.broadcast(due, src=0)
+        return due
+
+    def on_train_step_end(self, loop, epoch: int, step: int, x) -> None:
+        if self.every_n_steps is not None or self.every_seconds is not None:
+            if self._due(loop):
+                self._write(loop)
+
+    def on_epoch_recorded(self, loop, record: dict) -> None:
+        self._write(loop)

@@ -33,6 +33,7 @@ class Lagging(Standard):
         self.encoder_optim, self.decoder_optim = loop.make_optim(encoder), loop.make_optim(decoder)
         self.encoder_svi, self.decoder_svi = loop.make_svi(self.encoder_optim), loop.make_svi(self.decoder_optim)
         self.phase = LaggingState()
+        self.aggressive, self.encoder_steps = self.phase.aggressive, 0  # set again at every epoch's start
         self.batch_rng = torch.Generator().manual_seed(loop.seed + 7919)
         self.fresh_batch = random_batches(
             loop.train_data, loop.batch_size, self.batch_rng, loop.dynamic_binarization, loop.device, shard=loop.shard
@@ -66,6 +67,8 @@ class Lagging(Standard):
             "optim_encoder": self.encoder_optim.get_state(),
             "optim_decoder": self.decoder_optim.get_state(),
             "batch_rng": self.batch_rng.get_state(),
+            # what on_epoch_start set, for a run resumed between two steps of the epoch
+            "lagging_epoch": {"aggressive": self.aggressive, "encoder_steps": self.encoder_steps},
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -74,3 +77,6 @@ class Lagging(Standard):
         self.encoder_optim.set_state(state["optim_encoder"])
         self.decoder_optim.set_state(state["optim_decoder"])
         self.batch_rng.set_state(state["batch_rng"].cpu())
+        epoch_state = state.get("lagging_epoch") or {}
+        self.aggressive = epoch_state.get("aggressive", self.phase.aggressive)
+        self.encoder_steps = epoch_state.get("encoder_steps", 0)

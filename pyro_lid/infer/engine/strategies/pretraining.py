@@ -53,3 +53,4 @@ class AutoencoderPretraining(TrainingStrategy):
     def load_state_dict(self, state: dict) -> None:
         self.inner.load_state_dict(state)
         self.decoder_at_init = state.get("decoder_at_init")
+        self.pretraining = state["epoch"] < self.epochs  # what on_epoch_start sets (a run resumed mid-epoch)

@@ -1,0 +1,204 @@
+"""Checkpoints written between two steps of an epoch (``fit(checkpoint_every_n_steps=...)``,
+``checkpoint_every_seconds``): a run interrupted in the middle of an epoch and resumed from its newest
+checkpoint ends bit for bit where an uninterrupted run ends, with the same history, for every strategy.
+"""
+
+import pyro
+import pytest
+import torch
+
+from pyro_lid.infer import TrainingDiverged, fit
+from pyro_lid.infer.engine.callbacks import Callback
+from pyro_lid.models import VAE
+
+SMALL = {"hidden_dims": (16,)}
+TIMING = {"seconds", "tokens_per_second"}  # wall-clock fields differ between any two runs
+
+
+class Interrupt(Callback):
+    """Stop the run (as Ctrl-C would) once step ``step`` of epoch ``epoch`` (both from 0) has trained."""
+
+    def __init__(self, epoch: int, step: int):
+        self.at = (epoch, step)
+
+    def on_train_step_end(self, loop, epoch: int, step: int, x) -> None:
+        if (epoch, step) == self.at:
+            raise KeyboardInterrupt
+
+
+def _data():
+    gen = torch.Generator().manual_seed(3)
+    train = 0.1 + 0.8 * torch.rand(100, 12, generator=gen)
+    val = torch.bernoulli(0.1 + 0.8 * torch.rand(30, 12, generator=gen), generator=gen)
+    return train, val
+
+
+def _without_timing(records):
+    return [{k: v for k, v in r.items() if k not in TIMING} for r in records]
+
+
+def _straight_and_resumed(tmp_path, interrupt_at, epochs=3, **options):
+    """Train one initialization straight, and again interrupted at ``interrupt_at`` and resumed."""
+    train, val = _data()
+    options = dict(batch_size=20, dynamic_binarization=True, seed=4, progress=False, track_batch_kl=True, **options)
+    pyro.set_rng_seed(0)
+    initial = {k: v.clone() for k, v in VAE(12, 2, **SMALL).state_dict().items()}
+    straight = VAE(12, 2, **SMALL)
+    straight.load_state_dict(initial)
+    # the straight run writes its own checkpoints too: writing one does not change training
+    straight_history = fit(straight, train, val, epochs=epochs, checkpoint=tmp_path / "straight.pt", **options)
+
+    resumed = VAE(12, 2, **SMALL)
+    resumed.load_state_dict(initial)
+    checkpoint = tmp_path / "run.pt"
+    with pytest.raises(KeyboardInterrupt):
+        fit(resumed, train, val, epochs=epochs, checkpoint=checkpoint, callbacks=[Interrupt(*interrupt_at)], **options)
+    saved = torch.load(checkpoint, weights_only=False)
+    torch.manual_seed(999)  # other work between the interruption and the resumption
+    torch.rand(100)
+    resumed_history = fit(resumed, train, val, epochs=epochs, checkpoint=checkpoint, resume=True, **options)
+    return straight, straight_history, resumed, resumed_history, saved
+
+
+def _assert_same(straight, straight_history, resumed, resumed_history):
+    for key, value in straight.state_dict().items():
+        assert torch.equal(value, resumed.state_dict()[key]), key
+    assert _without_timing(resumed_history.records) == _without_timing(straight_history.records)
+
+
+@pytest.mark.parametrize(
+    "strategy, options",
+    [
+        ("standard", {"kl_schedule": "linear"}),
+        ("lagging", {}),
+        ("standard", {"pretrain_epochs": 1}),
+    ],
+    ids=["standard-with-kl-warmup", "lagging", "pretraining"],
+)
+def test_a_run_resumed_in_the_middle_of_an_epoch_equals_an_uninterrupted_run(tmp_path, strategy, options):
+    # 5 steps an epoch; checkpoints after steps 2 and 4; interrupted after step index 3 of epoch index 1
+    # (the second epoch, after the pretraining's decoder reset): the newest checkpoint is epoch 1, step 2
+    runs = _straight_and_resumed(tmp_path, (1, 3), strategy=strategy, checkpoint_every_n_steps=2, **options)
+    saved = runs[-1]
+    assert (saved["epoch"], saved["step"]) == (1, 2)
+    assert saved["epoch_partial"]["grad_evals"] >= 2
+    assert saved["max_batch_kl_partial"] is not None
+    _assert_same(*runs[:4])
+
+
+def test_a_time_interval_writes_between_steps_and_the_newest_write_is_the_last_step_trained(tmp_path):
+    # a tiny interval: due after every step; the interrupting callback runs before the checkpoint's own hook,
+    # so the newest checkpoint is the step before the interrupted one
+    runs = _straight_and_resumed(tmp_path, (2, 2), checkpoint_every_seconds=1e-9)
+    saved = runs[-1]
+    assert (saved["epoch"], saved["step"]) == (2, 2)
+    _assert_same(*runs[:4])
+
+
+def test_without_an_interval_checkpoints_are_written_only_between_epochs(tmp_path):
+    runs = _straight_and_resumed(tmp_path, (1, 3))
+    saved = runs[-1]
+    assert (saved["epoch"], saved["step"]) == (1, 0)
+    assert "epoch_partial" not in saved
+    _assert_same(*runs[:4])
+
+
+def test_a_checkpoint_from_before_mid_epoch_checkpoints_still_resumes(tmp_path):
+    train, val = _data()
+    options = dict(batch_size=20, seed=4, progress=False, dynamic_binarization=True)
+    pyro.set_rng_seed(0)
+    straight = VAE(12, 2, **SMALL)
+    initial = {k: v.clone() for k, v in straight.state_dict().items()}
+    fit(straight, train, val, epochs=2, **options)
+    resumed = VAE(12, 2, **SMALL)
+    resumed.load_state_dict(initial)
+    checkpoint = tmp_path / "run.pt"
+    fit(resumed, train, val, epochs=1, checkpoint=checkpoint, **options)
+    state = torch.load(checkpoint, weights_only=False)
+    del state["step"]  # the layout of earlier versions
+    torch.save(state, checkpoint)
+    fit(resumed, train, val, epochs=2, checkpoint=checkpoint, resume=True, **options)
+    for key, value in straight.state_dict().items():
+        assert torch.equal(value, resumed.state_dict()[key]), key
+
+
+def test_divergence_after_a_mid_epoch_checkpoint_names_that_step(tmp_path):
+    class Exploding(VAE):
+        steps = 0
+
+        def model(self, x, num_data=None):
+            Exploding.steps += 1
+            if Exploding.steps > 8:  # the 9th step: epoch 2, step 4 (5 steps an epoch)
+                pyro.factor("boom", torch.tensor(float("inf")))
+            return super().model(x, num_data)
+
+    train, _ = _data()
+    checkpoint = tmp_path / "run.pt"
+    with pytest.raises(TrainingDiverged, match=r"epoch 2, step 4.*\(epoch 2, step 2 of 5\)"):
+        fit(Exploding(12, 2, **SMALL), train, epochs=3, batch_size=20, checkpoint=checkpoint,
+            checkpoint_every_n_steps=2, dynamic_binarization=True, progress=False)  # fmt: skip
+    saved = torch.load(checkpoint, weights_only=False)
+    assert (saved["epoch"], saved["step"]) == (1, 2)
+
+
+@pytest.mark.parametrize(
+    "options, match",
+    [
+        ({"checkpoint_every_n_steps": 10}, "need a checkpoint file"),
+        ({"checkpoint": "c.pt", "checkpoint_every_n_steps": 0}, "integer >= 1"),
+        ({"checkpoint": "c.pt", "checkpoint_every_n_steps": 2.5}, "integer >= 1"),
+        ({"checkpoint": "c.pt", "checkpoint_every_seconds": -1.0}, "number > 0"),
+        ({"checkpoint": "c.pt", "checkpoint_every_seconds": float("nan")}, "number > 0"),
+    ],
+)
+def test_mid_epoch_checkpoint_options_are_refused_before_training(tmp_path, options, match):
+    train, _ = _data()
+    if "checkpoint" in options:
+        options = {**options, "checkpoint": tmp_path / options["checkpoint"]}
+    with pytest.raises(ValueError, match=match):
+        fit(VAE(12, 2, **SMALL), train, epochs=1, batch_size=20, dynamic_binarization=True, progress=False, **options)
+    assert not (tmp_path / "c.pt").exists()
+
+
+@pytest.mark.parametrize(
+    "flag, seconds",
+    [([], 600.0), (["--checkpoint-minutes", "0.5"], 30.0), (["--checkpoint-minutes", "0"], None)],
+    ids=["default", "half-minute", "off"],
+)
+@pytest.mark.parametrize(
+    "module, argv",
+    [
+        ("image_comparison", ["--dataset", "synthetic", "--models", "vae"]),
+        ("text_comparison", ["--dataset", "synthetic-text", "--models", "lstm_vae", "--no-language-model"]),
+    ],
+    ids=["images", "text"],
+)
+def test_compare_checkpoints_within_epochs_every_checkpoint_minutes(tmp_path, monkeypatch, module, argv, flag, seconds):
+    import importlib
+
+    from pyro_lid.cli import main
+
+    harness = importlib.import_module(f"pyro_lid.experiments.{module}")
+    calls, real_fit = [], harness.fit
+
+    def watching_fit(*args, **kwargs):
+        calls.append(kwargs)
+        return real_fit(*args, **kwargs)
+
+    monkeypatch.setattr(harness, "fit", watching_fit)
+    assert main(["compare", *argv, "--smoke-test", "--output-dir", str(tmp_path), *flag]) == 0
+    assert [c["checkpoint_every_seconds"] for c in calls] == [seconds]
+    assert calls[0]["checkpoint"] is not None and calls[0]["checkpoint"].exists()
+
+
+@pytest.mark.parametrize("minutes", ["-1", "nan", "inf"])
+def test_compare_refuses_a_checkpoint_interval_that_is_not_a_number_of_minutes(minutes, tmp_path, capsys):
+    from pyro_lid.cli import main
+
+    argv = ["compare", "--dataset", "synthetic", "--smoke-test", "--output-dir", str(tmp_path / "out")]
+    with pytest.raises(SystemExit) as exited:
+        main([*argv, "--checkpoint-minutes", minutes])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert "checkpoint_minutes must be a finite number >= 0" in err and err.count("\n") == 1
+    assert not (tmp_path / "out").exists()
