@@ -68,3 +68,19 @@ def central_difference(f, param, index, eps=1e-6):
         down = f().item()
         param[index] = old
     return (up - down) / (2 * eps)
+
+
+def exploding(model_class, after_steps: int):
+    """A subclass of ``model_class`` whose ELBO becomes infinite from training step ``after_steps + 1`` on."""
+    import pyro
+
+    class Exploding(model_class):
+        steps = 0
+
+        def model(self, x, num_data=None):
+            Exploding.steps += 1
+            if Exploding.steps > after_steps:
+                pyro.factor("boom", torch.tensor(float("inf")))
+            return super().model(x, num_data)
+
+    return Exploding

@@ -11,6 +11,8 @@ from pyro_lid.infer import TrainingDiverged, fit
 from pyro_lid.infer.engine.callbacks import Callback
 from pyro_lid.models import VAE
 
+from .helpers import exploding
+
 SMALL = {"hidden_dims": (16,)}
 TIMING = {"seconds", "tokens_per_second"}  # wall-clock fields differ between any two runs
 
@@ -123,14 +125,7 @@ def test_a_checkpoint_from_before_mid_epoch_checkpoints_still_resumes(tmp_path):
 
 
 def test_divergence_after_a_mid_epoch_checkpoint_names_that_step(tmp_path):
-    class Exploding(VAE):
-        steps = 0
-
-        def model(self, x, num_data=None):
-            Exploding.steps += 1
-            if Exploding.steps > 8:  # the 9th step: epoch 2, step 4 (5 steps an epoch)
-                pyro.factor("boom", torch.tensor(float("inf")))
-            return super().model(x, num_data)
+    Exploding = exploding(VAE, after_steps=8)  # the 9th step: epoch 2, step 4 (5 steps an epoch)
 
     train, _ = _data()
     checkpoint = tmp_path / "run.pt"

@@ -18,7 +18,7 @@ from pyro_lid.diagnostics import active_units
 from pyro_lid.infer import FreeBitsELBO, KLSchedule, TrainingDiverged, fit
 from pyro_lid.models import GMVAE, LIDGMVAE, LIDVAE, VAE, cluster_accuracy
 
-from .helpers import assert_resume_is_exact, write_idx
+from .helpers import assert_resume_is_exact, exploding, write_idx
 
 SMALL = {"hidden_dims": (32,)}
 LID_SMALL = {"hidden_dims": (32,), "icnn_hidden_dims": (16,)}
@@ -151,14 +151,7 @@ def test_bad_data_is_rejected_with_a_clear_error():
 
 
 def test_divergence_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_path):
-    class Exploding(VAE):
-        steps = 0
-
-        def model(self, x, num_data=None):
-            Exploding.steps += 1
-            if Exploding.steps > 12:  # the 13th step: epoch 2, step 3 (10 steps an epoch)
-                pyro.factor("boom", torch.tensor(float("inf")))
-            return super().model(x, num_data)
+    Exploding = exploding(VAE, after_steps=12)  # the 13th step: epoch 2, step 3 (10 steps an epoch)
 
     x = weak_signal_data(500)
     ckpt = tmp_path / "ckpt.pt"
