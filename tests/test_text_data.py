@@ -182,6 +182,15 @@ def test_read_corpus_refuses_a_missing_or_empty_file_naming_it_and_skips_empty_l
     assert read_corpus(_write(tmp_path / "c.txt", "a b\n\n  c  d e \n")) == [["a", "b"], ["c", "d", "e"]]
 
 
+def test_read_corpus_refuses_a_file_that_is_not_utf8_naming_the_line_and_byte(tmp_path):
+    path = tmp_path / "latin1.txt"
+    path.write_bytes("ok\nna\u00efve caf\u00e9\n".encode("latin-1"))
+    with pytest.raises(ValueError, match=f"{path} is not UTF-8 text: line 2, byte 3 is 0xef"):
+        read_corpus(path)
+    path.write_bytes("ok\nna\u00efve caf\u00e9\n".encode("utf-8"))
+    assert read_corpus(path) == [["ok"], ["na\u00efve", "caf\u00e9"]]
+
+
 def test_long_lines_are_truncated_with_one_warning_giving_count_and_longest_or_refused_naming_the_line(tmp_path):
     path = _write(tmp_path / "c.txt", "a b\n\n" + "w " * 5 + "\n" + "x " * 7 + "\nc\n")
     with warnings.catch_warnings(record=True) as caught:
@@ -278,6 +287,11 @@ def test_a_user_corpus_file_is_split_deterministically_by_seed_and_a_folder_keep
     corpus = load_text(folder)
     assert [len(corpus.split(s)) for s in ("train", "valid", "test")] == [2, 1, 1]
     assert corpus.vocab.decode(corpus.test[0]) == ["c", "c", "c"]
+    few = _write(tmp_path / "few.txt", "a\nb\nc\nd\n")  # 0.1 of 4 lines rounds to no line
+    with pytest.raises(ValueError, match="few.txt has 4 non-empty lines: too few .* = 4/0/0"):
+        load_corpus(few)
+    assert [len(load_corpus(few, 0.25, 0.25).split(s)) for s in ("train", "valid", "test")] == [2, 1, 1]
+    assert [len(load_corpus(few, 0.0, 0.25).split(s)) for s in ("train", "valid", "test")] == [3, 0, 1]
     (folder / "valid.txt").unlink()
     with pytest.raises(FileNotFoundError, match=r"lacks \['valid.txt'\]"):
         load_corpus(folder)

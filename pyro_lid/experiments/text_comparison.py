@@ -176,6 +176,12 @@ def run_text_comparison(
     device = resolve_device(device)
     dataset = str(dataset)
     corpus = load_text_data(dataset, root, max_length, max_vocab, num_sentences, seed)
+    empty = [split for split in ("train", "valid", "test") if corpus.split(split).shape[0] == 0]
+    if empty:
+        raise ValueError(
+            f"{dataset} leaves the {' and '.join(empty)} split empty ({corpus.description}); a comparison trains, "
+            "validates and tests, so each split needs a sentence"
+        )
     if num_test is not None and num_test > corpus.test.shape[0]:
         raise ValueError(f"num_test = {num_test} exceeds the {corpus.test.shape[0]} test sentences of {dataset}")
     options = locals()
