@@ -365,6 +365,13 @@ def test_the_comparison_reports_cost_relative_to_the_vae_and_resumes_without_ret
     (tmp_path / "old" / "results.json").write_text(json.dumps(rows))  # a bare list: not a results file
     with pytest.raises(ValueError, match="not a comparison's results file"):
         harness.load_results([tmp_path / "old"])
+    for damaged in ("results.json", "history_lidvae.json"):  # a file cut short (a copy that failed) is named
+        (tmp_path / "cut").mkdir(exist_ok=True)
+        for name in ("results.json", "history_lidvae.json"):
+            (tmp_path / "cut" / name).write_text((other / name).read_text())
+        (tmp_path / "cut" / damaged).write_text((other / damaged).read_text()[:50])
+        with pytest.raises(ValueError, match=f"{tmp_path / 'cut' / damaged} is not valid JSON"):
+            harness.load_results([tmp_path / "cut"])
     with pytest.raises(ValueError, match="at least one result row"):
         harness.plot_results([])
     with pytest.raises(ValueError, match="validation records"):

@@ -26,7 +26,6 @@ earlier run's ``results.json``, ``history_*.json`` and ``checkpoint_*.pt`` and n
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -38,7 +37,15 @@ from ..data import binarize, load_images, synthetic_latent_data
 from ..diagnostics import collapse_report
 from ..infer import fit
 from .methods import METHODS, file_stem, resolve_method
-from .runs import ComparisonRun, as_list, check_run_options, cost_columns, read_results, typical_epoch_seconds
+from .runs import (
+    ComparisonRun,
+    as_list,
+    check_run_options,
+    cost_columns,
+    read_json,
+    read_results,
+    typical_epoch_seconds,
+)
 
 __all__ = [
     "DEFAULT_MODELS",
@@ -229,7 +236,7 @@ def load_results(output_dirs) -> tuple[dict, list[dict], dict]:
             rows.append(row)
             history = directory / f"history_{file_stem(row['model'])}.json"
             if history.exists():
-                histories[row["model"]] = json.loads(history.read_text())
+                histories[row["model"]] = read_json(history)
     order = {name: i for i, name in enumerate(METHODS)}
     rows.sort(key=lambda r: order.get(r["model"], len(order)))
     return protocol, rows, {r["model"]: histories[r["model"]] for r in rows if r["model"] in histories}

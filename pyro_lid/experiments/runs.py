@@ -36,6 +36,7 @@ __all__ = [
     "claim_output_dir",
     "cost_columns",
     "finished_rows",
+    "read_json",
     "read_results",
     "typical_epoch_seconds",
     "writes_results",
@@ -74,12 +75,24 @@ def cost_columns(history) -> dict:
     }
 
 
+def read_json(path: Path):
+    """The JSON value in a run's file, or a ``ValueError`` that names the file: the library writes its files
+    atomically, so one that does not parse was damaged or edited by hand after it was written."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(
+            f"{path} is not valid JSON ({error}); it was damaged or edited after pyro-lid wrote it: restore it, or "
+            "move it away (a resumed run trains again whatever it lacks, from the checkpoints beside it)"
+        ) from None
+
+
 def read_results(directory: Path) -> dict | None:
     """``{"protocol": ..., "rows": [...]}`` from ``directory/results.json``, or ``None`` when there is none."""
     path = Path(directory) / "results.json"
     if not path.exists():
         return None
-    saved = json.loads(path.read_text())
+    saved = read_json(path)
     if not isinstance(saved, dict) or not {"protocol", "rows"} <= saved.keys():
         raise ValueError(f"{path} is not a comparison's results file (it needs 'protocol' and 'rows')")
     return saved
