@@ -46,3 +46,23 @@ def test_text_page_shows_the_lstm_vae_collapse_and_lidsvae_keeping_its_units():
     assert reports["LIDSVAE"]["mi"] > reports["LSTMVAE"]["mi"] + 0.2
     vocab_size = len(namespace["corpus"].vocab)
     assert path.shape[0] == 5 and (path[:, 0] == 1).all() and ((path >= 0) & (path < vocab_size)).all()
+
+
+def test_the_reliability_page_names_only_tests_and_files_that_exist():
+    """Each guarantee of ``docs/reliability.rst`` names the test that holds it; a renamed or deleted test
+    would leave a guarantee that nothing holds."""
+    tests = DOCS.parent / "tests"
+    defined = {path.name: set(re.findall(r"^def (test_\w+)", path.read_text(), flags=re.M))
+               for path in tests.glob("test_*.py")}  # fmt: skip
+    named = [
+        (file, test)
+        for file, test in re.findall(r"``(tests/\w+\.py)?(?:::)?(test_\w+)?``", (DOCS / "reliability.rst").read_text())
+        if file or test
+    ]
+    assert len(named) > 40  # the page's table, not an empty match
+    for file, test in named:
+        if file:
+            assert (DOCS.parent / file).is_file(), f"docs/reliability.rst names {file}, which does not exist"
+        if test:
+            where = [Path(file).name] if file else list(defined)
+            assert any(test in defined[f] for f in where), f"reliability.rst names {file}::{test}: not defined"
