@@ -4,6 +4,7 @@ text is driven by its codes."""
 
 import os
 import pickle
+import re
 import sys
 import warnings
 from pathlib import Path
@@ -185,7 +186,11 @@ def test_read_corpus_refuses_a_missing_or_empty_file_naming_it_and_skips_empty_l
 def test_read_corpus_refuses_a_file_that_is_not_utf8_naming_the_line_and_byte(tmp_path):
     path = tmp_path / "latin1.txt"
     path.write_bytes("ok\nna\u00efve caf\u00e9\n".encode("latin-1"))
-    with pytest.raises(ValueError, match=f"{path} is not UTF-8 text: line 2, byte 3 is 0xef"):
+    with pytest.raises(ValueError, match=re.escape(f"{path} is not UTF-8 text: line 2, character 3 is the byte 0xef")):
+        read_corpus(path)
+    # lines as the reader counts them (\r\n and a lone \r end a line too), characters after multibyte ones
+    path.write_bytes("\u00e9t\u00e9\r\nok\rcaf".encode("utf-8") + b"\xe9\n")
+    with pytest.raises(ValueError, match=re.escape(f"{path} is not UTF-8 text: line 3, character 4 is the byte 0xe9")):
         read_corpus(path)
     path.write_bytes("ok\nna\u00efve caf\u00e9\n".encode("utf-8"))
     assert read_corpus(path) == [["ok"], ["na\u00efve", "caf\u00e9"]]
@@ -287,11 +292,12 @@ def test_a_user_corpus_file_is_split_deterministically_by_seed_and_a_folder_keep
     corpus = load_text(folder)
     assert [len(corpus.split(s)) for s in ("train", "valid", "test")] == [2, 1, 1]
     assert corpus.vocab.decode(corpus.test[0]) == ["c", "c", "c"]
-    few = _write(tmp_path / "few.txt", "a\nb\nc\nd\n")  # 0.1 of 4 lines rounds to no line
-    with pytest.raises(ValueError, match="few.txt has 4 non-empty lines: too few .* = 4/0/0"):
-        load_corpus(few)
-    assert [len(load_corpus(few, 0.25, 0.25).split(s)) for s in ("train", "valid", "test")] == [2, 1, 1]
+    few = _write(tmp_path / "few.txt", "a\nb\nc\nd\n")  # 10% of 4 lines rounds to none: each split still gets one
+    assert [len(load_corpus(few).split(s)) for s in ("train", "valid", "test")] == [2, 1, 1]
     assert [len(load_corpus(few, 0.0, 0.25).split(s)) for s in ("train", "valid", "test")] == [3, 0, 1]
+    two = _write(tmp_path / "two.txt", "a b\n\nc\n")
+    with pytest.raises(ValueError, match=re.escape(f"{two} has 2 non-empty lines: too few to split off 1 validation")):
+        load_corpus(two)
     (folder / "valid.txt").unlink()
     with pytest.raises(FileNotFoundError, match=r"lacks \['valid.txt'\]"):
         load_corpus(folder)

@@ -247,8 +247,8 @@ def no_text_work(monkeypatch):
         (["--dataset", "synthetic-text", "--models", "gmvae"], "gmvae (GMVAE) has no text version"),
         (["--dataset", "synthetic-text", "--models", "nope"], "unknown model 'nope'"),
         (["--corpus", "{missing}"], "not found"),
-        (["--corpus", "{two_lines}"], "two_lines.txt has 2 non-empty lines: too few for valid_fraction=0.1"),
-        (["--corpus", "{latin1}"], "latin1.txt is not UTF-8 text: line 2, byte 4 is 0xe9"),
+        (["--corpus", "{two_lines}"], "two_lines.txt has 2 non-empty lines: too few to split off 1 validation"),
+        (["--corpus", "{latin1}"], "latin1.txt is not UTF-8 text: line 2, character 4 is the byte 0xe9"),
         (["--dataset", "ptb"], 'pip install -e ".[text]"'),
         (["--dataset", "synthetic-text", "--resume"], "needs an output_dir"),
         (["--dataset", "synthetic-text", "--num-train", "10"], "--num-train applies to images"),
@@ -285,7 +285,7 @@ def test_a_corpus_that_leaves_a_split_empty_is_refused_naming_the_split_before_a
     import pyro_lid.experiments.text_comparison as harness
 
     # 4 sentences: 10% of them rounds to no validation and no test sentence
-    with pytest.raises(ValueError, match="synthetic-text leaves the valid and test split empty"):
+    with pytest.raises(ValueError, match="synthetic-text leaves the valid and test splits empty"):
         harness.run_text_comparison("synthetic-text", ["lstm_vae"], progress=False, num_sentences=4)
 
 

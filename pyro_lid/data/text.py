@@ -212,16 +212,17 @@ def read_corpus(
 
 
 def _not_utf8(path: Path) -> str:
-    """Where a file stops being UTF-8: its first undecodable byte's line and place in the line (1-based)."""
+    """Where a file stops being UTF-8: the line (counted as the reader counts them: ``\\n``, ``\\r\\n`` or ``\\r``)
+    and character of its first undecodable byte, both 1-based."""
     data = path.read_bytes()
     try:
         data.decode("utf-8")
     except UnicodeDecodeError as error:
-        at = error.start
-        line, column = data.count(b"\n", 0, at) + 1, at - (data.rfind(b"\n", 0, at) + 1) + 1
+        before = data[: error.start].decode("utf-8").replace("\r\n", "\n").replace("\r", "\n")
+        line, column = before.count("\n") + 1, len(before) - (before.rfind("\n") + 1) + 1
         return (
-            f"{path} is not UTF-8 text: line {line}, byte {column} is 0x{data[at]:02x} ({error.reason}); "
-            "convert it first, for example with iconv -f latin1 -t utf-8"
+            f"{path} is not UTF-8 text: line {line}, character {column} is the byte 0x{data[error.start]:02x} "
+            f"({error.reason}); convert it to UTF-8 from its encoding, for example with iconv -f latin1 -t utf-8"
         )
     return f"{path} is not UTF-8 text"  # the streaming decoder refused what a whole-file decode accepts
 
@@ -488,7 +489,11 @@ def load_corpus(
 
     A single file of N lines is shuffled with ``torch.Generator().manual_seed(seed)``; the first
     ``round(N * test_fraction)`` lines are the test split, the next ``round(N * valid_fraction)`` the
-    validation split, the rest the training split (the fractions are ignored for a folder).
+    validation split, the rest the training split (the fractions are ignored for a folder). A fraction
+    above 0 gives its split at least one line; a fraction of 0 leaves it empty.
+
+    :raises ValueError: for a single file too short to keep a training line after those splits
+        (and as :func:`read_corpus` for the file itself).
     """
     path = Path(path)
     read = {"max_length": max_length, "long_lines": long_lines, "lowercase": lowercase}
@@ -505,13 +510,12 @@ def load_corpus(
             )
         sentences = read_corpus(path, **read)
         n = len(sentences)
-        num_test, num_valid = round(n * test_fraction), round(n * valid_fraction)
-        if num_test + num_valid >= n or (valid_fraction > 0 and not num_valid) or (test_fraction > 0 and not num_test):
+        num_test, num_valid = (max(1, round(n * f)) if f > 0 else 0 for f in (test_fraction, valid_fraction))
+        if num_test + num_valid >= n:
             raise ValueError(
-                f"{path} has {n} non-empty lines: too few for valid_fraction={valid_fraction} and "
-                f"test_fraction={test_fraction} to leave each split a line (they give train/valid/test = "
-                f"{n - num_valid - num_test}/{num_valid}/{num_test}); add lines or pass a folder with "
-                "train.txt, valid.txt, test.txt"
+                f"{path} has {n} non-empty lines: too few to split off {num_valid} validation and {num_test} test "
+                f"lines (valid_fraction={valid_fraction}, test_fraction={test_fraction}) and keep a training line; "
+                "add lines or pass a folder with train.txt, valid.txt, test.txt"
             )
         order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
         parts = {"test": order[:num_test], "valid": order[num_test : num_test + num_valid]}

@@ -79,11 +79,16 @@ def read_json(path: Path):
     """The JSON value in a run's file, or a ``ValueError`` that names the file: the library writes its files
     atomically, so one that does not parse was damaged or edited by hand after it was written."""
     try:
-        return json.loads(Path(path).read_text())
+        return json.loads(Path(path).read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        consequence = (
+            "without it, compare --resume evaluates the trained methods again from their checkpoints, without training"
+            if Path(path).name == "results.json"
+            else "without it, that method's training curves drop out of the figures"
+        )
         raise ValueError(
             f"{path} is not valid JSON ({error}); it was damaged or edited after pyro-lid wrote it: restore it, or "
-            "move it away (a resumed run trains again whatever it lacks, from the checkpoints beside it)"
+            f"move it away ({consequence})"
         ) from None
 
 

@@ -179,8 +179,8 @@ def run_text_comparison(
     empty = [split for split in ("train", "valid", "test") if corpus.split(split).shape[0] == 0]
     if empty:
         raise ValueError(
-            f"{dataset} leaves the {' and '.join(empty)} split empty ({corpus.description}); a comparison trains, "
-            "validates and tests, so each split needs a sentence"
+            f"{dataset} leaves the {' and '.join(empty)} split{'s' * (len(empty) > 1)} empty ({corpus.description}); "
+            "a comparison trains, validates and tests, so each split needs a sentence"
         )
     if num_test is not None and num_test > corpus.test.shape[0]:
         raise ValueError(f"num_test = {num_test} exceeds the {corpus.test.shape[0]} test sentences of {dataset}")
