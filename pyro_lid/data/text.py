@@ -197,7 +197,7 @@ def read_corpus(
         and warns once (how many lines, the longest length); ``"error"`` raises naming the first such line
         (1-based line number in the file) and its length.
     :raises FileNotFoundError: for a missing file. :raises ValueError: for a file with no non-empty line,
-        or one that is not UTF-8 text (naming the line and byte of the first undecodable byte).
+        or one that is not UTF-8 text (naming the line and character of the first undecodable byte).
     """
     path = Path(path)
     if not path.exists():
