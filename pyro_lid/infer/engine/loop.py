@@ -17,8 +17,9 @@ The loop does not know any recipe or feature: what a step is belongs to the stra
 A checkpoint may also be written between two steps (``fit(checkpoint_every_n_steps=...)`` or
 ``checkpoint_every_seconds``): it holds the steps done in the epoch (``step``) and the epoch's running
 totals (``epoch_partial``), and a run resumed from it continues with the next mini-batch of the same
-permutation *without* calling ``strategy.on_epoch_start`` again. So whatever a strategy or callback sets
-at the start of an epoch or accumulates over its steps belongs in its ``state_dict``.
+permutation *without* calling ``strategy.on_epoch_start`` again (from a checkpoint written after the
+epoch's last step, straight to ``on_train_epoch_end``: the validation). So whatever a strategy or
+callback sets at the start of an epoch or accumulates over its steps belongs in its ``state_dict``.
 """
 
 from __future__ import annotations

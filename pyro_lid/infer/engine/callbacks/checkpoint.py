@@ -46,7 +46,10 @@ class Checkpointing(Callback):
     with the training ``config`` (:func:`~pyro_lid.infer.checkpoints.training_config`) that a resumed
     run must share; also between two steps every ``every_n_steps`` steps of an epoch and/or once
     ``every_seconds`` of wall-clock time have passed since the last write (a long epoch then loses at
-    most that much work). The first process decides the time rule, and the others follow its decision."""
+    most that much work), and after the epoch's last step, before its validation (which can take long:
+    SA-VAE refines every validation posterior); a run resumed from that checkpoint trains no step again
+    and goes straight to the validation. The first process decides the time rule, and the others follow
+    its decision."""
 
     def __init__(self, path, config: dict | None = None, every_n_steps: int | None = None,
                  every_seconds: float | None = None):  # fmt: skip
@@ -71,8 +74,8 @@ class Checkpointing(Callback):
         self.last_write = time.monotonic()
 
     def _due(self, loop) -> bool:
-        if loop.step >= loop.steps_per_epoch:  # the epoch's end writes anyway
-            return False
+        if loop.step >= loop.steps_per_epoch:  # the last step: what follows (validation) may take long
+            return True
         if self.every_n_steps is not None and loop.step % self.every_n_steps == 0:
             return True
         if self.every_seconds is None:
