@@ -14,6 +14,7 @@ from .collapse import (
 from .latent_posterior import latent_inference_data, plot_kl_per_dimension, plot_latent_posteriors
 from .plots import plot_log_likelihood_curve, plot_prior_posterior
 from .prior_posterior import gaussian_kl, prior_posterior_table, wasserstein1
+from .resumable import EvaluationCheckpoint, evaluation_fingerprint
 from .text import head_information, perplexity, subspace_evidence, text_report
 
 __all__ = [
@@ -39,4 +40,6 @@ __all__ = [
     "posterior_means",
     "prior_posterior_table",
     "wasserstein1",
+    "EvaluationCheckpoint",
+    "evaluation_fingerprint",
 ]

@@ -29,6 +29,7 @@ import torch
 
 from .._progress import progress_bar, progress_line
 from ..distributions.diagonal import diagonal_normal
+from .resumable import EvaluationCheckpoint
 
 __all__ = [
     "posterior_means",
@@ -191,10 +192,13 @@ def importance_weighted_log_likelihood(
     chunk_size: int = 50,
     batch_size: int = 500,
     progress: bool | None = False,
+    checkpoint=None,
 ) -> torch.Tensor:
     """Per-data-point :math:`\\log p(x_n)` estimates, shape ``(N,)``, from ``num_samples`` importance samples.
 
     ``progress``: a bar over the mini-batches (see :mod:`pyro_lid._progress`; off by default).
+    ``checkpoint``: an :class:`~pyro_lid.diagnostics.resumable.EvaluationCheckpoint` that keeps every finished
+    mini-batch (pieces ``"ll/0"``, ``"ll/1"``, ...), so that a stopped evaluation resumes bit for bit.
     """
     if num_samples < 1 or chunk_size < 1 or batch_size < 1:
         raise ValueError(
@@ -203,13 +207,19 @@ def importance_weighted_log_likelihood(
     out = []
     batches = _batches(data, batch_size)
     total = math.ceil(_check_data(data) / batch_size)
-    for x in progress_bar(batches, progress, total=total, desc=f"log-likelihood ({num_samples} samples)"):
+    checkpoint = checkpoint if checkpoint is not None else EvaluationCheckpoint()
+
+    def bound(x):
         q = model.posterior(x)
         log_weights = []
         for start in range(0, num_samples, chunk_size):
             z = q.sample((min(chunk_size, num_samples - start),))
             log_weights.append(model.log_joint(x, z) - q.log_prob(z))
-        out.append(torch.cat(log_weights).logsumexp(0) - math.log(num_samples))
+        return torch.cat(log_weights).logsumexp(0) - math.log(num_samples)
+
+    bar = progress_bar(batches, progress, total=total, desc=f"log-likelihood ({num_samples} samples)")
+    for i, x in enumerate(bar):
+        out.append(checkpoint.piece(f"ll/{i}", lambda x=x: bound(x)).to(x.device))
     return torch.cat(out)
 
 
@@ -221,6 +231,7 @@ def collapse_report(
     labels: torch.Tensor | None = None,
     progress: bool | None = None,
     keep_per_point: bool = False,
+    checkpoint=None,
 ) -> dict:
     """All diagnostics at once: AU, KL (and per dimension), MI (both estimators, and per dimension
     for a diagonal Gaussian posterior), LL, cluster accuracy.
@@ -228,6 +239,8 @@ def collapse_report(
     ``data`` must already be in the form the likelihood scores (binarized images, for instance).
     ``progress``: a bar during the log-likelihood and a line per finished stage with its time
     (see :mod:`pyro_lid._progress`). ``keep_per_point``: also ``ll_per_point``, the ``(N,)`` estimates.
+    ``checkpoint``: an :class:`~pyro_lid.diagnostics.resumable.EvaluationCheckpoint` that keeps every finished
+    stage and log-likelihood mini-batch, so that a stopped evaluation resumes where it stopped, bit for bit.
     """
     from ..models.vae import cluster_accuracy
 
@@ -238,10 +251,14 @@ def collapse_report(
     if hasattr(model, "eval"):
         model.eval()
     report = {"num_samples": num_samples, "num_data": n}
+    checkpoint = checkpoint if checkpoint is not None else EvaluationCheckpoint()
 
-    def stage(name, compute):
+    def stage(name, compute, keep=True):
+        if name in checkpoint.values:
+            progress_line(f"evaluation: {name} on {n} points kept from {checkpoint.path}", progress)
+            return checkpoint.values[name]
         started = time.perf_counter()
-        value = compute()
+        value = checkpoint.piece(name, compute) if keep else compute()
         progress_line(f"evaluation: {name} on {n} points in {time.perf_counter() - started:.1f} s", progress)
         return value
 
@@ -250,12 +267,15 @@ def collapse_report(
         kl = stage("KL", lambda: kl_divergence(model, data))
         ll = stage(
             f"log-likelihood ({num_samples} samples)",
-            lambda: importance_weighted_log_likelihood(model, data, num_samples, progress=progress),
-        )
-        per_dim = diagonal_normal(model.posterior(data[:1])) is not None
-        mi, mi_per_dim = stage(
+            lambda: importance_weighted_log_likelihood(model, data, num_samples, progress=progress,
+                                                       checkpoint=checkpoint),  # its mini-batches kept one by one
+            keep=False,
+        )  # fmt: skip
+        mi, mi_per_dim = stage(  # every use of the random streams inside a stage: a resumed run draws the same
             "mutual information",
-            lambda: _checked_mutual_information(model, data, "aggregate", 500, 500, per_dim, progress),
+            lambda: _checked_mutual_information(
+                model, data, "aggregate", 500, 500, diagonal_normal(model.posterior(data[:1])) is not None, progress
+            ),
         )
         report.update(
             au=au["count"],
@@ -271,7 +291,7 @@ def collapse_report(
         if keep_per_point:
             report["ll_per_point"] = ll
         if labels is not None and hasattr(model, "cluster") and getattr(model, "num_components", None):
-            clusters = torch.cat([model.cluster(x) for x in _batches(data, 1000)])
+            clusters = stage("clusters", lambda: torch.cat([model.cluster(x) for x in _batches(data, 1000)]))
             report["cluster_accuracy"] = cluster_accuracy(clusters.cpu(), labels.cpu())
             report["clusters_used"] = int(clusters.unique().numel())  # of num_components
         return report

@@ -23,6 +23,7 @@ import torch
 
 from ..data.text import PAD, sentence_lengths
 from .collapse import collapse_report
+from .resumable import EvaluationCheckpoint
 
 __all__ = ["head_information", "perplexity", "subspace_evidence", "text_report"]
 
@@ -36,16 +37,23 @@ def perplexity(log_likelihoods: torch.Tensor, tokens: torch.Tensor) -> float:
 
 
 @torch.no_grad()
-def text_report(model, tokens: torch.Tensor, num_samples: int = 100, progress: bool | None = None) -> dict:
+def text_report(
+    model, tokens: torch.Tensor, num_samples: int = 100, progress: bool | None = None, checkpoint=None
+) -> dict:
     """:func:`~pyro_lid.diagnostics.collapse_report` (AU, KL, MI, LL per sentence) plus ``nll`` (= -LL),
     ``ppl`` and ``reconstruction`` (:math:`\\mathbb{E}_q \\log p(x\\mid z)` per sentence, one draw), ``tokens``
-    (predicted tokens in all)."""
-    report = collapse_report(model, tokens, num_samples, progress=progress, keep_per_point=True)
+    (predicted tokens in all). ``checkpoint``: an :class:`~pyro_lid.diagnostics.resumable.EvaluationCheckpoint`
+    that keeps every finished stage, so that a stopped evaluation resumes where it stopped, bit for bit."""
+    checkpoint = checkpoint if checkpoint is not None else EvaluationCheckpoint()
+    report = collapse_report(model, tokens, num_samples, progress=progress, keep_per_point=True, checkpoint=checkpoint)
     ll = report.pop("ll_per_point")
     was_training = model.training
     model.eval()
     try:
-        recon = torch.cat([model.decoder(model.posterior(x).sample()).log_prob(x) for x in tokens.split(500)])
+        recon = checkpoint.piece(
+            "reconstruction",
+            lambda: torch.cat([model.decoder(model.posterior(x).sample()).log_prob(x) for x in tokens.split(500)]),
+        )
     finally:
         model.train(was_training)
     report.update(nll=-float(ll.mean()), ppl=perplexity(ll, tokens), reconstruction=float(recon.mean()),

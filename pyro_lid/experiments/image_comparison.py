@@ -21,7 +21,8 @@ on from its last epoch), provided the protocol is the same: ``results.json`` rec
 each checkpoint records its method's training configuration and data, which
 :func:`~pyro_lid.infer.fit` checks. A non-empty ``output_dir`` is refused unless the run
 resumes it (``resume=True``) or starts again there (``overwrite=True``, which deletes the
-earlier run's ``results.json``, ``history_*.json`` and ``checkpoint_*.pt`` and nothing else).
+earlier run's ``results.json``, ``history_*.json``, ``checkpoint_*.pt`` and ``evaluation_*.pt`` and nothing
+else).
 """
 
 from __future__ import annotations
@@ -124,7 +125,7 @@ def run_image_comparison(
 
     :param resume: continue the run in ``output_dir`` (see the module's description).
     :param overwrite: start again in a non-empty ``output_dir``: delete its ``results.json``,
-        ``history_*.json`` and ``checkpoint_*.pt`` first. Without it or ``resume``, a non-empty
+        ``history_*.json``, ``checkpoint_*.pt`` and ``evaluation_*.pt`` first. Without it or ``resume``, a non-empty
         ``output_dir`` is refused before any data are loaded.
     :param checkpoint_minutes: also write each method's checkpoint within an epoch once this many minutes
         have passed since the last write (``None`` or 0: after every epoch only); ``resume`` continues from it.
@@ -179,7 +180,9 @@ def run_image_comparison(
         started = time.perf_counter()
         at = next(model.parameters()).device
         labels = test_labels.to(at) if test_labels is not None else None
-        report = collapse_report(model, test.to(at), num_samples=num_samples, labels=labels, progress=progress)
+        evaluation = run.evaluation(name, model, test.to(at), num_samples=num_samples)  # resumes a stopped one
+        report = collapse_report(model, test.to(at), num_samples=num_samples, labels=labels, progress=progress,
+                                 checkpoint=evaluation)  # fmt: skip
         run.record(
             {
                 "model": name,
@@ -198,6 +201,7 @@ def run_image_comparison(
             },
             history.records,
         )
+        evaluation.remove()
     if run.writes and run.rows:
         write_figures(*load_results([run.out])[1:], run.out)
     return run.rows

@@ -7,8 +7,8 @@ A run writes into its ``output_dir``: ``checkpoint_<method>.pt`` after every epo
 or not at all (:func:`~pyro_lid.infer.checkpoints.atomic_write_text`).
 
 * A non-empty ``output_dir`` is refused unless the run resumes it (``resume=True``) or starts
-  again there (``overwrite=True``, which deletes ``results.json``, ``history_*.json`` and
-  ``checkpoint_*.pt`` and nothing else).
+  again there (``overwrite=True``, which deletes ``results.json``, ``history_*.json``,
+  ``checkpoint_*.pt`` and ``evaluation_*.pt`` and nothing else).
 * ``resume=True`` takes the rows of finished methods from ``results.json`` when its protocol
   (the options that define the comparison) is this run's; another protocol is refused.
 * Only the first process of a distributed launch (``RANK`` / ``SLURM_PROCID`` 0) claims the
@@ -26,6 +26,7 @@ import statistics
 from pathlib import Path
 
 from .._checks import is_positive_number, writable_dir
+from ..diagnostics.resumable import EvaluationCheckpoint, evaluation_fingerprint
 from ..infer.checkpoints import atomic_write_text
 from .methods import file_stem
 
@@ -43,7 +44,7 @@ __all__ = [
 ]
 
 #: The files of a run in its output directory: what ``overwrite=True`` deletes.
-RUN_FILES = ("results.json", "history_*.json", "checkpoint_*.pt")
+RUN_FILES = ("results.json", "history_*.json", "checkpoint_*.pt", "evaluation_*.pt")
 
 
 def writes_results() -> bool:
@@ -118,8 +119,8 @@ def claim_output_dir(out: Path, resume: bool, overwrite: bool) -> None:
         shown = ", ".join(entries[:4]) + (f" and {len(entries) - 4} more" if len(entries) > 4 else "")
         raise ValueError(
             f"the output directory {out} is not empty ({shown}); pass --resume (resume=True) to continue the run "
-            "there, or --overwrite (overwrite=True) to start again, which deletes its results.json, history_*.json "
-            "and checkpoint_*.pt"
+            "there, or --overwrite (overwrite=True) to start again, which deletes its results.json, history_*.json, "
+            "checkpoint_*.pt and evaluation_*.pt"
         )
 
 
@@ -183,6 +184,13 @@ class ComparisonRun:
 
     def checkpoint(self, name: str) -> Path | None:
         return self.out / f"checkpoint_{file_stem(name)}.pt" if self.out is not None else None
+
+    def evaluation(self, name: str, model, data, **options) -> EvaluationCheckpoint:
+        """Where ``name``'s evaluation on ``data`` keeps its finished pieces (``evaluation_<name>.pt``) until its
+        row is recorded: a run stopped during a long evaluation resumes it (without an ``output_dir``: nowhere)."""
+        path = self.out / f"evaluation_{file_stem(name)}.pt" if self.writes else None
+        fingerprint = evaluation_fingerprint(model, data, **options) if path is not None else None
+        return EvaluationCheckpoint(path, fingerprint)
 
     def checkpoint_options(self, name: str, minutes: float | None) -> dict:
         """``fit``'s checkpoint arguments for ``name``: its file, written after every epoch and (``minutes``

@@ -217,14 +217,16 @@ def run_text_comparison(
                       callbacks=[TokenRate(train_tokens)], **extra)  # fmt: skip
         started = time.perf_counter()
         test = corpus.test[:num_test].to(next(model.parameters()).device)
-        row = {"model": name, **_evaluate(model, test, num_samples, progress, name == LM)}
+        evaluation = run.evaluation(name, model, test, num_samples=num_samples)  # resumes a stopped evaluation
+        row = {"model": name, **_evaluate(model, test, num_samples, progress, name == LM, evaluation)}
         if corpus.codes is not None and name != LM:  # synthetic text: how much of the true code q(z|x) recovers
-            row["code_r2"] = _code_r2(model, corpus, num_test)
+            row["code_r2"] = evaluation.piece("code_r2", lambda model=model: _code_r2(model, corpus, num_test))
         costs = cost_columns(history)
         row.update(costs, tokens_per_second=train_tokens / costs["seconds_per_epoch"],
                    eval_seconds=time.perf_counter() - started, final_val_loss=history.records[-1].get("val_loss"),
                    max_batch_kl=max(history["max_batch_kl"]) if name != LM else None)  # fmt: skip
         run.record(row, history.records)
+        evaluation.remove()
     if run.writes and run.rows:
         _figures(run)
     return run.rows
@@ -238,14 +240,14 @@ def _text_model(method, corpus, latent_dim, embed_dim, hidden_dim, word_dropout)
 
 
 @torch.no_grad()
-def _evaluate(model, test: torch.Tensor, num_samples: int, progress, exact: bool) -> dict:
+def _evaluate(model, test: torch.Tensor, num_samples: int, progress, exact: bool, checkpoint=None) -> dict:
     if exact:  # the language model: log p(x) itself
         model.eval()
         ll = torch.cat([model.log_prob(x) for x in test.split(500)])
         return {"au": None, "kl": None, "mi": None, "mi_minibatch": None, "reconstruction": None,
                 "nll": -float(ll.mean()), "ll": float(ll.mean()), "ppl": perplexity(ll, test),
                 "mi_per_dim": None, "kl_per_dim": None}  # fmt: skip
-    report = text_report(model, test, num_samples=num_samples, progress=progress)
+    report = text_report(model, test, num_samples=num_samples, progress=progress, checkpoint=checkpoint)
     return {"au": report["au_fraction"], "kl": report["kl"], "mi": report["mi"], "mi_minibatch": report["mi_minibatch"],
             "reconstruction": report["reconstruction"], "nll": report["nll"], "ll": report["ll"], "ppl": report["ppl"],
             "mi_per_dim": as_list(report["mi_per_dim"]), "kl_per_dim": as_list(report["kl_per_dim"])}  # fmt: skip

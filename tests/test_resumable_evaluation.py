@@ -1,0 +1,183 @@
+"""An evaluation stopped part way (a session that ends during a long importance-weighted bound) resumes from
+its kept pieces and ends bit for bit where an uninterrupted evaluation ends; a file kept for another model is
+refused by name."""
+
+import pyro
+import pytest
+import torch
+
+from pyro_lid.data import synthetic_text
+from pyro_lid.diagnostics import EvaluationCheckpoint, evaluation_fingerprint, text_report
+from pyro_lid.infer.checkpoints import CheckpointError
+from pyro_lid.models import LSTMVAE, SALSTMVAE
+
+from .helpers import perturb_
+
+
+@pytest.fixture(scope="module")
+def sentences():
+    # 1,100 training sentences: three mini-batches of the bound (500 a batch); 16 words with the special ones
+    return synthetic_text(1375, vocab_size=12, latent_dim=2, max_length=6, seed=2)[0].train
+
+
+def _model(kind):
+    pyro.set_rng_seed(0)
+    model = kind(16, 2, 8, 8, **({"refine_steps": 2} if kind is SALSTMVAE else {}))
+    return perturb_(model, 0.3).eval()
+
+
+def _same(a, b, where=""):
+    assert type(a) is type(b), where
+    if isinstance(a, torch.Tensor):
+        assert torch.equal(a, b), where
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys(), where
+        for key in a:
+            _same(a[key], b[key], f"{where}.{key}")
+    elif isinstance(a, (tuple, list)):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            _same(x, y, f"{where}[{i}]")
+    else:
+        assert a == b, where
+
+
+class Stop(Exception):
+    """Stands for the end of a session (a KeyboardInterrupt would stop pytest itself)."""
+
+
+class StoppingCheckpoint(EvaluationCheckpoint):
+    """Stops the evaluation part way through computing the piece ``stop`` (after some random draws)."""
+
+    def __init__(self, path, fingerprint, stop: str):
+        super().__init__(path, fingerprint)
+        self.stop = stop
+
+    def piece(self, key, compute):
+        if key == self.stop:
+            torch.rand(7)
+            raise Stop
+        return super().piece(key, compute)
+
+
+@pytest.mark.parametrize("kind", [LSTMVAE, SALSTMVAE], ids=["lstm_vae", "sa_vae-refines-with-random-draws"])
+@pytest.mark.parametrize(
+    "stop, kept_before",
+    [
+        ("ll/1", {"active units", "KL", "ll/0"}),
+        ("mutual information", {"active units", "KL", "ll/0", "ll/1", "ll/2"}),
+        ("reconstruction", {"active units", "KL", "ll/0", "ll/1", "ll/2", "mutual information",
+                            "mutual information (mini-batch)"}),
+    ],
+    ids=["in-the-bound's-second-batch", "in-the-mutual-information", "in-the-reconstruction"],
+)  # fmt: skip
+def test_an_evaluation_stopped_part_way_resumes_to_the_uninterrupted_report_bit_for_bit(
+    tmp_path, sentences, kind, stop, kept_before
+):
+    model = _model(kind)
+    torch.manual_seed(5)
+    straight = text_report(model, sentences, num_samples=4, progress=False)
+
+    path = tmp_path / "evaluation.pt"
+    fingerprint = evaluation_fingerprint(model, sentences, num_samples=4)
+    torch.manual_seed(5)
+    with pytest.raises(Stop):
+        text_report(model, sentences, num_samples=4, progress=False,
+                    checkpoint=StoppingCheckpoint(path, fingerprint, stop))  # fmt: skip
+    kept = EvaluationCheckpoint(path, fingerprint)
+    assert set(kept.values) == kept_before
+
+    torch.manual_seed(123)  # other work between the two processes: the kept streams must win
+    torch.rand(1000)
+    resumed = text_report(model, sentences, num_samples=4, progress=False, checkpoint=kept)
+    _same(straight, resumed)
+    assert set(kept.values) == kept_before | {"ll/1", "ll/2", "mutual information", "mutual information (mini-batch)",
+                                              "reconstruction"}  # fmt: skip
+
+
+def test_kept_pieces_are_used_and_not_computed_again(tmp_path, sentences):
+    model = _model(LSTMVAE)
+    path = tmp_path / "evaluation.pt"
+    fingerprint = evaluation_fingerprint(model, sentences, num_samples=4)
+    first = text_report(
+        model, sentences, num_samples=4, progress=False, checkpoint=EvaluationCheckpoint(path, fingerprint)
+    )
+    kept = EvaluationCheckpoint(path, fingerprint)
+    model.log_joint = None  # any piece computed again would fail
+    again = text_report(model, sentences, num_samples=4, progress=False, checkpoint=kept)
+    _same(first, again)
+    kept.remove()
+    assert not path.exists()
+
+
+@pytest.mark.parametrize("change", ["parameters", "data", "num_samples"])
+def test_a_kept_evaluation_of_another_model_data_or_options_is_refused_naming_the_file(tmp_path, sentences, change):
+    model = _model(LSTMVAE)
+    path = tmp_path / "evaluation.pt"
+    fingerprint = evaluation_fingerprint(model, sentences, num_samples=4)
+    EvaluationCheckpoint(path, fingerprint).piece("KL", lambda: 1.0)
+    data, samples = sentences, 4
+    if change == "parameters":
+        with torch.no_grad():
+            next(model.parameters()).view(-1)[0] += 1e-6
+    elif change == "data":
+        data = sentences.flip(0)
+    else:
+        samples = 5
+    key = {"parameters": "model", "data": "data", "num_samples": "num_samples"}[change]
+    with pytest.raises(CheckpointError, match=rf"{path}.*\b{key}: .*delete it to evaluate from the start"):
+        EvaluationCheckpoint(path, evaluation_fingerprint(model, data, num_samples=samples))
+
+
+TIMING = {"seconds_per_epoch", "tokens_per_second", "eval_seconds", "train_seconds", "relative_cost", "seconds"}
+
+
+def _untimed(rows):
+    return [{k: v for k, v in row.items() if k not in TIMING} for row in rows]
+
+
+COMPARISONS = {
+    "text": ("text_comparison", "run_text_comparison", "synthetic-text", "sa_vae",
+             dict(epochs=1, latent_dim=2, embed_dim=8, hidden_dim=8, num_samples=3, num_sentences=120, batch_size=24,
+                  language_model=False)),
+    "images": ("image_comparison", "run_image_comparison", "synthetic", "lidvae",
+               dict(epochs=1, num_train=200, num_test=120, latent_dim=2, hidden=16, icnn_hidden=8, batch_size=50,
+                    num_samples=3)),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", COMPARISONS)
+def test_a_comparison_stopped_during_an_evaluation_resumes_it_and_records_the_uninterrupted_row(
+    tmp_path, monkeypatch, kind
+):
+    import importlib
+
+    module, function, dataset, name, options = COMPARISONS[kind]
+    harness = importlib.import_module(f"pyro_lid.experiments.{module}")
+    compare = getattr(harness, function)
+    models = (name,)
+    straight = compare(dataset, models=models, output_dir=tmp_path / "straight", progress=False, **options)
+
+    out = tmp_path / "stopped"
+    real_piece = EvaluationCheckpoint.piece
+
+    def stopping_piece(self, key, compute):
+        if key == "mutual information":
+            raise Stop
+        return real_piece(self, key, compute)
+
+    monkeypatch.setattr(EvaluationCheckpoint, "piece", stopping_piece)
+    with pytest.raises(Stop):
+        compare(dataset, models=models, output_dir=out, progress=False, **options)
+    monkeypatch.undo()
+    kept = out / f"evaluation_{name}.pt"
+    assert not (out / "results.json").exists()
+    assert {"active units", "KL", "ll/0"} <= set(torch.load(kept, weights_only=False)["values"])
+
+    trained = []
+    real_fit = harness.fit
+    monkeypatch.setattr(harness, "fit", lambda model, *a, **k: trained.append(k["resume"]) or real_fit(model, *a, **k))
+    resumed = compare(dataset, models=models, output_dir=out, resume=True, progress=False, **options)
+    assert trained == [True]
+    assert _untimed(resumed) == _untimed(straight)
+    assert not kept.exists()  # the row is recorded: the kept pieces are gone
