@@ -7,7 +7,12 @@ import pytest
 import torch
 
 from pyro_lid.data import synthetic_text
-from pyro_lid.diagnostics import EvaluationCheckpoint, evaluation_fingerprint, text_report
+from pyro_lid.diagnostics import (
+    EvaluationCheckpoint,
+    evaluation_fingerprint,
+    importance_weighted_log_likelihood,
+    text_report,
+)
 from pyro_lid.infer.checkpoints import CheckpointError
 from pyro_lid.models import LSTMVAE, SALSTMVAE
 
@@ -42,6 +47,15 @@ def _same(a, b, where=""):
         assert a == b, where
 
 
+def _short(key):
+    """A piece's name without the bound's options: ``"ll/1 (4 samples, ...)"`` -> ``"ll/1"``."""
+    return key.split(" (")[0] if key.startswith("ll/") else key
+
+
+def _names(values):
+    return {_short(key) for key in values}
+
+
 class Stop(Exception):
     """Stands for the end of a session (a KeyboardInterrupt would stop pytest itself)."""
 
@@ -54,7 +68,7 @@ class StoppingCheckpoint(EvaluationCheckpoint):
         self.stop = stop
 
     def piece(self, key, compute):
-        if key == self.stop:
+        if _short(key) == self.stop:
             torch.rand(7)
             raise Stop
         return super().piece(key, compute)
@@ -85,14 +99,14 @@ def test_an_evaluation_stopped_part_way_resumes_to_the_uninterrupted_report_bit_
         text_report(model, sentences, num_samples=4, progress=False,
                     checkpoint=StoppingCheckpoint(path, fingerprint, stop))  # fmt: skip
     kept = EvaluationCheckpoint(path, fingerprint)
-    assert set(kept.values) == kept_before
+    assert _names(kept.values) == kept_before
 
     torch.manual_seed(123)  # other work between the two processes: the kept streams must win
     torch.rand(1000)
     resumed = text_report(model, sentences, num_samples=4, progress=False, checkpoint=kept)
     _same(straight, resumed)
-    assert set(kept.values) == kept_before | {"ll/1", "ll/2", "mutual information", "mutual information (mini-batch)",
-                                              "reconstruction"}  # fmt: skip
+    rest = {"ll/1", "ll/2", "mutual information", "mutual information (mini-batch)", "reconstruction"}
+    assert _names(kept.values) == kept_before | rest
 
 
 def test_kept_pieces_are_used_and_not_computed_again(tmp_path, sentences):
@@ -103,14 +117,15 @@ def test_kept_pieces_are_used_and_not_computed_again(tmp_path, sentences):
         model, sentences, num_samples=4, progress=False, checkpoint=EvaluationCheckpoint(path, fingerprint)
     )
     kept = EvaluationCheckpoint(path, fingerprint)
-    model.log_joint = None  # any piece computed again would fail
+    for part in ("log_joint", "posterior", "decoder"):  # any piece computed again would fail
+        setattr(model, part, None)
     again = text_report(model, sentences, num_samples=4, progress=False, checkpoint=kept)
     _same(first, again)
     kept.remove()
     assert not path.exists()
 
 
-@pytest.mark.parametrize("change", ["parameters", "data", "num_samples"])
+@pytest.mark.parametrize("change", ["parameters", "data", "num_samples", "device"])
 def test_a_kept_evaluation_of_another_model_data_or_options_is_refused_naming_the_file(tmp_path, sentences, change):
     model = _model(LSTMVAE)
     path = tmp_path / "evaluation.pt"
@@ -122,11 +137,34 @@ def test_a_kept_evaluation_of_another_model_data_or_options_is_refused_naming_th
             next(model.parameters()).view(-1)[0] += 1e-6
     elif change == "data":
         data = sentences.flip(0)
-    else:
+    elif change == "num_samples":
         samples = 5
-    key = {"parameters": "model", "data": "data", "num_samples": "num_samples"}[change]
+    now = evaluation_fingerprint(model, data, num_samples=samples)
+    if change == "device":  # as a file kept on a GPU and opened on the CPU
+        now["device"] = "cuda"
+    key = {"parameters": "model"}.get(change, change)
     with pytest.raises(CheckpointError, match=rf"{path}.*\b{key}: .*delete it to evaluate from the start"):
-        EvaluationCheckpoint(path, evaluation_fingerprint(model, data, num_samples=samples))
+        EvaluationCheckpoint(path, now)
+    with pytest.warns(UserWarning, match=rf"{path}.*\b{key}: .*evaluated from the start"):
+        assert EvaluationCheckpoint(path, now, restart_on_mismatch=True).values == {}
+
+
+def test_the_bound_keeps_its_batches_under_its_sample_count_and_batching(tmp_path, sentences):
+    model = _model(LSTMVAE)
+    path = tmp_path / "evaluation.pt"
+    fingerprint = evaluation_fingerprint(model, sentences)
+    four = importance_weighted_log_likelihood(model, sentences, 4, checkpoint=EvaluationCheckpoint(path, fingerprint))
+    kept = EvaluationCheckpoint(path, fingerprint)
+    torch.manual_seed(0)
+    halves = importance_weighted_log_likelihood(model, sentences, 4, batch_size=250, checkpoint=kept)
+    eight = importance_weighted_log_likelihood(model, sentences, 8, checkpoint=kept)
+    assert halves.shape == eight.shape == four.shape == (sentences.shape[0],)
+    assert not torch.equal(halves, four) and not torch.equal(eight, four)
+
+
+def test_a_kept_evaluation_needs_its_fingerprint(tmp_path):
+    with pytest.raises(ValueError, match="needs its fingerprint"):
+        EvaluationCheckpoint(tmp_path / "evaluation.pt")
 
 
 TIMING = {"seconds_per_epoch", "tokens_per_second", "eval_seconds", "train_seconds", "relative_cost", "seconds"}
@@ -172,12 +210,38 @@ def test_a_comparison_stopped_during_an_evaluation_resumes_it_and_records_the_un
     monkeypatch.undo()
     kept = out / f"evaluation_{name}.pt"
     assert not (out / "results.json").exists()
-    assert {"active units", "KL", "ll/0"} <= set(torch.load(kept, weights_only=False)["values"])
+    assert {"active units", "KL", "ll/0"} <= _names(torch.load(kept, weights_only=False)["values"])
 
-    trained = []
+    trained, computed = [], []
     real_fit = harness.fit
     monkeypatch.setattr(harness, "fit", lambda model, *a, **k: trained.append(k["resume"]) or real_fit(model, *a, **k))
+
+    def watching_piece(self, key, compute):
+        if key not in self.values:
+            computed.append(_short(key))
+        return real_piece(self, key, compute)
+
+    monkeypatch.setattr(EvaluationCheckpoint, "piece", watching_piece)
     resumed = compare(dataset, models=models, output_dir=out, resume=True, progress=False, **options)
     assert trained == [True]
+    assert computed[0] == "mutual information" and not {"active units", "KL", "ll/0"} & set(computed)
     assert _untimed(resumed) == _untimed(straight)
     assert not kept.exists()  # the row is recorded: the kept pieces are gone
+
+
+def test_a_comparison_replaces_a_kept_evaluation_of_another_training_and_removes_a_stale_one(tmp_path):
+    import pyro_lid.experiments.text_comparison as harness
+
+    module, function, dataset, name, options = COMPARISONS["text"]
+    options = {**options, "models": ("lstm_vae",), "output_dir": tmp_path, "progress": False}
+    straight = harness.run_text_comparison(dataset, **options)
+    kept = tmp_path / "evaluation_lstm_vae.pt"
+    (tmp_path / "results.json").unlink()  # the row not recorded yet, a kept evaluation of other parameters
+    EvaluationCheckpoint(kept, {"model": "0123456789abcdef"}).piece("KL", lambda: {"total": 99.0})
+    with pytest.warns(UserWarning, match=rf"{kept}.*evaluated from the start"):
+        again = harness.run_text_comparison(dataset, resume=True, **options)
+    assert _untimed(again) == _untimed(straight) and not kept.exists()
+
+    EvaluationCheckpoint(kept, {"model": "0123456789abcdef"}).piece("KL", lambda: 1.0)  # left by a killed run
+    harness.run_text_comparison(dataset, resume=True, **options)  # the row is recorded: nothing evaluated
+    assert not kept.exists()

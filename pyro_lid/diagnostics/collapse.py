@@ -198,7 +198,8 @@ def importance_weighted_log_likelihood(
 
     ``progress``: a bar over the mini-batches (see :mod:`pyro_lid._progress`; off by default).
     ``checkpoint``: an :class:`~pyro_lid.diagnostics.resumable.EvaluationCheckpoint` that keeps every finished
-    mini-batch (pieces ``"ll/0"``, ``"ll/1"``, ...), so that a stopped evaluation resumes bit for bit.
+    mini-batch (pieces ``"ll/0 (100 samples, batches of 500, chunks of 50)"``, ...), so that a stopped
+    evaluation resumes bit for bit.
     """
     if num_samples < 1 or chunk_size < 1 or batch_size < 1:
         raise ValueError(
@@ -219,7 +220,8 @@ def importance_weighted_log_likelihood(
 
     bar = progress_bar(batches, progress, total=total, desc=f"log-likelihood ({num_samples} samples)")
     for i, x in enumerate(bar):
-        out.append(checkpoint.piece(f"ll/{i}", lambda x=x: bound(x)).to(x.device))
+        key = f"ll/{i} ({num_samples} samples, batches of {batch_size}, chunks of {chunk_size})"
+        out.append(checkpoint.piece(key, lambda x=x: bound(x)))
     return torch.cat(out)
 
 

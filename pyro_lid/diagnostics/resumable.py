@@ -13,6 +13,7 @@ posterior) far longer: a process stopped during it loses at most one piece.
 from __future__ import annotations
 
 import hashlib
+import warnings
 from pathlib import Path
 
 import torch
@@ -24,47 +25,61 @@ __all__ = ["EvaluationCheckpoint", "evaluation_fingerprint"]
 
 
 def evaluation_fingerprint(model, data: torch.Tensor, **options) -> dict:
-    """What an evaluation's pieces depend on: the model's parameter *values* (a hash), the data and ``options``."""
+    """What an evaluation's pieces depend on: the model's parameter *values* (a hash), the data, the device
+    type they are on (a kept piece is handed back where it was computed) and ``options``."""
     digest = hashlib.sha256()
     for name, value in model.state_dict().items():
         digest.update(name.encode())
         digest.update(value.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-    return {"model": digest.hexdigest()[:16], "data": data_fingerprint(data), **options}
+    return {"model": digest.hexdigest()[:16], "data": data_fingerprint(data), "device": data.device.type, **options}
 
 
 class EvaluationCheckpoint:
     """The finished pieces of one evaluation, kept in ``path`` (``None``: nothing kept, every piece computed).
 
-    :param fingerprint: :func:`evaluation_fingerprint` of this evaluation; a file written for another one
-        (other parameters, data or options) is refused with a :class:`~pyro_lid.infer.checkpoints.CheckpointError`
-        that names it and the differences.
+    :param fingerprint: :func:`evaluation_fingerprint` of this evaluation (required with a ``path``). A file
+        written for another one (other parameters, data, device or options) is refused with a
+        :class:`~pyro_lid.infer.checkpoints.CheckpointError` that names it and the differences, or, with
+        ``restart_on_mismatch``, set aside with a warning that says so: the evaluation starts afresh.
+    :param write: ``False``: read the file's pieces but never write it (the other processes of a distributed
+        run, which evaluate beside the first one and record nothing).
     """
 
-    def __init__(self, path=None, fingerprint: dict | None = None):
+    def __init__(self, path=None, fingerprint: dict | None = None, restart_on_mismatch: bool = False,
+                 write: bool = True):  # fmt: skip
+        if path is not None and not isinstance(fingerprint, dict):
+            raise ValueError(f"an evaluation kept in {path} needs its fingerprint (evaluation_fingerprint), got "
+                             f"{fingerprint!r}")  # fmt: skip
         self.path = Path(path) if path is not None else None
-        self.fingerprint = fingerprint
+        self.fingerprint, self.write = fingerprint, write
         self.values, self.rng, self.restored = {}, None, False
         if self.path is not None and self.path.exists():
-            state = load_checkpoint(self.path, map_location="cpu", required=("fingerprint", "values", "rng"))
+            state = load_checkpoint(self.path, map_location=None, required=("fingerprint", "values", "rng"))
+            saved = state["fingerprint"] if isinstance(state["fingerprint"], dict) else {}
             differences = [
-                f"{key}: {state['fingerprint'].get(key)!r} in the file, {value!r} in this evaluation"
-                for key, value in fingerprint.items()
-                if state["fingerprint"].get(key) != value
+                f"{key}: {saved.get(key, '(absent)')!r} in the file, {fingerprint.get(key, '(absent)')!r} in this one"
+                for key in dict.fromkeys([*saved, *fingerprint])
+                if saved.get(key, _ABSENT) != fingerprint.get(key, _ABSENT)
             ]
-            if differences:
-                raise CheckpointError(
-                    f"cannot resume the evaluation kept in {self.path}: it was computed for another model, data "
-                    f"or options ({'; '.join(differences)}); delete it to evaluate from the start"
+            if not differences:
+                self.values, self.rng = state["values"], state["rng"]
+            elif restart_on_mismatch:
+                warnings.warn(
+                    f"the evaluation kept in {self.path} was computed for another model, data, device or options "
+                    f"({'; '.join(differences)}); it is evaluated from the start and the file replaced",
+                    stacklevel=2,
                 )
-            self.values, self.rng = state["values"], state["rng"]
-
-    @property
-    def kept(self) -> int:
-        """How many pieces the file held when it was opened (or have been computed since)."""
-        return len(self.values)
+            else:
+                raise CheckpointError(
+                    f"cannot resume the evaluation kept in {self.path}: it was computed for another model, data, "
+                    f"device or options ({'; '.join(differences)}); delete it to evaluate from the start"
+                )
 
     def piece(self, key: str, compute):
-        """``compute()``, or its kept value; after computing, the value and the random streams are written."""
+        """``compute()``, or its kept value (on the device where it was computed); after computing, the value
+        and the random streams' state are written. ``key`` must name everything the value depends on that the
+        fingerprint does not (:func:`~pyro_lid.diagnostics.importance_weighted_log_likelihood`'s keys name the
+        sample count and the batching)."""
         if key in self.values:
             return self.values[key]
         if not self.restored and self.rng is not None:  # the first piece not kept: where the streams stood
@@ -72,22 +87,16 @@ class EvaluationCheckpoint:
         self.restored = True
         value = compute()
         if self.path is not None:
-            self.values[key] = _to_cpu(value)
+            self.values[key] = value
             self.rng = rng_state()
-            atomic_save({"fingerprint": self.fingerprint, "values": self.values, "rng": self.rng}, self.path)
+            if self.write:
+                atomic_save({"fingerprint": self.fingerprint, "values": self.values, "rng": self.rng}, self.path)
         return value
 
     def remove(self) -> None:
         """Delete the file (its evaluation is finished and recorded elsewhere)."""
-        if self.path is not None:
+        if self.path is not None and self.write:
             self.path.unlink(missing_ok=True)
 
 
-def _to_cpu(value):
-    if isinstance(value, torch.Tensor):
-        return value.detach().cpu()
-    if isinstance(value, dict):
-        return {k: _to_cpu(v) for k, v in value.items()}
-    if isinstance(value, (tuple, list)):
-        return type(value)(_to_cpu(v) for v in value)
-    return value
+_ABSENT = object()

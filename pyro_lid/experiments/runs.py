@@ -180,17 +180,24 @@ class ComparisonRun:
         row = self.done.get(name)
         if row is not None:
             self.rows.append(row)
+            if self.writes:  # a run stopped between recording the row and deleting its evaluation's pieces
+                self.evaluation_file(name).unlink(missing_ok=True)
         return row
 
     def checkpoint(self, name: str) -> Path | None:
         return self.out / f"checkpoint_{file_stem(name)}.pt" if self.out is not None else None
 
+    def evaluation_file(self, name: str) -> Path | None:
+        return self.out / f"evaluation_{file_stem(name)}.pt" if self.out is not None else None
+
     def evaluation(self, name: str, model, data, **options) -> EvaluationCheckpoint:
         """Where ``name``'s evaluation on ``data`` keeps its finished pieces (``evaluation_<name>.pt``) until its
-        row is recorded: a run stopped during a long evaluation resumes it (without an ``output_dir``: nowhere)."""
-        path = self.out / f"evaluation_{file_stem(name)}.pt" if self.writes else None
+        row is recorded: a run stopped during a long evaluation resumes it (without an ``output_dir``: nowhere).
+        Every process reads the kept pieces and the first one writes them; a file kept for other parameters, data
+        or options (a method trained again) is replaced, with a warning."""
+        path = self.evaluation_file(name)
         fingerprint = evaluation_fingerprint(model, data, **options) if path is not None else None
-        return EvaluationCheckpoint(path, fingerprint)
+        return EvaluationCheckpoint(path, fingerprint, restart_on_mismatch=True, write=self.writer)
 
     def checkpoint_options(self, name: str, minutes: float | None) -> dict:
         """``fit``'s checkpoint arguments for ``name``: its file, written after every epoch and (``minutes``
