@@ -390,8 +390,8 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument(
         "--overwrite",
         action="store_true",
-        help="start again in a non-empty --output-dir: delete its results.json, history_*.json, checkpoint_*.pt "
-        "and evaluation_*.pt",
+        help="start again in a non-empty --output-dir: delete its results.json, history_*.json, "
+        "checkpoint_*.pt[.validation] and evaluation_*.pt",
     )
     compare.add_argument(
         "--smoke-test", action="store_true", help="tiny sizes (seconds); sizes given explicitly still apply"

@@ -7,8 +7,10 @@ import pyro
 import pytest
 import torch
 
+from pyro_lid.diagnostics import EvaluationCheckpoint
 from pyro_lid.infer import TrainingDiverged, fit
 from pyro_lid.infer.engine.callbacks import Callback
+from pyro_lid.infer.engine.callbacks.checkpoint import validation_file
 from pyro_lid.models import VAE
 
 from .helpers import exploding
@@ -41,6 +43,29 @@ class InterruptValidation(Callback):
             raise KeyboardInterrupt
 
 
+class InterruptValidationStage(Callback):
+    """Stop the run (as Ctrl-C would) in epoch ``epoch``'s (from 0) validation as it reaches the stage ``stage``,
+    its earlier stages kept; and record, per epoch, the validation stages computed (not taken from the file)."""
+
+    def __init__(self, epoch: int | None = None, stage: str | None = None):
+        self.at, self.computed = (epoch, stage), []
+
+    def on_fit_start(self, loop) -> None:
+        self.real = real = EvaluationCheckpoint.piece
+
+        def piece(checkpoint, key, compute):
+            if (loop.epoch, key) == self.at:
+                raise KeyboardInterrupt
+            if key not in checkpoint.values:
+                self.computed.append((loop.epoch, key))
+            return real(checkpoint, key, compute)
+
+        EvaluationCheckpoint.piece = piece
+
+    def teardown(self, loop) -> None:
+        EvaluationCheckpoint.piece = self.real
+
+
 def _data():
     gen = torch.Generator().manual_seed(3)
     train = 0.1 + 0.8 * torch.rand(100, 12, generator=gen)
@@ -52,7 +77,7 @@ def _without_timing(records):
     return [{k: v for k, v in r.items() if k not in TIMING} for r in records]
 
 
-def _straight_and_resumed(tmp_path, interrupt_at, epochs=3, **options):
+def _straight_and_resumed(tmp_path, interrupt_at, epochs=3, resume_callbacks=(), **options):
     """Train one initialization straight, and again interrupted at ``interrupt_at`` (a callback, or the
     ``(epoch, step)`` after which to stop) and resumed."""
     train, val = _data()
@@ -73,7 +98,8 @@ def _straight_and_resumed(tmp_path, interrupt_at, epochs=3, **options):
     saved = torch.load(checkpoint, weights_only=False)
     torch.manual_seed(999)  # other work between the interruption and the resumption
     torch.rand(100)
-    resumed_history = fit(resumed, train, val, epochs=epochs, checkpoint=checkpoint, resume=True, **options)
+    resumed_history = fit(resumed, train, val, epochs=epochs, checkpoint=checkpoint, resume=True,
+                          callbacks=list(resume_callbacks), **options)  # fmt: skip
     return straight, straight_history, resumed, resumed_history, saved
 
 
@@ -134,6 +160,21 @@ def test_a_run_interrupted_during_validation_keeps_every_training_step_and_resum
     assert (saved["epoch"], saved["step"]) == (1, 5)
     assert len(saved["history"]) == 1
     _assert_same(*runs[:4])
+
+
+@pytest.mark.parametrize("interval", [{"checkpoint_every_seconds": 3600.0}, {}], ids=["last-step-checkpoint", "epochs"])
+def test_a_run_stopped_in_the_middle_of_a_validation_resumes_it_from_its_kept_stages(tmp_path, interval):
+    # stopped in epoch index 1's validation at its AU, after its loss and KL were kept; the resumed run takes
+    # those two from the file (with an interval, straight from the last step's checkpoint; without one, after
+    # training the epoch again bit for bit), computes the rest, and ends where a straight run ends
+    watch = InterruptValidationStage()
+    runs = _straight_and_resumed(tmp_path, InterruptValidationStage(1, "au"), resume_callbacks=[watch], **interval)
+    saved = runs[-1]
+    assert (saved["epoch"], saved["step"]) == ((1, 5) if interval else (1, 0))
+    assert [key for epoch, key in watch.computed if epoch == 1] == ["au", "mi"]
+    assert [key for epoch, key in watch.computed if epoch == 2] == ["val_loss", "kl", "au", "mi"]
+    _assert_same(*runs[:4])
+    assert not validation_file(tmp_path / "run.pt").exists()  # each epoch's checkpoint holds its validation
 
 
 def test_without_an_interval_checkpoints_are_written_only_between_epochs(tmp_path):

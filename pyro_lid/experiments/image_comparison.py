@@ -21,7 +21,7 @@ on from its last epoch), provided the protocol is the same: ``results.json`` rec
 each checkpoint records its method's training configuration and data, which
 :func:`~pyro_lid.infer.fit` checks. A non-empty ``output_dir`` is refused unless the run
 resumes it (``resume=True``) or starts again there (``overwrite=True``, which deletes the
-earlier run's ``results.json``, ``history_*.json``, ``checkpoint_*.pt`` and ``evaluation_*.pt`` and nothing
+earlier run's ``results.json``, ``history_*.json``, ``checkpoint_*.pt[.validation]`` and ``evaluation_*.pt`` and nothing
 else).
 """
 
@@ -125,8 +125,8 @@ def run_image_comparison(
 
     :param resume: continue the run in ``output_dir`` (see the module's description).
     :param overwrite: start again in a non-empty ``output_dir``: delete its ``results.json``,
-        ``history_*.json``, ``checkpoint_*.pt`` and ``evaluation_*.pt`` first. Without it or ``resume``, a non-empty
-        ``output_dir`` is refused before any data are loaded.
+        ``history_*.json``, ``checkpoint_*.pt[.validation]`` and ``evaluation_*.pt`` first. Without it or
+        ``resume``, a non-empty ``output_dir`` is refused before any data are loaded.
     :param checkpoint_minutes: also write each method's checkpoint within an epoch once this many minutes
         have passed since the last write (``None`` or 0: after every epoch only); ``resume`` continues from it.
     """

@@ -8,7 +8,7 @@ or not at all (:func:`~pyro_lid.infer.checkpoints.atomic_write_text`).
 
 * A non-empty ``output_dir`` is refused unless the run resumes it (``resume=True``) or starts
   again there (``overwrite=True``, which deletes ``results.json``, ``history_*.json``,
-  ``checkpoint_*.pt`` and ``evaluation_*.pt`` and nothing else).
+  ``checkpoint_*.pt[.validation]`` and ``evaluation_*.pt`` and nothing else).
 * ``resume=True`` takes the rows of finished methods from ``results.json`` when its protocol
   (the options that define the comparison) is this run's; another protocol is refused.
 * Only the first process of a distributed launch (``RANK`` / ``SLURM_PROCID`` 0) claims the
@@ -44,7 +44,7 @@ __all__ = [
 ]
 
 #: The files of a run in its output directory: what ``overwrite=True`` deletes.
-RUN_FILES = ("results.json", "history_*.json", "checkpoint_*.pt", "evaluation_*.pt")
+RUN_FILES = ("results.json", "history_*.json", "checkpoint_*.pt", "checkpoint_*.pt.validation", "evaluation_*.pt")
 
 
 def writes_results() -> bool:
@@ -120,7 +120,7 @@ def claim_output_dir(out: Path, resume: bool, overwrite: bool) -> None:
         raise ValueError(
             f"the output directory {out} is not empty ({shown}); pass --resume (resume=True) to continue the run "
             "there, or --overwrite (overwrite=True) to start again, which deletes its results.json, history_*.json, "
-            "checkpoint_*.pt and evaluation_*.pt"
+            "checkpoint_*.pt[.validation] and evaluation_*.pt"
         )
 
 

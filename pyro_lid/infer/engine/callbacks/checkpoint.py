@@ -16,10 +16,17 @@ from pathlib import Path
 from ... import checkpoints
 from .base import Callback
 
-__all__ = ["Checkpointing", "load_checkpoint", "save_checkpoint"]
+__all__ = ["Checkpointing", "load_checkpoint", "save_checkpoint", "validation_file"]
 
 #: Entries every training checkpoint has (the strategy's and callbacks' own come beside them).
 REQUIRED_KEYS = ("model", "optim", "history", "epoch", "best", "since_best", "rng")
+
+
+def validation_file(path) -> Path:
+    """Where the validation of the epoch in progress keeps its finished stages, beside the checkpoint ``path``
+    (``run.pt`` -> ``run.pt.validation``), until that epoch's checkpoint is written."""
+    path = Path(path)
+    return path.with_name(path.name + ".validation")
 
 
 def save_checkpoint(state: dict, path) -> None:
@@ -92,3 +99,5 @@ class Checkpointing(Callback):
 
     def on_epoch_recorded(self, loop, record: dict) -> None:
         self._write(loop)
+        if loop.is_global_zero:  # the epoch's checkpoint holds its validation now
+            validation_file(self.path).unlink(missing_ok=True)

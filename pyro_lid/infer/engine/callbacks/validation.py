@@ -7,32 +7,43 @@ import math
 import torch
 
 from .base import Callback
+from .checkpoint import validation_file
 
 __all__ = ["ValidationMetrics", "evaluate"]
 
 
 @torch.no_grad()
-def evaluate(model, svi, data, batch_size, metrics):
-    """``val_loss`` (negative ELBO per data point) and, with ``metrics``, ``kl``, ``au``, ``mi`` on ``data``."""
+def evaluate(model, svi, data, batch_size, metrics, checkpoint=None):
+    """``val_loss`` (negative ELBO per data point) and, with ``metrics``, ``kl``, ``au``, ``mi`` on ``data``;
+    each a piece of ``checkpoint`` (an :class:`~pyro_lid.diagnostics.EvaluationCheckpoint`), if given."""
     from ....diagnostics.collapse import active_units, kl_divergence, mutual_information
+    from ....diagnostics.resumable import EvaluationCheckpoint
 
+    checkpoint = checkpoint if checkpoint is not None else EvaluationCheckpoint()
     devices = [data.device] if data.device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):  # validation must not change the training random stream
         model.eval()
         n = data.shape[0]
-        loss = sum(svi.evaluate_loss(data[i : i + batch_size], n) for i in range(0, n, batch_size))
-        out = {"val_loss": loss / math.ceil(n / batch_size) / n}
+
+        def loss():
+            return sum(svi.evaluate_loss(data[i : i + batch_size], n) for i in range(0, n, batch_size))
+
+        out = {"val_loss": checkpoint.piece("val_loss", loss) / math.ceil(n / batch_size) / n}
         if metrics:
-            out["kl"] = kl_divergence(model, data)["total"]
-            out["au"] = active_units(model, data)["count"]
-            out["mi"] = mutual_information(model, data)
+            out["kl"] = checkpoint.piece("kl", lambda: kl_divergence(model, data)["total"])
+            out["au"] = checkpoint.piece("au", lambda: active_units(model, data)["count"])
+            out["mi"] = checkpoint.piece("mi", lambda: mutual_information(model, data))
     model.train()
     return out
 
 
 class ValidationMetrics(Callback):
     """Evaluate on ``data`` at every epoch's end (on the first process; the others receive its numbers, so that
-    every process takes the same decisions from them)."""
+    every process takes the same decisions from them).
+
+    With a checkpoint (``fit(checkpoint=path)``) each finished stage of the validation (loss, KL, AU, MI) is kept
+    in :func:`~.checkpoint.validation_file` until the epoch's checkpoint is written: a run stopped during a long
+    validation (SA-VAE refines every posterior of every stage) resumes it from its kept stages, bit for bit."""
 
     def __init__(self, data, batch_size: int, metrics: bool = True, evaluate=evaluate):
         self.data, self.batch_size, self.metrics, self.evaluate = data, batch_size, metrics, evaluate
@@ -43,7 +54,14 @@ class ValidationMetrics(Callback):
     def on_train_epoch_end(self, loop, epoch: int, record: dict) -> None:
         out = None
         if loop.is_global_zero:
-            out = self.evaluate(loop.model, loop.strategy.svi, self.data, self.batch_size, self.metrics)
+            kept = {}
+            if loop.checkpoint_path is not None:
+                from ....diagnostics.resumable import EvaluationCheckpoint, evaluation_fingerprint
+
+                fingerprint = evaluation_fingerprint(loop.model, self.data, epoch=epoch + 1, metrics=self.metrics)
+                path = validation_file(loop.checkpoint_path)
+                kept = {"checkpoint": EvaluationCheckpoint(path, fingerprint, restart_on_mismatch=True)}
+            out = self.evaluate(loop.model, loop.strategy.svi, self.data, self.batch_size, self.metrics, **kept)
         if loop.world_size > 1:
             out = loop.fabric.broadcast(out, src=0)
         record.update(out)
