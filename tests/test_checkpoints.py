@@ -339,6 +339,8 @@ def test_compare_refuses_a_non_empty_output_directory_without_resume_or_overwrit
         "history_vae.json": "[]",
         "checkpoint_vae.pt": "weights",
         "checkpoint_lidvae.pt": "weights",
+        "checkpoint_lidvae.pt.validation": "kept validation stages",
+        "evaluation_vae.pt": "kept evaluation pieces",
         "notes.txt": "mine",
     }
     for name, text in earlier.items():

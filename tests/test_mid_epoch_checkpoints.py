@@ -177,6 +177,33 @@ def test_a_run_stopped_in_the_middle_of_a_validation_resumes_it_from_its_kept_st
     assert not validation_file(tmp_path / "run.pt").exists()  # each epoch's checkpoint holds its validation
 
 
+def test_a_fresh_run_and_a_resumed_one_set_aside_kept_validation_stages_that_are_not_theirs(tmp_path, recwarn):
+    train, val = _data()
+    options = dict(batch_size=20, seed=4, progress=False, dynamic_binarization=True, checkpoint=tmp_path / "run.pt")
+    kept = validation_file(tmp_path / "run.pt")
+    with pytest.raises(KeyboardInterrupt):  # stopped in the first epoch's validation: its loss and KL kept
+        fit(VAE(12, 2, **SMALL), train, val, epochs=2, callbacks=[InterruptValidationStage(0, "au")], **options)
+    assert kept.exists()
+    watch = InterruptValidationStage()
+    fit(VAE(12, 2, **SMALL), train, val, epochs=1, callbacks=[watch], **options)  # a fresh run: not its stages
+    assert [key for epoch, key in watch.computed if epoch == 0] == ["val_loss", "kl", "au", "mi"]
+    assert not kept.exists()
+    # a run killed after its epoch's checkpoint, before that epoch's stages were deleted: stale on resume
+    EvaluationCheckpoint(kept, {"epoch": 1}).piece("val_loss", lambda: 123.0)
+    watch = InterruptValidationStage()
+    fit(VAE(12, 2, **SMALL), train, val, epochs=2, resume=True, callbacks=[watch], **options)
+    assert [key for epoch, key in watch.computed if epoch == 1] == ["val_loss", "kl", "au", "mi"]
+    assert not kept.exists()
+    assert not [w for w in recwarn if "evaluated from the start" in str(w.message)]
+
+
+def test_a_validation_function_without_the_checkpoint_argument_still_works():
+    from pyro_lid.infer.engine.callbacks.validation import _takes_checkpoint, evaluate
+
+    assert _takes_checkpoint(evaluate) and _takes_checkpoint(lambda *args, **kwargs: None)
+    assert not _takes_checkpoint(lambda model, svi, data, batch_size, metrics: None)
+
+
 def test_without_an_interval_checkpoints_are_written_only_between_epochs(tmp_path):
     runs = _straight_and_resumed(tmp_path, (1, 3))
     saved = runs[-1]

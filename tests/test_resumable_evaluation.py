@@ -162,6 +162,26 @@ def test_the_bound_keeps_its_batches_under_its_sample_count_and_batching(tmp_pat
     assert not torch.equal(halves, four) and not torch.equal(eight, four)
 
 
+def test_an_unreadable_kept_evaluation_is_refused_or_with_restart_set_aside(tmp_path, sentences):
+    path = tmp_path / "evaluation.pt"
+    path.write_bytes(b"half a file")
+    fingerprint = evaluation_fingerprint(_model(LSTMVAE), sentences)
+    with pytest.raises(CheckpointError, match=str(path)):
+        EvaluationCheckpoint(path, fingerprint)
+    with pytest.warns(UserWarning, match=rf"{path}.*evaluated from the start"):
+        assert EvaluationCheckpoint(path, fingerprint, restart_on_mismatch=True).values == {}
+
+
+def test_a_reading_process_takes_the_kept_pieces_and_writes_nothing(tmp_path):
+    path = tmp_path / "evaluation.pt"
+    EvaluationCheckpoint(path, {"k": 1}).piece("KL", lambda: 1.0)
+    before = path.read_bytes()
+    reader = EvaluationCheckpoint(path, {"k": 1}, write=False)
+    assert reader.piece("KL", lambda: 2.0) == 1.0 and reader.piece("AU", lambda: 3.0) == 3.0
+    reader.remove()
+    assert path.read_bytes() == before
+
+
 def test_a_kept_evaluation_needs_its_fingerprint(tmp_path):
     with pytest.raises(ValueError, match="needs its fingerprint"):
         EvaluationCheckpoint(tmp_path / "evaluation.pt")

@@ -2,9 +2,10 @@ r"""An evaluation that survives its process: its finished pieces kept in a file,
 
 An evaluation (:func:`~pyro_lid.diagnostics.collapse_report`, :func:`~pyro_lid.diagnostics.text_report`)
 is a fixed sequence of pieces: stages such as the KL or the mutual information, and the mini-batches of
-the importance-weighted bound (``"ll/0"``, ``"ll/1"``, ...). Each piece may draw from the global random
-streams. :class:`EvaluationCheckpoint` writes, after every piece, the values so far and the streams'
-state (whole or not at all). A resumed evaluation takes the kept values in the same order and restores
+the importance-weighted bound (``"ll/0 (20 samples, batches of 500, chunks of 50)"``, ...), and the stages of
+``fit``'s validation (:class:`~pyro_lid.infer.engine.callbacks.ValidationMetrics`). Each piece may draw
+from the global random streams. :class:`EvaluationCheckpoint` writes, after every piece, the values so far
+and the streams' state (whole or not at all). A resumed evaluation takes the kept values in the same order and restores
 the streams where the first piece not kept begins, so it computes exactly what an uninterrupted
 evaluation computes. A 20-sample bound on 3,800 sentences takes minutes, SA-VAE's (which refines every
 posterior) far longer: a process stopped during it loses at most one piece.
@@ -41,12 +42,15 @@ class EvaluationCheckpoint:
         written for another one (other parameters, data, device or options) is refused with a
         :class:`~pyro_lid.infer.checkpoints.CheckpointError` that names it and the differences, or, with
         ``restart_on_mismatch``, set aside with a warning that says so: the evaluation starts afresh.
+        With ``restart_on_mismatch`` an unreadable file (a cache, after all) is set aside the same way.
     :param write: ``False``: read the file's pieces but never write it (the other processes of a distributed
         run, which evaluate beside the first one and record nothing).
+    :param device: where the kept tensors are handed back (the evaluation's device: with several GPUs, each
+        process's own); ``None``: where they were computed.
     """
 
     def __init__(self, path=None, fingerprint: dict | None = None, restart_on_mismatch: bool = False,
-                 write: bool = True):  # fmt: skip
+                 write: bool = True, device=None):  # fmt: skip
         if path is not None and not isinstance(fingerprint, dict):
             raise ValueError(f"an evaluation kept in {path} needs its fingerprint (evaluation_fingerprint), got "
                              f"{fingerprint!r}")  # fmt: skip
@@ -54,7 +58,13 @@ class EvaluationCheckpoint:
         self.fingerprint, self.write = fingerprint, write
         self.values, self.rng, self.restored = {}, None, False
         if self.path is not None and self.path.exists():
-            state = load_checkpoint(self.path, map_location=None, required=("fingerprint", "values", "rng"))
+            try:
+                state = load_checkpoint(self.path, map_location=device, required=("fingerprint", "values", "rng"))
+            except CheckpointError as error:
+                if not restart_on_mismatch:
+                    raise
+                warnings.warn(f"{error}; it is evaluated from the start and the file replaced", stacklevel=2)
+                return
             saved = state["fingerprint"] if isinstance(state["fingerprint"], dict) else {}
             differences = [
                 f"{key}: {saved.get(key, '(absent)')!r} in the file, {fingerprint.get(key, '(absent)')!r} in this one"
@@ -92,6 +102,15 @@ class EvaluationCheckpoint:
             if self.write:
                 atomic_save({"fingerprint": self.fingerprint, "values": self.values, "rng": self.rng}, self.path)
         return value
+
+    @staticmethod
+    def saved_fingerprint(path) -> dict | None:
+        """The fingerprint kept in ``path``, or ``None`` if there is no readable one."""
+        try:
+            state = load_checkpoint(path, map_location="cpu", required=("fingerprint",))
+        except (OSError, CheckpointError):
+            return None
+        return state["fingerprint"] if isinstance(state["fingerprint"], dict) else None
 
     def remove(self) -> None:
         """Delete the file (its evaluation is finished and recorded elsewhere)."""

@@ -28,6 +28,7 @@ from pathlib import Path
 from .._checks import is_positive_number, writable_dir
 from ..diagnostics.resumable import EvaluationCheckpoint, evaluation_fingerprint
 from ..infer.checkpoints import atomic_write_text
+from ..infer.engine.callbacks.checkpoint import validation_file
 from .methods import file_stem
 
 __all__ = [
@@ -182,6 +183,7 @@ class ComparisonRun:
             self.rows.append(row)
             if self.writes:  # a run stopped between recording the row and deleting its evaluation's pieces
                 self.evaluation_file(name).unlink(missing_ok=True)
+                validation_file(self.checkpoint(name)).unlink(missing_ok=True)
         return row
 
     def checkpoint(self, name: str) -> Path | None:
@@ -197,7 +199,7 @@ class ComparisonRun:
         or options (a method trained again) is replaced, with a warning."""
         path = self.evaluation_file(name)
         fingerprint = evaluation_fingerprint(model, data, **options) if path is not None else None
-        return EvaluationCheckpoint(path, fingerprint, restart_on_mismatch=True, write=self.writer)
+        return EvaluationCheckpoint(path, fingerprint, restart_on_mismatch=True, write=self.writer, device=data.device)
 
     def checkpoint_options(self, name: str, minutes: float | None) -> dict:
         """``fit``'s checkpoint arguments for ``name``: its file, written after every epoch and (``minutes``

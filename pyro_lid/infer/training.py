@@ -104,6 +104,8 @@ def fit(
         written with other options, another model or other data is refused with a
         :class:`~pyro_lid.infer.checkpoints.CheckpointError` naming each difference, and so is an empty,
         truncated or corrupt one; ``epochs`` and ``early_stopping_patience`` may change (train longer).
+        The validation in progress keeps its finished stages beside it, in ``<checkpoint>.validation``
+        (deleted once the epoch's checkpoint is written, and by a fresh run).
     :param resume: continue from ``checkpoint`` if it exists, also from one written between two steps;
         on one process the result equals an uninterrupted run, bit for bit.
     :param checkpoint_every_n_steps: also write ``checkpoint`` after every this many steps of an epoch

@@ -74,7 +74,7 @@ def train_in_process(
     """What every process runs: build the loop, resume or seed, train. Returns ``(history, state)`` where
     ``state`` is the model's state dict (saved to bytes) when several processes trained, so that a spawning
     parent can take the trained parameters; ``None`` otherwise."""
-    from .callbacks.checkpoint import load_checkpoint
+    from .callbacks.checkpoint import load_checkpoint, validation_file
     from .loop import TrainingLoop
 
     loop = TrainingLoop(fabric, model, train_data, **loop_options)
@@ -82,6 +82,8 @@ def train_in_process(
         loop.load_state_dict(load_checkpoint(checkpoint, map_location=fabric.device, config=config))
     else:
         loop.seed_streams()
+        if not resume and checkpoint is not None and fabric.global_rank == 0:  # a fresh run: an earlier run's
+            validation_file(checkpoint).unlink(missing_ok=True)  # kept validation stages are not its own
     history = loop.run()
     if fabric.world_size == 1:
         return history, None

@@ -6,6 +6,10 @@ A checkpoint is a dict of top-level entries, each owned by one piece of the engi
 ``optim_decoder``, ``lagging``, ``batch_rng``; for pretraining ``decoder_at_init``: the strategy),
 ``best`` and ``since_best`` (early stopping); between two steps of an epoch also ``step`` and
 ``epoch_partial`` (the loop) and ``max_batch_kl_partial`` (:class:`~.batch_kl.MaxBatchKL`).
+
+Beside it, :func:`validation_file` keeps the finished stages of the validation in progress (an
+:class:`~pyro_lid.diagnostics.EvaluationCheckpoint`, written by :class:`~.validation.ValidationMetrics`);
+:class:`Checkpointing` deletes it once the epoch's checkpoint holds that validation, or when it is stale.
 """
 
 from __future__ import annotations
@@ -71,6 +75,13 @@ class Checkpointing(Callback):
     def on_fit_start(self, loop) -> None:
         loop.checkpoint_path = self.path  # named in TrainingDiverged's message
         self.last_write = time.monotonic()
+        kept = validation_file(self.path)
+        if loop.is_global_zero and kept.exists():  # the stages of an epoch this checkpoint already holds: stale
+            from ....diagnostics.resumable import EvaluationCheckpoint
+
+            saved = EvaluationCheckpoint.saved_fingerprint(kept)
+            if saved is None or not isinstance(saved.get("epoch"), int) or saved["epoch"] <= loop.epoch:
+                kept.unlink(missing_ok=True)
 
     def _write(self, loop) -> None:
         if loop.is_global_zero:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 
 import torch
@@ -60,8 +61,18 @@ class ValidationMetrics(Callback):
 
                 fingerprint = evaluation_fingerprint(loop.model, self.data, epoch=epoch + 1, metrics=self.metrics)
                 path = validation_file(loop.checkpoint_path)
-                kept = {"checkpoint": EvaluationCheckpoint(path, fingerprint, restart_on_mismatch=True)}
+                keep = EvaluationCheckpoint(path, fingerprint, restart_on_mismatch=True, device=self.data.device)
+                kept = {"checkpoint": keep} if _takes_checkpoint(self.evaluate) else {}
             out = self.evaluate(loop.model, loop.strategy.svi, self.data, self.batch_size, self.metrics, **kept)
         if loop.world_size > 1:
             out = loop.fabric.broadcast(out, src=0)
         record.update(out)
+
+
+def _takes_checkpoint(evaluate) -> bool:
+    """Whether a (user's) ``evaluate`` accepts ``checkpoint=``: one written before the option still works."""
+    try:
+        inspect.signature(evaluate).bind_partial(checkpoint=None)
+    except (TypeError, ValueError):
+        return False
+    return True
