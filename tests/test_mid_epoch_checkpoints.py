@@ -103,21 +103,18 @@ def _straight_and_resumed(tmp_path, interrupt_at, epochs=3, resume_callbacks=(),
     return straight, straight_history, resumed, resumed_history, saved
 
 
+#: Every recipe whose epoch start or running state a resume must not repeat or lose.
+RECIPES = [("standard", {"kl_schedule": "linear"}), ("lagging", {}), ("standard", {"pretrain_epochs": 1})]
+RECIPE_IDS = ["standard-with-kl-warmup", "lagging", "pretraining"]
+
+
 def _assert_same(straight, straight_history, resumed, resumed_history):
     for key, value in straight.state_dict().items():
         assert torch.equal(value, resumed.state_dict()[key]), key
     assert _without_timing(resumed_history.records) == _without_timing(straight_history.records)
 
 
-@pytest.mark.parametrize(
-    "strategy, options",
-    [
-        ("standard", {"kl_schedule": "linear"}),
-        ("lagging", {}),
-        ("standard", {"pretrain_epochs": 1}),
-    ],
-    ids=["standard-with-kl-warmup", "lagging", "pretraining"],
-)
+@pytest.mark.parametrize("strategy, options", RECIPES, ids=RECIPE_IDS)
 def test_a_run_resumed_in_the_middle_of_an_epoch_equals_an_uninterrupted_run(tmp_path, strategy, options):
     # 5 steps an epoch; checkpoints after steps 2 and 4; interrupted after step index 3 of epoch index 1
     # (the second epoch, after the pretraining's decoder reset): the newest checkpoint is epoch 1, step 2
@@ -138,15 +135,7 @@ def test_a_time_interval_writes_between_steps_and_the_newest_write_is_the_last_s
     _assert_same(*runs[:4])
 
 
-@pytest.mark.parametrize(
-    "strategy, options",
-    [
-        ("standard", {"kl_schedule": "linear"}),
-        ("lagging", {}),
-        ("standard", {"pretrain_epochs": 1}),
-    ],
-    ids=["standard-with-kl-warmup", "lagging", "pretraining"],
-)
+@pytest.mark.parametrize("strategy, options", RECIPES, ids=RECIPE_IDS)
 def test_a_run_interrupted_during_validation_keeps_every_training_step_and_resumes_into_validation(
     tmp_path, strategy, options
 ):
