@@ -265,3 +265,10 @@ def test_a_comparison_replaces_a_kept_evaluation_of_another_training_and_removes
     EvaluationCheckpoint(kept, {"model": "0123456789abcdef"}).piece("KL", lambda: 1.0)  # left by a killed run
     harness.run_text_comparison(dataset, resume=True, **options)  # the row is recorded: nothing evaluated
     assert not kept.exists()
+
+
+def test_a_kept_evaluation_creates_its_folder(tmp_path):
+    # fit's validation keeps its stages before the first checkpoint has created the checkpoint's folder
+    path = tmp_path / "runs" / "run.pt.validation"
+    EvaluationCheckpoint(path, {"k": 1}).piece("KL", lambda: 1.0)
+    assert EvaluationCheckpoint(path, {"k": 1}).values == {"KL": 1.0}
