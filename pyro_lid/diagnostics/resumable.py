@@ -100,7 +100,6 @@ class EvaluationCheckpoint:
             self.values[key] = value
             self.rng = rng_state()
             if self.write:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
                 atomic_save({"fingerprint": self.fingerprint, "values": self.values, "rng": self.rng}, self.path)
         return value
 

@@ -1,7 +1,7 @@
 """Checkpoints and results files that cannot be lost, and a resume that checks what it resumes.
 
 **Atomic writes.** :func:`atomic_save`, :func:`atomic_write_bytes` and :func:`atomic_write_text`
-write to a temporary file in the target's own directory, flush it, ``fsync`` it, and move it
+write to a temporary file in the target's own directory (created if missing), flush it, ``fsync`` it, and move it
 over the target with :func:`os.replace` (atomic on POSIX and Windows), then ``fsync`` the
 directory. Whenever the process dies (killed, out of memory, disk full, power cut after the
 sync), the target holds either the previous complete file or the new complete one, never a
@@ -81,8 +81,10 @@ def _fsync_directory(directory: Path) -> None:
 
 
 def _atomic_write(path, write) -> None:
-    """Call ``write(binary_file)`` on a temporary file beside ``path``, sync it, and move it over ``path``."""
+    """Call ``write(binary_file)`` on a temporary file beside ``path`` (creating its folder), sync it, and move
+    it over ``path``."""
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:

@@ -36,8 +36,6 @@ def validation_file(path) -> Path:
 def save_checkpoint(state: dict, path) -> None:
     """Write ``state`` to ``path`` (creating its folder), whole or not at all: the previous checkpoint
     stays until the new one is complete (:func:`~pyro_lid.infer.checkpoints.atomic_save`)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     checkpoints.atomic_save(state, path)
 
 
