@@ -105,7 +105,7 @@ def _compare_text(args) -> int:
     import time
 
     from .experiments.methods import TEXT_METHODS, resolve_text_method
-    from .experiments.text_comparison import DEFAULT_TEXT_MODELS, format_text_results, run_text_comparison
+    from .experiments.text_comparison import default_text_models, format_text_results, run_text_comparison
 
     if args.corpus is not None and args.dataset != "fashion-mnist":
         raise ValueError("pass --dataset or --corpus, not both")
@@ -113,7 +113,7 @@ def _compare_text(args) -> int:
     if flag:
         raise ValueError(f"{flag} applies to images, not to text")
     dataset = args.corpus if args.corpus is not None else args.dataset
-    models = [name for entry in (args.models or DEFAULT_TEXT_MODELS) for name in entry.split(",") if name]
+    models = [name for entry in (args.models or default_text_models(dataset)) for name in entry.split(",") if name]
     if models == ["all"]:
         models = list(TEXT_METHODS)
     for name in models:  # an image-only method fails here, before any data load
@@ -149,6 +149,7 @@ def _study(args) -> int:
         run_seed_study,
         summarize_seeds,
     )
+    from .experiments.text_comparison import default_text_models
 
     writable_dir(args.output_dir, "--output-dir")
     text = args.dataset in TEXT_DATASETS
@@ -168,7 +169,8 @@ def _study(args) -> int:
         else:
             defaults = {**COMPARE_SIZES, **BUDGETS[args.budget or "short"]}
         options = {k: getattr(args, k) if getattr(args, k) is not None else v for k, v in defaults.items()}
-        models = [name for entry in (args.models or STUDY_MODELS[text]) for name in entry.split(",") if name]
+        named = args.models or (default_text_models(args.dataset) if text else STUDY_IMAGE_MODELS)
+        models = [name for entry in named for name in entry.split(",") if name]
         run_seed_study(args.output_dir, range(args.seeds), models, dataset=args.dataset, root=args.root,
                        lr=args.lr, device=args.device, progress=None, **options)  # fmt: skip
         summary = summarize_seeds(folders, args.info_floor, args.paired)
@@ -236,8 +238,8 @@ TEXT_SMOKE_TEST_SIZES = dict(epochs=2, latent_dim=4, embed_dim=32, hidden_dim=32
                              max_vocab=None, batch_size=32, num_sentences=300, num_test=None)  # fmt: skip
 IMAGE_MODELS = ("vae", "beta_vae", "gmvae", "lidgmvae", "lidvae")
 TEXT_ONLY_FLAGS = ("--embed-dim", "--hidden-dim", "--max-length", "--max-vocab", "--batch-size", "--no-language-model")
-#: ``study``'s default models, for images and for text.
-STUDY_MODELS = {False: ("vae", "lidvae", "lidvae_brenier"), True: ("lstm_vae", "lidsvae")}
+#: ``study``'s default models for images (for text, those of ``compare``: ``default_text_models``).
+STUDY_IMAGE_MODELS = ("vae", "lidvae", "lidvae_brenier")
 IMAGE_ONLY_STUDY_FLAGS = ("--budget", "--num-train", "--num-test", "--hidden", "--icnn-hidden")
 IMAGE_ONLY_FLAGS = ("--num-train", "--hidden", "--icnn-hidden", "--devices", "--num-nodes",
                     "--distributed", "--precision")  # fmt: skip
@@ -298,6 +300,7 @@ class _DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 def build_parser() -> argparse.ArgumentParser:
     from .data.text import TEXT_DATASETS
+    from .experiments.text_comparison import RECOMMENDED_LIDSVAE
 
     formatter = _DefaultsFormatter
     parser = argparse.ArgumentParser(prog="pyro-lid", description=__doc__)
@@ -340,8 +343,8 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="+",
         default=None,
         help="names from pyro_lid.experiments.methods.METHODS, separated by spaces or commas, or 'all' (default: "
-        "vae beta_vae gmvae lidgmvae lidvae; text: lstm_vae lidsvae, the language model lm first unless "
-        "--no-language-model)",
+        f"vae beta_vae gmvae lidgmvae lidvae; text: lstm_vae and {RECOMMENDED_LIDSVAE}, plain lidsvae on "
+        "synthetic-text, the language model lm first unless --no-language-model)",
     )
     compare.add_argument(
         "--no-language-model",
@@ -406,7 +409,7 @@ def build_parser() -> argparse.ArgumentParser:
     study.add_argument("--output-dir", required=True, help="the study's folder: one seed<s> folder per seed")
     study.add_argument("--models", nargs="+", default=None,
                        help="names from METHODS, separated by spaces or commas (default: vae, lidvae, "
-                            "lidvae_brenier; text: lstm_vae, lidsvae, and the language model lm)")  # fmt: skip
+                            "lidvae_brenier; text: those of compare, and the language model lm)")  # fmt: skip
     study.add_argument("--seeds", type=_positive_int, default=3, help="seeds 0, 1, ..., N-1")
     study.add_argument(
         "--budget",

@@ -146,7 +146,8 @@ def test_the_study_command_passes_text_sizes_and_refuses_image_flags_for_text(tm
         main(["study", "--dataset", "ptb", "--epochs", "2", "--num-samples", "20", "--output-dir", str(tmp_path)]) == 0
     )
     (out, seeds, models), options = calls[0]
-    assert list(seeds) == [0, 1, 2] and models == ["lstm_vae", "lidsvae"] and options["dataset"] == "ptb"
+    assert list(seeds) == [0, 1, 2] and options["dataset"] == "ptb"
+    assert models == ["lstm_vae", "lidsvae:margin=5:warmup=5:bag_of_words=true"]
     assert {k: options[k] for k in TEXT_COMPARE_SIZES} == {**TEXT_COMPARE_SIZES, "epochs": 2, "num_samples": 20}
     for flag, value in (("--budget", "full"), ("--num-train", "100"), ("--hidden", "8")):
         with pytest.raises(SystemExit):

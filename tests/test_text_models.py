@@ -301,6 +301,44 @@ def test_text_cli_smoke_test_prints_the_table(tmp_path, capsys):
     assert "| lm |" not in out and "| oracle |" not in out and "| lstm_vae |" in out
 
 
+def test_text_defaults_are_the_recommended_lidsvae_on_real_corpora_and_the_plain_one_on_synthetic_text(
+    tmp_path, monkeypatch
+):
+    """``compare`` and ``study`` without ``--models``: on the PTB, Yahoo and a user's corpus the recipe that kept
+    every unit informative there (margin 5, a 5-epoch KL warm-up, a bag-of-words encoder); on synthetic text,
+    whose 20 words already make margin 1 informative, the plain ``lidsvae``."""
+    import pyro_lid.experiments.seed_study as study
+    import pyro_lid.experiments.text_comparison as harness
+
+    recipe = resolve_text_method(harness.RECOMMENDED_LIDSVAE)
+    model = recipe.build_text(20, 2, 4, 4)
+    assert type(model) is LIDSVAE and model.margin == 5.0 and model.bag_of_words
+    warmup = recipe.fit_options(10)["kl_schedule"]
+    assert [warmup(t) for t in (1.0, 2.5, 5.0)] == [0.2, 0.5, 1.0]
+    assert resolve_text_method("lidsvae").build_text(20, 2, 4, 4).margin == 1.0
+
+    calls = []
+    monkeypatch.setattr(harness, "run_text_comparison", lambda dataset, models, **kwargs: calls.append(models) or [])
+    monkeypatch.setattr(study, "run_seed_study", lambda out, seeds, models, **kwargs: calls.append(models))
+    monkeypatch.setattr(study, "summarize_seeds", lambda *args: [])
+    monkeypatch.setattr(study, "plot_pareto", lambda *args: None)
+    monkeypatch.setattr(study, "plot_information_per_dimension", lambda *args: None)
+    corpus = tmp_path / "mine.txt"
+    corpus.write_text("a b c\nd e\n")
+    for source in (
+        ["--dataset", "ptb"],
+        ["--dataset", "yahoo"],
+        ["--corpus", str(corpus)],
+        ["--dataset", "synthetic-text"],
+    ):
+        assert main(["compare", *source]) == 0
+    for dataset in ("ptb", "synthetic-text"):
+        assert main(["study", "--dataset", dataset, "--output-dir", str(tmp_path / dataset)]) == 0
+    real, plain = ["lstm_vae", harness.RECOMMENDED_LIDSVAE], ["lstm_vae", "lidsvae"]
+    assert calls == [real, real, real, plain, real, plain]
+    assert harness.default_text_models("ptb") == tuple(real)
+
+
 # ------------------------------------------------------------------ 3. collapse on synthetic text (codes known)
 def test_on_synthetic_text_the_lstm_vae_collapses_and_lidsvae_keeps_its_units_at_the_same_budget():
     from pyro_lid.diagnostics import collapse_report
