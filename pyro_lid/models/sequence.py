@@ -745,7 +745,10 @@ class LIDSVAE(LSTMVAE):
     prior. Every later step carries the same guarantee for its own prefix.
 
     :param float margin: the singular-value floor of :math:`h` (default 1, a standard normal
-        prior's scale: a unit step in :math:`z` moves the logits by at least one unit).
+        prior's scale: a unit step in :math:`z` moves the logits by at least one unit). Enough on a
+        vocabulary of tens of words; on thousands it carries almost nothing (the Penn Treebank: KL 0.04),
+        and margin 5 with ``bag_of_words`` and a KL warm-up is the recipe to start from
+        (:data:`~pyro_lid.experiments.text_comparison.RECOMMENDED_LIDSVAE`, ``docs/text.rst``).
     :param str inner: ``"diagonal"`` (:math:`h(z) = s\odot z`, :math:`s\ge` margin) or
         ``"brenier"`` (:math:`h = \nabla\psi`, strong convexity :math:`\ge` margin, ICNN widths
         ``inner_hidden_dims``, further options in ``brenier_kwargs``).
