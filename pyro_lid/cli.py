@@ -236,6 +236,9 @@ TEXT_COMPARE_SIZES = dict(epochs=10, latent_dim=32, embed_dim=256, hidden_dim=25
                           max_vocab=None, batch_size=32, num_test=None)  # fmt: skip
 TEXT_SMOKE_TEST_SIZES = dict(epochs=2, latent_dim=4, embed_dim=32, hidden_dim=32, num_samples=5, max_length=None,
                              max_vocab=None, batch_size=32, num_sentences=300, num_test=None)  # fmt: skip
+#: What the corpus loaders do where ``--max-length`` / ``--max-vocab`` are not given (``load_text_data``).
+TEXT_LOADER_DEFAULTS = dict(max_length="no limit on ptb and --corpus, 200 words on yahoo, 12 on synthetic-text",
+                            max_vocab="every training word on ptb and --corpus, 20000 on yahoo")  # fmt: skip
 IMAGE_MODELS = ("vae", "beta_vae", "gmvae", "lidgmvae", "lidvae")
 TEXT_ONLY_FLAGS = ("--embed-dim", "--hidden-dim", "--max-length", "--max-vocab", "--batch-size", "--no-language-model")
 #: ``study``'s default models for images (for text, those of ``compare``: ``default_text_models``).
@@ -281,11 +284,11 @@ def _size(parser, flag, kind, help_text):
         elif name in TEXT_COMPARE_SIZES:
             help_text += f"; text: {TEXT_COMPARE_SIZES[name]}, {TEXT_SMOKE_TEST_SIZES[name]} with --smoke-test"
         help_text += ")"
+    elif TEXT_COMPARE_SIZES[name] is None:  # each corpus loader's own default
+        help_text = f"text: {help_text} (default: {TEXT_LOADER_DEFAULTS[name]})"
     else:
         normal = TEXT_COMPARE_SIZES[name]
-        help_text = f"text: {help_text} (default: {'none' if normal is None else normal}; " + (
-            f"{TEXT_SMOKE_TEST_SIZES[name]} with --smoke-test)" if normal is not None else "the loader's default)"
-        )
+        help_text = f"text: {help_text} (default: {normal}; {TEXT_SMOKE_TEST_SIZES[name]} with --smoke-test)"
     parser.add_argument(flag, type=kind, default=None, help=help_text)
 
 
@@ -388,7 +391,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=10.0,
         help="also write each model's checkpoint within an epoch every this many minutes, so that --resume "
-        "loses at most that much of a long epoch (0: after every epoch only; default 10)",
+        "loses at most that much of a long epoch (0: after every epoch only)",
     )
     compare.add_argument(
         "--overwrite",

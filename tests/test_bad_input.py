@@ -140,6 +140,21 @@ def test_help_shows_the_defaults(capsys, monkeypatch):
         assert shown in flat, shown
 
 
+def test_help_names_each_default_once():
+    import argparse
+
+    from pyro_lid.cli import build_parser
+
+    parser = build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    for command, sub in commands.items():
+        formatter = sub._get_formatter()
+        for action in sub._actions:
+            if action.help and action.help != argparse.SUPPRESS:
+                shown = formatter._expand_help(action)
+                assert len(re.findall(r"\bdefault\b", shown)) <= 1, f"{command} {action.option_strings}: {shown}"
+
+
 def test_the_demo_ends_with_a_verdict(monkeypatch, capsys):
     import pyro_lid.experiments as experiments
 
