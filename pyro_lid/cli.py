@@ -236,9 +236,6 @@ TEXT_COMPARE_SIZES = dict(epochs=10, latent_dim=32, embed_dim=256, hidden_dim=25
                           max_vocab=None, batch_size=32, num_test=None)  # fmt: skip
 TEXT_SMOKE_TEST_SIZES = dict(epochs=2, latent_dim=4, embed_dim=32, hidden_dim=32, num_samples=5, max_length=None,
                              max_vocab=None, batch_size=32, num_sentences=300, num_test=None)  # fmt: skip
-#: What the corpus loaders do where ``--max-length`` / ``--max-vocab`` are not given (``load_text_data``).
-TEXT_LOADER_DEFAULTS = dict(max_length="no limit on ptb and --corpus, 200 words on yahoo, 12 on synthetic-text",
-                            max_vocab="every training word on ptb and --corpus, 20000 on yahoo")  # fmt: skip
 IMAGE_MODELS = ("vae", "beta_vae", "gmvae", "lidgmvae", "lidvae")
 TEXT_ONLY_FLAGS = ("--embed-dim", "--hidden-dim", "--max-length", "--max-vocab", "--batch-size", "--no-language-model")
 #: ``study``'s default models for images (for text, those of ``compare``: ``default_text_models``).
@@ -285,11 +282,25 @@ def _size(parser, flag, kind, help_text):
             help_text += f"; text: {TEXT_COMPARE_SIZES[name]}, {TEXT_SMOKE_TEST_SIZES[name]} with --smoke-test"
         help_text += ")"
     elif TEXT_COMPARE_SIZES[name] is None:  # each corpus loader's own default
-        help_text = f"text: {help_text} (default: {TEXT_LOADER_DEFAULTS[name]})"
+        help_text = f"text: {help_text} (default: {_text_loader_defaults()[name]})"
     else:
         normal = TEXT_COMPARE_SIZES[name]
         help_text = f"text: {help_text} (default: {normal}; {TEXT_SMOKE_TEST_SIZES[name]} with --smoke-test)"
     parser.add_argument(flag, type=kind, default=None, help=help_text)
+
+
+def _text_loader_defaults() -> dict:
+    """What the corpus loaders do where ``--max-length`` / ``--max-vocab`` are not given, read from the code that
+    does it (``load_text_data``'s lengths, ``load_yahoo``'s vocabulary cap)."""
+    import inspect
+
+    from .data.text import load_yahoo
+    from .experiments.text_comparison import DEFAULT_MAX_LENGTH
+
+    yahoo_vocab = inspect.signature(load_yahoo).parameters["max_vocab"].default
+    return dict(max_length=f"no limit on ptb and --corpus, {DEFAULT_MAX_LENGTH['yahoo']} words on yahoo, "
+                f"{DEFAULT_MAX_LENGTH['synthetic-text']} on synthetic-text",
+                max_vocab=f"every training word on ptb and --corpus, {yahoo_vocab} on yahoo")  # fmt: skip
 
 
 class _DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):

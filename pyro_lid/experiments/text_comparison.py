@@ -86,6 +86,11 @@ ORACLE_SAMPLES = 1000
 _SHARED_YAHOO = Path(__file__).resolve().parents[3] / "shared" / "data" / "yahoo"
 
 
+#: Words per line where ``max_length`` is not given, by corpus (longer lines are truncated; PTB and user
+#: corpora: no limit).
+DEFAULT_MAX_LENGTH = {"yahoo": 200, "synthetic-text": 12}
+
+
 def load_text_data(dataset, root=None, max_length=None, max_vocab=None, num_sentences=2000, seed=0):
     """The corpus of a comparison: ``"ptb"``, ``"yahoo"``, ``"synthetic-text"`` or the path of a user corpus,
     through :func:`pyro_lid.data.load_text` with each one's options."""
@@ -98,9 +103,9 @@ def load_text_data(dataset, root=None, max_length=None, max_vocab=None, num_sent
     elif name == "yahoo":
         if root is None and not os.environ.get("PYRO_LID_YAHOO") and _SHARED_YAHOO.is_dir():
             root = _SHARED_YAHOO
-        options = dict(root=root, max_length=max_length or 200, **vocab)
+        options = dict(root=root, max_length=max_length or DEFAULT_MAX_LENGTH["yahoo"], **vocab)
     elif name == "synthetic-text":
-        options = dict(num_sentences=num_sentences, max_length=max_length or 12, seed=seed)
+        options = dict(num_sentences=num_sentences, max_length=max_length or DEFAULT_MAX_LENGTH[name], seed=seed)
     elif not Path(name).exists():
         raise FileNotFoundError(
             f"corpus {name} not found: --dataset takes ptb, yahoo or synthetic-text, --corpus the path of a "
