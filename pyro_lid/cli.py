@@ -291,16 +291,18 @@ def _size(parser, flag, kind, help_text):
 
 def _text_loader_defaults() -> dict:
     """What the corpus loaders do where ``--max-length`` / ``--max-vocab`` are not given, read from the code that
-    does it (``load_text_data``'s lengths, ``load_yahoo``'s vocabulary cap)."""
+    does it (the defaults of ``load_yahoo`` and ``synthetic_text``, which ``load_text_data`` leaves in place)."""
     import inspect
 
+    from .data.synthetic_text import synthetic_text
     from .data.text import load_yahoo
-    from .experiments.text_comparison import DEFAULT_MAX_LENGTH
 
-    yahoo_vocab = inspect.signature(load_yahoo).parameters["max_vocab"].default
-    return dict(max_length=f"no limit on ptb and --corpus, {DEFAULT_MAX_LENGTH['yahoo']} words on yahoo, "
-                f"{DEFAULT_MAX_LENGTH['synthetic-text']} on synthetic-text",
-                max_vocab=f"every training word on ptb and --corpus, {yahoo_vocab} on yahoo")  # fmt: skip
+    yahoo, synthetic = (inspect.signature(f).parameters for f in (load_yahoo, synthetic_text))
+    return {
+        "max_length": f"no limit on ptb and --corpus, {yahoo['max_length'].default} words on yahoo, "
+        f"{synthetic['max_length'].default} on synthetic-text",
+        "max_vocab": f"every training word on ptb and --corpus, {yahoo['max_vocab'].default} on yahoo",
+    }
 
 
 class _DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):

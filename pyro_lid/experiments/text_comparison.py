@@ -86,11 +86,6 @@ ORACLE_SAMPLES = 1000
 _SHARED_YAHOO = Path(__file__).resolve().parents[3] / "shared" / "data" / "yahoo"
 
 
-#: Words per line where ``max_length`` is not given, by corpus (longer lines are truncated; PTB and user
-#: corpora: no limit).
-DEFAULT_MAX_LENGTH = {"yahoo": 200, "synthetic-text": 12}
-
-
 def load_text_data(dataset, root=None, max_length=None, max_vocab=None, num_sentences=2000, seed=0):
     """The corpus of a comparison: ``"ptb"``, ``"yahoo"``, ``"synthetic-text"`` or the path of a user corpus,
     through :func:`pyro_lid.data.load_text` with each one's options."""
@@ -98,14 +93,15 @@ def load_text_data(dataset, root=None, max_length=None, max_vocab=None, num_sent
 
     name = str(dataset)
     vocab = {"max_vocab": max_vocab} if max_vocab is not None else {}
+    length = {"max_length": max_length} if max_length else {}  # else Yahoo's and synthetic text's own default
     if name == "ptb":
         options = dict(max_length=max_length, **vocab)
     elif name == "yahoo":
         if root is None and not os.environ.get("PYRO_LID_YAHOO") and _SHARED_YAHOO.is_dir():
             root = _SHARED_YAHOO
-        options = dict(root=root, max_length=max_length or DEFAULT_MAX_LENGTH["yahoo"], **vocab)
+        options = dict(root=root, **length, **vocab)
     elif name == "synthetic-text":
-        options = dict(num_sentences=num_sentences, max_length=max_length or DEFAULT_MAX_LENGTH[name], seed=seed)
+        options = dict(num_sentences=num_sentences, seed=seed, **length)
     elif not Path(name).exists():
         raise FileNotFoundError(
             f"corpus {name} not found: --dataset takes ptb, yahoo or synthetic-text, --corpus the path of a "
