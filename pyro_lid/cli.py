@@ -233,15 +233,20 @@ COMPARE_SIZES = dict(
 SMOKE_TEST_SIZES = dict(num_train=300, num_test=200, epochs=2, latent_dim=4, hidden=32, icnn_hidden=32, num_samples=5)
 #: ``compare``'s sizes for text (``--dataset ptb|yahoo|synthetic-text`` or ``--corpus``), and with ``--smoke-test``.
 TEXT_COMPARE_SIZES = dict(epochs=10, latent_dim=32, embed_dim=256, hidden_dim=256, num_samples=100, max_length=None,
-                          max_vocab=None, batch_size=32, num_test=None)  # fmt: skip
+                          max_vocab=None, batch_size=32, num_train=None, num_valid=None, num_test=None)  # fmt: skip
 TEXT_SMOKE_TEST_SIZES = dict(epochs=2, latent_dim=4, embed_dim=32, hidden_dim=32, num_samples=5, max_length=None,
-                             max_vocab=None, batch_size=32, num_sentences=300, num_test=None)  # fmt: skip
+                             max_vocab=None, batch_size=32, num_sentences=300, num_train=None, num_valid=None,
+                             num_test=None)  # fmt: skip
+#: What ``None`` means for a text size: the whole split, or each corpus loader's own default.
+TEXT_WHOLE_SPLITS = dict(num_train="the whole training split", num_valid="the whole validation split",
+                         num_test="the whole test split")  # fmt: skip
 IMAGE_MODELS = ("vae", "beta_vae", "gmvae", "lidgmvae", "lidvae")
-TEXT_ONLY_FLAGS = ("--embed-dim", "--hidden-dim", "--max-length", "--max-vocab", "--batch-size", "--no-language-model")
+TEXT_ONLY_FLAGS = ("--embed-dim", "--hidden-dim", "--max-length", "--max-vocab", "--batch-size", "--num-valid",
+                   "--no-language-model")  # fmt: skip
 #: ``study``'s default models for images (for text, those of ``compare``: ``default_text_models``).
 STUDY_IMAGE_MODELS = ("vae", "lidvae", "lidvae_brenier")
 IMAGE_ONLY_STUDY_FLAGS = ("--budget", "--num-train", "--num-test", "--hidden", "--icnn-hidden")
-IMAGE_ONLY_FLAGS = ("--num-train", "--hidden", "--icnn-hidden", "--devices", "--num-nodes",
+IMAGE_ONLY_FLAGS = ("--hidden", "--icnn-hidden", "--devices", "--num-nodes",
                     "--distributed", "--precision")  # fmt: skip
 
 
@@ -277,12 +282,13 @@ def _size(parser, flag, kind, help_text):
         shown = "the whole test split" if normal is None else normal
         help_text = f"{help_text} (default: {shown}; {smoke} with --smoke-test"
         if name in TEXT_COMPARE_SIZES and TEXT_COMPARE_SIZES[name] is None:
-            help_text += "; text: the whole test split, with or without --smoke-test"
+            help_text += f"; text: {TEXT_WHOLE_SPLITS[name]}, with or without --smoke-test"
         elif name in TEXT_COMPARE_SIZES:
             help_text += f"; text: {TEXT_COMPARE_SIZES[name]}, {TEXT_SMOKE_TEST_SIZES[name]} with --smoke-test"
         help_text += ")"
-    elif TEXT_COMPARE_SIZES[name] is None:  # each corpus loader's own default
-        help_text = f"text: {help_text} (default: {_text_loader_defaults()[name]})"
+    elif TEXT_COMPARE_SIZES[name] is None:  # the whole split, or each corpus loader's own default
+        shown = TEXT_WHOLE_SPLITS.get(name) or _text_loader_defaults()[name]
+        help_text = f"text: {help_text} (default: {shown})"
     else:
         normal = TEXT_COMPARE_SIZES[name]
         help_text = f"text: {help_text} (default: {normal}; {TEXT_SMOKE_TEST_SIZES[name]} with --smoke-test)"
@@ -368,7 +374,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="text: do not add the language model lm (to split one protocol's models over processes; name lm in "
         "--models to train it)",
     )
-    _size(compare, "--num-train", _positive_int, "training images")
+    _size(
+        compare,
+        "--num-train",
+        _positive_int,
+        "training images, or text: the first training sentences (the vocabulary stays the whole split's)",
+    )
+    _size(compare, "--num-valid", _positive_int, "the first validation sentences, checked after each epoch")
     _size(compare, "--num-test", _positive_int, "test images, or text: the first test sentences")
     _size(compare, "--epochs", _positive_int, "training epochs")
     _size(compare, "--latent-dim", _positive_int, "latent dimensions")

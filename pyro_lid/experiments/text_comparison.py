@@ -46,7 +46,7 @@ from .methods import resolve_text_method
 from .runs import ComparisonRun, as_list, check_run_options, cost_columns
 
 __all__ = ["RECOMMENDED_LIDSVAE", "TEXT_PROTOCOL_KEYS", "amortization_gap_rows", "default_text_models",
-           "format_amortization_gap", "format_head_information", "format_text_results",
+           "first_sentences", "format_amortization_gap", "format_head_information", "format_text_results",
            "head_information_rows", "is_text_dataset", "load_text_data", "run_text_comparison"]  # fmt: skip
 
 #: The options that define a text comparison's protocol: a resumed run must share them.
@@ -112,6 +112,26 @@ def load_text_data(dataset, root=None, max_length=None, max_vocab=None, num_sent
     return load_text(name, **options)
 
 
+def first_sentences(corpus, num_train=None, num_valid=None, num_test=None):
+    """``corpus`` cut to the first ``num_train`` / ``num_valid`` / ``num_test`` sentences of its splits (``None``:
+    the whole split), true codes included; the vocabulary stays the whole training split's. A count larger than
+    its split is refused, naming both."""
+    cuts = {}
+    for split, count in (("train", num_train), ("valid", num_valid), ("test", num_test)):
+        if count is None:
+            continue
+        available = corpus.split(split).shape[0]
+        if count > available:
+            name = {"train": "training", "valid": "validation", "test": "test"}[split]
+            raise ValueError(f"num_{split} = {count} exceeds the {available} {name} sentences of {corpus.name}")
+        cuts[split] = count
+    if not cuts:
+        return corpus
+    codes = corpus.codes and {split: c[: cuts.get(split)] for split, c in corpus.codes.items()}
+    return dataclasses.replace(corpus, **{split: corpus.split(split)[:count] for split, count in cuts.items()},
+                               codes=codes)  # fmt: skip
+
+
 class TokenRate(Callback):
     """Adds ``tokens_per_second`` (predicted training tokens per second of the epoch) to each record."""
 
@@ -136,6 +156,8 @@ def run_text_comparison(
     max_length: int | None = None,
     max_vocab: int | None = None,
     num_sentences: int = 2000,
+    num_train: int | None = None,
+    num_valid: int | None = None,
     num_test: int | None = None,
     seed: int = 0,
     output_dir: str | Path | None = None,
@@ -157,6 +179,11 @@ def run_text_comparison(
         synthetic text only (added second with ``language_model``).
     :param max_length: words per sentence; longer lines are truncated (counted with a warning by the reader).
     :param max_vocab: vocabulary size cap (specials included); ``None``: the loader's default.
+    :param num_train: train on the first ``num_train`` training sentences (documents) only; ``None``: the whole
+        training split. The vocabulary is still the whole split's, so the task stays the corpus's; a smaller
+        budget for the methods whose epochs cost many times the LSTM-VAE's (Lagging, SA-VAE).
+    :param num_valid: validate each epoch on the first ``num_valid`` validation sentences only (what a
+        method's schedule reads, e.g. Lagging's MI check); ``None``: the whole validation split.
     :param num_test: evaluate on the first ``num_test`` test sentences (documents) only; ``None``: the whole
         test split. The importance-weighted bound costs ``num_samples`` decoder passes per sentence, which
         decides a CPU budget on long documents (Yahoo); the protocol records it.
@@ -179,7 +206,8 @@ def run_text_comparison(
     for key, value in sizes.items():
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{key} must be a positive integer, got {value!r}")
-    for key, value in (("max_length", max_length), ("max_vocab", max_vocab), ("num_test", num_test)):
+    subsets = dict(num_train=num_train, num_valid=num_valid, num_test=num_test)
+    for key, value in (("max_length", max_length), ("max_vocab", max_vocab), *subsets.items()):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
             raise ValueError(f"{key} must be a positive integer or None, got {value!r}")
     if not lr > 0:
@@ -196,12 +224,11 @@ def run_text_comparison(
             f"{dataset} leaves the {' and '.join(empty)} split{'s' * (len(empty) > 1)} empty ({corpus.description}); "
             "a comparison trains, validates and tests, so each split needs a sentence"
         )
-    if num_test is not None and num_test > corpus.test.shape[0]:
-        raise ValueError(f"num_test = {num_test} exceeds the {corpus.test.shape[0]} test sentences of {dataset}")
+    corpus = first_sentences(corpus, **subsets)
     options = locals()
     protocol = {key: options[key] for key in TEXT_PROTOCOL_KEYS}
-    if num_test is not None:  # absent otherwise, so that runs from before the option resume as they were
-        protocol["num_test"] = num_test
+    # each subset joins the protocol only when given, so that runs from before the option resume as they were
+    protocol.update({key: value for key, value in subsets.items() if value is not None})
     for name, method in methods.items():  # a model that cannot be built on this corpus fails before any training
         try:
             _text_model(method, corpus, latent_dim, embed_dim, hidden_dim, word_dropout)
@@ -214,8 +241,7 @@ def run_text_comparison(
         if run.finished(name) is not None:
             continue
         if name == ORACLE:
-            run.record(_oracle_row(corpus.generator, corpus.test[:num_test], corpus.codes["test"][:num_test],
-                                   num_samples), [])  # fmt: skip
+            run.record(_oracle_row(corpus.generator, corpus.test, corpus.codes["test"], num_samples), [])
             continue
         pyro.set_rng_seed(seed)
         if name == LM:
@@ -230,11 +256,11 @@ def run_text_comparison(
                       progress=progress, **run.checkpoint_options(name, checkpoint_minutes), resume=resume,
                       callbacks=[TokenRate(train_tokens)], **extra)  # fmt: skip
         started = time.perf_counter()
-        test = corpus.test[:num_test].to(next(model.parameters()).device)
+        test = corpus.test.to(next(model.parameters()).device)
         evaluation = run.evaluation(name, model, test, num_samples=num_samples)  # resumes a stopped evaluation
         row = {"model": name, **_evaluate(model, test, num_samples, progress, name == LM, evaluation)}
         if corpus.codes is not None and name != LM:  # synthetic text: how much of the true code q(z|x) recovers
-            row["code_r2"] = evaluation.piece("code_r2", lambda model=model: _code_r2(model, corpus, num_test))
+            row["code_r2"] = evaluation.piece("code_r2", lambda model=model: _code_r2(model, corpus))
         costs = cost_columns(history)
         row.update(costs, tokens_per_second=train_tokens / costs["seconds_per_epoch"],
                    eval_seconds=time.perf_counter() - started, final_val_loss=history.records[-1].get("val_loss"),
@@ -284,12 +310,12 @@ def _oracle_row(generator, test: torch.Tensor, codes: torch.Tensor, num_samples:
             "ppl": perplexity(ll, test), "ess_min": float(ess.min()), "eval_seconds": seconds}  # fmt: skip
 
 
-def _code_r2(model, corpus, num_test) -> float:
+def _code_r2(model, corpus) -> float:
     """:func:`~pyro_lid.diagnostics.posterior_code_recovery` of the corpus's true codes: the linear map from
-    posterior draws fitted on the training split, scored on the (first ``num_test``) test sentences."""
+    posterior draws fitted on the training split, scored on the test split (as the comparison cut them)."""
     device = next(model.parameters()).device
-    fit, test = corpus.train.to(device), corpus.test[:num_test].to(device)
-    return posterior_code_recovery(model, fit, corpus.codes["train"], test, corpus.codes["test"][:num_test])["r2"]
+    fit, test = corpus.train.to(device), corpus.test.to(device)
+    return posterior_code_recovery(model, fit, corpus.codes["train"], test, corpus.codes["test"])["r2"]
 
 
 def _figures(run) -> None:
@@ -433,8 +459,8 @@ def _saved_text_run(output_dir: Path, root, what: str):
         raise ValueError(f"{output_dir} holds an image comparison; {what} is for text models")
     corpus = load_text_data(protocol["dataset"], root, protocol["max_length"], protocol["max_vocab"],
                             protocol["num_sentences"], protocol["seed"])  # fmt: skip
-    if protocol.get("num_test") is not None:  # the test sentences the table was measured on
-        corpus = dataclasses.replace(corpus, test=corpus.test[: protocol["num_test"]])
+    # the sentences the table was measured on
+    corpus = first_sentences(corpus, **{key: protocol.get(key) for key in ("num_train", "num_valid", "num_test")})
     return saved, protocol, corpus
 
 
