@@ -230,6 +230,44 @@ def test_text_comparison_num_test_evaluates_the_first_test_sentences_and_joins_t
             harness.run_text_comparison("synthetic-text", ["lm"], progress=False, num_test=bad, **options)
 
 
+def test_text_comparison_num_train_and_num_valid_cut_the_splits_and_keep_the_vocabulary(tmp_path, monkeypatch):
+    import json
+
+    import pyro_lid.experiments.text_comparison as harness
+
+    splits, real_fit = [], harness.fit
+    monkeypatch.setattr(harness, "fit", lambda model, train, valid, **k: splits.append((train, valid)) or real_fit(
+        model, train, valid, **k))  # fmt: skip
+    built, real_model = [], harness._text_model
+    monkeypatch.setattr(harness, "_text_model", lambda method, corpus, *a: built.append(corpus) or real_model(
+        method, corpus, *a))  # fmt: skip
+    recovered, real_recovery = [], harness.posterior_code_recovery
+    monkeypatch.setattr(harness, "posterior_code_recovery", lambda *a: recovered.append(a) or real_recovery(*a))
+    options = {**TINY, "epochs": 1}
+    corpus = harness.load_text_data("synthetic-text", None, None, None, TINY["num_sentences"], 0)
+    assert corpus.train.shape[0] > 40 and corpus.valid.shape[0] > 7
+    harness.run_text_comparison("synthetic-text", ["lstm_vae"], output_dir=tmp_path, progress=False, num_train=40,
+                                num_valid=7, language_model=False, **options)  # fmt: skip
+    ((train, valid),) = splits
+    assert torch.equal(train, corpus.train[:40]) and torch.equal(valid, corpus.valid[:7])
+    assert all(len(c.vocab) == len(corpus.vocab) for c in built)  # the whole split's vocabulary, not the cut's
+    ((_, fit_x, fit_codes, test_x, _),) = recovered  # the code's map is fitted on the sentences trained on
+    assert torch.equal(fit_x, corpus.train[:40]) and torch.equal(fit_codes, corpus.codes["train"][:40])
+    assert torch.equal(test_x, corpus.test)
+    protocol = json.loads((tmp_path / "results.json").read_text())["protocol"]
+    assert protocol["num_train"] == 40 and protocol["num_valid"] == 7 and "num_test" not in protocol
+    _, _, rebuilt = harness._saved_text_run(tmp_path, None, "a report")  # reports see the sentences of the table
+    assert torch.equal(rebuilt.train, corpus.train[:40]) and torch.equal(rebuilt.valid, corpus.valid[:7])
+    assert torch.equal(rebuilt.codes["train"], corpus.codes["train"][:40])
+    with pytest.raises(ValueError, match="protocol"):  # another cut is another protocol
+        harness.run_text_comparison("synthetic-text", ["lstm_vae"], output_dir=tmp_path, resume=True, progress=False,
+                                    num_train=41, num_valid=7, language_model=False, **options)  # fmt: skip
+    for key, split in (("num_train", corpus.train), ("num_valid", corpus.valid)):
+        with pytest.raises(ValueError, match=f"{key} = {split.shape[0] + 1} exceeds the {split.shape[0]}"):
+            harness.run_text_comparison("synthetic-text", ["lm"], progress=False, **{key: split.shape[0] + 1},
+                                        **options)  # fmt: skip
+
+
 @pytest.fixture
 def no_text_work(monkeypatch):
     import pyro_lid.experiments.text_comparison as harness
