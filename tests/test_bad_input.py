@@ -136,7 +136,11 @@ def test_help_shows_the_defaults(capsys, monkeypatch):
     status, out, _ = _run_cli(["compare", "--help"], capsys)
     assert status == 0
     flat = " ".join(out.split())
-    for shown in ("(default: 0.001)", "(default: 20000; 300 with --smoke-test)", "(default: fashion-mnist)"):
+    for shown in (
+        "(default: 0.001)",
+        "(default: 20000; 300 with --smoke-test; text: the whole training split, with or without --smoke-test)",
+        "(default: fashion-mnist)",
+    ):
         assert shown in flat, shown
 
 
