@@ -46,7 +46,7 @@ from .methods import resolve_text_method
 from .runs import ComparisonRun, as_list, check_run_options, cost_columns
 
 __all__ = ["RECOMMENDED_LIDSVAE", "TEXT_PROTOCOL_KEYS", "amortization_gap_rows", "default_text_models",
-           "first_sentences", "format_amortization_gap", "format_head_information", "format_text_results",
+           "format_amortization_gap", "format_head_information", "format_text_results",
            "head_information_rows", "is_text_dataset", "load_text_data", "run_text_comparison"]  # fmt: skip
 
 #: The options that define a text comparison's protocol: a resumed run must share them.
@@ -112,7 +112,7 @@ def load_text_data(dataset, root=None, max_length=None, max_vocab=None, num_sent
     return load_text(name, **options)
 
 
-def first_sentences(corpus, num_train=None, num_valid=None, num_test=None):
+def _first_sentences(corpus, num_train=None, num_valid=None, num_test=None):
     """``corpus`` cut to the first ``num_train`` / ``num_valid`` / ``num_test`` sentences of its splits (``None``:
     the whole split), true codes included; the vocabulary stays the whole training split's. A count larger than
     its split is refused, naming both."""
@@ -224,7 +224,7 @@ def run_text_comparison(
             f"{dataset} leaves the {' and '.join(empty)} split{'s' * (len(empty) > 1)} empty ({corpus.description}); "
             "a comparison trains, validates and tests, so each split needs a sentence"
         )
-    corpus = first_sentences(corpus, **subsets)
+    corpus = _first_sentences(corpus, **subsets)
     options = locals()
     protocol = {key: options[key] for key in TEXT_PROTOCOL_KEYS}
     # each subset joins the protocol only when given, so that runs from before the option resume as they were
@@ -460,7 +460,7 @@ def _saved_text_run(output_dir: Path, root, what: str):
     corpus = load_text_data(protocol["dataset"], root, protocol["max_length"], protocol["max_vocab"],
                             protocol["num_sentences"], protocol["seed"])  # fmt: skip
     # the sentences the table was measured on
-    corpus = first_sentences(corpus, **{key: protocol.get(key) for key in ("num_train", "num_valid", "num_test")})
+    corpus = _first_sentences(corpus, **{key: protocol.get(key) for key in ("num_train", "num_valid", "num_test")})
     return saved, protocol, corpus
 
 
