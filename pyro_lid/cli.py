@@ -168,7 +168,6 @@ def _study(args) -> int:
             defaults = TEXT_COMPARE_SIZES
         else:
             defaults = {**COMPARE_SIZES, **BUDGETS[args.budget or "short"]}
-        # study has no --num-train / --num-valid for text: their default (the whole split)
         options = {k: getattr(args, k, None) if getattr(args, k, None) is not None else v for k, v in defaults.items()}
         named = args.models or (default_text_models(args.dataset) if text else STUDY_IMAGE_MODELS)
         models = [name for entry in named for name in entry.split(",") if name]
@@ -246,7 +245,7 @@ TEXT_ONLY_FLAGS = ("--embed-dim", "--hidden-dim", "--max-length", "--max-vocab",
                    "--no-language-model")  # fmt: skip
 #: ``study``'s default models for images (for text, those of ``compare``: ``default_text_models``).
 STUDY_IMAGE_MODELS = ("vae", "lidvae", "lidvae_brenier")
-IMAGE_ONLY_STUDY_FLAGS = ("--budget", "--num-train", "--num-test", "--hidden", "--icnn-hidden")
+IMAGE_ONLY_STUDY_FLAGS = ("--budget", "--hidden", "--icnn-hidden")
 IMAGE_ONLY_FLAGS = ("--hidden", "--icnn-hidden", "--devices", "--num-nodes",
                     "--distributed", "--precision")  # fmt: skip
 
@@ -449,7 +448,9 @@ def build_parser() -> argparse.ArgumentParser:
     study.add_argument("--dataset", default="fashion-mnist", choices=["fashion-mnist", "mnist", "synthetic",
                                                                       *TEXT_DATASETS], help="data set")  # fmt: skip
     study.add_argument("--root", default=None, help="folder with the IDX files or the Yahoo text files")
-    for flag, text in (("--num-train", "training images"), ("--num-test", "test images (default: all)"),
+    for flag, text in (("--num-train", "training images, or text: the first training sentences"),
+                       ("--num-valid", "text: the first validation sentences, checked after each epoch"),
+                       ("--num-test", "test images (default: all), or text: the first test sentences"),
                        ("--epochs", "training epochs"), ("--num-samples", "importance samples for the LL"),
                        ("--latent-dim", "latent dimensions (default: 64; text 32)"),
                        ("--hidden", "width (default: 512)"), ("--icnn-hidden", "ICNN width (default: 512)"),

@@ -149,14 +149,24 @@ def test_the_study_command_passes_text_sizes_and_refuses_image_flags_for_text(tm
     assert list(seeds) == [0, 1, 2] and options["dataset"] == "ptb"
     assert models == ["lstm_vae", "lidsvae:margin=5:warmup=5:bag_of_words=true"]
     assert {k: options[k] for k in TEXT_COMPARE_SIZES} == {**TEXT_COMPARE_SIZES, "epochs": 2, "num_samples": 20}
-    for flag, value in (("--budget", "full"), ("--num-train", "100"), ("--hidden", "8")):
+    # a study at a cut budget (as compare's): the first training, validation and test sentences
+    cut = ["--num-train", "3200", "--num-valid", "500", "--num-test", "400"]
+    assert main(["study", "--dataset", "ptb", *cut, "--seeds", "2", "--output-dir", str(tmp_path)]) == 0
+    (out, seeds, models), options = calls[1]
+    assert list(seeds) == [0, 1]
+    assert {k: options[k] for k in TEXT_COMPARE_SIZES} == {**TEXT_COMPARE_SIZES, "num_train": 3200,
+                                                           "num_valid": 500, "num_test": 400}  # fmt: skip
+    for flag, value in (("--budget", "full"), ("--hidden", "8"), ("--icnn-hidden", "8")):
         with pytest.raises(SystemExit):
             main(["study", "--dataset", "ptb", flag, value, "--output-dir", str(tmp_path)])
         assert f"{flag} applies to images, not to --dataset ptb" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["study", "--dataset", "synthetic", "--embed-dim", "8", "--output-dir", str(tmp_path)])
     assert "--embed-dim applies to text" in capsys.readouterr().err
-    assert len(calls) == 1
+    with pytest.raises(SystemExit):
+        main(["study", "--dataset", "synthetic", "--num-valid", "10", "--output-dir", str(tmp_path)])
+    assert "--num-valid applies to text" in capsys.readouterr().err
+    assert len(calls) == 2
 
 
 def test_study_folders_of_one_protocol_read_as_one_study_and_a_method_in_two_is_refused(tmp_path, capsys):
