@@ -168,7 +168,7 @@ def _study(args) -> int:
             defaults = TEXT_COMPARE_SIZES
         else:
             defaults = {**COMPARE_SIZES, **BUDGETS[args.budget or "short"]}
-        options = {k: getattr(args, k, None) if getattr(args, k, None) is not None else v for k, v in defaults.items()}
+        options = {k: getattr(args, k) if getattr(args, k) is not None else v for k, v in defaults.items()}
         named = args.models or (default_text_models(args.dataset) if text else STUDY_IMAGE_MODELS)
         models = [name for entry in named for name in entry.split(",") if name]
         run_seed_study(args.output_dir, range(args.seeds), models, dataset=args.dataset, root=args.root,
