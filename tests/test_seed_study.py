@@ -13,6 +13,7 @@ from pyro_lid.experiments.seed_study import (
     run_seed_study,
     summarize_seeds,
 )
+from pyro_lid.experiments.text_comparison import text_protocol
 
 TINY = dict(dataset="synthetic", num_train=200, num_test=100, epochs=2, latent_dim=2, hidden=16, icnn_hidden=8,
             num_samples=3, progress=False)  # fmt: skip
@@ -131,6 +132,26 @@ def test_a_text_study_summarizes_nll_perplexity_and_cost_against_the_lstm_vae(tm
     assert run_seed_study(tmp_path, seeds=(0, 1), models=("lstm_vae", "lidsvae"), **TEXT_TINY) == summary
     with pytest.raises(ValueError, match=r"another protocol \(saved, asked\): \{'epochs': \(2, 3"):
         run_seed_study(tmp_path, seeds=(2,), models=("lstm_vae",), **{**TEXT_TINY, "epochs": 3})
+
+
+def test_a_text_study_cut_to_its_first_sentences_resumes_takes_more_seeds_and_names_a_changed_cut(tmp_path):
+    """The cuts join the protocol only when given (compare records them so): the study's own check must build
+    the same protocol, or a cut study could never be resumed or extended."""
+    cut = dict(TEXT_TINY, num_train=40, num_valid=10, num_test=12, language_model=False)
+    run_seed_study(tmp_path, seeds=(0,), models=("lstm_vae",), **cut)
+    summary = run_seed_study(tmp_path, seeds=(0, 1), models=("lstm_vae",), **cut)
+    assert summary[0]["seeds"] == [0, 1]
+    saved = json.loads((tmp_path / "seed1" / "results.json").read_text())["protocol"]
+    assert {k: saved[k] for k in ("num_train", "num_valid", "num_test")} == {"num_train": 40, "num_valid": 10,
+                                                                              "num_test": 12}  # fmt: skip
+    with pytest.raises(ValueError, match=r"another protocol \(saved, asked\): \{'num_train': \(40, 30\)\}"):
+        run_seed_study(tmp_path, seeds=(2,), models=("lstm_vae",), **{**cut, "num_train": 30})
+    with pytest.raises(ValueError, match=r"another protocol \(saved, asked\): \{'num_test': \(12, None\)\}"):
+        run_seed_study(tmp_path, seeds=(2,), models=("lstm_vae",), **{**cut, "num_test": None})
+    assert not (tmp_path / "seed2").exists()  # refused before any training
+    # a user corpus given as a Path is recorded as its string, so the check compares like with like
+    assert text_protocol({**cut, **{k: 0 for k in ("lr", "max_length", "max_vocab", "seed", "word_dropout")},
+                          "dataset": tmp_path / "corpus.txt"})["dataset"] == str(tmp_path / "corpus.txt")  # fmt: skip
 
 
 def test_the_study_command_passes_text_sizes_and_refuses_image_flags_for_text(tmp_path, monkeypatch, capsys):

@@ -57,11 +57,18 @@ __all__ = [
     "load_results",
     "typical_epoch_seconds",
     "PROTOCOL_KEYS",
+    "image_protocol",
 ]
 
 #: The options that define a comparison's protocol: a resumed run, or a merged report, must share them.
 PROTOCOL_KEYS = ("dataset", "num_train", "num_test", "epochs", "latent_dim", "hidden", "icnn_hidden",
                  "num_components", "batch_size", "lr", "num_samples", "seed")  # fmt: skip
+
+
+def image_protocol(arguments: dict) -> dict:
+    """The protocol an image comparison with these ``arguments`` records: its :data:`PROTOCOL_KEYS`."""
+    return {key: arguments[key] for key in PROTOCOL_KEYS}
+
 
 #: The comparison of the LIDVAE-family issue; any name of :data:`~pyro_lid.experiments.methods.METHODS` works.
 DEFAULT_MODELS = ("vae", "beta_vae", "gmvae", "lidgmvae", "lidvae")
@@ -150,8 +157,7 @@ def run_image_comparison(
         raise ValueError(f"lr must be > 0, got {lr!r}")
     check_run_options(output_dir, resume, overwrite, checkpoint_minutes)
     device = resolve_device(device)
-    options = locals()
-    run = ComparisonRun(output_dir, {key: options[key] for key in PROTOCOL_KEYS}, resume, overwrite)
+    run = ComparisonRun(output_dir, image_protocol(locals()), resume, overwrite)
     train, val, test, test_labels = _data(dataset, root, num_train, num_test, seed)
     data_dim = train.shape[1]
     for name in models:

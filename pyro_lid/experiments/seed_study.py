@@ -29,7 +29,7 @@ import math
 import statistics
 from pathlib import Path
 
-from .image_comparison import PROTOCOL_KEYS, _pyplot, load_results, run_image_comparison
+from .image_comparison import _pyplot, image_protocol, load_results, run_image_comparison
 
 __all__ = ["BUDGETS", "run_seed_study", "summarize_seeds", "format_seed_table", "plot_pareto",
            "plot_information_per_dimension", "seed_dirs"]  # fmt: skip
@@ -76,14 +76,15 @@ def run_seed_study(output_dir, seeds=(0, 1, 2), models=("vae", "lidvae"), **comp
     for key in ("seed", "output_dir", "resume"):
         if key in comparison:
             raise ValueError(f"{key!r} is set by the study itself")
-    run, protocol_keys = _comparison_for(comparison.get("dataset", "fashion-mnist"))
+    run, protocol_of = _comparison_for(comparison.get("dataset", "fashion-mnist"))
     bound = inspect.signature(run).bind(models=models, seed=0, **comparison)
     bound.apply_defaults()
-    protocol = {k: bound.arguments[k] for k in protocol_keys if k != "seed"}
+    protocol = {k: v for k, v in protocol_of(bound.arguments).items() if k != "seed"}
     for directory in _existing_seed_dirs(output_dir):  # refuse before training anything
         saved = {k: v for k, v in load_results([directory])[0].items() if k != "seed"}
         if saved != protocol:
-            changed = {k: (saved.get(k), protocol.get(k)) for k in protocol if saved.get(k) != protocol.get(k)}
+            keys = [*protocol, *(k for k in saved if k not in protocol)]  # a key either side may lack
+            changed = {k: (saved.get(k), protocol.get(k)) for k in keys if saved.get(k) != protocol.get(k)}
             raise ValueError(f"{directory} was run under another protocol (saved, asked): {changed}; "
                              "use another output_dir or the same options")  # fmt: skip
     for seed in seeds:
@@ -92,12 +93,12 @@ def run_seed_study(output_dir, seeds=(0, 1, 2), models=("vae", "lidvae"), **comp
 
 
 def _comparison_for(dataset):
-    """The comparison a data set belongs to, and the options that make its protocol."""
-    from .text_comparison import TEXT_PROTOCOL_KEYS, is_text_dataset, run_text_comparison
+    """The comparison a data set belongs to, and the function that makes its protocol from its arguments."""
+    from .text_comparison import is_text_dataset, run_text_comparison, text_protocol
 
     if is_text_dataset(dataset):
-        return run_text_comparison, TEXT_PROTOCOL_KEYS
-    return run_image_comparison, PROTOCOL_KEYS
+        return run_text_comparison, text_protocol
+    return run_image_comparison, image_protocol
 
 
 def _mean_sd(values):

@@ -45,13 +45,28 @@ from ..models import LSTMLanguageModel
 from .methods import resolve_text_method
 from .runs import ComparisonRun, as_list, check_run_options, cost_columns
 
-__all__ = ["RECOMMENDED_LIDSVAE", "TEXT_PROTOCOL_KEYS", "amortization_gap_rows", "default_text_models",
-           "format_amortization_gap", "format_head_information", "format_text_results",
-           "head_information_rows", "is_text_dataset", "load_text_data", "run_text_comparison"]  # fmt: skip
+__all__ = ["RECOMMENDED_LIDSVAE", "TEXT_PROTOCOL_KEYS", "TEXT_SUBSET_KEYS", "amortization_gap_rows",
+           "default_text_models", "format_amortization_gap", "format_head_information", "format_text_results",
+           "head_information_rows", "is_text_dataset", "load_text_data", "run_text_comparison",
+           "text_protocol"]  # fmt: skip
 
 #: The options that define a text comparison's protocol: a resumed run must share them.
 TEXT_PROTOCOL_KEYS = ("dataset", "epochs", "latent_dim", "embed_dim", "hidden_dim", "word_dropout", "batch_size",
                       "lr", "num_samples", "max_length", "max_vocab", "num_sentences", "seed")  # fmt: skip
+
+#: The cuts of a text comparison (the first sentences of each split): part of the protocol when given.
+TEXT_SUBSET_KEYS = ("num_train", "num_valid", "num_test")
+
+
+def text_protocol(arguments: dict) -> dict:
+    """The protocol a text comparison with these ``arguments`` records: :data:`TEXT_PROTOCOL_KEYS` (the data set
+    as a string), then each cut of :data:`TEXT_SUBSET_KEYS` that is given. A cut left out is absent, not ``None``,
+    so that runs from before the cuts existed resume as they were."""
+    protocol = {key: arguments[key] for key in TEXT_PROTOCOL_KEYS}
+    protocol["dataset"] = str(protocol["dataset"])
+    protocol.update({key: arguments[key] for key in TEXT_SUBSET_KEYS if arguments.get(key) is not None})
+    return protocol
+
 
 #: The LIDSVAE recipe to start from on a real corpus: an output layer injective in z with a margin of 5 (a unit
 #: step in z moves the logits by 5 or more), a KL warm-up (``anneal``'s schedule, fitted to the budget) and an
@@ -225,10 +240,7 @@ def run_text_comparison(
             "a comparison trains, validates and tests, so each split needs a sentence"
         )
     corpus = _first_sentences(corpus, **subsets)
-    options = locals()
-    protocol = {key: options[key] for key in TEXT_PROTOCOL_KEYS}
-    # each subset joins the protocol only when given, so that runs from before the option resume as they were
-    protocol.update({key: value for key, value in subsets.items() if value is not None})
+    protocol = text_protocol(locals())
     for name, method in methods.items():  # a model that cannot be built on this corpus fails before any training
         try:
             _text_model(method, corpus, latent_dim, embed_dim, hidden_dim, word_dropout)
