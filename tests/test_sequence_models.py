@@ -385,6 +385,11 @@ def test_check_data_names_the_problem(cls):
         model.check_data(torch.where(x == EOS, 7, x))
     with pytest.raises(ValueError, match="<pad> inside"):
         model.check_data(torch.tensor([[BOS, 4, PAD, 5, EOS]]))
+    # two sentences run together in one row would be scored as one
+    with pytest.raises(ValueError, match=r"<s> \(id 1\) may only open a row; rows \[1\]"):
+        model.check_data(torch.tensor([[BOS, 4, 5, EOS, PAD, PAD], [BOS, 5, EOS, BOS, 6, EOS]]))
+    with pytest.raises(ValueError, match=r"</s> \(id 2\) may only close a row; rows \[0\]"):
+        model.check_data(torch.tensor([[BOS, 5, EOS, 6, EOS]]))
     with pytest.raises(ValueError, match=r"\(batch, length\)"):
         model.check_data(x[0])
 

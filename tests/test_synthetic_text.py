@@ -119,3 +119,17 @@ def test_sentences_the_generator_cannot_write_are_named():
         model.marginal_log_prob(good[0])
     with pytest.raises(ValueError, match="num_samples must be an integer >= 10"):
         model.marginal_log_prob(good, num_samples=5)
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (dict(valid_fraction=-0.1), r"valid_fraction and test_fraction must be in \[0, 1\), got -0.1, "),
+        (dict(test_fraction=1.5), r"must be in \[0, 1\), got .*, 1.5"),
+        (dict(valid_fraction=0.5, test_fraction=0.5), "leave no training sentence of 10"),
+        (dict(num_sentences=2), "need num_sentences >= 3"),
+    ],
+)
+def test_bad_sizes_and_fractions_are_refused_naming_them(options, message):
+    with pytest.raises(ValueError, match=message):
+        synthetic_text(**{"num_sentences": 10, **options})

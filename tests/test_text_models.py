@@ -285,6 +285,8 @@ def no_text_work(monkeypatch):
         (["--dataset", "synthetic-text", "--models", "gmvae"], "gmvae (GMVAE) has no text version"),
         (["--dataset", "synthetic-text", "--models", "nope"], "unknown model 'nope'"),
         (["--corpus", "{missing}"], "not found"),
+        (["--dataset", "fashion-mnist", "--corpus", "{two_lines}"], "pass --dataset or --corpus, not both"),
+        (["--dataset", "synthetic-text", "--max-vocab", "10"], "does not apply to synthetic-text"),
         (["--corpus", "{two_lines}"], "two_lines.txt has 2 non-empty lines: too few to split off 1 validation"),
         (["--corpus", "{latin1}"], "latin1.txt is not UTF-8 text: line 2, character 4 is the byte 0xe9"),
         (["--dataset", "ptb"], 'pip install -e ".[text]"'),

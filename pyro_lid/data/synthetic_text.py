@@ -241,8 +241,10 @@ def synthetic_text(
             "need num_sentences >= 3 and vocab_size, latent_dim, max_length, hidden >= 1; got "
             f"{num_sentences}, {vocab_size}, {latent_dim}, {max_length}, {hidden}"
         )
+    if not (0 <= valid_fraction < 1 and 0 <= test_fraction < 1):
+        raise ValueError(f"valid_fraction and test_fraction must be in [0, 1), got {valid_fraction}, {test_fraction}")
     num_test, num_valid = round(num_sentences * test_fraction), round(num_sentences * valid_fraction)
-    if not (0 <= num_test and 0 <= num_valid and num_test + num_valid < num_sentences):
+    if num_test + num_valid >= num_sentences:
         raise ValueError(f"fractions {valid_fraction}, {test_fraction} leave no training sentence of {num_sentences}")
     g = torch.Generator().manual_seed(seed)
     model = SyntheticTextModel(vocab_size, latent_dim, max_length, hidden, signal, g)

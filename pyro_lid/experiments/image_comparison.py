@@ -35,6 +35,7 @@ import torch
 
 from .._checks import resolve_device
 from ..data import binarize, load_images, synthetic_latent_data
+from ..data.images import DATASETS as IMAGE_FILES
 from ..diagnostics import collapse_report
 from ..infer import fit
 from .methods import METHODS, file_stem, resolve_method
@@ -58,11 +59,17 @@ __all__ = [
     "typical_epoch_seconds",
     "PROTOCOL_KEYS",
     "image_protocol",
+    "IMAGE_DATASETS",
 ]
 
 #: The options that define a comparison's protocol: a resumed run, or a merged report, must share them.
 PROTOCOL_KEYS = ("dataset", "num_train", "num_test", "epochs", "latent_dim", "hidden", "icnn_hidden",
                  "num_components", "batch_size", "lr", "num_samples", "seed")  # fmt: skip
+
+
+#: The image data sets a comparison takes: the two on disk (:data:`pyro_lid.data.images.DATASETS`) and the
+#: synthetic one it draws itself.
+IMAGE_DATASETS = (*IMAGE_FILES, "synthetic")
 
 
 def image_protocol(arguments: dict) -> dict:

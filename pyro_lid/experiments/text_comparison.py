@@ -84,8 +84,13 @@ def default_text_models(dataset) -> tuple[str, ...]:
 
 
 def is_text_dataset(dataset) -> bool:
-    """Whether ``dataset`` names a text corpus (:data:`TEXT_DATASETS`) or is the path of one, rather than images."""
-    return str(dataset) in TEXT_DATASETS or Path(str(dataset)).exists()
+    """Whether ``dataset`` names a text corpus (:data:`TEXT_DATASETS`) or is the path of one, rather than images.
+    An image data set's name (:data:`~pyro_lid.experiments.image_comparison.IMAGE_DATASETS`) is never a corpus,
+    even where a folder of that name exists (the natural ``root`` of its files)."""
+    from .image_comparison import IMAGE_DATASETS
+
+    name = str(dataset)
+    return name in TEXT_DATASETS or (name not in IMAGE_DATASETS and Path(name).exists())
 
 
 #: The language-model baseline's name in ``models`` and in the table.
@@ -193,7 +198,8 @@ def run_text_comparison(
         language model, also added first with ``language_model``; ``"oracle"`` the generator's likelihood, on
         synthetic text only (added second with ``language_model``).
     :param max_length: words per sentence; longer lines are truncated (counted with a warning by the reader).
-    :param max_vocab: vocabulary size cap (specials included); ``None``: the loader's default.
+    :param max_vocab: vocabulary size cap (specials included); ``None``: the loader's default. Refused for
+        ``synthetic-text``, whose vocabulary is its generator's.
     :param num_train: train on the first ``num_train`` training sentences (documents) only; ``None``: the whole
         training split. The vocabulary is still the whole split's, so the task stays the corpus's; a smaller
         budget for the methods whose epochs cost many times the LSTM-VAE's (Lagging, SA-VAE).
@@ -229,6 +235,8 @@ def run_text_comparison(
         raise ValueError(f"lr must be > 0, got {lr!r}")
     if not 0 <= word_dropout < 1:
         raise ValueError(f"word_dropout must be in [0, 1), got {word_dropout!r}")
+    if max_vocab is not None and str(dataset) == "synthetic-text":
+        raise ValueError("max_vocab (--max-vocab) does not apply to synthetic-text: its vocabulary is the generator's")
     check_run_options(output_dir, resume, overwrite, checkpoint_minutes)
     device = resolve_device(device)
     dataset = str(dataset)

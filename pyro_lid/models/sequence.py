@@ -114,6 +114,9 @@ def check_tokens(x, vocab_size: int, who: str = "model") -> torch.Tensor:
     bad = (rows[:, 0] != BOS).nonzero().flatten()
     if len(bad):
         raise ValueError(f"{who}: every row must start with <s> (id {BOS}); rows {bad[:5].tolist()} do not")
+    bad = (rows[:, 1:] == BOS).any(-1).nonzero().flatten()
+    if len(bad):
+        raise ValueError(f"{who}: <s> (id {BOS}) may only open a row; rows {bad[:5].tolist()} have it inside")
     words = rows != PAD
     bad = (words[:, 1:] & ~words[:, :-1]).any(-1).nonzero().flatten()
     if len(bad):
@@ -123,6 +126,9 @@ def check_tokens(x, vocab_size: int, who: str = "model") -> torch.Tensor:
     if len(bad):
         raise ValueError(f"{who}: every row must end with </s> (id {EOS}) before its padding; rows "
                          f"{bad[:5].tolist()} do not")  # fmt: skip
+    bad = ((rows == EOS).sum(-1) > 1).nonzero().flatten()
+    if len(bad):
+        raise ValueError(f"{who}: </s> (id {EOS}) may only close a row; rows {bad[:5].tolist()} have it inside")
     return x[..., : int(lengths.max())].long()
 
 
