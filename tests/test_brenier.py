@@ -166,6 +166,22 @@ def test_non_convergent_inverse_raises():
         invert_gradient_map(t.potential, y, solver="bisection")
 
 
+@pytest.mark.parametrize("n", [4, 20])  # the exact Newton solver and Newton-CG
+def test_an_inverse_with_non_finite_parameters_or_input_raises_instead_of_returning_its_start(n):
+    """NaN compares False with any tolerance: a NaN residual must not read as converged (the inverse would hand
+    back its warm start, y itself, as the answer)."""
+    t = curved_brenier(n)
+    y = torch.randn(5, n, dtype=torch.float64)
+    with torch.no_grad():
+        next(p for p in t.parameters() if p.dim() == 1)[0] = float("nan")  # e.g. after a diverged step
+    for grad in (False, True):
+        with torch.set_grad_enabled(grad), pytest.raises(RuntimeError, match="grad psi is NaN or infinite"):
+            t._inverse(y)
+    y[2, 1] = float("nan")
+    with pytest.raises(ValueError, match=r"y has NaN or infinite entries in 1 of 5 rows \(first: row 2\)"):
+        invert_gradient_map(curved_brenier(n).potential, y)
+
+
 def test_bad_alpha_floor_is_rejected_by_the_transform():
     with pytest.raises(ValueError, match="alpha_floor"):
         Brenier(2, alpha_floor=0.0)

@@ -74,7 +74,7 @@ def batched_conjugate_gradient(
     target = (torch.as_tensor(rtol, dtype=rhs.dtype, device=rhs.device) ** 2) * rs
     tiny = torch.finfo(rhs.dtype).tiny
     for _ in range(max_iter):
-        active = rs > target
+        active = ~(rs <= target)  # a NaN residual keeps its row going, to NaN, never to a silent 0
         if not active.any():
             break
         ap = matvec(p)
@@ -135,14 +135,23 @@ def invert_gradient_map(
 
     with torch.no_grad():
         y_d = y.detach()
+        bad = ~torch.isfinite(y_d).all(-1)
+        if bad.any():
+            raise ValueError(f"Brenier inverse: y has NaN or infinite entries in {int(bad.sum())} of {bad.numel()} "
+                             f"rows (first: row {int(bad.nonzero()[0, 0])})")  # fmt: skip
         c_d = None if context is None else context.detach()
         x = (y_d if x0 is None else x0.detach()).clone()
         threshold = tol * (1.0 + y_d.abs().amax(-1))
         residual = potential.gradient(x, c_d) - y_d
+        bad = ~torch.isfinite(residual).all(-1)
+        if bad.any():
+            raise RuntimeError(f"Brenier inverse: grad psi is NaN or infinite at the starting point of "
+                               f"{int(bad.sum())} of {bad.numel()} rows: non-finite parameters of the potential (a "
+                               "diverged step?), or a warm start x0 out of range")  # fmt: skip
         iterations = 0
         while True:
             error = residual.abs().amax(-1)
-            active = error > threshold
+            active = ~(error <= threshold)  # a NaN residual (non-finite parameters) is not converged
             if not active.any() or iterations >= max_iter:
                 break
             iterations += 1
@@ -167,7 +176,7 @@ def invert_gradient_map(
             x = torch.where(update, x_try, x)
             residual = torch.where(update, residual_try, residual)
         error = residual.abs().amax(-1)
-        failed = error > threshold
+        failed = ~(error <= threshold)
         if failed.any():
             raise RuntimeError(
                 f"Brenier inverse did not converge: {int(failed.sum())} of {failed.numel()} points have "
