@@ -151,6 +151,53 @@ def test_a_run_interrupted_during_validation_keeps_every_training_step_and_resum
     _assert_same(*runs[:4])
 
 
+class InterruptBeforeStep(Callback):
+    """Stop the run (as Ctrl-C would) as step ``step`` of epoch ``epoch`` (both from 0) is about to train."""
+
+    def __init__(self, epoch: int, step: int):
+        self.at = (epoch, step)
+
+    def on_train_step_start(self, loop, epoch: int, step: int) -> None:
+        if (epoch, step) == self.at:
+            raise KeyboardInterrupt
+
+
+def _optimizer_entries(state: dict) -> dict:
+    return {key: sorted(value) for key, value in state.items() if key.startswith("optim")}
+
+
+@pytest.mark.parametrize("strategy, options", RECIPES, ids=RECIPE_IDS)
+def test_a_checkpoint_written_before_a_resumed_run_steps_keeps_the_optimizer_state_it_resumed(
+    tmp_path, strategy, options
+):
+    """A resumed run hands its optimizer state to Pyro, which applies it at each parameter's next step: a checkpoint
+    written before that step (the epoch's own, after a resume into its validation) must still hold it, or the
+    next resume restarts Adam from nothing."""
+    train, val = _data()
+    options = dict(batch_size=20, dynamic_binarization=True, seed=4, progress=False, strategy=strategy,
+                   checkpoint_every_seconds=3600.0, epochs=3, **options)  # fmt: skip
+    pyro.set_rng_seed(0)
+    initial = {k: v.clone() for k, v in VAE(12, 2, **SMALL).state_dict().items()}
+    straight, resumed = VAE(12, 2, **SMALL), VAE(12, 2, **SMALL)
+    straight.load_state_dict(initial)
+    resumed.load_state_dict(initial)
+    straight_history = fit(straight, train, val, checkpoint=tmp_path / "straight.pt", **options)
+    checkpoint = tmp_path / "run.pt"
+    # stopped in epoch 1's validation (its last step's checkpoint has the optimizers' state)...
+    with pytest.raises(KeyboardInterrupt):
+        fit(resumed, train, val, checkpoint=checkpoint, callbacks=[InterruptValidation(1)], **options)
+    before = _optimizer_entries(torch.load(checkpoint, weights_only=False))
+    assert any(before.values()), before
+    # ...resumed into it, which writes epoch 1's own checkpoint before any step; stopped before epoch 2
+    with pytest.raises(KeyboardInterrupt):
+        fit(resumed, train, val, checkpoint=checkpoint, resume=True, callbacks=[InterruptBeforeStep(2, 0)], **options)
+    saved = torch.load(checkpoint, weights_only=False)
+    assert (saved["epoch"], saved["step"]) == (2, 0)  # epoch 1 done, epoch 2 not begun
+    assert _optimizer_entries(saved) == before
+    resumed_history = fit(resumed, train, val, checkpoint=checkpoint, resume=True, **options)
+    _assert_same(straight, straight_history, resumed, resumed_history)
+
+
 @pytest.mark.parametrize("interval", [{"checkpoint_every_seconds": 3600.0}, {}], ids=["last-step-checkpoint", "epochs"])
 def test_a_run_stopped_in_the_middle_of_a_validation_resumes_it_from_its_kept_stages(tmp_path, interval):
     # stopped in epoch index 1's validation at its AU, after its loss and KL were kept; the resumed run takes

@@ -7,7 +7,15 @@ is a subclass, passed to :func:`~pyro_lid.infer.fit` as ``strategy=``; the loop 
 
 from __future__ import annotations
 
-__all__ = ["TrainingStrategy"]
+__all__ = ["TrainingStrategy", "optimizer_state"]
+
+
+def optimizer_state(optim) -> dict:
+    """Everything a Pyro optimizer would resume from, by parameter name: the state of each parameter it has
+    stepped (``get_state``) and the state it was handed by ``set_state`` and has not applied yet (Pyro applies
+    it at that parameter's next step). ``get_state`` alone drops the latter: a checkpoint written after a
+    resume and before the next step would restart Adam from nothing."""
+    return {**optim._state_waiting_to_be_consumed, **optim.get_state()}
 
 
 class TrainingStrategy:

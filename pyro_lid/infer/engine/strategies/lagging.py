@@ -4,6 +4,7 @@ validation mutual information rises (see :mod:`pyro_lid.infer.aggressive` for th
 from __future__ import annotations
 
 from ...aggressive import LaggingState, encoder_burn_in, encoder_parameters, random_batches
+from .base import optimizer_state
 from .standard import Standard
 
 __all__ = ["Lagging"]
@@ -64,8 +65,8 @@ class Lagging(Standard):
         return {
             **super().state_dict(),
             "lagging": self.phase.state_dict(),
-            "optim_encoder": self.encoder_optim.get_state(),
-            "optim_decoder": self.decoder_optim.get_state(),
+            "optim_encoder": optimizer_state(self.encoder_optim),
+            "optim_decoder": optimizer_state(self.decoder_optim),
             "batch_rng": self.batch_rng.get_state(),
             # what on_epoch_start set, for a run resumed between two steps of the epoch
             "lagging_epoch": {"aggressive": self.aggressive, "encoder_steps": self.encoder_steps},

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .base import TrainingStrategy
+from .base import TrainingStrategy, optimizer_state
 
 __all__ = ["Standard"]
 
@@ -21,7 +21,7 @@ class Standard(TrainingStrategy):
         return self.svi.step(x, loop.num_data), loop.gradient_evaluations()
 
     def state_dict(self) -> dict:
-        return {"optim": self.optim.get_state()}
+        return {"optim": optimizer_state(self.optim)}
 
     def load_state_dict(self, state: dict) -> None:
         self.optim.set_state(state["optim"])
