@@ -169,6 +169,25 @@ def test_bad_inputs_are_rejected():
         simulate_ppca(10, 3, 1, 0.0)
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_ppca_fit_on_data_of_rank_at_most_latent_dim_says_the_ml_noise_is_zero(dtype):
+    # rank-2 data in D=5 with M=3: lambda_3..5 = 0, so sigma^2_ML = 0 (eigh returns them as +-1e-16)
+    g = generator(3)
+    x = (torch.randn(200, 2, generator=g, dtype=torch.float64) @ torch.randn(2, 5, generator=g, dtype=torch.float64)
+         + 10.0).to(dtype)  # fmt: skip
+    with pytest.raises(ValueError, match=r"2-dimensional subspace .*noise variance is sigma\^2 = 0, a degenerate"):
+        PPCA.fit(x, 3)
+    with pytest.raises(ValueError, match=r"0-dimensional subspace"):
+        PPCA.fit(torch.ones(10, 5, dtype=dtype), 2)
+    # M=1 leaves a nonzero eigenvalue among the trailing ones: sigma^2 = lambda_2 / 4
+    eigvals = torch.linalg.eigvalsh(torch.cov(x.T, correction=0)).flip(0)
+    assert math.isclose(PPCA.fit(x, 1).noise_scale ** 2, eigvals[1].item() / 4, rel_tol=1e-4)
+    # a known noise level makes the density proper; W then carries the data's two directions
+    ppca = PPCA.fit(x, 3, noise_scale=0.1)
+    assert torch.isfinite(ppca.weight).all() and torch.isfinite(ppca.log_marginal_likelihood(x)).all()
+    assert (torch.linalg.norm(ppca.weight, dim=0) > 0).tolist() == [True, True, False]
+
+
 def test_classical_example_smoke_test_writes_table_and_figures(tmp_path):
     script = Path(__file__).resolve().parent.parent / "examples" / "classical_collapse.py"
     result = subprocess.run(

@@ -159,3 +159,20 @@ def test_amortization_gap_reaches_the_closed_form_mean_field_optimum_of_ppca():
     assert (out["gap"] > 0.1).all()
     with pytest.raises(ValueError, match="steps"):
         amortization_gap(_MeanFieldPPCA(ppca), x, steps=0)
+
+
+def test_amortization_gap_refuses_a_full_covariance_posterior_instead_of_dropping_its_correlations():
+    # PPCA's exact posterior is a correlated MultivariateNormal, whose ELBO is log p(x): its gap is 0. Taking
+    # (mean, stddev) made it a diagonal Gaussian 1.2 nats below log p(x), and reported a gap of about 0.7 nats
+    from pyro_lid.diagnostics import amortization_gap
+
+    gen = torch.Generator().manual_seed(0)
+    column = 0.8 * torch.randn(5, 1, generator=gen, dtype=torch.float64)
+    weight = column * torch.tensor([1.0, 0.8], dtype=torch.float64) + 0.2 * torch.randn(5, 2, generator=gen)
+    ppca = PPCA(weight, torch.zeros(5, dtype=torch.float64), 1.0)
+    x = torch.randn(6, 5, generator=gen, dtype=torch.float64)
+    assert isinstance(ppca.posterior(x), dist.MultivariateNormal)
+    state = torch.random.get_rng_state()
+    with pytest.raises(ValueError, match=r"needs a diagonal Gaussian posterior q\(z\|x\).*got MultivariateNormal"):
+        amortization_gap(ppca, x, steps=4)
+    assert torch.equal(torch.random.get_rng_state(), state)  # the caller's random stream is left as it was

@@ -160,12 +160,40 @@ def test_bad_construction_and_inputs_are_rejected():
         pnet.gradient(torch.randn(4, 3), torch.randn(4, 5))
 
 
-def test_picnn_depends_on_context_and_starts_context_free():
+def test_picnn_starts_as_its_unconditioned_icnn_for_every_context_and_learns_to_use_the_context():
+    # the promise: at initialization every gain is one and every context term vanishes, so psi(.; c) is the ICNN
+    # with the same convex-path parameters, for every c (and grad psi(0; c) = 0)
+    torch.manual_seed(0)
+    net = PICNN(3, 2, [16, 12], [10]).double()
+    icnn = ICNN(3, [16, 12]).double()
+    icnn.load_state_dict({k: v for k, v in net.state_dict().items() if k in icnn.state_dict()})
+    x = 2 * torch.randn(6, 3, dtype=torch.float64)
+    for scale in (0.0, 1.0, 100.0):
+        ctx = scale * torch.randn(6, 2, dtype=torch.float64)
+        with torch.no_grad():
+            assert torch.allclose(net(x, ctx), icnn(x), atol=1e-12, rtol=0)
+            assert torch.allclose(net.gradient(x, ctx), icnn.gradient(x), atol=1e-12, rtol=0)
+            assert torch.allclose(net.hessian(x, ctx), icnn.hessian(x), atol=1e-12, rtol=0)
+            origin = torch.zeros(6, 3, dtype=torch.float64)
+            assert torch.allclose(net.gradient(origin, ctx), icnn.gradient(origin), atol=1e-12, rtol=0)
+            assert net.gradient(origin, ctx).abs().max() < 1e-6  # centred in float32, at construction
+    # zero head weights still learn: their gradient is (d loss / d head output) h(c), and h(c) != 0
+    ctx = torch.tensor([[-1.0, 0.0], [1.0, 0.0]], dtype=torch.float64).repeat_interleave(3, 0)
+    target = x + ctx[:, :1]  # the map must shift by +-1 depending on the context
+    optimizer = torch.optim.Adam(net.parameters(), lr=1e-2)
+    for step in range(30):
+        optimizer.zero_grad()
+        (net.gradient(x, ctx) - target).pow(2).sum().backward()
+        if step == 0:
+            assert net.context_head.weight.grad.abs().max() > 1e-3
+        optimizer.step()
+    with torch.no_grad():
+        assert (net.gradient(x[:1], ctx[:1]) - net.gradient(x[:1], ctx[3:4])).abs().max() > 0.1
+
+
+def test_picnn_depends_on_context_once_perturbed():
     net = PICNN(2, 3)
     x = torch.randn(5, 2)
-    with torch.no_grad():
-        # at initialization the context head is small: all gains near one
-        assert torch.allclose(net.gradient(x, torch.randn(5, 3)), net.gradient(x, torch.randn(5, 3)), atol=0.5)
     perturb_(net, 0.5)
     with torch.no_grad():
         g1, g2 = net.gradient(x, torch.zeros(5, 3)), net.gradient(x, torch.ones(5, 3))

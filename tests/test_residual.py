@@ -73,6 +73,22 @@ def test_inverse_recovers_the_latents_and_refuses_to_return_an_unconverged_answe
         h._inverse(h(z))
 
 
+def test_inverse_stops_on_each_rows_own_tolerance_so_a_small_row_is_as_accurate_batched_as_alone():
+    # near 0, f(z) = -c z + const converges at the slow rate c = 0.9; at z = -300 the ELUs saturate, f is constant
+    # and the row converges in one step. A batch-wide tolerance tol (1 + 300) would stop the small row early.
+    h = tight(contraction=0.9)
+    small = 1e-3 * torch.randn(1, 4, dtype=F64, generator=torch.Generator().manual_seed(0))
+    large = torch.full((1, 4), -300.0, dtype=F64)
+    alone = h._inverse(h(small))
+    batched = h._inverse(h(torch.cat([small, large])))
+    assert ((batched[:1] - alone).abs().max() / small.abs().max()).item() < 1e-10
+    assert (batched[1:] - large).abs().max() < 1e-10
+    # a last step below tol (1 + max|u / a|) leaves an error below c / (1 - c) sqrt(K) times that
+    tol = 100 * torch.finfo(F64).eps
+    bound = 0.9 / 0.1 * 2.0 * tol * (1.0 + (h(small) / h.scale).abs().max())
+    assert (batched[:1] - small).abs().max() < bound
+
+
 def test_it_starts_as_the_diagonal_map_and_refuses_bad_options():
     h = ContractiveResidual(3, margin=2.0, contraction=0.5)
     z = torch.randn(5, 3)

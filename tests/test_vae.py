@@ -323,3 +323,13 @@ def test_default_decoders_are_projections_with_their_documented_margin(cls, marg
     z = 3 * torch.randn(25, 4, dtype=torch.float64)
     jacobian = torch.autograd.functional.jacobian(lambda v: g(v).sum(0), z).transpose(0, 1)  # (25, 20, 4)
     assert (torch.linalg.svdvals(jacobian) >= margin * (1 - 1e-9)).all()
+
+
+@pytest.mark.parametrize("cls", [LIDVAE, LIDGMVAE], ids=["LIDVAE", "LIDGMVAE"])
+def test_empty_hidden_dims_make_the_free_part_affine_as_in_the_vae(cls):
+    # hidden_dims=() is an affine decoder for VAE; the free MLP m of the injective decoder must match
+    def linear_shapes(module):
+        return [tuple(layer.weight.shape) for layer in module.modules() if isinstance(layer, torch.nn.Linear)]
+
+    assert linear_shapes(VAE(10, 2, hidden_dims=()).decoder) == [(10, 2)]
+    assert linear_shapes(cls(10, 2, hidden_dims=()).decoder.injective_map.layers) == [(10, 2)]

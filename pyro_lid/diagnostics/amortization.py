@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import torch
 
+from ..distributions.diagonal import diagonal_normal
 from ..models.savae import refine_gaussian
 
 __all__ = ["amortization_gap"]
@@ -40,8 +41,10 @@ def amortization_gap(model, x: torch.Tensor, steps: int = 100, lr: float = 0.1, 
                      max_norm: float = 5.0, num_samples: int = 64, seed: int = 0) -> dict:  # fmt: skip
     """Per-data-point ELBO of the model's posterior against a Gaussian optimized per point, decoder fixed.
 
-    :param model: any model with ``posterior(x)`` (a diagonal Gaussian), ``log_joint(x, z)`` and ``prior()``:
-        every model of :mod:`pyro_lid.models` (text ones included) and :class:`~pyro_lid.models.PPCA`.
+    :param model: any model with ``posterior(x)`` (a diagonal Gaussian: ``Normal``, possibly under ``Independent``),
+        ``log_joint(x, z)`` and ``prior()``: the VAEs of :mod:`pyro_lid.models` (text ones included), not a GMVAE
+        with enumerated clusters (a mixture posterior) nor :class:`~pyro_lid.models.PPCA` (its exact posterior has
+        a full covariance, outside the diagonal family the gap is measured against; its gap is 0 by definition).
     :param x: a batch of data, as the model takes it.
     :param int steps: gradient-ascent steps of the per-point optimization, from the encoder's values.
     :param float lr: its initial step size, halved after each quarter of the steps (each point's step is clipped to
@@ -52,7 +55,8 @@ def amortization_gap(model, x: torch.Tensor, steps: int = 100, lr: float = 0.1, 
     :returns: ``{"amortized": {...}, "optimized": {...}, "gap": tensor}``: each ELBO as a dict of per-point
         tensors ``elbo``, ``reconstruction``, ``rate`` (shape ``(batch,)``), and the per-point gap.
     :raises ValueError: on ``steps`` below 4 (one per step-size stage), or a non-positive ``lr``, ``max_norm``,
-        ``refine_samples`` or ``num_samples``.
+        ``refine_samples`` or ``num_samples``; on a posterior that is not a diagonal Gaussian (its mean and standard
+        deviations alone would drop its correlations or modes, and misstate the encoder's ELBO).
     """
     if steps < _STAGES or not lr > 0 or refine_samples < 1 or num_samples < 1 or not max_norm > 0:
         raise ValueError(
@@ -64,6 +68,12 @@ def amortization_gap(model, x: torch.Tensor, steps: int = 100, lr: float = 0.1, 
     torch.manual_seed(seed)
     try:
         q = model.posterior(x)
+        if diagonal_normal(q) is None:
+            raise ValueError(
+                f"amortization_gap needs a diagonal Gaussian posterior q(z|x) (Normal, possibly under Independent), "
+                f"got {type(q).__name__}: the per-point optimum is searched among diagonal Gaussians, and replacing "
+                "q by its mean and standard deviations would drop its correlations (or modes) and misstate its ELBO"
+            )
         loc, log_scale = q.mean, q.stddev.log()
         frozen = model.parameters() if isinstance(model, torch.nn.Module) else ()
         opt_loc, opt_log_scale = loc, log_scale

@@ -13,7 +13,9 @@ A model supplies ``posterior(x)`` (:math:`q(z\mid x)`, batch ``(B,)``, event ``(
   ``"aggregate"`` estimator uses the whole evaluation set (saturates at
   :math:`\log N`); the ``"minibatch"`` estimator of He et al. (2019) uses each
   mini-batch as its own aggregate and averages over batches (saturates at
-  :math:`\log B`).
+  :math:`\log B`). Each estimate is clamped to that range once, at the end: clamping every
+  mini-batch's estimate before averaging would bias the average upward near 0
+  (:math:`\mathbb{E}\max(0, X) \ge \max(0, \mathbb{E}X)`), where collapse is measured.
 * **Log-likelihood**: per data point, :math:`\log\frac1S\sum_s p(x, z_s)/q(z_s\mid x)`,
   :math:`z_s \sim q(z\mid x)`, in chunks of samples (not Pyro's ``RenyiELBO``, which
   treats a mini-batch as one latent).
@@ -97,9 +99,10 @@ def mutual_information(
 ) -> float:
     """:math:`I_q(x; z)` in nats, one posterior sample per data point (see module docstring).
 
-    The estimate lies in :math:`[0, \\log N]` (:math:`\\log B` per mini-batch for ``"minibatch"``),
-    like the quantity it estimates; a :class:`UserWarning` says when it sits near that ceiling,
-    where it says more about the number of evaluation points than about the model.
+    The estimate lies in :math:`[0, \\log N]` (:math:`[0, \\log B]` for ``"minibatch"``), like the quantity
+    it estimates: for ``"minibatch"``, the size-weighted mean of the unclamped per-batch estimates, clamped
+    once. A :class:`UserWarning` says when it sits near that ceiling, where it says more about the number of
+    evaluation points than about the model.
     """
     return _checked_mutual_information(model, data, estimator, batch_size, chunk_size, per_dim=False)[0]
 
@@ -125,12 +128,14 @@ def _checked_mutual_information(model, data, estimator, batch_size, chunk_size, 
     n = _check_data(data)
     if estimator == "minibatch":
         batches = list(_batches(data, batch_size))
+        # the mean of the unbiased per-batch estimates, clamped once (clamping each would bias it upward near 0)
         total = sum(_mutual_information(model, x, chunk_size, False)[0] * x.shape[0] for x in batches) / n
-        result, bound = (total, None), "B"
-        ceiling = math.log(min(batch_size, n))
+        ceiling, bound = math.log(min(batch_size, n)), "B"
+        result = (min(max(total, 0.0), ceiling), None)
     else:
-        result, bound = _mutual_information(model, data, chunk_size, per_dim, progress), "N"
-        ceiling = math.log(n)
+        total, total_dim = _mutual_information(model, data, chunk_size, per_dim, progress)
+        ceiling, bound = math.log(n), "N"
+        result = (min(max(total, 0.0), ceiling), None if total_dim is None else total_dim.clamp(0.0, ceiling))
     if result[0] >= 0.9 * ceiling:
         warnings.warn(
             f"mutual information estimate {result[0]:.3f} nats is at or near its ceiling log {bound} = {ceiling:.3f} "
@@ -147,8 +152,8 @@ def _mutual_information(model, data, chunk_size, per_dim, progress=False):
 
     Both terms are evaluated at the same draw :math:`z_n`, so each summand is at most
     :math:`\log N` (the own term is one of the :math:`N` in the sum) and the mean is an unbiased
-    estimate of :math:`I_q(x; z)` for :math:`x` uniform on the data; it is clamped to
-    :math:`[0, \log N]`, the range of the estimand.
+    estimate of :math:`I_q(x; z)` for :math:`x` uniform on the data. It is returned unclamped (it can fall
+    below 0); the caller clamps it to :math:`[0, \log N]`, the range of the estimand, after any averaging.
     """
     n = data.shape[0]
     # one posterior per chunk, used for both the samples and the aggregate: a stochastic posterior
@@ -177,11 +182,10 @@ def _mutual_information(model, data, chunk_size, per_dim, progress=False):
             log_sum[z_start:stop] = torch.logaddexp(log_sum[z_start:stop], block.logsumexp(-1))
     ceiling = math.log(n)
     total = float((log_q_own - log_sum).mean() + ceiling)
-    total = min(max(total, 0.0), ceiling)
     if not per_dim:
         return total, None
     log_own_dim = torch.cat([g.log_prob(z) for g, z in zip(gaussians, zs)])
-    return total, ((log_own_dim - log_sum_dim).mean(0) + ceiling).clamp(0.0, ceiling)
+    return total, (log_own_dim - log_sum_dim).mean(0) + ceiling
 
 
 @torch.no_grad()

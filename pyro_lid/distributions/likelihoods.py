@@ -163,7 +163,8 @@ class IdentifiableLikelihood(nn.Module):
     :param int data_dim: :math:`D` (number of observed variables).
     :param family: ``"bernoulli"``, ``"normal"``, ``"categorical"`` or a :class:`LikelihoodFamily`.
     :param latent_hidden_dims: ICNN widths of the latent-space Brenier map.
-    :param output_hidden_dims: ICNN widths of the parameter-space Brenier map.
+    :param output_hidden_dims: ICNN widths of the parameter-space Brenier map (``construction="brenier"``), or
+        widths of the free MLP :math:`m` (``construction="projection"``; ``None``: ``(512,)``, ``()``: affine).
     :param float alpha_floor: strong-convexity floor of both maps: every singular value of
         :math:`\partial g/\partial z` is at least ``alpha_floor ** 2`` (``construction="brenier"``).
     :param str construction: ``"brenier"``, :math:`g = \nabla\psi_D\circ L\circ\nabla\psi_K`
@@ -255,7 +256,7 @@ class IdentifiableLikelihood(nn.Module):
             self.injective_map = ProjectedInjective(
                 latent_dim,
                 self.family.param_dim,
-                hidden_dims=output_hidden_dims or (512,),
+                hidden_dims=(512,) if output_hidden_dims is None else output_hidden_dims,
                 inner=inner,
                 margin=margin,
                 inner_hidden_dims=latent_hidden_dims if inner != "diagonal" else None,

@@ -72,11 +72,19 @@ class PPCA:
         With eigenpairs :math:`(\lambda_m, u_m)` of the sample covariance (descending),
         :math:`\sigma^2_{ML} = \mathrm{mean}(\lambda_{M+1:D})` (or the given ``noise_scale``),
         and :math:`W = U_M\,\mathrm{diag}(\max(\lambda_m - \sigma^2, 0))^{1/2}`.
-        Columns whose eigenvalue does not exceed :math:`\sigma^2` come out zero.
+        Columns whose eigenvalue does not exceed :math:`\sigma^2` come out zero. Eigenvalues are
+        clamped at 0 (a covariance has none below; ``eigh`` returns rounding errors of either sign).
+
+        If the data lie in an :math:`M`-dimensional subspace (rank :math:`\le M`), every
+        :math:`\lambda_{M+1:D}` is 0 up to rounding (:math:`\le D\,\epsilon\,\lambda_1`, :math:`\epsilon` the
+        dtype's machine epsilon), so :math:`\sigma^2_{ML} = 0`: the likelihood is unbounded and the ML density
+        is degenerate. ``fit`` then raises a ``ValueError`` instead of inventing a noise level; pass
+        ``noise_scale`` or a smaller ``latent_dim``.
 
         :param x: data ``(N, D)``.
         :param int latent_dim: :math:`M \le D` (and :math:`M < D` unless ``noise_scale`` is given).
         :param noise_scale: known :math:`\sigma`; estimated when ``None``.
+        :raises ValueError: ``noise_scale`` is ``None`` and :math:`\sigma^2_{ML} = 0` (data of rank :math:`\le M`).
         """
         _check_data(x)
         n, d = x.shape
@@ -88,8 +96,20 @@ class PPCA:
         centred = x - mean
         cov = centred.T @ centred / n
         eigvals, eigvecs = torch.linalg.eigh(cov)
-        eigvals, eigvecs = eigvals.flip(0), eigvecs.flip(1)
-        noise_var = eigvals[latent_dim:].mean().item() if noise_scale is None else float(noise_scale) ** 2
+        eigvals, eigvecs = eigvals.flip(0).clamp_min(0), eigvecs.flip(1)
+        if noise_scale is None:
+            noise_var = eigvals[latent_dim:].mean().item()
+            rounding = d * torch.finfo(eigvals.dtype).eps * eigvals[0].item()  # eigh's absolute error scale
+            if noise_var <= rounding:
+                rank = int((eigvals > rounding).sum())
+                raise ValueError(
+                    f"PPCA.fit: the data lie in a {rank}-dimensional subspace (rank {rank} <= latent_dim="
+                    f"{latent_dim}), so the trailing {d - latent_dim} covariance eigenvalues are 0 up to rounding "
+                    f"and the maximum-likelihood noise variance is sigma^2 = 0, a degenerate density; pass a "
+                    f"known noise_scale" + (f" or a latent_dim below {rank}" if rank > 1 else "")
+                )
+        else:
+            noise_var = float(noise_scale) ** 2
         scales = (eigvals[:latent_dim] - noise_var).clamp_min(0).sqrt()
         return cls(eigvecs[:, :latent_dim] * scales, mean, math.sqrt(noise_var))
 

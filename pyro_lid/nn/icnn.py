@@ -357,8 +357,11 @@ class PICNN(ICNN):
               + W_k\,(x \odot (B_k h + 1)) + b_k + C_k h,
 
     and a linear coefficient :math:`w + D h`. The hidden gains are non-negative, so
-    :math:`\psi` stays (strongly) convex in :math:`x` for every context; at
-    initialization the gains are exactly one and the context terms vanish.
+    :math:`\psi` stays (strongly) convex in :math:`x` for every context. The head producing
+    :math:`A_k h, B_k h, C_k h, D h` starts with zero weights and bias, so at initialization, for every
+    context, the gains are one (to rounding), the context terms vanish and :math:`\psi(\cdot; c)` is the
+    unconditioned :class:`ICNN` (so :math:`\nabla\psi(0; c) = 0`). The head's weights still get gradients
+    (they multiply :math:`h(c)`); the context MLP gets them once the head has moved.
 
     :param int input_dim: dimension :math:`n` of the convex argument.
     :param int context_dim: dimension of the context.
@@ -392,8 +395,8 @@ class PICNN(ICNN):
         # one head producing all gains: hidden gains (k >= 1), input gains, biases, linear term
         self._head_sizes = self.hidden_dims[:-1] + [input_dim] * self.num_layers + self.hidden_dims + [input_dim]
         self.context_head = nn.Linear(width, sum(self._head_sizes))
-        with torch.no_grad():
-            self.context_head.weight.mul_(0.1)
+        with torch.no_grad():  # context-free at initialization: every gain one, every context term zero
+            self.context_head.weight.zero_()
             self.context_head.bias.zero_()
 
     def _modulation(self, x: torch.Tensor, context: torch.Tensor | None) -> _Modulation:

@@ -46,7 +46,10 @@ class ContractiveResidual(TransformModule):
     :param hidden_dims: hidden widths of :math:`f` (default ``(64, 64)``).
     :param float margin: the floor (> 0) on the Jacobian's singular values.
     :param float contraction: :math:`c \in (0, 1)`, the Lipschitz bound of :math:`f` (default 0.5).
-    :param float inverse_tol: the fixed-point iteration of the inverse stops when no coordinate moves more.
+    :param float inverse_tol: tolerance of the inverse's fixed-point iteration, per row (each point of the batch):
+        a row is done, and no longer updated, once no coordinate of it moves more than
+        ``inverse_tol * (1 + max_i |u_i / a_i|)`` (that row's own target) in one step; the iteration stops when every
+        row is done. Default ``100 * eps`` of the dtype.
     :param int inverse_max_iter: it raises ``RuntimeError`` if it has not converged after this many steps.
     """
 
@@ -121,16 +124,21 @@ class ContractiveResidual(TransformModule):
         target = u / self.scale
         tol = self.inverse_tol if self.inverse_tol is not None else 100 * torch.finfo(u.dtype).eps
         weights = self.normalized_weights()
+        threshold = tol * (1.0 + target.abs().amax(-1))  # per row, so a small row is not judged by a large one
         z = target
+        active = torch.ones_like(threshold, dtype=torch.bool)
         for _ in range(self.inverse_max_iter):
             new = target - self.residual(z, weights)
-            moved = (new - z).abs().max() if new.numel() else new.new_zeros(())
-            z = new
-            if moved <= tol * (1.0 + target.abs().max()):
+            moved = (new - z).abs().amax(-1)
+            z = torch.where(active.unsqueeze(-1), new, z)  # rows already converged stay where they stopped
+            active = active & ~(moved <= threshold)  # a NaN step is not converged
+            if not active.any():
                 return z
         raise RuntimeError(
-            f"ContractiveResidual: the inverse's fixed-point iteration moved {float(moved):.3g} after "
-            f"{self.inverse_max_iter} steps (tolerance {tol:.3g}); raise inverse_max_iter or inverse_tol"
+            f"ContractiveResidual: the inverse's fixed-point iteration has not converged for {int(active.sum())} of "
+            f"{active.numel()} rows after {self.inverse_max_iter} steps (largest last step "
+            f"{moved[active].max().item():.3g}, tolerance {tol:.3g} * (1 + max|u / a|) per row); raise "
+            "inverse_max_iter or inverse_tol"
         )
 
     def jacobian(self, z: torch.Tensor) -> torch.Tensor:
