@@ -160,6 +160,40 @@ def test_divergence_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_p
     assert torch.load(ckpt, weights_only=False)["epoch"] == 1
 
 
+@pytest.mark.parametrize("strategy", ["standard", "lagging"])
+def test_a_finite_loss_with_non_finite_gradients_stops_before_the_step_and_no_checkpoint_holds_nan(tmp_path, strategy):
+    """sqrt at 0 has a finite value and an infinite slope: the loss passes a finiteness check, the step would write
+    NaN into the parameters, and the next checkpoint would keep them as the last good state."""
+    import pyro
+
+    class NaNGradient(VAE):
+        steps = 0
+
+        def model(self, x, num_data=None):
+            NaNGradient.steps += 1
+            if NaNGradient.steps == 13:  # epoch 2, step 3 (10 steps an epoch)
+                w = next(self.decoder.parameters()).sum()
+                pyro.factor("finite_loss_nan_gradient", torch.sqrt((w - w.detach()) ** 2))
+            return super().model(x, num_data)
+
+    x, ckpt = weak_signal_data(500), tmp_path / "ckpt.pt"
+    model = NaNGradient(20, 4, **SMALL)
+    options = dict(epochs=3, batch_size=50, checkpoint=ckpt, checkpoint_every_n_steps=1, progress=False)
+    where = r"at epoch 2, step 3; last good state is in the checkpoint .* \(epoch 2, step 2 of 10\)"
+    if strategy == "lagging":  # the 13th ELBO evaluation is an encoder step of the first step's inner loop
+        options.update(strategy="lagging", val_data=x[:100])
+        where = "at epoch 1, step 1; last good state is in no checkpoint"
+    with pytest.raises(
+        TrainingDiverged, match=rf"non-finite gradient of vae\$\$\$decoder.* \(the loss was finite\) {where}"
+    ):
+        fit(model, x, **options)
+    if strategy == "standard":
+        saved = torch.load(ckpt, weights_only=False)
+        assert (saved["epoch"], saved["step"]) == (1, 2)
+        assert all(torch.isfinite(v).all() for v in saved["model"].values())
+    assert all(torch.isfinite(p).all() for p in model.parameters())  # the model in memory is the last good state too
+
+
 def test_early_stopping_follows_the_validation_loss(monkeypatch):
     import pyro_lid.infer.training as training
 

@@ -38,7 +38,7 @@ from .callbacks.base import Callback
 from .history import History, TrainingDiverged
 from .learning_rates import PerParameterArgs, resolve_lr_multipliers
 from .rng import rng_state, set_rng_state
-from .svi import FabricSVI
+from .svi import FabricSVI, NonFiniteGradients
 
 __all__ = ["TrainingLoop"]
 
@@ -199,12 +199,16 @@ class TrainingLoop:
             x = self._batch(order, step)
             for hook in self._step_hooks:
                 hook(self, epoch, step)
-            value, evaluations = strategy.training_step(self, x)
-            if not math.isfinite(value):
+            try:
+                value, evaluations = strategy.training_step(self, x)
+                problem = None if math.isfinite(value) else f"loss {value}"
+            except NonFiniteGradients as error:  # the step was not taken
+                problem = f"{error} (the loss was finite)"
+            if problem is not None:
                 path, at = self.checkpoint_path, self.last_checkpoint
                 where = f"the checkpoint {path} ({at})" if path is not None and at is not None else "no checkpoint"
                 raise TrainingDiverged(
-                    f"training diverged: loss {value} at epoch {epoch + 1}, step {step + 1}; last good state is in "
+                    f"training diverged: {problem} at epoch {epoch + 1}, step {step + 1}; last good state is in "
                     f"{where}. Lower the learning rate or clip gradients (clip_norm)."
                 )
             partial["total"] += value

@@ -27,6 +27,7 @@ summing without the weights, would estimate :math:`W` times (or :math:`1/W` of) 
 
 from __future__ import annotations
 
+import math
 from contextlib import nullcontext
 
 import torch
@@ -34,11 +35,34 @@ from pyro import poutine
 from pyro.infer import SVI
 from pyro.infer.util import torch_item, zero_grads
 
-__all__ = ["FabricSVI"]
+__all__ = ["FabricSVI", "NonFiniteGradients"]
+
+
+def _non_finite_gradients(names: list[str], params: list) -> list[str]:
+    """The names of the parameters whose gradient has a NaN or infinite entry (one device sync for all of them)."""
+    grads = [(name, p.grad) for name, p in zip(names, params) if p.grad is not None]
+    if not grads:
+        return []
+    finite = torch.stack([torch.isfinite(g).all() for _, g in grads]).tolist()
+    return [name for (name, _), ok in zip(grads, finite) if not ok]
+
+
+class NonFiniteGradients(FloatingPointError):
+    r"""A step's loss was finite but some gradient was not (e.g. :math:`\sqrt{\cdot}` at 0): the step was not taken.
+    ``names``: the parameters with NaN or infinite gradient entries."""
+
+    def __init__(self, names: list[str]):
+        self.names = names
+        shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+        super().__init__(f"non-finite gradient of {shown}")
 
 
 class FabricSVI(SVI):
     """:class:`~pyro.infer.SVI` whose step averages gradients over Fabric's processes (see the module docstring).
+
+    Unlike Pyro's, the step takes no optimizer step when the loss or a gradient is NaN or infinite, so the
+    parameters (and any checkpoint written after) stay at the last good state: a non-finite loss is returned
+    for the caller to stop on, non-finite gradients under a finite loss raise :class:`NonFiniteGradients`.
 
     :param fabric: a launched :class:`lightning.fabric.Fabric`, or ``None`` (plain SVI).
     :param autocast: evaluate the ELBO under ``fabric.autocast()`` (mixed precision).
@@ -51,18 +75,22 @@ class FabricSVI(SVI):
         self.autocast = autocast and fabric is not None
 
     def step(self, *args, **kwargs) -> float:
-        if not (self.distributed or self.autocast):
-            return super().step(*args, **kwargs)
         with poutine.trace(param_only=True) as capture:
             with self.fabric.autocast() if self.autocast else nullcontext():
                 loss = self.loss_and_grads(self.model, self.guide, *args, **kwargs)
         # the trace's order is the program's order: the same on every process
+        names = list(capture.trace.nodes)
         params = [site["value"].unconstrained() for site in capture.trace.nodes.values()]
         if self.distributed:
             loss = self._all_reduce(params, loss, batch=args[0].shape[0])
-        self.optim(set(params))
+        loss = torch_item(loss)
+        bad = _non_finite_gradients(names, params) if math.isfinite(loss) else []
+        if math.isfinite(loss) and not bad:
+            self.optim(set(params))
         zero_grads(set(params))
-        return torch_item(loss)
+        if bad:
+            raise NonFiniteGradients(bad)
+        return loss
 
     def _all_reduce(self, params, loss, batch: int) -> float:
         """Replace each gradient by the batch-share-weighted sum over processes; return the same mean of the loss."""
