@@ -216,6 +216,60 @@ def test_resume_refuses_another_configuration_or_other_data_and_names_both_value
     assert len(history) == 2
 
 
+def test_an_early_stopped_run_resumed_with_its_patience_trains_no_further_epoch_and_a_larger_one_goes_on(tmp_path):
+    train, val = binary(100), binary(32, seed=1)
+    path = tmp_path / "run.pt"
+    options = dict(epochs=4, batch_size=32, seed=0, checkpoint=path, progress=False, val_metrics=False)
+    model = VAE(12, 2, **SMALL)
+    first = fit(model, train, val, early_stopping_patience=0, **options)  # stops after its first validation
+    assert first.stopped_early and len(first) == 1
+    trained = {k: v.clone() for k, v in model.state_dict().items()}
+    again = fit(model, train, val, early_stopping_patience=0, resume=True, **options)
+    assert again.stopped_early and len(again) == 1
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in trained.items())  # no step taken
+    longer = fit(model, train, val, early_stopping_patience=None, resume=True, **options)  # patience may change
+    assert not longer.stopped_early and len(longer) == 4
+
+
+def test_a_checkpoint_past_the_epochs_asked_for_is_refused_naming_its_place(tmp_path):
+    from .test_mid_epoch_checkpoints import Interrupt
+
+    train = binary(100)
+    path = tmp_path / "run.pt"
+    options = dict(batch_size=20, seed=0, checkpoint=path, progress=False)
+    fit(VAE(12, 2, **SMALL), train, epochs=3, **options)
+    with pytest.raises(ValueError, match=r"is at the end of epoch 3, past epochs=2: pass epochs >= 3 to go on"):
+        fit(VAE(12, 2, **SMALL), train, epochs=2, resume=True, **options)
+    assert len(fit(VAE(12, 2, **SMALL), train, epochs=3, resume=True, **options)) == 3  # finished: nothing to do
+    with pytest.raises(KeyboardInterrupt):  # stopped in epoch 2 (5 steps an epoch), its newest checkpoint at step 2
+        fit(VAE(12, 2, **SMALL), train, epochs=3, checkpoint_every_n_steps=1, callbacks=[Interrupt(1, 2)],
+            **{**options, "checkpoint": tmp_path / "mid.pt"})  # fmt: skip
+    with pytest.raises(ValueError, match=r"is at epoch 2, step 2 of 5, past epochs=1: pass epochs >= 2"):
+        fit(VAE(12, 2, **SMALL), train, epochs=1, resume=True, **{**options, "checkpoint": tmp_path / "mid.pt"})
+
+
+def test_resume_refuses_another_precision_or_strategy_setting_that_a_name_alone_would_hide(tmp_path):
+    from pyro_lid.infer.engine.strategies import Lagging
+
+    train, val = binary(100), binary(32, seed=1)
+    options = dict(epochs=1, batch_size=32, progress=False, val_metrics=False)
+    fit(VAE(12, 2, **SMALL), train, val, checkpoint=tmp_path / "p.pt", **options)
+    with pytest.raises(ValueError, match=r"precision: \(absent\) in the checkpoint, '64-true' in this run"):
+        fit(VAE(12, 2, **SMALL), train, val, checkpoint=tmp_path / "p.pt", resume=True, precision="64-true",
+            **{**options, "epochs": 2})  # fmt: skip
+    assert len(fit(VAE(12, 2, **SMALL), train, val, checkpoint=tmp_path / "p.pt", resume=True, precision="32-true",
+                   **{**options, "epochs": 2})) == 2  # fmt: skip  # the default, named
+    path, options = tmp_path / "lagging.pt", {**options, "val_metrics": True}  # Lagging reads the validation MI
+    fit(VAE(12, 2, **SMALL), train, val, checkpoint=path, strategy=Lagging(max_inner_steps=3), **options)
+    for other in (Lagging(), "lagging"):
+        with pytest.raises(ValueError, match=r"strategy_settings: \{'max_inner_steps': 3\} in the checkpoint, "):
+            fit(VAE(12, 2, **SMALL), train, val, checkpoint=path, resume=True, strategy=other,
+                **{**options, "epochs": 2})  # fmt: skip
+    history = fit(VAE(12, 2, **SMALL), train, val, checkpoint=path, resume=True, strategy=Lagging(max_inner_steps=3),
+                  **{**options, "epochs": 2})  # fmt: skip
+    assert len(history) == 2
+
+
 def test_resume_refuses_a_checkpoint_without_a_configuration(tmp_path):
     path = tmp_path / "old.pt"
     fit(VAE(12, 2, **SMALL), binary(), epochs=1, batch_size=32, checkpoint=path, progress=False)
@@ -430,3 +484,15 @@ def test_under_torchrun_only_the_first_process_claims_the_output_dir_and_writes(
     monkeypatch.setenv("RANK", "0")  # the first process claims the directory (and refuses a non-empty one)
     with pytest.raises(ValueError, match="not empty"):
         harness.run_image_comparison("synthetic", models=("vae",), output_dir=tmp_path, **SIZES)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the resume of a GPU checkpoint on a machine without CUDA")
+def test_a_checkpoint_written_on_a_gpu_resumes_without_cuda_with_a_warning_that_its_gpu_draws_are_not_repeated():
+    from pyro_lid.infer.engine.rng import rng_state, set_rng_state
+
+    state = {**rng_state(), "cuda": [torch.zeros(16, dtype=torch.uint8)]}  # as a GPU run writes it
+    expected = torch.rand(3)  # the draw that follows the saved CPU stream
+    torch.rand(100)
+    with pytest.warns(UserWarning, match="its CUDA random streams cannot be restored on this machine without CUDA"):
+        set_rng_state(state)
+    assert torch.equal(torch.rand(3), expected)  # the CPU streams are restored

@@ -12,15 +12,17 @@ mix. A write that fails removes its temporary file; one killed outright leaves i
 checkpoint: the model (class, scalar hyper-parameters such as ``beta``, likelihood, and a
 signature of its parameters' names and shapes), the options that change training
 (``batch_size``, ``optimizer``, ``lr``, ``clip_norm``, the loss, ``kl_schedule``, ``free_bits``,
-``dynamic_binarization``, ``seed``, ``strategy``, ``pretrain_epochs``) and a fingerprint of the
+``dynamic_binarization``, ``seed``, ``strategy`` with an instance's non-default settings,
+``pretrain_epochs``, ``precision`` when not the default) and a fingerprint of the
 training and validation data (:func:`data_fingerprint`). On resume :func:`check_resumable`
 refuses any difference, naming each differing entry with both values.
 
 Not part of the configuration, so free to change on resume: ``epochs`` (resuming to train
-longer is the point of a checkpoint), ``early_stopping_patience``, ``val_metrics``,
-``progress`` and ``device`` (a checkpoint written on a GPU resumes on another device with
-``map_location``). The model's ``name`` (a parameter-store key, not a parameter) is not part
-of it either.
+longer is the point of a checkpoint; a checkpoint already past ``epochs`` is refused),
+``early_stopping_patience`` (a run that stopped early, resumed with the same patience, trains no
+further epoch), ``val_metrics``, ``progress``, ``track_batch_kl`` (switched on in the middle of an
+epoch, that epoch's maximum covers the steps tracked) and ``device``. The model's ``name`` (a
+parameter-store key, not a parameter) is not part of it either.
 
 A checkpoint without a configuration (written before checkpoints carried one) is refused:
 nothing about it can be checked, and a silently mixed run is worse than training again.
@@ -46,6 +48,7 @@ __all__ = [
     "check_resumable",
     "data_fingerprint",
     "load_checkpoint",
+    "strategy_settings",
     "training_config",
 ]
 
@@ -205,6 +208,21 @@ def _describe_model(model) -> dict:
     return described
 
 
+def strategy_settings(strategy) -> dict:
+    """The settings of a strategy instance (its constructor's scalar arguments, read back from the attributes of
+    the same name) that differ from the constructor's defaults; ``{}`` for a strategy given by name."""
+    import inspect
+
+    if isinstance(strategy, str):
+        return {}
+    changed = {}
+    for name, parameter in inspect.signature(type(strategy).__init__).parameters.items():
+        value = getattr(strategy, name, parameter.empty)
+        if parameter.default is not parameter.empty and isinstance(value, _SCALARS) and value != parameter.default:
+            changed[name] = value
+    return changed
+
+
 def training_config(
     model,
     train_data: torch.Tensor,
@@ -222,6 +240,8 @@ def training_config(
     strategy: str,
     pretrain_epochs: int,
     lr_multipliers=None,
+    strategy_settings: dict | None = None,
+    precision: str | None = None,
 ) -> dict:
     """What a resumed run must share with the run that wrote the checkpoint (see the module's description).
 
@@ -229,8 +249,15 @@ def training_config(
     :param kl_schedule: the :class:`~pyro_lid.infer.schedules.KLSchedule` in use (its kind and parameters).
     :param lr_multipliers: ``fit``'s per-parameter multipliers, recorded only when given (so that checkpoints
         written before the option existed still resume).
+    :param strategy_settings: a strategy instance's settings that differ from its class's defaults
+        (:func:`strategy_settings`), recorded only when there are any: ``strategy`` alone is a class name.
+    :param precision: Lightning's precision, recorded only when it is not the default ``"32-true"``.
     """
     multipliers = {"lr_multipliers": {str(k): float(v) for k, v in lr_multipliers.items()}} if lr_multipliers else {}
+    if strategy_settings:
+        multipliers["strategy_settings"] = dict(strategy_settings)
+    if precision is not None and str(precision) not in ("32-true", "32"):
+        multipliers["precision"] = str(precision)
     return {
         "model": _describe_model(model),
         "batch_size": batch_size,

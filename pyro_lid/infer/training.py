@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from .._checks import is_positive_number
-from .checkpoints import training_config
+from .checkpoints import strategy_settings, training_config
 from .engine.callbacks import (
     Checkpointing,
     ClusterInitialization,
@@ -161,6 +161,7 @@ def fit(
             kl_schedule=make_schedule(kl_schedule), free_bits=free_bits, dynamic_binarization=dynamic_binarization,
             seed=seed, strategy=strategy if isinstance(strategy, str) else type(strategy).__name__,
             pretrain_epochs=pretrain_epochs, lr_multipliers=lr_multipliers,
+            strategy_settings=strategy_settings(strategy), precision=precision,
         )  # fmt: skip
     loggers = make_loggers(logger, log_dir)
     with quiet_lightning(devices == 1 and num_nodes == 1):

@@ -79,7 +79,7 @@ def train_in_process(
 
     loop = TrainingLoop(fabric, model, train_data, **loop_options)
     if resume and Path(checkpoint).exists():
-        loop.load_state_dict(load_checkpoint(checkpoint, map_location=fabric.device, config=config))
+        loop.load_state_dict(load_checkpoint(checkpoint, map_location=fabric.device, config=config), checkpoint)
     else:
         loop.seed_streams()
         if not resume and checkpoint is not None and fabric.global_rank == 0:  # a fresh run: an earlier run's

@@ -33,6 +33,7 @@ from pyro.optim import PyroOptim
 
 from ..._progress import progress_bar
 from ..aggressive import ParamSubsetOptim
+from ..checkpoints import CheckpointError
 from ..param_scope import set_aside_param_store
 from .callbacks.base import Callback
 from .history import History, TrainingDiverged
@@ -134,7 +135,17 @@ class TrainingLoop:
         state["rng"] = rng_state()
         return state
 
-    def load_state_dict(self, state: dict) -> None:
+    def load_state_dict(self, state: dict, source=None) -> None:
+        """Resume from ``state`` (a checkpoint's contents; ``source``: its path, for messages). A checkpoint past
+        ``epochs`` (a finished longer run, or one stopped inside a later epoch) is refused: no epoch could run."""
+        begun = state["epoch"] + (1 if state.get("step") else 0)  # the epochs the checkpoint has trained in
+        if begun > self.epochs:
+            self.epoch, self.step = state["epoch"], state.get("step", 0)
+            where = self.position() if self.step else f"the {self.position()}"
+            raise CheckpointError(
+                f"cannot resume from the checkpoint {source}: it is at {where}, past epochs={self.epochs}: pass "
+                f"epochs >= {begun} to go on from it, or another checkpoint path"
+            )
         self.model.load_state_dict(state["model"])
         self.strategy.load_state_dict(state)
         self.history.records, self.epoch = state["history"], state["epoch"]
@@ -161,7 +172,8 @@ class TrainingLoop:
             for callback in self.callbacks:
                 callback.on_fit_start(self)
             for epoch in range(self.epoch, self.epochs):
-                self._run_epoch(epoch)
+                if not self.should_stop:  # set before the first epoch by a resumed run that had stopped early
+                    self._run_epoch(epoch)
                 if self.should_stop:
                     self.history.stopped_early = True
                     break

@@ -16,6 +16,11 @@ class EarlyStopping(Callback):
     def __init__(self, patience: int | None = None):
         self.patience, self.best, self.since_best = patience, math.inf, 0
 
+    def on_fit_start(self, loop) -> None:
+        # a run resumed at an epoch's end where it had stopped (same patience): it trains no further epoch
+        if loop.epoch and not loop.step and self.patience is not None and self.since_best >= self.patience:
+            loop.should_stop = True
+
     def on_train_epoch_end(self, loop, epoch: int, record: dict) -> None:
         if "val_loss" not in record:
             return
