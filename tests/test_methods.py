@@ -94,6 +94,16 @@ def test_registry_recipes_are_the_documented_ones():
     assert issubclass(METHODS["il_lidvae"].model_class, LIDVAE)
 
 
+@pytest.mark.parametrize("name", ["lagging", "sa_vae"])
+def test_lagging_and_sa_vae_train_with_their_papers_kl_warm_up_from_0_1_fitted_to_the_budget(name):
+    """He et al. (Lagging) and Kim et al. (SA-VAE) both anneal the KL weight from 0.1 to 1 over 10 epochs."""
+    schedule = METHODS[name].fit_options(30)["kl_schedule"]  # a budget that holds the whole warm-up
+    assert [schedule(t) for t in (0, 5, 10, 20)] == pytest.approx([0.1, 0.55, 1.0, 1.0])
+    short = METHODS[name].fit_options(2)["kl_schedule"]  # fitted: the full weight after the first epoch
+    assert [short(t) for t in (0, 0.5, 1)] == pytest.approx([0.1, 0.55, 1.0])
+    assert METHODS["sa_vae"].model_kwargs["end_to_end"] is True  # Kim et al.'s default: through the steps
+
+
 # ------------------------------------------------------------------ Lagging VAE (aggressive training)
 def test_encoder_only_steps_leave_the_decoder_untouched():
     from pyro.infer import SVI, Trace_ELBO
@@ -281,15 +291,17 @@ def test_li_et_al_pretrains_an_autoencoder_then_trains_with_free_bits_and_resume
     from pyro_lid.models import VAE
 
     options = METHODS["li_et_al"].fit_options(3)
+    schedule = options.pop("kl_schedule")  # Li et al.'s warm-up from 0 after the reset, fitted to the 2 epochs left
     assert options == {"free_bits": 0.1, "pretrain_epochs": 1}
+    assert (schedule.kind, schedule.start, schedule.warmup_epochs) == ("linear", 0.0, 1.0)
     pyro.set_rng_seed(0)
     # interrupted after the autoencoder epoch (patience 0 stops there), resumed across the decoder reset
     history, first, _ = assert_resume_is_exact(
         lambda: VAE(20, 3, hidden_dims=(16,)), X[:96], X[96:], tmp_path / "li.pt", epochs=3,
-        interrupt={"early_stopping_patience": 0}, batch_size=32, **options,
+        interrupt={"early_stopping_patience": 0}, batch_size=32, kl_schedule=schedule, **options,
     )  # fmt: skip
     assert history["phase"] == ["autoencoder", "vae", "vae"]
-    assert history["kl_weight"] == [0.0, 1.0, 1.0]
+    assert history["kl_weight"] == [0.0, 1.0, 1.0]  # the weight at each epoch's end: warmed up within the first
     # the autoencoder phase pays no KL, so its code carries more than the VAE phase lets it keep
     assert history["kl"][0] > history["kl"][2]
     assert first["phase"] == ["autoencoder"]
@@ -337,7 +349,7 @@ def test_the_comparison_reports_cost_relative_to_the_vae_and_resumes_without_ret
         "synthetic", models=("vae", "sa_vae"), output_dir=tmp_path, progress=False, **options
     )
     vae, sa = rows
-    assert sa["grad_evals_per_epoch"] == 2 * (1 + 10) and vae["grad_evals_per_epoch"] == 2
+    assert sa["grad_evals_per_epoch"] == 2 * (1 + 2 * 10) and vae["grad_evals_per_epoch"] == 2  # end to end: 2K extra
     table = harness.format_results(rows)
     assert f"| {sa['seconds_per_epoch'] / vae['seconds_per_epoch']:.1f} |" in table.splitlines()[3]
     saved = json.loads((tmp_path / "results.json").read_text())
