@@ -10,33 +10,44 @@ __all__ = ["main"]
 
 def _demo(args) -> int:
     from .experiments import run_brenier_demo
+    from .experiments.brenier_demo import INVERSE_TOLERANCE, LOGDET_TOLERANCE
 
     if args.plot:
         _check_figure_path(args.plot)
     r = run_brenier_demo(steps=args.steps, seed=args.seed, plot=args.plot, progress=False if args.no_progress else None)
+    residual, logdet = r["inverse_max_residual"], r["logdet_max_error"]
     print("Brenier flow on the pinwheel density (held-out mean log-likelihood, nats):")
     print(f"  before training      {r['ll_before']:8.3f}")
     print(f"  after {args.steps:5d} SVI steps {r['ll_after']:8.3f}")
     print(f"  best Gaussian        {r['ll_gaussian']:8.3f}")
-    print(f"inverse round trip, max |grad psi(grad psi^-1(y)) - y|: {r['inverse_max_residual']:.2e}")
-    print(f"log det Jacobian, max error against autograd:          {r['logdet_max_error']:.2e}")
+    print(f"inverse round trip, max |grad psi(grad psi^-1(y)) - y|: {residual:.2e} (tolerance {INVERSE_TOLERANCE:.0e})")
+    print(f"log det Jacobian, max error against autograd:          {logdet:.2e} (tolerance {LOGDET_TOLERANCE:.0e})")
     print(f"smallest Hessian eigenvalue {r['min_hessian_eigenvalue']:.3f} >= alpha floor {r['alpha_floor']}")
     if args.plot:
         print(f"figure written to {args.plot}")
-    ok = r["ll_after"] > r["ll_gaussian"] and r["min_hessian_eigenvalue"] >= r["alpha_floor"]
     gain = r["ll_after"] - r["ll_gaussian"]
-    if ok:
+    failed = [  # each comparison is False for a NaN: a NaN fails
+        message
+        for passed, message in (
+            (gain > 0, f"the flow is {gain:+.3f} nats per point against the best Gaussian"),
+            (residual <= INVERSE_TOLERANCE,
+             f"its inverse round-trip residual is {residual:.2e} (tolerance {INVERSE_TOLERANCE:.0e})"),
+            (logdet <= LOGDET_TOLERANCE,
+             f"its log-determinant is {logdet:.2e} nats off autograd's (tolerance {LOGDET_TOLERANCE:.0e})"),
+            (r["min_hessian_eigenvalue"] >= r["alpha_floor"],
+             f"its smallest Hessian eigenvalue is {r['min_hessian_eigenvalue']:.3f} (floor {r['alpha_floor']})"),
+        )
+        if not passed
+    ]  # fmt: skip
+    if not failed:
         print(
             f"verdict: the Brenier flow fits the pinwheel better than the best Gaussian by {gain:.3f} nats per point, "
-            "its inverse and log-determinant are exact, and it stayed strongly convex (hence invertible)"
+            f"its inverse and log-determinant are exact to {residual:.1e} and {logdet:.1e} (within tolerance), and it "
+            "stayed strongly convex (hence invertible)"
         )
     else:
-        print(
-            f"verdict: demo FAILED: the flow is {gain:+.3f} nats per point against the best Gaussian and its smallest "
-            f"Hessian eigenvalue is {r['min_hessian_eigenvalue']:.3f} (floor {r['alpha_floor']})",
-            file=sys.stderr,
-        )
-    return 0 if ok else 1
+        print(f"verdict: demo FAILED: {'; '.join(failed)}", file=sys.stderr)
+    return 0 if not failed else 1
 
 
 def _check_figure_path(path) -> None:
@@ -51,11 +62,15 @@ def _classical(args) -> int:
     import time
 
     from ._checks import writable_dir
-    from .experiments.classical_collapse import format_table, run_classical_collapse
+    from .experiments.classical_collapse import check_output_dir, format_table, run_classical_collapse
 
+    if args.output_dir is None:  # a smoke test does not land in (and is not refused by) the full run's folder
+        args.output_dir = CLASSICAL_OUTPUT_DIRS["smoke" if args.smoke_test else "full"]
+    check_output_dir(args.output_dir, args.overwrite)  # before any work
     writable_dir(args.output_dir, "--output-dir")
     start = time.perf_counter()
-    rows = run_classical_collapse(args.output_dir, smoke_test=args.smoke_test, seed=args.seed)
+    rows = run_classical_collapse(args.output_dir, smoke_test=args.smoke_test, seed=args.seed,
+                                  overwrite=args.overwrite)  # fmt: skip
     print(format_table(rows))
     print(f"\nwrote summary.md, summary.json and figures to {args.output_dir} in {time.perf_counter() - start:.0f} s")
     return 0
@@ -69,7 +84,18 @@ def _compare(args) -> int:
 
     if args.corpus is not None and args.dataset is not None:
         raise ValueError(f"pass --dataset or --corpus, not both (got --dataset {args.dataset} --corpus {args.corpus})")
+    if args.output_dir is None:  # each writes into --output-dir: without one it would be ignored
+        if args.checkpoint_minutes is not None:
+            raise ValueError("--checkpoint-minutes needs --output-dir: checkpoints are written there, and without one "
+                             "nothing is written")  # fmt: skip
+        if args.overwrite:
+            raise ValueError("--overwrite needs --output-dir: without one there is nothing to overwrite")
+    if args.checkpoint_minutes is None:
+        args.checkpoint_minutes = CHECKPOINT_MINUTES
     args.dataset = args.dataset or ("fashion-mnist" if args.corpus is None else None)
+    if args.corpus is not None and args.root is not None:
+        raise ValueError(f"--root applies to {', '.join(ROOT_DATASETS)}; --corpus names its own files")
+    _check_root(args.root, args.dataset)
     if args.corpus is not None or args.dataset in TEXT_DATASETS:
         return _compare_text(args)
     if args.models is None:
@@ -142,39 +168,60 @@ def _study(args) -> int:
 
     from ._checks import writable_dir
     from .data.text import TEXT_DATASETS
+    from .experiments.image_comparison import load_results
     from .experiments.seed_study import (
         BUDGETS,
         format_seed_table,
         plot_information_per_dimension,
         plot_pareto,
+        recorded_models,
         run_seed_study,
+        seed_dirs,
         summarize_seeds,
     )
-    from .experiments.text_comparison import default_text_models
+    from .experiments.text_comparison import LM, ORACLE, default_text_models
 
-    writable_dir(args.output_dir, "--output-dir")
+    if args.report_only:  # the report reads what is on disk: an option of training would be ignored
+        flag = _given(args, STUDY_TRAINING_FLAGS)
+        if flag:
+            raise ValueError(f"{flag} sets up training; --report-only trains nothing and reads the seeds on disk")
+        if not Path(args.output_dir).is_dir():
+            raise ValueError(f"--output-dir {args.output_dir}: no such folder (--report-only reads a study there)")
+        if args.dataset is not None:  # not ignored: checked against the study's own
+            recorded = load_results(seed_dirs(args.output_dir)[0])[0]["dataset"]
+            if args.dataset != recorded:
+                raise ValueError(f"--dataset {args.dataset}: the study in {args.output_dir} was run on {recorded}; "
+                                 "--report-only reads it as it was run")  # fmt: skip
+    for name, value in STUDY_DEFAULTS.items():
+        setattr(args, name, value if getattr(args, name) is None else getattr(args, name))
     text = args.dataset in TEXT_DATASETS
     flag = _given(args, IMAGE_ONLY_STUDY_FLAGS if text else TEXT_ONLY_FLAGS)
     if flag:
         raise ValueError(f"{flag} applies to {'images' if text else 'text'}, not to --dataset {args.dataset}")
-    start = time.perf_counter()
+    _check_root(args.root, args.dataset)
     folders = [args.output_dir, *(args.also or [])]
     for folder in folders[1:]:
         if not Path(folder).is_dir():
             raise ValueError(f"--also {folder}: no such folder")
-    if args.report_only:
-        summary = summarize_seeds(folders, args.info_floor, args.paired)
-    else:
+    if not args.report_only:
+        named = args.models or (default_text_models(args.dataset) if text else STUDY_IMAGE_MODELS)
+        models = [name for entry in named for name in entry.split(",") if name]
+        if args.paired is not None:  # refused now, not after the whole study has trained
+            extra = (LM, *([ORACLE] if args.dataset == "synthetic-text" else [])) if text else ()
+            known = [*models, *extra, *sorted(recorded_models(folders[1:]) - {*models, *extra})]
+            if args.paired not in known:
+                raise ValueError(f"--paired {args.paired}: not a model of this study ({', '.join(known)})")
+    writable_dir(args.output_dir, "--output-dir")
+    start = time.perf_counter()
+    if not args.report_only:
         if text:
             defaults = TEXT_COMPARE_SIZES
         else:
             defaults = {**COMPARE_SIZES, **BUDGETS[args.budget or "short"]}
         options = {k: getattr(args, k) if getattr(args, k) is not None else v for k, v in defaults.items()}
-        named = args.models or (default_text_models(args.dataset) if text else STUDY_IMAGE_MODELS)
-        models = [name for entry in named for name in entry.split(",") if name]
         run_seed_study(args.output_dir, range(args.seeds), models, dataset=args.dataset, root=args.root,
                        lr=args.lr, device=args.device, progress=None, **options)  # fmt: skip
-        summary = summarize_seeds(folders, args.info_floor, args.paired)
+    summary = summarize_seeds(folders, args.info_floor, args.paired)
     print(format_seed_table(summary, args.paired))
     import matplotlib.pyplot as plt
 
@@ -250,6 +297,30 @@ STUDY_IMAGE_MODELS = ("vae", "lidvae", "lidvae_brenier")
 IMAGE_ONLY_STUDY_FLAGS = ("--budget", "--hidden", "--icnn-hidden")
 IMAGE_ONLY_FLAGS = ("--hidden", "--icnn-hidden", "--devices", "--num-nodes",
                     "--distributed", "--precision")  # fmt: skip
+
+
+#: ``classical``'s folders where ``--output-dir`` is not given: a smoke test does not replace a full run.
+CLASSICAL_OUTPUT_DIRS = {"full": "runs/classical", "smoke": "runs/classical-smoke"}
+#: The data sets whose files ``--root`` locates; the others are drawn (synthetic, synthetic-text) or installed (ptb).
+ROOT_DATASETS = ("mnist", "fashion-mnist", "yahoo")
+#: ``compare --checkpoint-minutes`` where not given (with an ``--output-dir``).
+CHECKPOINT_MINUTES = 10.0
+#: ``study``'s options that set up training: ``--report-only`` reads what is on disk and refuses them (``--dataset``
+#: it checks against the study's own instead).
+STUDY_TRAINING_FLAGS = ("--models", "--seeds", "--budget", "--root", "--num-train", "--num-valid",
+                        "--num-test", "--epochs", "--num-samples", "--latent-dim", "--hidden", "--icnn-hidden",
+                        "--embed-dim", "--hidden-dim", "--max-length", "--max-vocab", "--batch-size", "--lr",
+                        "--device")  # fmt: skip
+#: ``study``'s defaults of the options in :data:`STUDY_TRAINING_FLAGS` that have one (``None`` on the command line,
+#: so that ``--report-only`` sees what was given).
+STUDY_DEFAULTS = dict(dataset="fashion-mnist", seeds=3, lr=1e-3)
+
+
+def _check_root(root, dataset) -> None:
+    """Refuse ``--root`` for a data set that reads no folder: it would be ignored."""
+    if root is not None and dataset not in ROOT_DATASETS:
+        raise ValueError(f"--root applies to {', '.join(ROOT_DATASETS)} (the folder of their files); --dataset "
+                         f"{dataset} reads no folder")  # fmt: skip
 
 
 def _given(args, flags, unset=(None,)) -> str | None:
@@ -345,8 +416,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="PPCA and Gaussian mixtures under NUTS and VI: collapse as non-identifiability",
         formatter_class=formatter,
     )
-    classical.add_argument("--output-dir", default="runs/classical", help="where tables and figures go")
+    classical.add_argument("--output-dir", default=None,
+                           help=f"where tables and figures go (default: {CLASSICAL_OUTPUT_DIRS['full']}; "
+                                f"{CLASSICAL_OUTPUT_DIRS['smoke']} with --smoke-test)")  # fmt: skip
     classical.add_argument("--smoke-test", action="store_true", help="tiny budgets: runs in well under a minute")
+    classical.add_argument("--overwrite", action="store_true",
+                           help="replace an earlier run's summary and figures in --output-dir")  # fmt: skip
     classical.add_argument("--seed", type=int, default=0, help="random seed")
     classical.set_defaults(func=_classical)
     compare = sub.add_parser(
@@ -363,8 +438,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     compare.add_argument("--corpus", default=None, help="text: a folder with train.txt, valid.txt, test.txt, or one "
                          "file (one sentence per line) split 80/10/10 the same way for every --seed")  # fmt: skip
-    compare.add_argument("--root", default=None, help="folder with the IDX files (default: system-wide copies); "
-                         "yahoo: the folder with val.txt and test.txt")  # fmt: skip
+    compare.add_argument("--root", default=None, help="mnist, fashion-mnist: folder with the IDX files (default: "
+                         "system-wide copies); yahoo: the folder with val.txt and test.txt")  # fmt: skip
     compare.add_argument(
         "--models",
         nargs="+",
@@ -419,15 +494,16 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument(
         "--checkpoint-minutes",
         type=float,
-        default=10.0,
+        default=None,
         help="also write each model's checkpoint within an epoch every this many minutes, so that --resume "
-        "loses at most that much of a long epoch (0: after every epoch only)",
+        f"loses at most that much of a long epoch (0: after every epoch only; default: {CHECKPOINT_MINUTES:g}; "
+        "needs --output-dir)",
     )
     compare.add_argument(
         "--overwrite",
         action="store_true",
         help="start again in a non-empty --output-dir: delete its results.json, history_*.json, "
-        "checkpoint_*.pt[.validation] and evaluation_*.pt",
+        "checkpoint_*.pt[.validation] and evaluation_*.pt (needs --output-dir)",
     )
     compare.add_argument(
         "--smoke-test", action="store_true", help="tiny sizes (seconds); sizes given explicitly still apply"
@@ -443,16 +519,18 @@ def build_parser() -> argparse.ArgumentParser:
     study.add_argument("--models", nargs="+", default=None,
                        help="names from METHODS, separated by spaces or commas (default: vae, lidvae, "
                             "lidvae_brenier; text: those of compare, and the language model lm)")  # fmt: skip
-    study.add_argument("--seeds", type=_positive_int, default=3, help="seeds 0, 1, ..., N-1")
+    study.add_argument("--seeds", type=_positive_int, default=None,
+                       help=f"seeds 0, 1, ..., N-1 (default: {STUDY_DEFAULTS['seeds']})")  # fmt: skip
     study.add_argument(
         "--budget",
         choices=["short", "full"],
         default=None,
         help="images: short (default): 20000 images, 10 epochs, 100 samples; full: 59000, 30, 1000",
     )
-    study.add_argument("--dataset", default="fashion-mnist", choices=["fashion-mnist", "mnist", "synthetic",
-                                                                      *TEXT_DATASETS], help="data set")  # fmt: skip
-    study.add_argument("--root", default=None, help="folder with the IDX files or the Yahoo text files")
+    study.add_argument("--dataset", default=None, choices=["fashion-mnist", "mnist", "synthetic", *TEXT_DATASETS],
+                       help=f"data set (default: {STUDY_DEFAULTS['dataset']})")  # fmt: skip
+    study.add_argument("--root", default=None, help="folder with the IDX files or the Yahoo text files (mnist, "
+                       "fashion-mnist, yahoo)")  # fmt: skip
     for flag, text in (("--num-train", "training images, or text: the first training sentences"),
                        ("--num-valid", "text: the first validation sentences, checked after each epoch"),
                        ("--num-test", "test images (default: all), or text: the first test sentences"),
@@ -465,15 +543,18 @@ def build_parser() -> argparse.ArgumentParser:
                        ("--max-vocab", "text: vocabulary size, specials included"),
                        ("--batch-size", "text: sentences per mini-batch (default 32)")):  # fmt: skip
         study.add_argument(flag, type=_positive_int, default=None, help=f"{text}; overrides the budget")
-    study.add_argument("--lr", type=_positive_float, default=1e-3, help="learning rate")
+    study.add_argument("--lr", type=_positive_float, default=None,
+                       help=f"learning rate (default: {STUDY_DEFAULTS['lr']:g})")  # fmt: skip
     study.add_argument("--device", default=None, help="train and evaluate here, e.g. cuda (default: cpu)")
     study.add_argument("--info-floor", type=_positive_float, default=0.01,
                        help="a unit is informative when its I(x; z_d) exceeds this many nats")  # fmt: skip
-    study.add_argument("--report-only", action="store_true", help="summarize the seeds already run; train nothing")
+    study.add_argument("--report-only", action="store_true",
+                       help="summarize the seeds already run in --output-dir (which must exist); train nothing, so "
+                            "the options of training are refused (--dataset must be the study's)")  # fmt: skip
     study.add_argument("--paired", default=None, metavar="METHOD",
                        help="add a column: each method's NLL (images: LL) minus METHOD's in the same seed, mean ± sd "
                             "over seeds (e.g. lm; what to compare where the seeds' data differ, as for synthetic "
-                            "text)")  # fmt: skip
+                            "text); a model the study trains or --also holds, checked before training")  # fmt: skip
     study.add_argument("--also", nargs="+", default=None, metavar="DIR",
                        help="more study folders of the same protocol whose seed<s> rows are read with --output-dir's "
                             "(methods trained side by side, e.g. with compare --no-language-model); figures go to "

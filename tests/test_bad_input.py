@@ -43,6 +43,74 @@ def test_labels_that_do_not_match_the_images_are_refused_with_path_and_counts(tm
         load_images("mnist", "test", root=swapped)
 
 
+def test_damaged_idx_files_are_value_errors_that_name_the_file_and_what_is_wrong(tmp_path):
+    """A damaged file is a ``ValueError`` naming it (the command line's one-line error), never numpy's "offset must
+    be non-negative", gzip's ``BadGzipFile`` or an ``EOFError`` without a path."""
+    import gzip
+
+    from pyro_lid.data.images import read_idx
+
+    good = tmp_path / "good.gz"
+    write_idx(good, torch.arange(48).reshape(3, 4, 4))
+    packed, raw = good.read_bytes(), gzip.decompress(good.read_bytes())
+    bad_crc = bytearray(packed)
+    bad_crc[-8] ^= 0xFF  # the trailer's CRC-32
+    cases = {
+        "short-header.gz": (gzip.compress(raw[:10]), r"truncated header: 3 dimensions need 16 header bytes, the "
+                            r"file has 10"),
+        "short-header": (raw[:10], "truncated header"),  # not compressed
+        "plain.gz": (raw, r"is not a valid gzip file \(Not a gzipped file .*\): damaged, or not compressed despite"),
+        "cut.gz": (packed[:-12], "is truncated: its gzip stream ends early"),
+        "crc.gz": (bytes(bad_crc), r"is not a valid gzip file \(CRC check failed"),
+        "deflate.gz": (gzip.compress(raw)[:10] + b"\xff" * 20,  # a deflate block of the invalid type 3
+                       r"has damaged compressed data \(Error -3 .*invalid block type"),
+    }  # fmt: skip
+    assert torch.equal(read_idx(good), torch.arange(48).reshape(3, 4, 4))
+    for name, (content, message) in cases.items():
+        (tmp_path / name).write_bytes(content)
+        with pytest.raises(ValueError, match=f"^{re.escape(str(tmp_path / name))}:? .*{message}"):
+            read_idx(tmp_path / name)
+    (tmp_path / "folder.gz").mkdir()
+    with pytest.raises(ValueError, match=f"cannot read {re.escape(str(tmp_path / 'folder.gz'))}: Is a directory"):
+        read_idx(tmp_path / "folder.gz")
+    with pytest.raises(FileNotFoundError):  # a missing file stays what it is
+        read_idx(tmp_path / "missing.gz")
+
+
+def test_a_damaged_image_file_is_one_line_from_the_command_line(tmp_path, monkeypatch, capsys):
+    import pyro_lid.experiments.image_comparison as harness
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("trained on a damaged file")
+
+    monkeypatch.setattr(harness, "fit", no_training)
+    write_idx(tmp_path / "train-images-idx3-ubyte.gz", torch.zeros(5, 28, 28))
+    write_idx(tmp_path / "train-labels-idx1-ubyte.gz", torch.zeros(5))
+    damaged = tmp_path / "train-images-idx3-ubyte.gz"
+    damaged.write_bytes(damaged.read_bytes()[:-12])
+    status, _, err = _run_cli(["compare", "--dataset", "mnist", "--root", str(tmp_path), "--smoke-test"], capsys)
+    assert status == 2 and "Traceback" not in err and err.count("\n") == 1
+    assert err.startswith(f"pyro-lid compare: error: {damaged} is truncated"), err
+
+
+def test_test_images_of_another_size_than_the_training_images_are_refused_before_training(tmp_path, monkeypatch):
+    import pyro_lid.experiments.image_comparison as harness
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("trained before the image sizes were compared")
+
+    monkeypatch.setattr(harness, "fit", no_training)
+    write_idx(tmp_path / "train-images-idx3-ubyte.gz", torch.randint(0, 256, (1010, 28, 28)))
+    write_idx(tmp_path / "train-labels-idx1-ubyte.gz", torch.zeros(1010))
+    write_idx(tmp_path / "t10k-images-idx3-ubyte.gz", torch.randint(0, 256, (4, 5, 5)))
+    write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", torch.zeros(4))
+    message = (f"mnist: the test images in {tmp_path / 't10k-images-idx3-ubyte.gz'} are 5x5, the training images in "
+               f"{tmp_path / 'train-images-idx3-ubyte.gz'} 28x28: a comparison needs one image size")  # fmt: skip
+    with pytest.raises(ValueError, match=re.escape(message)):
+        harness.run_image_comparison("mnist", tmp_path, models=("vae",), num_train=5, num_test=2, epochs=1,
+                                     latent_dim=2, hidden=8, icnn_hidden=8, num_samples=2, progress=False)  # fmt: skip
+
+
 # ------------------------------------------------------------------ command line
 def _run_cli(argv, capsys):
     """``(exit status, stdout, stderr)`` of ``pyro_lid.cli.main(argv)``."""
@@ -94,6 +162,61 @@ def test_cuda_without_a_gpu_is_one_line(capsys, no_work):
     status, _, err = _run_cli(["compare", "--dataset", "synthetic", "--device", "cuda"], capsys)
     expected = "pyro-lid compare: error: device 'cuda' asked for, but CUDA is not available on this machine"
     assert status == 2 and err.strip() == expected
+
+
+ROOT_MESSAGE = "--root applies to mnist, fashion-mnist, yahoo (the folder of their files); --dataset {} reads no folder"
+MINUTES = "--checkpoint-minutes needs --output-dir: checkpoints are written there, and without one nothing is written"
+OVERWRITE = "--overwrite needs --output-dir: without one there is nothing to overwrite"
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["compare", "--dataset", "synthetic", "--checkpoint-minutes", "5"], MINUTES),
+        (["compare", "--dataset", "synthetic", "--checkpoint-minutes", "0"], MINUTES),
+        (["compare", "--dataset", "synthetic-text", "--checkpoint-minutes", "5"], MINUTES),
+        (["compare", "--dataset", "synthetic", "--overwrite"], OVERWRITE),
+        (["compare", "--dataset", "synthetic-text", "--overwrite"], OVERWRITE),
+        (["compare", "--dataset", "synthetic", "--root", "data"], ROOT_MESSAGE.format("synthetic")),
+        (["compare", "--dataset", "synthetic-text", "--root", "data"], ROOT_MESSAGE.format("synthetic-text")),
+        (["compare", "--corpus", "mine.txt", "--root", "data"],
+         "--root applies to mnist, fashion-mnist, yahoo; --corpus names its own files"),
+        (["study", "--dataset", "synthetic", "--root", "data", "--output-dir", "out"],
+         ROOT_MESSAGE.format("synthetic")),
+    ],
+)  # fmt: skip
+def test_options_that_would_be_silently_ignored_are_refused_naming_the_flag(argv, message, tmp_path, monkeypatch,
+                                                                            capsys, no_work):  # fmt: skip
+    import pyro_lid.experiments.seed_study as study
+    import pyro_lid.experiments.text_comparison as text_harness
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("work started before the options were checked")
+
+    for module, name in ((text_harness, "fit"), (text_harness, "load_text_data"), (study, "run_seed_study")):
+        monkeypatch.setattr(module, name, refuse)
+    monkeypatch.chdir(tmp_path)
+    status, _, err = _run_cli(argv, capsys)
+    assert status == 2 and err == f"pyro-lid {argv[0]}: error: {message}\n"
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_library_refuses_overwrite_without_an_output_dir_and_a_root_for_synthetic_data(tmp_path, monkeypatch):
+    import pyro_lid.experiments.image_comparison as harness
+    from pyro_lid.experiments.runs import check_run_options
+
+    for minutes in (None, 0, 10.0):  # the comparisons' defaults, with or without an output_dir
+        check_run_options(None, False, False, minutes)
+    with pytest.raises(ValueError, match=r"overwrite=True \(--overwrite\) needs an output_dir \(--output-dir\)"):
+        check_run_options(None, False, True)
+    with pytest.raises(ValueError, match="root .* is the folder of an image data set's files; synthetic draws"):
+        harness.run_image_comparison("synthetic", root=tmp_path, models=("vae",))
+    seen = {}
+    monkeypatch.setattr(harness, "run_image_comparison", lambda *args, **options: seen.update(options) or [])
+    from pyro_lid.cli import main
+
+    assert main(["compare", "--dataset", "synthetic", "--smoke-test"]) == 0
+    assert seen["checkpoint_minutes"] == 10.0 and seen["output_dir"] is None and not seen["overwrite"]
 
 
 def test_unwritable_output_paths_are_refused_before_training(tmp_path, capsys, no_work):
@@ -175,6 +298,31 @@ def test_the_demo_ends_with_a_verdict(monkeypatch, capsys):
     monkeypatch.setattr(experiments, "run_brenier_demo", lambda **kwargs: {**result, "ll_after": -3.7})
     status, _, err = _run_cli(["demo"], capsys)
     assert status == 1 and "verdict: demo FAILED: the flow is -0.100 nats per point against the best Gaussian" in err
+
+
+@pytest.mark.parametrize(
+    "key, value, message",
+    [
+        ("inverse_max_residual", float("nan"), "its inverse round-trip residual is nan (tolerance 1e-03)"),
+        ("inverse_max_residual", 0.01, "its inverse round-trip residual is 1.00e-02 (tolerance 1e-03)"),
+        ("logdet_max_error", float("nan"), "its log-determinant is nan nats off autograd's (tolerance 1e-03)"),
+        ("logdet_max_error", 0.5, "its log-determinant is 5.00e-01 nats off autograd's (tolerance 1e-03)"),
+    ],
+)
+def test_the_demo_fails_where_its_inverse_or_log_determinant_is_not_exact(key, value, message, monkeypatch, capsys):
+    """Being exact is checked, not asserted: a round trip or log-determinant off by more than its tolerance, or NaN,
+    fails the demo with a non-zero status and a verdict that names it; the measured values are printed."""
+    import pyro_lid.experiments as experiments
+
+    result = dict(ll_before=-3.6, ll_after=-3.25, ll_gaussian=-3.6, inverse_max_residual=3e-5, logdet_max_error=5e-7,
+                  min_hessian_eigenvalue=0.4, alpha_floor=0.01)  # fmt: skip
+    monkeypatch.setattr(experiments, "run_brenier_demo", lambda **kwargs: {**result, key: value})
+    status, out, err = _run_cli(["demo"], capsys)
+    assert status == 1 and err.strip() == f"verdict: demo FAILED: {message}"
+    assert "verdict" not in out and (f"{value:.2e} (tolerance 1e-03)") in out
+    monkeypatch.setattr(experiments, "run_brenier_demo", lambda **kwargs: result)
+    status, out, _ = _run_cli(["demo"], capsys)
+    assert status == 0 and "inverse and log-determinant are exact to 3.0e-05 and 5.0e-07 (within tolerance)" in out
 
 
 def test_seconds_per_epoch_leave_the_warm_up_epoch_out():

@@ -209,3 +209,48 @@ def test_ard_ppca_switches_off_the_redundant_column_under_nuts():
     column_norms = np.median(np.linalg.norm(idata.posterior["weight"].values.reshape(-1, 2, 5), axis=-1), 0)
     small, large = np.sort(column_norms)  # either column may take the signal
     assert large > 1.2 and small < 0.4 * large
+
+
+def test_classical_records_budget_and_seed_and_refuses_to_overwrite_an_earlier_run(tmp_path, monkeypatch, capsys):
+    """``summary.json`` says which budget (smoke or full) and seed made it; a second run into the same folder is
+    refused, naming the files, unless ``--overwrite``; a smoke test has its own default folder."""
+    import json
+
+    import pyro_lid.experiments.classical_collapse as classical
+    from pyro_lid.cli import main
+    from pyro_lid.data.classical import MIXTURE_SCENARIOS, PPCA_SCENARIOS
+
+    two = {"one cluster", "well separated", "true dim 1, M = 2", "true dim 2, M = 2"}  # two of each: seconds
+    monkeypatch.setattr(classical, "MIXTURE_SCENARIOS", {k: v for k, v in MIXTURE_SCENARIOS.items() if k in two})
+    monkeypatch.setattr(classical, "PPCA_SCENARIOS", {k: v for k, v in PPCA_SCENARIOS.items() if k in two})
+    out = tmp_path / "out"
+    assert main(["classical", "--smoke-test", "--seed", "3", "--output-dir", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["budget"] == "smoke test" and summary["seed"] == 3 and summary["settings"]["vi_steps"] == 60
+    assert summary["rows"] and summary["rows"][0]["scenario"].startswith("mixture, one cluster")
+    assert (out / "summary.md").read_text().startswith("budget: smoke test (samples 30, warmup 30, ")
+    assert "; seed 3\n\n| scenario |" in (out / "summary.md").read_text()
+    capsys.readouterr()
+    earlier = {name: (out / name).read_bytes() for name in classical.OUTPUT_FILES}
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("work started before the output folder was checked")
+
+    monkeypatch.setattr(classical, "_run_methods", no_work)
+    with pytest.raises(SystemExit) as exited:
+        main(["classical", "--output-dir", str(out)])
+    err = capsys.readouterr().err
+    assert exited.value.code == 2 and err.count("\n") == 1
+    assert f"{out} already holds a classical run (summary.json, summary.md, mixture_weight.png" in err
+    assert "--overwrite" in err
+    with pytest.raises(ValueError, match="already holds a classical run"):
+        classical.run_classical_collapse(out)
+    assert {name: (out / name).read_bytes() for name in classical.OUTPUT_FILES} == earlier  # nothing replaced
+    with pytest.raises(AssertionError, match="work started"):  # --overwrite goes ahead...
+        main(["classical", "--output-dir", str(out), "--overwrite"])
+    assert not any((out / name).exists() for name in classical.OUTPUT_FILES)  # ...after removing the earlier run
+    seen = []
+    monkeypatch.setattr(classical, "run_classical_collapse", lambda out, **options: seen.append(out) or [])
+    monkeypatch.chdir(tmp_path)
+    assert main(["classical", "--smoke-test"]) == 0 and main(["classical"]) == 0
+    assert seen == ["runs/classical-smoke", "runs/classical"]

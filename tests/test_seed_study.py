@@ -43,9 +43,10 @@ def test_a_study_summarizes_each_seeds_own_results_and_resumes_without_retrainin
     assert f"| vae | 2 | {vae['au']['mean']:.2f} ± {vae['au']['sd']:.2f} |" in table
     assert f"{vae['ll']['mean']:.1f} ± {vae['ll']['sd']:.1f} |" in table and "(n=" not in table
     # a metric that one seed did not record says on how many seeds it rests
-    partial = [{**s, "informative": {**s["informative"], "n": 1}} for s in summary]
+    partial = [{**s, "informative": {**s["informative"], "n": 1, "sd": None}} for s in summary]
     assert f"| {vae['informative']['mean']:.2f} (n=1) |" in format_seed_table(partial)  # one seed: no "± sd"
-    single = [{**s, "seeds": s["seeds"][:1], **{k: {**s[k], "n": 1} for k in ("au", "ll")}} for s in summary]
+    single = [{**s, "seeds": s["seeds"][:1], **{k: {**s[k], "n": 1, "sd": None} for k in ("au", "ll")}}
+              for s in summary]  # fmt: skip
     assert f"| vae | 1 | {vae['au']['mean']:.2f} |" in format_seed_table(single)
 
     def no_training(*args, **kwargs):
@@ -122,7 +123,7 @@ def test_a_text_study_summarizes_nll_perplexity_and_cost_against_the_lstm_vae(tm
     gaps = [rows[seed]["lidsvae"]["nll"] - rows[seed]["lm"]["nll"] for seed in (0, 1)]
     assert paired["lidsvae"]["gap"]["mean"] == pytest.approx(statistics.fmean(gaps))
     assert paired["lidsvae"]["gap"]["sd"] == pytest.approx(statistics.stdev(gaps))
-    assert paired["lm"]["gap"] == {"mean": 0.0, "sd": 0.0, "n": 2} and "gap" not in summary[0]
+    assert paired["lm"]["gap"] == {"mean": 0.0, "sd": 0.0, "n": 2, "nan": 0} and "gap" not in summary[0]
     assert "| NLL | NLL − lm (paired) | PPL |" in format_seed_table(list(paired.values()), paired="lm")
     with pytest.raises(ValueError, match="paired with vae, but .*seed0 has no row vae"):
         summarize_seeds(tmp_path, paired="vae")
@@ -264,3 +265,120 @@ def test_every_seed_of_a_study_splits_a_one_file_corpus_the_same_way(tmp_path):
     for other in seeds[1:]:
         assert all(torch.equal(seeds[0].split(s), other.split(s)) for s in ("train", "valid", "test"))
     assert not torch.equal(load_text(str(path), seed=1).test, seeds[0].test)  # the split does depend on a seed
+
+
+def _write_study(folder, rows_by_seed):
+    """A study folder written by hand: ``seed<s>/results.json`` with these rows under one protocol."""
+    for seed, rows in rows_by_seed.items():
+        (folder / f"seed{seed}").mkdir(parents=True)
+        results = {"protocol": {"dataset": "synthetic", "epochs": 2, "seed": seed}, "rows": rows}
+        (folder / f"seed{seed}" / "results.json").write_text(json.dumps(results))  # NaN written as NaN, as json does
+    return folder
+
+
+def _row(model, ll, per_dim=(0.5, 0.2)):
+    return {"model": model, "au": 1.0, "kl": 3.0, "mi": 1.0, "ll": ll,
+            "mi_per_dim": None if per_dim is None else list(per_dim), "seconds_per_epoch": 1.0}  # fmt: skip
+
+
+def test_a_diverged_seed_reads_nan_not_unrecorded_and_one_seed_has_no_spread(tmp_path):
+    """A NaN in a seed's row is a diverged run: it must not vanish into a mean over the other seeds (which would
+    read like a seed that never recorded the metric); ``None`` (not recorded) is still left out. One seed measures
+    no spread: its sd is ``None``, not 0."""
+    import math
+
+    study = _write_study(tmp_path / "study", {
+        0: [_row("vae", -240.0), _row("lidvae", -250.0)],
+        1: [_row("vae", -242.0, per_dim=None), _row("lidvae", math.nan, per_dim=(math.nan, 0.2))],
+    })  # fmt: skip
+    summary = {s["model"]: s for s in summarize_seeds(study)}
+    ll = summary["lidvae"]["ll"]
+    assert ll["n"] == 2 and ll["nan"] == 1 and math.isnan(ll["mean"]) and math.isnan(ll["sd"])
+    informative = summary["lidvae"]["informative"]  # a NaN unit makes the seed's count NaN, not "uninformative"
+    assert informative["nan"] == 1 and math.isnan(informative["mean"])
+    assert summary["vae"]["ll"] == {"mean": -241.0, "sd": pytest.approx(math.sqrt(2)), "n": 2, "nan": 0}
+    assert summary["vae"]["informative"] == {"mean": 1.0, "sd": None, "n": 1, "nan": 0}  # None: left out
+    assert summary["vae"]["cluster_accuracy"] is None  # recorded by no seed
+    table = format_seed_table(list(summary.values()))
+    assert "| lidvae | 2 |" in table and table.count("nan (1 of 2 seeds NaN)") == 3  # LL, informative, min I
+    assert "| -241.0 ± 1.4 |" in table and "| 1.00 (n=1) |" in table
+    single = summarize_seeds(_write_study(tmp_path / "single", {0: [_row("vae", -240.0)]}))[0]
+    assert single["ll"] == {"mean": -240.0, "sd": None, "n": 1, "nan": 0}
+    assert "| vae | 1 | 1.00 | 1.00 | 0.200 | 3.0 | 1.00 | -240.0 |" in format_seed_table([single])
+    # the figures say which seed they could not draw
+    legend = plot_pareto(study).axes[0].get_legend()
+    assert legend.get_title().get_text() == "not drawn, NaN: lidvae seed1"
+    labels = [t.get_text() for t in plot_information_per_dimension(study).axes[0].get_legend().get_texts()]
+    assert labels == ["vae (1 seeds)", "lidvae (1 seeds, 1 NaN not drawn)"]
+
+
+def _quiet_report(monkeypatch):
+    """The study command with its summary and figures stubbed out (the refusals come before them)."""
+    import pyro_lid.experiments.seed_study as study
+
+    monkeypatch.setattr(study, "summarize_seeds", lambda *args: [])
+    monkeypatch.setattr(study, "plot_pareto", lambda *args: None)
+    monkeypatch.setattr(study, "plot_information_per_dimension", lambda *args: None)
+    return study
+
+
+def test_study_refuses_a_paired_method_it_does_not_train_before_any_training(tmp_path, monkeypatch, capsys):
+    from pyro_lid.cli import main
+
+    study = _quiet_report(monkeypatch)
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("the study trained before --paired was checked")
+
+    monkeypatch.setattr(study, "run_seed_study", no_training)
+    out = tmp_path / "out"
+    for argv, known in (
+        (["--dataset", "synthetic", "--models", "vae,lidvae"], "vae, lidvae"),
+        (["--dataset", "synthetic", "--models", "vae", "lidvae"], "vae, lidvae"),
+        (["--dataset", "synthetic-text", "--models", "lstm_vae"], "lstm_vae, lm, oracle"),  # the LM is trained too
+        (["--dataset", "ptb", "--models", "lstm_vae"], "lstm_vae, lm"),
+    ):
+        with pytest.raises(SystemExit) as exited:
+            main(["study", *argv, "--paired", "lstm", "--output-dir", str(out)])
+        err = capsys.readouterr().err
+        assert exited.value.code == 2 and err.count("\n") == 1
+        assert f"error: --paired lstm: not a model of this study ({known})" in err
+    assert not out.exists()
+    calls = []
+    monkeypatch.setattr(study, "run_seed_study", lambda *args, **kwargs: calls.append(args[2]))
+    also = _write_study(tmp_path / "also", {0: [_row("lidvae", -250.0)]})  # a method trained side by side
+    for argv in (
+        ["--dataset", "synthetic-text", "--models", "lstm_vae", "--paired", "lm"],
+        ["--dataset", "synthetic", "--models", "vae", "--paired", "vae"],
+        ["--dataset", "synthetic", "--models", "vae", "--paired", "lidvae", "--also", str(also)],
+    ):
+        assert main(["study", *argv, "--output-dir", str(out)]) == 0
+    assert calls == [["lstm_vae"], ["vae"], ["vae"]]
+
+
+def test_report_only_refuses_training_options_and_a_missing_folder_which_it_does_not_create(tmp_path, capsys):
+    """``--report-only`` reads the seeds on disk: an option of training would be silently ignored, so it is
+    refused, naming it; a folder that does not exist holds no study and is not created."""
+    from pyro_lid.cli import main
+
+    study = _write_study(tmp_path / "study", {0: [_row("vae", -240.0)], 1: [_row("vae", -242.0)]})
+    for flag in (["--seeds", "5"], ["--models", "vae"], ["--epochs", "3"], ["--lr", "0.01"], ["--budget", "full"],
+                 ["--device", "cpu"], ["--root", str(tmp_path)], ["--num-train", "100"],
+                 ["--hidden", "8"], ["--embed-dim", "8"], ["--num-samples", "10"]):  # fmt: skip
+        with pytest.raises(SystemExit) as exited:
+            main(["study", "--output-dir", str(study), "--report-only", *flag])
+        err = capsys.readouterr().err
+        assert exited.value.code == 2 and err.count("\n") == 1, flag
+        assert f"error: {flag[0]} sets up training; --report-only trains nothing and reads the seeds on disk" in err
+    missing = tmp_path / "missing"
+    with pytest.raises(SystemExit) as exited:
+        main(["study", "--output-dir", str(missing), "--report-only"])
+    assert exited.value.code == 2 and not missing.exists()
+    assert f"--output-dir {missing}: no such folder (--report-only reads a study there)" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # --dataset is not ignored either: it must be the study's
+        main(["study", "--dataset", "mnist", "--output-dir", str(study), "--report-only"])
+    message = f"error: --dataset mnist: the study in {study} was run on synthetic; --report-only reads it as it was run"
+    assert message in capsys.readouterr().err
+    assert main(["study", "--output-dir", str(study), "--report-only", "--info-floor", "0.3"]) == 0  # a report option
+    assert "| vae | 2 | 1.00 ± 0.00 | 0.50 ± 0.00 |" in capsys.readouterr().out
+    assert main(["study", "--dataset", "synthetic", "--output-dir", str(study), "--report-only"]) == 0

@@ -9,13 +9,15 @@ Only with ``download=True`` does torchvision fetch it from the network.
 from __future__ import annotations
 
 import gzip
+import math
 import warnings
+import zlib
 from pathlib import Path
 
 import numpy as np
 import torch
 
-__all__ = ["read_idx", "load_images", "binarize", "pixel_fisher_weights", "DATASETS"]
+__all__ = ["read_idx", "load_images", "image_file", "binarize", "pixel_fisher_weights", "DATASETS"]
 
 DATASETS = {
     "mnist": {
@@ -36,17 +38,36 @@ _FILES = {
 
 
 def read_idx(path: str | Path) -> torch.Tensor:
-    """Read an IDX file (optionally gzipped) into a uint8 tensor of its stored shape."""
+    """Read an IDX file (optionally gzipped) into a uint8 tensor of its stored shape.
+
+    :raises ValueError: naming the file, for one that cannot be read or is not a whole unsigned-byte IDX file
+        (a damaged or truncated gzip stream, a short header, fewer or more values than the header's shape).
+    """
     path = Path(path)
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        raw = f.read()
+    try:
+        with opener(path, "rb") as f:
+            raw = f.read()
+    except FileNotFoundError:
+        raise
+    except gzip.BadGzipFile as error:  # before OSError, its base class
+        raise ValueError(f"{path} is not a valid gzip file ({error}): damaged, or not compressed despite its "
+                         ".gz name") from None  # fmt: skip
+    except EOFError:
+        raise ValueError(f"{path} is truncated: its gzip stream ends early; replace it with a whole copy") from None
+    except zlib.error as error:
+        raise ValueError(f"{path} has damaged compressed data ({error}); replace it with a whole copy") from None
+    except OSError as error:
+        raise ValueError(f"cannot read {path}: {error.strerror or error}") from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
         raise ValueError(f"{path} is not an unsigned-byte IDX file")
     ndim = raw[3]
+    if len(raw) < 4 + 4 * ndim:
+        raise ValueError(f"{path}: truncated header: {ndim} dimensions need {4 + 4 * ndim} header bytes, the file "
+                         f"has {len(raw)}")  # fmt: skip
     shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
-    if data.size != int(np.prod(shape)):
+    if data.size != math.prod(shape):
         raise ValueError(f"{path}: header says shape {shape} but holds {data.size} values (truncated file?)")
     return torch.from_numpy(data.reshape(shape).copy())
 
@@ -74,19 +95,13 @@ def load_images(name: str, split: str = "train", root: str | Path | None = None,
     if split not in _FILES:
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     spec = DATASETS[name]
-    candidates = []
-    if root is not None:
-        if not Path(root).is_dir():
-            raise FileNotFoundError(f"root {root} does not exist or is not a directory (it should hold {name}'s files)")
-        candidates += [Path(root), Path(root) / spec["torchvision"] / "raw"]
-    candidates += [Path(p) for p in spec["system"]]
+    candidates, found = _search(name, split, root)
     image_stem, label_stem = _FILES[split]
-    for folder in candidates:
-        images, labels = _find(folder, image_stem), _find(folder, label_stem)
-        if images and labels:
-            if root is not None and not folder.is_relative_to(Path(root)):
-                warnings.warn(f"no {name} files in {root}; using the copy in {folder}", stacklevel=2)
-            return _images_and_labels(images, labels)
+    if found is not None:
+        images, labels = found
+        if root is not None and not images.is_relative_to(Path(root)):
+            warnings.warn(f"no {name} files in {root}; using the copy in {images.parent}", stacklevel=2)
+        return _images_and_labels(images, labels)
     if download:
         if root is None:
             raise ValueError("download=True needs a root folder to download into")
@@ -99,6 +114,30 @@ def load_images(name: str, split: str = "train", root: str | Path | None = None,
         f"{name} ({split}) not found: looked for {image_stem}[.gz] and {label_stem}[.gz] in {searched}. "
         f"To fix: {spec['install']} (or use download=True with network access)."
     )
+
+
+def _search(name: str, split: str, root) -> tuple[list[Path], tuple[Path, Path] | None]:
+    """The folders :func:`load_images` looks in, in order, and the image and label files of the first that has
+    both (``None`` where none has)."""
+    spec = DATASETS[name]
+    candidates = []
+    if root is not None:
+        if not Path(root).is_dir():
+            raise FileNotFoundError(f"root {root} does not exist or is not a directory (it should hold {name}'s files)")
+        candidates += [Path(root), Path(root) / spec["torchvision"] / "raw"]
+    candidates += [Path(p) for p in spec["system"]]
+    image_stem, label_stem = _FILES[split]
+    for folder in candidates:
+        images, labels = _find(folder, image_stem), _find(folder, label_stem)
+        if images and labels:
+            return candidates, (images, labels)
+    return candidates, None
+
+
+def image_file(name: str, split: str = "train", root: str | Path | None = None) -> Path | None:
+    """The image file :func:`load_images` reads for ``name``'s ``split`` (``None`` where it finds none)."""
+    found = _search(name, split, root)[1]
+    return None if found is None else found[0]
 
 
 def _images_and_labels(image_path: Path, label_path: Path):

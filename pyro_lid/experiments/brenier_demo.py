@@ -12,7 +12,13 @@ from tqdm.auto import tqdm
 from ..data import pinwheel
 from ..distributions.transforms import Brenier
 
-__all__ = ["run_brenier_demo"]
+__all__ = ["run_brenier_demo", "INVERSE_TOLERANCE", "LOGDET_TOLERANCE"]
+
+#: The demo's pass marks for "exact" in float32: the round trip :math:`\max|\nabla\psi(\nabla\psi^{-1}(y)) - y|`
+#: (Newton stops at :math:`10^{-5}(1 + \max|y|)`; about 3e-5 measured on the held-out points) and the largest
+#: error of :math:`\log|\det\nabla^2\psi|` against autograd's, in nats (about 5e-7 measured). NaN fails both.
+INVERSE_TOLERANCE = 1e-3
+LOGDET_TOLERANCE = 1e-3
 
 
 def run_brenier_demo(

@@ -4,7 +4,9 @@ Every scenario in :data:`pyro_lid.data.classical.MIXTURE_SCENARIOS` and
 :data:`~pyro_lid.data.classical.PPCA_SCENARIOS` is simulated, its latent posterior is
 computed with NUTS (exact) and with mean-field / full-rank VI, and each posterior is
 compared with its prior (:func:`pyro_lid.diagnostics.prior_posterior_table`). Writes
-``summary.md``, ``summary.json`` and three figures to the output folder.
+``summary.md``, ``summary.json`` (``{"budget", "settings", "seed", "rows"}``: which budget, smoke or full, its
+settings and the seed, beside the table's rows) and three figures to the output folder (:data:`OUTPUT_FILES`);
+a folder that holds an earlier run's is refused unless ``overwrite``.
 """
 
 from __future__ import annotations
@@ -19,7 +21,10 @@ from ..diagnostics import plot_log_likelihood_curve, plot_prior_posterior, prior
 from ..infer import nuts_posterior, vi_posterior
 from ..models import PPCA, MixtureWeightModel
 
-__all__ = ["run_classical_collapse", "format_table"]
+__all__ = ["run_classical_collapse", "format_table", "check_output_dir", "OUTPUT_FILES"]
+
+#: What a run writes to its output folder.
+OUTPUT_FILES = ("summary.json", "summary.md", "mixture_weight.png", "ppca_latents.png", "ppca_likelihood.png")
 
 _COLUMNS = ["scenario", "method", "latent", "post_mean", "post_sd", "prior_sd", "sd_ratio", "kl", "w1", "rhat"]
 
@@ -66,8 +71,24 @@ def _run_methods(model, data, budget, seed, methods):
     return idatas
 
 
-def run_classical_collapse(output_dir: str | Path, smoke_test: bool = False, seed: int = 0) -> list[dict]:
-    """Run all scenarios; return the table rows (also written to ``output_dir``)."""
+def check_output_dir(output_dir, overwrite: bool = False) -> list[Path]:
+    """Refuse an ``output_dir`` that holds an earlier run's :data:`OUTPUT_FILES` unless ``overwrite``; return
+    those files (what ``overwrite`` replaces)."""
+    earlier = [Path(output_dir) / name for name in OUTPUT_FILES if (Path(output_dir) / name).exists()]
+    if earlier and not overwrite:
+        raise ValueError(f"{output_dir} already holds a classical run ({', '.join(p.name for p in earlier)}); pass "
+                         "--overwrite (overwrite=True) to replace it, or use another --output-dir")  # fmt: skip
+    return earlier
+
+
+def run_classical_collapse(output_dir: str | Path, smoke_test: bool = False, seed: int = 0,
+                           overwrite: bool = False) -> list[dict]:  # fmt: skip
+    """Run all scenarios; return the table rows (also written to ``output_dir``, with the budget and seed).
+
+    :param overwrite: replace an earlier run's files in ``output_dir`` (deleted first, so that a run that fails
+        leaves no mix of two runs); without it such a folder is refused before any work.
+    """
+    earlier = check_output_dir(output_dir, overwrite)
     import matplotlib
 
     matplotlib.use("Agg")
@@ -75,6 +96,8 @@ def run_classical_collapse(output_dir: str | Path, smoke_test: bool = False, see
 
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
+    for path in earlier:
+        path.unlink()
     budget = _budget(smoke_test)
     gen = torch.Generator().manual_seed(seed)
     rows = []
@@ -139,8 +162,11 @@ def run_classical_collapse(output_dir: str | Path, smoke_test: bool = False, see
     fig.savefig(out / "ppca_likelihood.png", dpi=90)
     plt.close(fig)
 
-    (out / "summary.json").write_text(json.dumps(rows, indent=1))
-    (out / "summary.md").write_text(format_table(rows) + "\n")
+    name = "smoke test" if smoke_test else "full"
+    summary = {"budget": name, "settings": budget, "seed": seed, "rows": rows}
+    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    settings = ", ".join(f"{key} {value}" for key, value in budget.items())
+    (out / "summary.md").write_text(f"budget: {name} ({settings}); seed {seed}\n\n{format_table(rows)}\n")
     return rows
 
 

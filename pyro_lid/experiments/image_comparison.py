@@ -36,6 +36,7 @@ import torch
 from .._checks import resolve_device
 from ..data import binarize, load_images, synthetic_latent_data
 from ..data.images import DATASETS as IMAGE_FILES
+from ..data.images import image_file, read_idx
 from ..diagnostics import collapse_report
 from ..infer import fit
 from .methods import METHODS, file_stem, resolve_method
@@ -89,6 +90,11 @@ def _data(dataset, root, num_train, num_test, seed):
         return train, rest[:1000], rest[1000:], None  # no class labels
     images, _ = load_images(dataset, "train", root)
     test, test_labels = load_images(dataset, "test", root)
+    if images.shape[1] != test.shape[1]:  # else every method trains, and the first evaluation fails
+        files = {split: image_file(dataset, split, root) for split in ("train", "test")}
+        size = {split: "x".join(map(str, read_idx(path).shape[1:])) for split, path in files.items()}
+        raise ValueError(f"{dataset}: the test images in {files['test']} are {size['test']}, the training images in "
+                         f"{files['train']} {size['train']}: a comparison needs one image size")  # fmt: skip
     if num_train + 1000 > images.shape[0]:
         raise ValueError(f"num_train + 1000 validation images exceed the {images.shape[0]} training images")
     val = binarize(images[num_train : num_train + 1000], seed + 1)
@@ -137,8 +143,11 @@ def run_image_comparison(
     and ``precision`` go to :func:`~pyro_lid.infer.fit` (data-parallel training; evaluation stays in
     this process).
 
+    :param root: the folder of the data set's IDX files (see :func:`~pyro_lid.data.load_images`); refused for
+        ``"synthetic"``, which draws its images. Training and test images of different sizes are refused
+        before any training.
     :param resume: continue the run in ``output_dir`` (see the module's description).
-    :param overwrite: start again in a non-empty ``output_dir``: delete its ``results.json``,
+    :param overwrite: start again in a non-empty ``output_dir`` (refused without one): delete its ``results.json``,
         ``history_*.json``, ``checkpoint_*.pt[.validation]`` and ``evaluation_*.pt`` first. Without it or
         ``resume``, a non-empty ``output_dir`` is refused before any data are loaded.
     :param checkpoint_minutes: also write each method's checkpoint within an epoch once this many minutes
@@ -162,6 +171,9 @@ def run_image_comparison(
             raise ValueError(f"{key} must be a positive integer, got {value!r}")
     if not lr > 0:
         raise ValueError(f"lr must be > 0, got {lr!r}")
+    if dataset == "synthetic" and root is not None:
+        raise ValueError(f"root (--root) is the folder of an image data set's files; {dataset} draws its images, "
+                         f"got root={root!r}")  # fmt: skip
     check_run_options(output_dir, resume, overwrite, checkpoint_minutes)
     device = resolve_device(device)
     run = ComparisonRun(output_dir, image_protocol(locals()), resume, overwrite)

@@ -183,14 +183,18 @@ def check_same_data(out: Path, data: dict) -> None:
 
 
 def check_run_options(output_dir, resume: bool, overwrite: bool, checkpoint_minutes: float | None = None) -> None:
-    """The combinations of ``output_dir``, ``resume`` and ``overwrite`` that make no sense, and a
-    ``checkpoint_minutes`` that is not a number >= 0, as a ``ValueError``."""
+    """The combinations of ``output_dir``, ``resume`` and ``overwrite`` that make no sense (``resume`` or
+    ``overwrite`` without an ``output_dir``, or both), and a ``checkpoint_minutes`` that is not a number >= 0, as a
+    ``ValueError``. (A ``checkpoint_minutes`` without an ``output_dir`` is not refused here: the comparisons' default
+    is a number; ``compare --checkpoint-minutes`` without ``--output-dir`` is refused by the command line.)"""
     if checkpoint_minutes is not None and not (checkpoint_minutes == 0 or is_positive_number(checkpoint_minutes)):
         raise ValueError(
             f"checkpoint_minutes must be a finite number >= 0 (0: between epochs only), got {checkpoint_minutes!r}"
         )
     if resume and output_dir is None:
         raise ValueError("resume=True needs an output_dir")
+    if overwrite and output_dir is None:
+        raise ValueError("overwrite=True (--overwrite) needs an output_dir (--output-dir): nothing to overwrite")
     if resume and overwrite:
         raise ValueError("pass resume (--resume) or overwrite (--overwrite), not both")
 

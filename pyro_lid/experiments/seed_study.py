@@ -18,6 +18,10 @@ per method, the mean and sample standard deviation over seeds of:
   machine, same run);
 * text only: ``nll`` (per sentence), ``ppl``, ``max_batch_kl`` (the largest training mini-batch KL).
 
+A metric a seed did not record is left out (``n`` says how many seeds did); one a seed recorded as NaN (it
+diverged) is not: it makes the mean NaN and is counted (``nan``). On one seed the sd is ``None``: no spread
+was measured.
+
 :func:`plot_pareto` draws one point per method and seed (informative units against LL), and
 :func:`plot_information_per_dimension` the sorted per-dimension information of each method.
 """
@@ -30,9 +34,10 @@ import statistics
 from pathlib import Path
 
 from .image_comparison import _pyplot, image_protocol, load_results, run_image_comparison
+from .runs import read_results
 
 __all__ = ["BUDGETS", "run_seed_study", "summarize_seeds", "format_seed_table", "plot_pareto",
-           "plot_information_per_dimension", "seed_dirs"]  # fmt: skip
+           "plot_information_per_dimension", "recorded_models", "seed_dirs"]  # fmt: skip
 
 #: Named budgets on Fashion-MNIST: the short one of the first comparison, the full one of the paper.
 BUDGETS = {
@@ -64,6 +69,12 @@ def seed_dirs(output_dirs) -> list[list[Path]]:
         where = ", ".join(map(str, folders))
         raise FileNotFoundError(f"no seed<s>/results.json under {where}: is it a study's output directory?")
     return [groups[seed] for seed in sorted(groups)]
+
+
+def recorded_models(output_dirs) -> set[str]:
+    """The methods with a row in some ``seed<s>/results.json`` of these study folders (none where there is none)."""
+    return {row["model"] for folder in _study_folders(output_dirs) for directory in _existing_seed_dirs(folder)
+            for row in read_results(directory)["rows"]}  # fmt: skip
 
 
 def run_seed_study(output_dir, seeds=(0, 1, 2), models=("vae", "lidvae"), **comparison) -> list[dict]:
@@ -101,20 +112,38 @@ def _comparison_for(dataset):
     return run_image_comparison, image_protocol
 
 
+def _is_nan(value) -> bool:
+    return isinstance(value, float) and math.isnan(value)
+
+
 def _mean_sd(values):
-    values = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    r"""``{"mean", "sd", "n", "nan"}`` of the seeds' values, a ``None`` (not recorded) left out (``None`` where
+    no seed recorded one): ``n`` values :math:`v_s`, their mean :math:`\bar v` and sample standard deviation
+    :math:`\sqrt{\sum_s (v_s - \bar v)^2 / (n - 1)}`, ``None`` for :math:`n = 1` (no spread measured, not zero
+    spread). A NaN (a diverged seed) is not left out: ``nan`` counts such seeds, and ``mean`` and ``sd`` are
+    then NaN."""
+    values = [v for v in values if v is not None]
     if not values:
         return None
-    return {"mean": statistics.fmean(values), "sd": statistics.stdev(values) if len(values) > 1 else 0.0,
-            "n": len(values)}  # fmt: skip
+    nan = sum(map(_is_nan, values))
+    if len(values) == 1:
+        sd = None
+    else:
+        sd = math.nan if nan else statistics.stdev(values)
+    return {"mean": math.nan if nan else statistics.fmean(values), "sd": sd, "n": len(values), "nan": nan}
 
 
 def _per_seed_values(row, vae_seconds, info_floor):
     per_dim, seconds = row.get("mi_per_dim"), row.get("seconds_per_epoch")  # no seconds: the oracle (no training)
+    informative = min_mi = None
+    if per_dim is not None and any(map(_is_nan, per_dim)):  # a NaN unit is neither informative nor not: it diverged
+        informative = min_mi = math.nan
+    elif per_dim is not None:
+        informative, min_mi = sum(v > info_floor for v in per_dim) / len(per_dim), min(per_dim)
     return {
         "au": row["au"],
-        "informative": None if per_dim is None else sum(v > info_floor for v in per_dim) / len(per_dim),
-        "min_mi_dim": None if per_dim is None else min(per_dim),
+        "informative": informative,
+        "min_mi_dim": min_mi,
         "kl": row["kl"],
         "mi": row["mi"],
         "ll": row["ll"],
@@ -139,11 +168,13 @@ def _paired_gap(row, baseline_row):
 
 
 def summarize_seeds(output_dirs, info_floor: float = 0.01, paired: str | None = None) -> list[dict]:
-    """Per method: ``{"model", "seeds": [...], <metric>: {"mean", "sd", "n"} or None}`` over the seeds
-    (see the module docstring), in the registry's order. ``output_dirs``: one study folder or several of
-    one protocol (their ``seed<s>`` rows read together as
-    :func:`~pyro_lid.experiments.image_comparison.load_results` reads them: a method in two of them once where
-    its results agree, refused where they differ). All seeds must share one protocol but the seed.
+    """Per method: ``{"model", "seeds": [...], <metric>: {"mean", "sd", "n", "nan"} or None}`` over the seeds
+    (see the module docstring), in the registry's order. ``n`` counts the seeds that recorded the metric
+    (``None`` where none did); ``sd`` is ``None`` where ``n`` is 1 (no spread measured); a seed whose value is
+    NaN (it diverged) counts in ``nan`` and makes ``mean`` and ``sd`` NaN, so that it cannot pass for an
+    unrecorded one. ``output_dirs``: one study folder or several of one protocol (their ``seed<s>`` rows read
+    together as :func:`~pyro_lid.experiments.image_comparison.load_results` reads them: a method in two of them
+    once where its results agree, refused where they differ). All seeds must share one protocol but the seed.
 
     ``paired``: a method every seed has; each row then also gets ``gap``, its NLL (text; images: LL) minus that
     method's *in the same seed*, averaged over seeds. Where seeds differ in more than the initialization (the
@@ -200,13 +231,15 @@ def format_seed_table(summary: list[dict], paired: str | None = None) -> str:
     after the NLL or LL when :func:`summarize_seeds` was given it), every
     cell ``mean ± sd`` (the value alone where it rests on one seed: no spread was measured), the number
     of seeds per method, and ``(n=k)`` in a cell that rests on fewer seeds than its row (a metric some
-    runs did not record)."""
+    runs did not record). A metric that is NaN in some seeds reads ``nan (k of n seeds NaN)``."""
 
     def cell(stat, digits, seeds):
         if stat is None:
             return ""
+        if stat.get("nan"):  # diverged seeds: no mean to show, and not to be mistaken for unrecorded ones
+            return f"nan ({stat['nan']} of {stat['n']} seed{'s' * (stat['n'] > 1)} NaN)"
         fewer = f" (n={stat['n']})" if stat["n"] < seeds else ""  # e.g. runs from before a metric was recorded
-        spread = f" ± {stat['sd']:.{digits}f}" if stat["n"] > 1 else ""
+        spread = f" ± {stat['sd']:.{digits}f}" if stat["n"] > 1 and stat["sd"] is not None else ""
         return f"{stat['mean']:.{digits}f}{spread}{fewer}"
 
     def after(columns, key, column):
@@ -235,11 +268,12 @@ def _rows_by_seed(output_dirs):
 def plot_pareto(output_dirs, path=None, info_floor: float = 0.01):
     """Informative units (or AU where per-dimension information was not recorded) against LL, one
     point per method and seed: the trade-off a construction makes between keeping units and fit.
-    ``output_dirs`` as :func:`summarize_seeds`."""
+    ``output_dirs`` as :func:`summarize_seeds`. A point with a NaN coordinate (a diverged seed) cannot be drawn:
+    the figure names it below the legend instead of dropping it unsaid."""
     plt = _pyplot(path)
     fig, ax = plt.subplots(figsize=(7.5, 6.5), constrained_layout=True)
-    colours, marked, unit = {}, set(), "image"
-    for _, rows in _rows_by_seed(output_dirs):
+    colours, marked, unit, diverged = {}, set(), "image", []
+    for directories, rows in _rows_by_seed(output_dirs):
         for row in rows:
             if row.get("ppl") is not None:
                 unit = "sentence"
@@ -249,6 +283,9 @@ def plot_pareto(output_dirs, path=None, info_floor: float = 0.01):
             values = _per_seed_values(row, None, info_floor)
             recorded = values["informative"] is not None
             y = values["informative"] if recorded else values["au"]
+            if _is_nan(row["ll"]) or _is_nan(y):
+                diverged.append(f"{row['model']} {directories[0].name}")
+                continue
             label = row["model"] if row["model"] not in marked else None
             marked.add(row["model"])
             ax.scatter(row["ll"], y, label=label, marker="o" if "lid" in row["model"] else "s", edgecolors=colour,
@@ -258,7 +295,9 @@ def plot_pareto(output_dirs, path=None, info_floor: float = 0.01):
     ax.set_ylim(-0.03, 1.03)
     ax.set_title("keeping units against fitting the data (one point per seed)")
     # below the axes, in columns: long variant names (lidsvae:metric=...:margin=...) do not squeeze the plot
-    ax.legend(fontsize="small", loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2)
+    legend = ax.legend(fontsize="small", loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2)
+    if diverged:
+        legend.set_title(f"not drawn, NaN: {', '.join(diverged)}", prop={"size": "small"})
     if path is not None:
         fig.savefig(path, dpi=110)
     return fig
@@ -266,20 +305,26 @@ def plot_pareto(output_dirs, path=None, info_floor: float = 0.01):
 
 def plot_information_per_dimension(output_dirs, path=None):
     """Each method's per-dimension :math:`I_q(x; z_d)`, sorted, averaged over seeds (log scale):
-    a collapsed unit shows as a drop towards zero at the right. ``output_dirs`` as :func:`summarize_seeds`."""
+    a collapsed unit shows as a drop towards zero at the right. ``output_dirs`` as :func:`summarize_seeds`. A seed
+    with a NaN unit (it diverged) is left out of the average, and its method's label says how many were."""
     plt = _pyplot(path)
-    curves = {}
+    curves, diverged = {}, {}
     for _, rows in _rows_by_seed(output_dirs):
         for row in rows:
             if row.get("mi_per_dim") is not None:
-                curves.setdefault(row["model"], []).append(sorted(row["mi_per_dim"], reverse=True))
+                runs = curves.setdefault(row["model"], [])
+                if any(map(_is_nan, row["mi_per_dim"])):
+                    diverged[row["model"]] = diverged.get(row["model"], 0) + 1
+                else:
+                    runs.append(sorted(row["mi_per_dim"], reverse=True))
     if not curves:
         where = ", ".join(map(str, _study_folders(output_dirs)))
         raise ValueError(f"no per-dimension information recorded under {where}")
     fig, ax = plt.subplots(figsize=(6.5, 4.5), constrained_layout=True)
     for i, (name, runs) in enumerate(curves.items()):
         mean = [statistics.fmean(values) for values in zip(*runs)]
-        ax.plot(range(1, len(mean) + 1), [max(v, 1e-4) for v in mean], label=f"{name} ({len(runs)} seeds)",
+        nan = f", {diverged[name]} NaN not drawn" if name in diverged else ""
+        ax.plot(range(1, len(mean) + 1), [max(v, 1e-4) for v in mean], label=f"{name} ({len(runs)} seeds{nan})",
                 color=f"C{i % 10}", ls="-" if "lid" in name else "--")  # fmt: skip
     ax.set_yscale("log")
     ax.set_xlabel("latent unit, most to least informative")
