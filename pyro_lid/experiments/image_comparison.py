@@ -1,8 +1,9 @@
 """Side-by-side comparison of VAEs and latent-identifiable VAEs on binarized images, under one protocol.
 
 Protocol: train on the first ``num_train`` images of the training split with dynamic
-binarization; validate each epoch on the next 1000 (binarized once); evaluate on the
-test split binarized once (seed 0) with :func:`pyro_lid.diagnostics.collapse_report`
+binarization; validate each epoch on the next 1000 (binarized once, with ``seed + 1``); evaluate on
+the test split binarized once with the run's ``seed`` (so each seed of a study draws its own test binarization)
+with :func:`pyro_lid.diagnostics.collapse_report`
 (AU, KL, MI, importance-weighted LL with ``num_samples`` samples, cluster accuracy).
 Cost is reported beside quality: training seconds and gradient evaluations per epoch
 (from the training history, validation excluded), and seconds per epoch relative to the
