@@ -148,6 +148,34 @@ def test_lagging_is_aggressive_then_stops_by_the_mutual_information_rule(monkeyp
         fit(VAE(20, 3, hidden_dims=(16,)), X, epochs=1, strategy="lagging", progress=False)
 
 
+def test_lagging_goes_on_with_the_aggressive_phases_optimizers_after_it_so_adam_is_not_restarted(monkeypatch):
+    """He et al.'s code keeps stepping the encoder's and the decoder's optimizers once the aggressive phase ends: a
+    fresh Adam at the switch would take its first, largest steps from zero moments in the middle of training."""
+    import pyro_lid.infer.training as training
+    from pyro_lid.infer.engine.strategies import Lagging
+    from pyro_lid.models import VAE
+
+    real_validate = training._validate
+    fake_mi = iter([1.0, 0.5, 0.4, 0.3])  # rises, falls: aggressive in the first two epochs
+
+    def validate(*args, **kwargs):
+        return {**real_validate(*args, **kwargs), "mi": next(fake_mi)}
+
+    monkeypatch.setattr(training, "_validate", validate)
+    model, lagging = VAE(20, 3, hidden_dims=(16,)), Lagging()
+    history = fit(model, X[:96], X[96:], epochs=4, batch_size=32, strategy=lagging, progress=False)
+    assert history["aggressive"] == [True, True, False, False]
+    inner = round(3 * sum(history["encoder_steps_per_decoder_step"]))
+
+    def adam_steps(optim, parameter):
+        return int(optim.optim_objs[parameter].state[parameter]["step"])
+
+    encoder, decoder = next(model.encoder.parameters()), next(model.decoder.parameters())
+    assert adam_steps(lagging.encoder_optim, encoder) == inner + 6  # the burn-in's steps, then 2 epochs of 3
+    assert adam_steps(lagging.decoder_optim, decoder) == 6 + 6
+    assert not lagging.optim.optim_objs  # no third optimizer started from nothing
+
+
 def test_lagging_resume_equals_an_uninterrupted_run(tmp_path):
     from pyro_lid.models import VAE
 

@@ -5,7 +5,8 @@ Posterior collapse can start because the encoder lags behind the decoder. In the
 mini-batches until its objective stops improving: the running sum of losses is
 compared every ``check_every`` (15) inner steps, at most ``max_inner_steps`` (100).
 The phase ends at the first epoch whose validation mutual information
-:math:`I_q(x; z)` is not above the best seen so far. After that, training is ordinary.
+:math:`I_q(x; z)` is not above the best seen so far. After that, training is ordinary: one step of
+both parts per mini-batch, with the same two optimizers (:class:`JointOptim`), as in He et al.'s code.
 
 Both parts are plain Pyro SVI steps on the same model and guide, with optimizers that
 update only the encoder's or only the decoder's parameters (:class:`ParamSubsetOptim`);
@@ -22,7 +23,7 @@ import math
 import torch
 from pyro.optim import PyroOptim
 
-__all__ = ["ParamSubsetOptim", "encoder_parameters", "LaggingState", "encoder_burn_in"]
+__all__ = ["JointOptim", "ParamSubsetOptim", "encoder_parameters", "LaggingState", "encoder_burn_in"]
 
 
 class ParamSubsetOptim(PyroOptim):
@@ -34,6 +35,27 @@ class ParamSubsetOptim(PyroOptim):
 
     def __call__(self, params, *args, **kwargs):
         super().__call__([p for p in params if id(p) in self.keep], *args, **kwargs)
+
+
+class JointOptim(PyroOptim):
+    """Several :class:`ParamSubsetOptim` stepped together on one gradient, each on its own parameters and with its
+    own state (so it holds no optimizer or state of its own): Lagging's ordinary phase goes on with the encoder's
+    and the decoder's optimizers of its aggressive phase, as He et al.'s code does, and Adam's moments carry over."""
+
+    def __init__(self, *parts: ParamSubsetOptim):  # no PyroOptim.__init__: nothing of its own to hold
+        self.parts = parts
+
+    def __call__(self, params, *args, **kwargs):
+        params = list(params)
+        for part in self.parts:
+            part(params, *args, **kwargs)
+
+    def get_state(self) -> dict:
+        return {}
+
+    def set_state(self, state_dict: dict) -> None:
+        if state_dict:
+            raise ValueError("JointOptim keeps no state: its parts' states are saved and loaded by their owner")
 
 
 def encoder_parameters(model) -> list:

@@ -3,7 +3,7 @@ validation mutual information rises (see :mod:`pyro_lid.infer.aggressive` for th
 
 from __future__ import annotations
 
-from ...aggressive import LaggingState, encoder_burn_in, encoder_parameters, random_batches
+from ...aggressive import JointOptim, LaggingState, encoder_burn_in, encoder_parameters, random_batches
 from .base import optimizer_state
 from .standard import Standard
 
@@ -11,12 +11,14 @@ __all__ = ["Lagging"]
 
 
 class Lagging(Standard):
-    """Aggressive encoder training, then :class:`Standard` steps once the validation MI stops rising.
+    """Aggressive encoder training, then ordinary steps once the validation MI stops rising.
 
-    Checkpoint entries: ``optim`` (the standard phase), ``optim_encoder``, ``optim_decoder``, ``lagging``
-    (phase and best MI) and ``batch_rng`` (the inner loop's batch sampler). Under data parallelism every
-    process draws the same global inner batch and trains on its shard; the inner loop's stopping rule
-    reads the all-reduced loss, so all processes take the same number of inner steps.
+    Both phases step the encoder's and the decoder's optimizers (the ordinary phase both on one gradient), so
+    Adam's moments carry over the switch. Checkpoint entries: ``optim`` (unused; kept for older checkpoints),
+    ``optim_encoder``, ``optim_decoder``, ``lagging`` (phase and best MI) and ``batch_rng`` (the inner loop's
+    batch sampler). Under data parallelism every process draws the same global inner batch and trains on its
+    shard; the inner loop's stopping rule reads the all-reduced loss, so all processes take the same number of
+    inner steps.
     """
 
     needs_validation_mi = True
@@ -33,6 +35,8 @@ class Lagging(Standard):
         decoder = [p for p in loop.model.parameters() if id(p) not in encoder_ids]
         self.encoder_optim, self.decoder_optim = loop.make_optim(encoder), loop.make_optim(decoder)
         self.encoder_svi, self.decoder_svi = loop.make_svi(self.encoder_optim), loop.make_svi(self.decoder_optim)
+        # the ordinary phase: both parts on one gradient, with the aggressive phase's optimizers (no fresh Adam)
+        self.joint_svi = loop.make_svi(JointOptim(self.encoder_optim, self.decoder_optim))
         self.phase = LaggingState()
         self.aggressive, self.encoder_steps = self.phase.aggressive, 0  # set again at every epoch's start
         self.batch_rng = torch.Generator().manual_seed(loop.seed + 7919)
@@ -48,7 +52,7 @@ class Lagging(Standard):
 
     def training_step(self, loop, x) -> tuple[float, int]:
         if not self.aggressive:
-            return super().training_step(loop, x)
+            return self.joint_svi.step(x, loop.num_data), loop.gradient_evaluations()
         inner = encoder_burn_in(
             self.encoder_svi, self.fresh_batch, loop.num_data, self.max_inner_steps, self.check_every
         )
