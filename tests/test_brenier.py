@@ -209,3 +209,45 @@ def test_conditional_brenier_rejects_bad_context():
         ct.condition(torch.randn(5, 4))
     with pytest.raises(ValueError, match="NaN"):
         ct.condition(torch.tensor([float("nan"), 0.0]))
+
+
+def test_the_memory_forgets_a_pair_after_a_step_that_writes_through_data_as_clipped_adam_does():
+    """Pyro's ClippedAdam (and torch's fused Adam) update ``p.data``, which bumps no version counter."""
+    t = curved_brenier(3)
+    y = torch.randn(6, 3, dtype=torch.float64)
+    with torch.no_grad():
+        before = t.inv(y)
+        for p in t.parameters():
+            p.data.add_(0.05 * torch.randn_like(p))  # as ClippedAdam's p.data.addcdiv_
+        after = t.inv(y)
+        fresh = t.with_cache(0).inv(y)
+    assert not torch.allclose(before, fresh)
+    assert torch.equal(after, fresh)  # not the remembered pre-step inverse
+
+
+def test_a_brenier_flow_samples_and_scores_under_inference_mode():
+    import pyro.distributions as dist
+
+    t = curved_brenier(2)
+    flow = dist.TransformedDistribution(dist.Normal(torch.zeros(2, dtype=torch.float64), 1.0).to_event(1), [t])
+    with torch.inference_mode():
+        x = flow.sample((4,))
+        scored = flow.log_prob(x)
+    plain = torch.tensor(x.tolist(), dtype=torch.float64)  # the same values as an ordinary tensor
+    with torch.no_grad():
+        assert torch.allclose(scored, flow.log_prob(plain), atol=1e-10)
+
+
+def test_with_cache_shares_the_potential_and_composes_with_torch_transforms():
+    from torch.distributions.transforms import IndependentTransform
+
+    t = curved_brenier(2)
+    uncached = t.with_cache(0)
+    assert t.with_cache(1) is t and uncached._cache_size == 0
+    assert next(uncached.potential.parameters()) is next(t.potential.parameters())  # the same map
+    x = torch.randn(5, 2, dtype=torch.float64)
+    assert torch.equal(uncached(x), t(x))
+    independent = IndependentTransform(t, 1)  # calls with_cache(0) on the way
+    assert independent(x.unsqueeze(0)).shape == (1, 5, 2)
+    with pytest.raises(ValueError, match="cache_size must be 0 or 1"):
+        t.with_cache(2)

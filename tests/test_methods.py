@@ -51,6 +51,15 @@ def test_batch_normalized_keeps_the_base_encoders_modules_and_state_layout():
             BNLSTMVAE(12, 3, 8, 8, gamma=bad)
 
 
+def test_fit_refuses_a_batch_norm_model_whose_epoch_would_end_on_a_mini_batch_of_one_before_training():
+    data = X[:97]  # 97 = 3 * 32 + 1
+    with pytest.raises(ValueError, match=r"BNVAE has batch norm.*97 data points with batch_size=32 leave one in the"):
+        fit(BNVAE(20, 3, hidden_dims=(16,)), data, epochs=1, batch_size=32, progress=False)
+    with pytest.raises(ValueError, match="leave one in every mini-batch"):
+        fit(BNVAE(20, 3, hidden_dims=(16,)), data, epochs=1, batch_size=1, progress=False)
+    assert len(fit(BNVAE(20, 3, hidden_dims=(16,)), X[:96], epochs=1, batch_size=32, progress=False)) == 1
+
+
 def test_bn_vae_uses_running_statistics_in_eval_mode():
     model = BNVAE(20, 4, hidden_dims=(32,))
     fit(model, X, epochs=2, batch_size=32, progress=False)  # fit leaves the model in eval mode

@@ -335,3 +335,25 @@ def test_fit_leaves_other_models_and_the_users_params_in_the_store(ends):
         SVI(trained.model, trained.guide, Adam({"lr": 1e-2}), Trace_ELBO()).step(x)
         assert changed(trained, fitted) == set(dict(trained.named_parameters()))
         assert trained.param_store_name != other.param_store_name
+
+
+def test_two_language_models_in_one_store_both_train():
+    """The language model registers as the VAEs do: a second one beside the first takes "lm_1" and trains, where a
+    fixed name handed it the first one's parameters (its loss never moved)."""
+    from pyro.infer import SVI, Trace_ELBO
+    from pyro.optim import Adam
+
+    from pyro_lid.models import LSTMLanguageModel
+
+    pyro.clear_param_store()
+    x = torch.tensor([[1, 4, 5, 2], [1, 6, 2, 0]])
+    first, second = LSTMLanguageModel(8, 4, 4), LSTMLanguageModel(8, 4, 4)
+    SVI(first.model, first.guide, Adam({"lr": 0.1}), Trace_ELBO()).step(x)
+    before = {k: v.clone() for k, v in second.state_dict().items()}
+    svi = SVI(second.model, second.guide, Adam({"lr": 0.1}), Trace_ELBO())
+    losses = [svi.step(x) for _ in range(3)]
+    assert (first.param_store_name, second.param_store_name) == ("lm", "lm_1")
+    assert losses[-1] < losses[0] and any(not torch.equal(v, second.state_dict()[k]) for k, v in before.items())
+    with pytest.raises(ValueError, match="the name 'lm' is held"):
+        LSTMLanguageModel(8, 4, 4, name="lm").model(x)
+    pyro.clear_param_store()

@@ -367,3 +367,14 @@ def test_empty_hidden_dims_make_the_free_part_affine_as_in_the_vae(cls):
 
     assert linear_shapes(VAE(10, 2, hidden_dims=()).decoder) == [(10, 2)]
     assert linear_shapes(cls(10, 2, hidden_dims=()).decoder.injective_map.layers) == [(10, 2)]
+
+
+def test_an_encoder_without_hidden_layers_is_affine_in_the_data_not_clipped_at_zero():
+    from pyro_lid.models.networks import GaussianEncoder
+
+    encoder = GaussianEncoder(4, 2, hidden_dims=()).double()
+    x = -torch.rand(2, 4, dtype=torch.float64) - 0.1  # all negative: a ReLU on the data would zero both
+    loc, _ = encoder(x)
+    assert not torch.allclose(loc[0], loc[1])
+    midpoint, _ = encoder(x.mean(0, keepdim=True))
+    assert torch.allclose(midpoint[0], loc.mean(0))  # affine

@@ -35,7 +35,8 @@ class GaussianEncoder(nn.Module):
     def __init__(self, input_dim: int, latent_dim: int, hidden_dims: Sequence[int] = (512,)):
         super().__init__()
         self.body = mlp([input_dim, *hidden_dims], nn.ReLU)
-        self.body.append(nn.ReLU())
+        if hidden_dims:  # after the last hidden layer; with none the heads read the data itself (affine, no ReLU)
+            self.body.append(nn.ReLU())
         width = hidden_dims[-1] if hidden_dims else input_dim
         self.loc = nn.Linear(width, latent_dim)
         self.scale = nn.Linear(width, latent_dim)

@@ -64,6 +64,7 @@ from torch.distributions import constraints
 from ..data.text import BOS, EOS, PAD, UNK
 from ..distributions.transforms.projection import ProjectedInjective
 from .networks import GaussianEncoder
+from .param_store import ParamStoreName
 from .savae import SemiAmortized, register_semi_amortized
 from .vae import VAE, BatchNormalized
 
@@ -837,7 +838,7 @@ class BNLSTMVAE(BatchNormalized, LSTMVAE):
 register_semi_amortized(LSTMVAE, SALSTMVAE)
 
 
-class LSTMLanguageModel(nn.Module):
+class LSTMLanguageModel(ParamStoreName, nn.Module):
     r"""The perplexity baseline: the :class:`LSTMDecoder` without a latent, :math:`p(x) = \prod_t p(x_t\mid x_{<t})`.
 
     ``log_prob(x)`` gives each sentence's log-probability (perplexity: ``exp(-sum log_prob /
@@ -847,10 +848,13 @@ class LSTMLanguageModel(nn.Module):
     and so does :func:`~pyro_lid.infer.fit` with ``val_metrics=False`` (there is no posterior to
     measure). It shares :class:`LSTMDecoder`, and thus its code, with the VAEs.
 
-    :param str name: the parameter-store name (fixed; default ``"lm"``).
+    :param str name: the parameter-store name; ``None`` (the default): ``"lm"``, or the first free ``"lm_1"``,
+        ... while another module's parameters hold it (:class:`~pyro_lid.models.param_store.ParamStoreName`).
 
     Other parameters as :class:`LSTMDecoder`.
     """
+
+    default_store_name = "lm"
 
     def __init__(
         self,
@@ -860,11 +864,12 @@ class LSTMLanguageModel(nn.Module):
         word_dropout: float = 0.0,
         max_length: int = 100,
         *,
-        name: str = "lm",
+        name: str | None = None,
     ):
         super().__init__()
         self.decoder = LSTMDecoder(vocab_size, 0, embed_dim, hidden_dim, word_dropout, max_length=max_length)
-        self.vocab_size, self.name = vocab_size, name
+        self.vocab_size = vocab_size
+        self._init_store_name(name)
 
     def check_data(self, x: torch.Tensor) -> torch.Tensor:
         """As :meth:`LSTMVAE.check_data`."""
@@ -876,7 +881,7 @@ class LSTMLanguageModel(nn.Module):
         return self.decoder().expand(x.shape[:1]).log_prob(x)
 
     def model(self, x: torch.Tensor, num_data: int | None = None) -> None:
-        pyro.module(self.name, self)
+        self._register()
         x = self.check_data(x)
         with pyro.plate("data", size=num_data or x.shape[0], subsample=torch.arange(x.shape[0], device=x.device)):
             pyro.sample("x", self.decoder(), obs=x)

@@ -15,6 +15,9 @@ them with plain Pyro::
     svi = SVI(model.model, model.guide, Adam({"lr": 1e-3}), Trace_ELBO())
     svi.step(x_batch)
 
+(``model.default_loss()`` is the ELBO each model is meant for: ``TraceEnum_ELBO`` for a GMVAE that enumerates
+its cluster, where ``Trace_ELBO`` would sample the cluster and fall back to a score-function estimator.)
+
 Each model registers its parameters with Pyro's parameter store under its ``name`` (see
 :class:`VAE`), so several models can train side by side in one script, each with its own
 ``SVI``.
@@ -27,7 +30,6 @@ ELBO into :math:`\mathbb{E}_q\log p(x\mid z) - \beta\,\mathrm{KL}(q(z\mid x)\,\|
 from __future__ import annotations
 
 from collections.abc import Sequence
-from itertools import count
 
 import pyro
 import pyro.distributions as dist
@@ -36,20 +38,19 @@ import torch.nn as nn
 import torch.nn.functional as F
 from pyro import poutine
 from pyro.infer import Trace_ELBO, TraceEnum_ELBO
-from pyro.params.param_store import param_with_module_name
 
 from ..distributions.likelihoods import IdentifiableLikelihood
 from .networks import BatchNormGaussianEncoder, GaussianEncoder, MLPLikelihood, mlp
+from .param_store import ParamStoreName
 from .priors import GaussianMixturePrior, StandardNormalPrior
 
 __all__ = ["VAE", "BNVAE", "BatchNormalized", "LIDVAE", "ILLIDVAE", "GMVAE", "LIDGMVAE", "cluster_accuracy"]
 
 #: The name a model takes in Pyro's parameter store when none is given and it is free.
 DEFAULT_NAME = "vae"
-_DIVIDER = "$$$"  # pyro.params.param_store's module/parameter divider
 
 
-class VAE(nn.Module):
+class VAE(ParamStoreName, nn.Module):
     """A VAE with an MLP likelihood and a standard-normal prior (the parts can be swapped).
 
     :param int data_dim: number of observed variables :math:`D` (data of shape ``(N, D)``).
@@ -80,6 +81,8 @@ class VAE(nn.Module):
     :param likelihood_kwargs: e.g. ``scale=0.1`` (normal) or ``num_classes=10`` (categorical).
     """
 
+    default_store_name = DEFAULT_NAME
+
     def __init__(
         self,
         data_dim: int,
@@ -94,10 +97,7 @@ class VAE(nn.Module):
         **likelihood_kwargs,
     ):
         super().__init__()
-        if name is not None and (not isinstance(name, str) or not name or _DIVIDER in name):
-            raise ValueError(f"name must be a non-empty string without {_DIVIDER!r}, got {name!r}")
-        self.name = name
-        self._param_store_name = None
+        self._init_store_name(name)
         if not isinstance(data_dim, int) or data_dim < 1 or not isinstance(latent_dim, int) or latent_dim < 1:
             raise ValueError(f"data_dim and latent_dim must be positive integers, got {data_dim!r}, {latent_dim!r}")
         if not beta > 0:
@@ -148,44 +148,6 @@ class VAE(nn.Module):
         return x if x.dtype == dtype else x.to(dtype)
 
     # ------------------------------------------------------------------ Pyro
-    @property
-    def param_store_name(self) -> str | None:
-        """The name this model last registered its parameters under (``None`` before it first ran)."""
-        return self._param_store_name
-
-    def _register(self) -> None:
-        """``pyro.module`` this model under its name (see the ``name`` parameter)."""
-        params = [(key, p) for key, p in self.named_parameters() if p.requires_grad]
-        store = pyro.get_param_store()
-        current = self._param_store_name
-        if current is not None and all(_holds(store, param_with_module_name(current, k), p) for k, p in params):
-            name = current  # the common case: registered already, every parameter in the store as itself
-        else:
-            name = self._choose_name(store, params)
-        pyro.module(name, self)
-        self._param_store_name = name
-
-    def _choose_name(self, store, params) -> str:
-        """The explicit name (if no other module holds it) or the first free default (see ``name``)."""
-        ours = {id(p) for _, p in params}
-        taken, held = set(), set()  # names holding another module's parameters; names holding ours
-        for key, value in store.named_parameters():
-            prefix = key.split(_DIVIDER, 1)[0] if _DIVIDER in key else None
-            if prefix is not None:
-                (held if id(value) in ours else taken).add(prefix)
-        if self.name is not None:
-            if self.name in taken:
-                raise ValueError(
-                    f"{type(self).__name__}(name={self.name!r}): the name {self.name!r} is held in Pyro's parameter "
-                    f"store by another module's parameters; sharing it, this model would not train. Pass another "
-                    f"name, or call pyro.clear_param_store() if that module is done"
-                )
-            return self.name
-        current = self._param_store_name
-        if current is not None and current in held and current not in taken:
-            return current
-        return next(c for c in (_default_name(i) for i in count()) if c not in taken)
-
     def model(self, x: torch.Tensor, num_data: int | None = None) -> None:
         """Generative model; ``num_data`` (the data-set size) scales a mini-batch's log-likelihood."""
         self._register()
@@ -490,15 +452,6 @@ class LIDGMVAE(GMVAE):
             cluster_init_epochs=cluster_init_epochs,
             name=name,
         )
-
-
-def _default_name(index: int) -> str:
-    return DEFAULT_NAME if index == 0 else f"{DEFAULT_NAME}_{index}"
-
-
-def _holds(store, key: str, param: torch.Tensor) -> bool:
-    """Whether Pyro's parameter store holds ``param`` itself under ``key``."""
-    return key in store and store[key].unconstrained() is param
 
 
 def cluster_accuracy(clusters: torch.Tensor, labels: torch.Tensor) -> float:

@@ -2,6 +2,7 @@ r"""Brenier maps as Pyro transforms: :math:`y = \nabla\psi(x)` for a strongly co
 
 from __future__ import annotations
 
+import copy
 import weakref
 from collections.abc import Sequence
 from typing import NamedTuple
@@ -68,10 +69,12 @@ class ConditionedBrenier(Transform):
     map and never holds a graph of its own:
 
     * a remembered pair counts only while the potential's parameters and buffers (and the
-      context) are the same tensors with the same version counters, so any in-place change
-      (an optimizer step, ``load_state_dict``, ``module.double()``) forgets it. Changes made
-      through ``param.data`` bypass the version counters and are not seen: use
-      ``torch.no_grad()`` and in-place operations on the parameters, as ``torch.optim`` does;
+      context) are the same tensors with the same version counters and the same sums, so any
+      change (an optimizer step, ``load_state_dict``, ``module.double()``) forgets it; the sums
+      see the changes that bypass the version counters (``param.data`` writes, as Pyro's
+      ``ClippedAdam`` and torch's fused Adam make);
+    * under ``torch.inference_mode()`` nothing is remembered (inference tensors have no version
+      counter);
     * the inverse of a tensor the map produced returns the caller's own input tensor, as
       :class:`~torch.distributions.Transform` does, when the produced tensor carried a graph
       (so every gradient through it is right) or the call needs none; otherwise Newton's
@@ -124,19 +127,25 @@ class ConditionedBrenier(Transform):
 
     # ----------------------------------------------------------------- the memory of the last pair
     def _state(self) -> tuple:
-        """Every tensor the map depends on, with its version counter and storage (see the class docstring)."""
+        """Every tensor the map depends on, with its version counter and storage, and the sums of all of them (one
+        tensor: a write through ``.data`` changes a sum but no version counter; see the class docstring)."""
         tensors = [*self.potential.parameters(), *self.potential.buffers()]
         if self.context is not None:
             tensors.append(self.context)
-        return tuple((t, t._version, t.data_ptr(), t.requires_grad) for t in tensors)
+        sums = torch.stack([t.detach().sum().to(torch.float64) for t in tensors]) if tensors else None
+        return tuple((t, t._version, t.data_ptr(), t.requires_grad) for t in tensors), sums
 
     @staticmethod
     def _same_state(a: tuple, b: tuple) -> bool:
-        return len(a) == len(b) and all(s[0] is t[0] and s[1:] == t[1:] for s, t in zip(a, b))
+        (a_tensors, a_sums), (b_tensors, b_sums) = a, b
+        same = len(a_tensors) == len(b_tensors) and all(
+            s[0] is t[0] and s[1:] == t[1:] for s, t in zip(a_tensors, b_tensors)
+        )
+        return same and (a_sums is None or torch.equal(a_sums, b_sums))  # NaN sums never match: recomputed
 
     def _needs_graph(self, value: torch.Tensor, state: tuple) -> bool:
         """Whether a result for ``value`` must carry gradients (to the input, context or parameters)."""
-        return torch.is_grad_enabled() and (value.requires_grad or any(requires_grad for *_, requires_grad in state))
+        return torch.is_grad_enabled() and (value.requires_grad or any(requires_grad for *_, requires_grad in state[0]))
 
     def _recall(self, direction: str, value: torch.Tensor, state: tuple):
         """Look ``value`` up in the memory: ``(answer, start)``, the tensor to return or a Newton start point.
@@ -176,8 +185,23 @@ class ConditionedBrenier(Transform):
             state,
         )
 
+    def _no_memory(self, value: torch.Tensor) -> bool:
+        """Whether to compute without the memory: ``cache_size=0``, or inference tensors (no version counters)."""
+        return self._cache_size == 0 or torch.is_inference_mode_enabled() or value.is_inference()
+
+    def with_cache(self, cache_size: int = 1):
+        """This map with another ``cache_size`` (0: no memory), sharing its potential and context; as
+        :meth:`torch.distributions.Transform.with_cache`, which cannot rebuild a map from ``cache_size`` alone."""
+        if cache_size == self._cache_size:
+            return self
+        if cache_size not in (0, 1):
+            raise ValueError(f"cache_size must be 0 or 1, got {cache_size!r}")
+        other = copy.copy(self)  # the same potential (its parameters) and context, a memory of its own
+        other._cache_size, other._remembered, other._inv, other._cached_x_y = cache_size, None, None, (None, None)
+        return other
+
     def __call__(self, x):
-        if self._cache_size == 0:
+        if self._no_memory(x):
             return self._call(x)
         state = self._state()
         answer, _ = self._recall("call", x, state)
@@ -188,7 +212,7 @@ class ConditionedBrenier(Transform):
         return y
 
     def _inv_call(self, y):
-        if self._cache_size == 0:
+        if self._no_memory(y):
             return self._inverse(y)
         state = self._state()
         answer, start = self._recall("inverse", y, state)

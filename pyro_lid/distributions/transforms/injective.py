@@ -9,7 +9,7 @@ from pyro.distributions.torch_transform import TransformModule
 from torch.distributions import constraints
 
 from .brenier import Brenier, check_event
-from .lift import LearnedLift, ZeroPadLift
+from .lift import LearnedLift, ZeroPadLift, lifted_shape
 
 __all__ = ["InjectiveMap", "InjectiveBrenier", "injective_brenier"]
 
@@ -26,6 +26,14 @@ class InjectiveMap(TransformModule):
     domain = constraints.real_vector
     codomain = constraints.real_vector
     bijective = False
+
+    def forward_shape(self, shape) -> torch.Size:
+        """``(..., K)`` to ``(..., D)`` (a subclass sets ``latent_dim`` :math:`K` and ``output_dim`` :math:`D`)."""
+        return lifted_shape(type(self).__name__, shape, self.latent_dim, self.output_dim)
+
+    def inverse_shape(self, shape) -> torch.Size:
+        """``(..., D)`` to ``(..., K)``."""
+        return lifted_shape(type(self).__name__, shape, self.output_dim, self.latent_dim)
 
     def _inverse(self, y: torch.Tensor) -> torch.Tensor:
         return self.left_inverse(y)

@@ -28,6 +28,17 @@ def _orthonormal_columns(matrix: torch.Tensor) -> torch.Tensor:
     return q.to(matrix.dtype)
 
 
+def lifted_shape(name: str, shape, expected: int, new: int) -> torch.Size:
+    """``shape[:-1] + (new,)``: the shape ``(..., expected)`` with its last (event) dimension replaced by ``new``.
+
+    Raises ``ValueError`` for a shape without that last dimension.
+    """
+    shape = torch.Size(shape)
+    if len(shape) < 1 or shape[-1] != expected:
+        raise ValueError(f"{name} expects a shape (..., {expected}), got {tuple(shape)}")
+    return shape[:-1] + (new,)
+
+
 def _check_dims(latent_dim, output_dim):
     if not (isinstance(latent_dim, int) and isinstance(output_dim, int) and 1 <= latent_dim <= output_dim):
         raise ValueError(
@@ -71,6 +82,14 @@ class ZeroPadLift(Transform):
     def matrix(self) -> torch.Tensor:
         """The :math:`D\\times K` matrix of the lift."""
         return torch.eye(self.output_dim, self.latent_dim)
+
+    def forward_shape(self, shape) -> torch.Size:
+        """``(..., K)`` to ``(..., D)``."""
+        return lifted_shape(type(self).__name__, shape, self.latent_dim, self.output_dim)
+
+    def inverse_shape(self, shape) -> torch.Size:
+        """``(..., D)`` to ``(..., K)``."""
+        return lifted_shape(type(self).__name__, shape, self.output_dim, self.latent_dim)
 
     def _call(self, u: torch.Tensor) -> torch.Tensor:
         return F.pad(u, (0, self.output_dim - self.latent_dim))
@@ -149,6 +168,14 @@ class LearnedLift(TransformModule):
     def right_multiply(self, m: torch.Tensor) -> torch.Tensor:
         r""":math:`M L = M Q\,\mathrm{diag}(s)`, shape ``(..., r, K)``, for ``m`` of shape ``(..., r, D)``."""
         return m @ self.matrix
+
+    def forward_shape(self, shape) -> torch.Size:
+        """``(..., K)`` to ``(..., D)``."""
+        return lifted_shape(type(self).__name__, shape, self.latent_dim, self.output_dim)
+
+    def inverse_shape(self, shape) -> torch.Size:
+        """``(..., D)`` to ``(..., K)``."""
+        return lifted_shape(type(self).__name__, shape, self.output_dim, self.latent_dim)
 
     def _call(self, u: torch.Tensor) -> torch.Tensor:
         return u @ self.matrix.transpose(-1, -2)

@@ -23,6 +23,7 @@ as ``inner="residual"`` of :class:`~pyro_lid.distributions.transforms.ProjectedI
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Sequence
 
@@ -56,6 +57,10 @@ class ContractiveResidual(TransformModule):
     domain = constraints.real_vector
     codomain = constraints.real_vector
     bijective = True
+    #: The sign of :math:`\det J_h`: :math:`\det\bigl(\mathrm{diag}(a)(I + tJ_f)\bigr)` never vanishes for
+    #: :math:`t \in [0, 1]` (:math:`\lVert J_f\rVert \le c < 1`, :math:`a > 0`) and is :math:`\det\mathrm{diag}(a) > 0`
+    #: at :math:`t = 0`, so by continuity it is positive at :math:`t = 1`.
+    sign = +1
 
     def __init__(
         self,
@@ -88,6 +93,25 @@ class ContractiveResidual(TransformModule):
         # max(1, 2 margin)
         start = max(1.0, 2.0 * self.margin, 1.25 * self.scale_floor) - self.scale_floor
         self.scale_raw = nn.Parameter(torch.full((dim,), math.log(math.expm1(start))))
+
+    def with_cache(self, cache_size: int = 1) -> ContractiveResidual:
+        """This map with ``cache_size`` 0 or 1 (``self`` if it already has it): a shallow copy that shares every
+        parameter and submodule with ``self``, with its own empty cache, as torch's transforms do. With cache size 1
+        it returns its last result for the same input tensor object, even after a parameter update."""
+        if cache_size == self._cache_size:
+            return self
+        if cache_size not in (0, 1):
+            raise ValueError("cache_size must be 0 or 1")
+        new = copy.copy(self)  # the same Parameter and submodule objects, so training either trains both
+        for name in ("_parameters", "_buffers", "_modules"):  # but registering a new one on a copy stays there
+            new.__dict__[name] = dict(self.__dict__[name])
+        new._cache_size = cache_size
+        new._inv = None
+        if cache_size == 1:
+            new._cached_x_y = None, None
+        else:
+            new.__dict__.pop("_cached_x_y", None)
+        return new
 
     @property
     def scale_floor(self) -> float:

@@ -47,6 +47,15 @@ def check_fit_arguments(model, train_data, val_data, *, epochs, batch_size, opti
     if epochs < 1 or batch_size < 1:
         raise ValueError(f"epochs and batch_size must be >= 1, got {epochs}, {batch_size}")
     optimizer_class(optimizer)
+    if any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+        last = train_data.shape[0] % batch_size
+        if batch_size == 1 or last == 1:  # training-mode batch norm cannot normalize a single row
+            raise ValueError(
+                f"{type(model).__name__} has batch norm, which cannot normalize a mini-batch of one data point in "
+                f"training, and {train_data.shape[0]} data points with batch_size={batch_size} leave one "
+                f"{'in every mini-batch' if batch_size == 1 else 'in the last mini-batch of each epoch'}; choose "
+                "another batch_size (or drop a data point)"
+            )
     if free_bits is not None and loss is not None:
         raise ValueError("pass either free_bits or loss, not both")
     if strategy.needs_validation_mi and (val_data is None or not val_metrics):
