@@ -113,3 +113,19 @@ def test_injective_maps_report_the_output_event_shape(index):
             g.forward_shape(bad)
     with pytest.raises(ValueError, match="expects a shape"):
         g.inverse_shape((4, K))
+
+
+@pytest.mark.parametrize("index", range(6))
+def test_injective_maps_take_an_uncached_copy_that_shares_their_parameters(index):
+    """ComposeTransform(..., cache_size=1) and IndependentTransform ask for with_cache: it raised for every map
+    whose constructor takes more than cache_size."""
+    g = injective_maps()[index]
+    g = g.double() if isinstance(g, torch.nn.Module) else g
+    other = g.with_cache(1 - g._cache_size)  # the cache size it does not have
+    assert g.with_cache(g._cache_size) is g and other._cache_size == 1 - g._cache_size
+    if isinstance(g, torch.nn.Module):
+        assert [id(p) for p in other.parameters()] == [id(p) for p in g.parameters()]
+    u = torch.randn(5, K, dtype=F64)
+    with torch.no_grad():
+        assert torch.equal(other(u), g(u))
+        assert torch.equal(ComposeTransform([g], cache_size=1)(u), g(u))  # asks for with_cache(1)

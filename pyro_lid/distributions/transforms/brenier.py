@@ -2,7 +2,6 @@ r"""Brenier maps as Pyro transforms: :math:`y = \nabla\psi(x)` for a strongly co
 
 from __future__ import annotations
 
-import copy
 import weakref
 from collections.abc import Sequence
 from typing import NamedTuple
@@ -14,6 +13,7 @@ from torch.distributions import Transform, constraints
 
 from ...nn.icnn import ICNN, PICNN
 from ...nn.legendre import invert_gradient_map
+from .caching import CopyWithCache
 
 __all__ = ["ConditionedBrenier", "Brenier", "ConditionalBrenier", "brenier", "conditional_brenier"]
 
@@ -51,7 +51,7 @@ class _Remembered(NamedTuple):
     state: tuple
 
 
-class ConditionedBrenier(Transform):
+class ConditionedBrenier(CopyWithCache, Transform):
     r"""The Brenier map :math:`y = \nabla_x\psi(x; c)` of a strongly convex potential, context fixed.
 
     Bijective on :math:`\mathbb{R}^n` with a symmetric positive-definite Jacobian
@@ -189,16 +189,8 @@ class ConditionedBrenier(Transform):
         """Whether to compute without the memory: ``cache_size=0``, or inference tensors (no version counters)."""
         return self._cache_size == 0 or torch.is_inference_mode_enabled() or value.is_inference()
 
-    def with_cache(self, cache_size: int = 1):
-        """This map with another ``cache_size`` (0: no memory), sharing its potential and context; as
-        :meth:`torch.distributions.Transform.with_cache`, which cannot rebuild a map from ``cache_size`` alone."""
-        if cache_size == self._cache_size:
-            return self
-        if cache_size not in (0, 1):
-            raise ValueError(f"cache_size must be 0 or 1, got {cache_size!r}")
-        other = copy.copy(self)  # the same potential (its parameters) and context, a memory of its own
-        other._cache_size, other._remembered, other._inv, other._cached_x_y = cache_size, None, None, (None, None)
-        return other
+    def _forget(self) -> None:
+        self._remembered = None  # a copy (with_cache) starts with an empty memory
 
     def __call__(self, x):
         if self._no_memory(x):

@@ -9,12 +9,13 @@ from pyro.distributions.torch_transform import TransformModule
 from torch.distributions import constraints
 
 from .brenier import Brenier, check_event
+from .caching import CopyWithCache
 from .lift import LearnedLift, ZeroPadLift, lifted_shape
 
 __all__ = ["InjectiveMap", "InjectiveBrenier", "injective_brenier"]
 
 
-class InjectiveMap(TransformModule):
+class InjectiveMap(CopyWithCache, TransformModule):
     r"""What every injective decoder map :math:`g:\mathbb{R}^K\to\mathbb{R}^D`, :math:`K \le D`, shares.
 
     A subclass gives :meth:`left_inverse`, :meth:`jacobian` (shape ``(..., D, K)``) and

@@ -11,6 +11,8 @@ import torch.nn.functional as F
 from pyro.distributions.torch_transform import TransformModule
 from torch.distributions import Transform, constraints
 
+from .caching import CopyWithCache
+
 __all__ = ["LearnedLift", "ZeroPadLift"]
 
 
@@ -47,7 +49,7 @@ def _check_dims(latent_dim, output_dim):
         )
 
 
-class ZeroPadLift(Transform):
+class ZeroPadLift(CopyWithCache, Transform):
     r"""The linear lift :math:`L u = (u, 0, \dots, 0)`, the :math:`D\times K` matrix with ones on its diagonal.
 
     Injective (not bijective) for :math:`K \le D`, with left inverse :math:`L^\top`
@@ -113,7 +115,7 @@ class ZeroPadLift(Transform):
         return torch.zeros(x.shape[:-1], dtype=x.dtype, device=x.device)  # L^T L = I: unit volume element
 
 
-class LearnedLift(TransformModule):
+class LearnedLift(CopyWithCache, TransformModule):
     r"""A learned injective linear lift :math:`L u = Q\,(s\odot u)`: orthonormal columns times positive scales.
 
     :math:`Q` (:math:`D\times K`, :math:`Q^\top Q = I`) is the sign-fixed QR factor of a free parameter, a smooth

@@ -23,7 +23,6 @@ as ``inner="residual"`` of :class:`~pyro_lid.distributions.transforms.ProjectedI
 
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Sequence
 
@@ -35,11 +34,12 @@ from torch import nn
 
 from ..._checks import is_positive_number
 from .brenier import check_event
+from .caching import CopyWithCache
 
 __all__ = ["ContractiveResidual"]
 
 
-class ContractiveResidual(TransformModule):
+class ContractiveResidual(CopyWithCache, TransformModule):
     r""":math:`h(z) = a\odot(z + f(z))` with :math:`\mathrm{Lip}(f) \le c < 1`: every singular value of
     :math:`\partial h/\partial z` is at least ``margin`` (see the module's description).
 
@@ -93,25 +93,6 @@ class ContractiveResidual(TransformModule):
         # max(1, 2 margin)
         start = max(1.0, 2.0 * self.margin, 1.25 * self.scale_floor) - self.scale_floor
         self.scale_raw = nn.Parameter(torch.full((dim,), math.log(math.expm1(start))))
-
-    def with_cache(self, cache_size: int = 1) -> ContractiveResidual:
-        """This map with ``cache_size`` 0 or 1 (``self`` if it already has it): a shallow copy that shares every
-        parameter and submodule with ``self``, with its own empty cache, as torch's transforms do. With cache size 1
-        it returns its last result for the same input tensor object, even after a parameter update."""
-        if cache_size == self._cache_size:
-            return self
-        if cache_size not in (0, 1):
-            raise ValueError("cache_size must be 0 or 1")
-        new = copy.copy(self)  # the same Parameter and submodule objects, so training either trains both
-        for name in ("_parameters", "_buffers", "_modules"):  # but registering a new one on a copy stays there
-            new.__dict__[name] = dict(self.__dict__[name])
-        new._cache_size = cache_size
-        new._inv = None
-        if cache_size == 1:
-            new._cached_x_y = None, None
-        else:
-            new.__dict__.pop("_cached_x_y", None)
-        return new
 
     @property
     def scale_floor(self) -> float:
