@@ -10,12 +10,12 @@ from torch.distributions import constraints
 
 from .brenier import Brenier, check_event
 from .caching import CopyWithCache
-from .lift import LearnedLift, ZeroPadLift, lifted_shape
+from .lift import EventDimensionChange, LearnedLift, ZeroPadLift
 
 __all__ = ["InjectiveMap", "InjectiveBrenier", "injective_brenier"]
 
 
-class InjectiveMap(CopyWithCache, TransformModule):
+class InjectiveMap(EventDimensionChange, CopyWithCache, TransformModule):
     r"""What every injective decoder map :math:`g:\mathbb{R}^K\to\mathbb{R}^D`, :math:`K \le D`, shares.
 
     A subclass gives :meth:`left_inverse`, :meth:`jacobian` (shape ``(..., D, K)``) and
@@ -27,14 +27,6 @@ class InjectiveMap(CopyWithCache, TransformModule):
     domain = constraints.real_vector
     codomain = constraints.real_vector
     bijective = False
-
-    def forward_shape(self, shape) -> torch.Size:
-        """``(..., K)`` to ``(..., D)`` (a subclass sets ``latent_dim`` :math:`K` and ``output_dim`` :math:`D`)."""
-        return lifted_shape(type(self).__name__, shape, self.latent_dim, self.output_dim)
-
-    def inverse_shape(self, shape) -> torch.Size:
-        """``(..., D)`` to ``(..., K)``."""
-        return lifted_shape(type(self).__name__, shape, self.output_dim, self.latent_dim)
 
     def _inverse(self, y: torch.Tensor) -> torch.Tensor:
         return self.left_inverse(y)

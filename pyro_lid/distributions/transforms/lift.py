@@ -49,7 +49,20 @@ def _check_dims(latent_dim, output_dim):
         )
 
 
-class ZeroPadLift(CopyWithCache, Transform):
+class EventDimensionChange:
+    """Mixin for a map :math:`\\mathbb{R}^K\to\\mathbb{R}^D` (its ``latent_dim`` :math:`K`, ``output_dim`` :math:`D`):
+    the event shapes torch asks of it (``TransformedDistribution.event_shape``)."""
+
+    def forward_shape(self, shape) -> torch.Size:
+        """``(..., K)`` to ``(..., D)``."""
+        return lifted_shape(type(self).__name__, shape, self.latent_dim, self.output_dim)
+
+    def inverse_shape(self, shape) -> torch.Size:
+        """``(..., D)`` to ``(..., K)``."""
+        return lifted_shape(type(self).__name__, shape, self.output_dim, self.latent_dim)
+
+
+class ZeroPadLift(EventDimensionChange, CopyWithCache, Transform):
     r"""The linear lift :math:`L u = (u, 0, \dots, 0)`, the :math:`D\times K` matrix with ones on its diagonal.
 
     Injective (not bijective) for :math:`K \le D`, with left inverse :math:`L^\top`
@@ -85,14 +98,6 @@ class ZeroPadLift(CopyWithCache, Transform):
         """The :math:`D\\times K` matrix of the lift."""
         return torch.eye(self.output_dim, self.latent_dim)
 
-    def forward_shape(self, shape) -> torch.Size:
-        """``(..., K)`` to ``(..., D)``."""
-        return lifted_shape(type(self).__name__, shape, self.latent_dim, self.output_dim)
-
-    def inverse_shape(self, shape) -> torch.Size:
-        """``(..., D)`` to ``(..., K)``."""
-        return lifted_shape(type(self).__name__, shape, self.output_dim, self.latent_dim)
-
     def _call(self, u: torch.Tensor) -> torch.Tensor:
         return F.pad(u, (0, self.output_dim - self.latent_dim))
 
@@ -115,7 +120,7 @@ class ZeroPadLift(CopyWithCache, Transform):
         return torch.zeros(x.shape[:-1], dtype=x.dtype, device=x.device)  # L^T L = I: unit volume element
 
 
-class LearnedLift(CopyWithCache, TransformModule):
+class LearnedLift(EventDimensionChange, CopyWithCache, TransformModule):
     r"""A learned injective linear lift :math:`L u = Q\,(s\odot u)`: orthonormal columns times positive scales.
 
     :math:`Q` (:math:`D\times K`, :math:`Q^\top Q = I`) is the sign-fixed QR factor of a free parameter, a smooth
@@ -170,14 +175,6 @@ class LearnedLift(CopyWithCache, TransformModule):
     def right_multiply(self, m: torch.Tensor) -> torch.Tensor:
         r""":math:`M L = M Q\,\mathrm{diag}(s)`, shape ``(..., r, K)``, for ``m`` of shape ``(..., r, D)``."""
         return m @ self.matrix
-
-    def forward_shape(self, shape) -> torch.Size:
-        """``(..., K)`` to ``(..., D)``."""
-        return lifted_shape(type(self).__name__, shape, self.latent_dim, self.output_dim)
-
-    def inverse_shape(self, shape) -> torch.Size:
-        """``(..., D)`` to ``(..., K)``."""
-        return lifted_shape(type(self).__name__, shape, self.output_dim, self.latent_dim)
 
     def _call(self, u: torch.Tensor) -> torch.Tensor:
         return u @ self.matrix.transpose(-1, -2)
