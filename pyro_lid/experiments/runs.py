@@ -138,11 +138,11 @@ def split_fingerprints(**splits) -> dict:
     return json.loads(json.dumps({name: data_fingerprint(data) for name, data in splits.items()}))
 
 
-def other_data(saved: dict, data: dict | None) -> list[str]:
+def other_data(saved: dict, data: dict) -> list[str]:
     """The splits whose fingerprint in a saved ``results.json`` differs from ``data``'s (``[]``: the same data, or
-    nothing to compare: no ``data`` given or a file from before the fingerprints)."""
+    nothing to compare: a file from before the fingerprints)."""
     recorded = saved.get("data")
-    if data is None or recorded is None:
+    if recorded is None:
         return []
     return [name for name in {**data, **recorded} if recorded.get(name) != data.get(name)]
 
