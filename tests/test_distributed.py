@@ -167,3 +167,68 @@ def test_batches_that_leave_a_process_without_data_are_refused():
     x, _ = data()
     with pytest.raises(ValueError, match="empty mini-batch"):
         fit(make("vae-standard"), x[:33], batch_size=16, devices=2, distributed="ddp_spawn", accelerator="cpu")
+
+
+# ---------------------------------------------------------------- work done on the first process only
+# Validation and checkpoint writes run on the first process; the others wait for its result in a collective
+# (a broadcast, a barrier). Had the first process failed there without telling them, they would wait until the
+# backend's timeout (30 minutes with NCCL) while it sat in the user's ``except`` or a notebook cell.
+FIRST_PROCESS_FAILURES = {
+    "validation": ("pyro_lid.diagnostics.collapse", "kl_divergence", ValueError("validation broke here")),
+    "checkpoint": ("pyro_lid.infer.engine.callbacks.checkpoint", "save_checkpoint", OSError("disk full here")),
+}
+
+
+def _failing_worker(rank, port, out, failure):
+    import importlib
+    import time
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE="2", NODE_RANK="0",
+                      RANK=str(rank), LOCAL_RANK=str(rank))  # fmt: skip
+    torch.set_num_threads(1)
+    module, name, error = FIRST_PROCESS_FAILURES[failure]
+    if rank == 0:
+
+        def broken(*args, **kwargs):
+            raise error
+
+        setattr(importlib.import_module(module), name, broken)
+    model = make("vae-standard")
+    x, val = data()
+    options = dict(batch_size=BATCH, epochs=2, progress=False, devices=2, distributed="ddp", accelerator="cpu")
+    if failure == "checkpoint":
+        options["checkpoint"] = out / "ckpt.pt"
+    try:
+        fit(model, x, val, **options)
+        outcome = (None, "finished")
+    except Exception as caught:  # noqa: BLE001 - the test reads what each process raised
+        outcome = (type(caught).__name__, str(caught))
+    torch.save(outcome, out / f"{failure}-{rank}.pt")
+    if rank == 0:  # stay alive (as a notebook or a user's ``except`` would) until the other process is done
+        deadline = time.monotonic() + 60
+        while not (out / f"{failure}-1.pt").exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+
+
+@pytest.mark.parametrize("failure", list(FIRST_PROCESS_FAILURES))
+def test_a_failure_on_the_first_process_stops_every_process_with_its_reason(failure, tmp_path):
+    context = mp.start_processes(
+        _failing_worker, args=(_free_port(), tmp_path, failure), nprocs=2, join=False, start_method="fork"
+    )
+    try:
+        while not context.join(timeout=90):
+            pass
+    finally:
+        for process in context.processes:
+            if process.is_alive():
+                process.kill()
+    outcomes = {}
+    for rank in range(2):
+        path = tmp_path / f"{failure}-{rank}.pt"
+        assert path.exists(), f"process {rank} did not finish: it waited for the first process"
+        outcomes[rank] = torch.load(path, weights_only=False)
+    _, _, error = FIRST_PROCESS_FAILURES[failure]
+    assert outcomes[0] == (type(error).__name__, str(error))  # the first process raises its own error
+    kind, message = outcomes[1]
+    assert kind == "FirstProcessFailed", outcomes[1]  # the other one says why it stops
+    assert str(error) in message and type(error).__name__ in message

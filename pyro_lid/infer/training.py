@@ -30,6 +30,7 @@ from .engine.callbacks import (
 )
 from .engine.callbacks.validation import evaluate as _validate
 from .engine.checks import check_checkpoint_interval, check_fit_arguments, check_sharding, optimizer_class
+from .engine.first_process import FirstProcessFailed
 from .engine.history import History, TrainingDiverged
 from .engine.launch import make_fabric, quiet_lightning, train_in_process
 from .engine.learning_rates import resolve_lr_multipliers
@@ -37,7 +38,7 @@ from .engine.strategies import make_strategy
 from .free_bits import FreeBitsELBO
 from .schedules import make_schedule
 
-__all__ = ["fit", "History", "TrainingDiverged"]
+__all__ = ["fit", "FirstProcessFailed", "History", "TrainingDiverged"]
 
 
 def fit(
@@ -140,6 +141,8 @@ def fit(
         KL(q(z|x) || p(z)) after the steps (:class:`~pyro_lid.infer.engine.callbacks.MaxBatchKL`: one encoder
         pass per step, closed form, training unchanged; standard-normal prior only).
     :raises TrainingDiverged: when the loss becomes NaN or infinite (the last good checkpoint is kept).
+    :raises FirstProcessFailed: on the other processes of a data-parallel run, when the first process failed in
+        the work it does for all (validation, a checkpoint write); the first process raises its own error.
     """
     recipe = make_strategy(strategy, pretrain_epochs)
     train_data = check_fit_arguments(

@@ -6,7 +6,8 @@
   :class:`AutoencoderPretraining`), objects with one interface (:class:`TrainingStrategy`);
 - :mod:`.callbacks`: KL schedule, free bits, validation metrics, early stopping, checkpointing,
   progress line, Lightning loggers;
-- :mod:`.launch`: the Fabric ``fit`` builds, and what each process runs.
+- :mod:`.launch`: the Fabric ``fit`` builds, and what each process runs;
+- :mod:`.first_process`: work done on the first process only, whose failure stops every process.
 """
 
 from .callbacks import (
@@ -21,6 +22,7 @@ from .callbacks import (
     load_checkpoint,
     save_checkpoint,
 )
+from .first_process import FirstProcessFailed, on_first_process
 from .history import History, TrainingDiverged
 from .loop import TrainingLoop
 from .strategies import AutoencoderPretraining, Lagging, Standard, TrainingStrategy, make_strategy
@@ -32,6 +34,7 @@ __all__ = [
     "Checkpointing",
     "EarlyStopping",
     "FabricSVI",
+    "FirstProcessFailed",
     "FreeBits",
     "History",
     "KLScheduleCallback",
@@ -45,5 +48,6 @@ __all__ = [
     "ValidationMetrics",
     "load_checkpoint",
     "make_strategy",
+    "on_first_process",
     "save_checkpoint",
 ]

@@ -75,6 +75,7 @@ def train_in_process(
     ``state`` is the model's state dict (saved to bytes) when several processes trained, so that a spawning
     parent can take the trained parameters; ``None`` otherwise."""
     from .callbacks.checkpoint import load_checkpoint, validation_file
+    from .first_process import on_first_process
     from .loop import TrainingLoop
 
     loop = TrainingLoop(fabric, model, train_data, **loop_options)
@@ -82,8 +83,9 @@ def train_in_process(
         loop.load_state_dict(load_checkpoint(checkpoint, map_location=fabric.device, config=config), checkpoint)
     else:
         loop.seed_streams()
-        if not resume and checkpoint is not None and fabric.global_rank == 0:  # a fresh run: an earlier run's
-            validation_file(checkpoint).unlink(missing_ok=True)  # kept validation stages are not its own
+        if not resume and checkpoint is not None:  # a fresh run: an earlier run's kept validation is not its own
+            kept = validation_file(checkpoint)
+            on_first_process(fabric, lambda: kept.unlink(missing_ok=True), f"removing {kept}")
     history = loop.run()
     if fabric.world_size == 1:
         return history, None

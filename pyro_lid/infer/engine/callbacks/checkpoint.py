@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from ... import checkpoints
+from ..first_process import on_first_process
 from .base import Callback
 
 __all__ = ["Checkpointing", "load_checkpoint", "save_checkpoint", "validation_file"]
@@ -74,18 +75,21 @@ class Checkpointing(Callback):
         loop.checkpoint_path = self.path  # named in TrainingDiverged's message
         self.last_write = time.monotonic()
         kept = validation_file(self.path)
-        if loop.is_global_zero and kept.exists():  # the stages of an epoch this checkpoint already holds: stale
+
+        def drop_stale_validation():  # the stages of an epoch this checkpoint already holds
             from ....diagnostics.resumable import EvaluationCheckpoint
 
+            if not kept.exists():
+                return
             saved = EvaluationCheckpoint.saved_fingerprint(kept)
             if saved is None or not isinstance(saved.get("epoch"), int) or saved["epoch"] <= loop.epoch:
                 kept.unlink(missing_ok=True)
 
+        on_first_process(loop.fabric, drop_stale_validation, f"reading the kept validation {kept}")
+
     def _write(self, loop) -> None:
-        if loop.is_global_zero:
-            save_checkpoint(loop.state_dict(), self.path)
-        if loop.world_size > 1:
-            loop.fabric.barrier()
+        what = f"writing the checkpoint {self.path}"
+        on_first_process(loop.fabric, lambda: save_checkpoint(loop.state_dict(), self.path), what)
         loop.last_checkpoint = loop.position()
         self.last_write = time.monotonic()
 
@@ -108,5 +112,5 @@ class Checkpointing(Callback):
 
     def on_epoch_recorded(self, loop, record: dict) -> None:
         self._write(loop)
-        if loop.is_global_zero:  # the epoch's checkpoint holds its validation now
-            validation_file(self.path).unlink(missing_ok=True)
+        kept = validation_file(self.path)  # the epoch's checkpoint holds its validation now
+        on_first_process(loop.fabric, lambda: kept.unlink(missing_ok=True), f"removing {kept}")

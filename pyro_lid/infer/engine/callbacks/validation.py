@@ -7,6 +7,7 @@ import math
 
 import torch
 
+from ..first_process import on_first_process
 from .base import Callback
 from .checkpoint import validation_file
 
@@ -53,8 +54,7 @@ class ValidationMetrics(Callback):
         self.data = self.data.to(loop.device)  # once, not every epoch
 
     def on_train_epoch_end(self, loop, epoch: int, record: dict) -> None:
-        out = None
-        if loop.is_global_zero:
+        def validate():
             kept = {}
             if loop.checkpoint_path is not None:
                 from ....diagnostics.resumable import EvaluationCheckpoint, evaluation_fingerprint
@@ -63,10 +63,9 @@ class ValidationMetrics(Callback):
                 path = validation_file(loop.checkpoint_path)
                 keep = EvaluationCheckpoint(path, fingerprint, restart_on_mismatch=True, device=self.data.device)
                 kept = {"checkpoint": keep} if _takes_checkpoint(self.evaluate) else {}
-            out = self.evaluate(loop.model, loop.strategy.svi, self.data, self.batch_size, self.metrics, **kept)
-        if loop.world_size > 1:
-            out = loop.fabric.broadcast(out, src=0)
-        record.update(out)
+            return self.evaluate(loop.model, loop.strategy.svi, self.data, self.batch_size, self.metrics, **kept)
+
+        record.update(on_first_process(loop.fabric, validate, f"the validation of epoch {epoch + 1}"))
 
 
 def _takes_checkpoint(evaluate) -> bool:
