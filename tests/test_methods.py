@@ -329,7 +329,7 @@ def test_li_et_al_pretrains_an_autoencoder_then_trains_with_free_bits_and_resume
 
     options = METHODS["li_et_al"].fit_options(3)
     schedule = options.pop("kl_schedule")  # Li et al.'s warm-up from 0 after the reset, fitted to the 2 epochs left
-    assert options == {"free_bits": 0.1, "pretrain_epochs": 1}
+    assert options == {"free_bits": 0.1, "free_bits_per_point": True, "pretrain_epochs": 1}  # each point floored
     assert (schedule.kind, schedule.start, schedule.warmup_epochs) == ("linear", 0.0, 1.0)
     pyro.set_rng_seed(0)
     # interrupted after the autoencoder epoch (patience 0 stops there), resumed across the decoder reset

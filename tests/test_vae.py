@@ -247,6 +247,71 @@ def test_free_bits_objective_floors_every_dimension():
     assert len(history) == 2
 
 
+def test_free_bits_per_point_floors_each_data_points_kl_not_the_batch_mean():
+    """Li et al.'s floor: -(E log p(x|z) - beta * sum_b sum_d max(KL_bd, lambda)); in a dimension whose batch mean
+    is above the floor, the points below it still exert no pull, which the batch-mean floor would not give."""
+    x = weak_signal_data(64).double()
+    model = VAE(20, 4, beta=0.5, **SMALL).double()
+    with torch.no_grad():
+        model.encoder.loc.weight[:2] *= 20.0
+    loc, scale = model.encoder(x)
+    kl = 0.5 * (scale**2 + loc**2 - 1) - scale.log()  # (B, K)
+    below = kl < 0.5
+    mixed = below.any(0) & (kl.mean(0) > 0.5)  # some points below the floor, the batch mean above it
+    assert mixed.any() and below.any() and (~below).any()
+    pyro.set_rng_seed(0)
+    loss = FreeBitsELBO(0.5, per_point=True).differentiable_loss(model.model, model.guide, x)
+    pyro.set_rng_seed(0)
+    batch_mean = FreeBitsELBO(0.5).differentiable_loss(model.model, model.guide, x)
+    pyro.set_rng_seed(0)
+    z = poutine.trace(model.guide).get_trace(x).nodes["z"]["value"]
+    logits = model.decoder.net(z)
+    reconstruction = (x * logits - torch.nn.functional.softplus(logits)).sum()
+    expected = -(reconstruction - 0.5 * kl.clamp_min(0.5).sum())
+    torch.testing.assert_close(loss, expected, rtol=1e-12, atol=0)
+    assert abs(float((loss - batch_mean).detach())) > 1e-3  # not the batch-mean floor
+    # the gradient as the hand-made objective's: the KL of a (point, dimension) below the floor is not trained
+    params = [model.encoder.loc.weight, model.encoder.loc.bias]
+    for got, want in zip(torch.autograd.grad(loss, params), torch.autograd.grad(expected, params)):
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+    # a mixture prior: one group per data point, floored at K * lambda
+    mixture = GMVAE(20, 3, num_components=4, **SMALL).double()
+    pyro.set_rng_seed(0)
+    terms = FreeBitsELBO(0.4, per_point=True).terms(mixture.model, mixture.guide, x)
+    assert terms["kl"].shape == (64, 1) and terms["floor"] == pytest.approx(1.2)
+    pyro.set_rng_seed(0)
+    mixture_loss = FreeBitsELBO(0.4, per_point=True).differentiable_loss(mixture.model, mixture.guide, x)
+    torch.testing.assert_close(mixture_loss, -(terms["reconstruction"] - terms["kl"].clamp_min(1.2).sum()))
+    with pytest.raises(TypeError, match="per_point"):
+        FreeBitsELBO(0.5, per_point="yes")
+
+
+def test_fit_trains_the_per_point_floor_and_li_et_al_uses_it(monkeypatch, tmp_path):
+    from pyro_lid.experiments.methods import METHODS
+
+    x = weak_signal_data(80)
+    with pytest.raises(ValueError, match="free_bits_per_point=True needs free_bits"):
+        fit(VAE(20, 2, **SMALL), x, epochs=1, free_bits_per_point=True)
+    seen = []
+    original = FreeBitsELBO.differentiable_loss
+
+    def spy(self, *args, **kwargs):
+        seen.append(self.per_point)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(FreeBitsELBO, "differentiable_loss", spy)
+    checkpoint = tmp_path / "run.pt"
+    fit(VAE(20, 2, **SMALL), x, epochs=1, batch_size=40, free_bits=0.1, free_bits_per_point=True,
+        checkpoint=checkpoint, progress=False)  # fmt: skip
+    assert seen and all(seen)
+    # the floor's kind is part of the training configuration: a resume with the other kind is refused
+    with pytest.raises(Exception, match="per_point"):
+        fit(VAE(20, 2, **SMALL), x, epochs=2, batch_size=40, free_bits=0.1, checkpoint=checkpoint, resume=True,
+            progress=False)  # fmt: skip
+    assert METHODS["li_et_al"].fit_options(10)["free_bits_per_point"] is True
+    assert "free_bits_per_point" not in METHODS["free_bits"].fit_options(10)
+
+
 def test_free_bits_with_a_mixture_prior_floors_the_whole_latent_vector():
     x = weak_signal_data(64)
     model = GMVAE(20, 3, num_components=4, **SMALL)

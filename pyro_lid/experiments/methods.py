@@ -155,11 +155,15 @@ METHODS = {
     ),
     "li_et_al": Method(
         VAE,
-        fit_kwargs={"free_bits": 0.1, "kl_schedule": KLSchedule("linear", warmup_epochs=10)},
+        fit_kwargs={
+            "free_bits": 0.1,
+            "free_bits_per_point": True,
+            "kl_schedule": KLSchedule("linear", warmup_epochs=10),
+        },
         pretrain_fraction=0.3,
         reference="Li et al. 2019: autoencoder pretraining (the first 30% of the epochs), decoder reset, then a KL "
         "warm-up from 0 over 10 epochs (their recipe; fitted to a short budget) with free bits lambda = 0.1 on "
-        "the batch-mean KL of each dimension (Kingma et al.'s floor; Li et al.'s code floors each data point's)",
+        "each data point's KL of each dimension (their code's --fb 2; Kingma et al. floor the batch mean)",
     ),
     "lagging": Method(
         VAE,

@@ -8,8 +8,12 @@ Free bits floors the KL of each *group* of latent dimensions, averaged over the 
         - \beta\sum_{g} \max\!\big(\lambda_g,\ \overline{\mathrm{KL}}_g\big),
     \qquad \overline{\mathrm{KL}}_g = \tfrac1B\textstyle\sum_b \mathrm{KL}(q(z_g\mid x_b)\,\|\,p(z_g)),
 
-so no group is pushed below :math:`\lambda_g` nats. The KL splits into groups only where
-the prior factorizes over them:
+so no group is pushed below :math:`\lambda_g` nats. With ``per_point=True`` the floor applies to each data
+point's KL instead of the batch mean (Li et al. 2019's code, ``--fb 2``):
+:math:`\beta\sum_b\sum_g \max(\lambda_g, \mathrm{KL}(q(z_g\mid x_b)\,\|\,p(z_g)))`, so a point whose KL in a
+group is below the floor exerts no pull there, whatever the other points of the batch carry.
+
+The KL splits into groups only where the prior factorizes over them:
 
 - a factorized Normal prior (:class:`~pyro_lid.models.priors.StandardNormalPrior`): every
   dimension is a group, :math:`\lambda_g = \lambda`, and the KL is analytic;
@@ -37,20 +41,24 @@ class FreeBitsELBO(ELBO):
     """Negative free-bits ELBO for a model with one latent site ``latent`` and one observed site ``observed``.
 
     :param float free_bits: :math:`\\lambda \\ge 0`, nats per latent dimension.
+    :param bool per_point: floor each data point's KL (Li et al.), not the batch mean (Kingma et al.).
     """
 
-    def __init__(self, free_bits: float, latent: str = "z", observed: str = "x"):
+    def __init__(self, free_bits: float, latent: str = "z", observed: str = "x", per_point: bool = False):
         super().__init__()
         if not free_bits >= 0:
             raise ValueError(f"free_bits must be >= 0, got {free_bits!r}")
-        self.free_bits, self.latent, self.observed = float(free_bits), latent, observed
+        if not isinstance(per_point, bool):
+            raise TypeError(f"per_point must be True or False, got {per_point!r}")
+        self.free_bits, self.latent, self.observed, self.per_point = float(free_bits), latent, observed, per_point
 
     def _get_trace(self, model, guide, args, kwargs):
         raise NotImplementedError("FreeBitsELBO builds its traces in terms()")
 
     def terms(self, model, guide, *args, **kwargs) -> dict:
-        """The objective's pieces: ``reconstruction``, the batch-mean KL per group ``kl_per_group`` with its
-        ``floor`` (per dimension for factorized priors, else one group), ``batch_size`` and ``latent_scale``."""
+        """The objective's pieces: ``reconstruction``, each data point's KL per group ``kl`` (``(B, G)``), its batch
+        mean ``kl_per_group`` with the ``floor`` (per dimension for factorized priors, else one group),
+        ``batch_size`` and ``latent_scale``."""
         guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
         model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args, **kwargs)
         others = [
@@ -77,10 +85,11 @@ class FreeBitsELBO(ELBO):
             kl_per_group, floor = kl.mean(0), self.free_bits
         else:  # one group: the whole vector, Monte Carlo KL at the guide's sample
             z = q_site["value"]
-            kl = q_site["fn"].log_prob(z) - p_site["fn"].log_prob(z)  # (B,)
-            kl_per_group, floor = kl.mean(0, keepdim=True), self.free_bits * latent_dim
+            kl = (q_site["fn"].log_prob(z) - p_site["fn"].log_prob(z)).unsqueeze(-1)  # (B, 1)
+            kl_per_group, floor = kl.mean(0), self.free_bits * latent_dim
         return {
             "reconstruction": obs["fn"].log_prob(obs["value"]).sum() * obs["scale"],
+            "kl": kl,
             "kl_per_group": kl_per_group,
             "floor": floor,
             "batch_size": kl.shape[0],
@@ -89,7 +98,10 @@ class FreeBitsELBO(ELBO):
 
     def differentiable_loss(self, model, guide, *args, **kwargs):
         t = self.terms(model, guide, *args, **kwargs)
-        kl = t["kl_per_group"].clamp_min(t["floor"]).sum() * t["batch_size"]
+        if self.per_point:
+            kl = t["kl"].clamp_min(t["floor"]).sum()
+        else:
+            kl = t["kl_per_group"].clamp_min(t["floor"]).sum() * t["batch_size"]
         return -(t["reconstruction"] - t["latent_scale"] * kl)
 
     def loss(self, model, guide, *args, **kwargs):

@@ -55,6 +55,7 @@ def fit(
     loss=None,
     kl_schedule=None,
     free_bits: float | None = None,
+    free_bits_per_point: bool = False,
     dynamic_binarization: bool = False,
     seed: int = 0,
     checkpoint: str | Path | None = None,
@@ -98,6 +99,7 @@ def fit(
     :param loss: an ELBO (default ``model.default_loss()``, i.e. ``Trace_ELBO``).
     :param kl_schedule: ``None``/``"constant"``, ``"linear"``, ``"cyclical"`` or a :class:`KLSchedule`.
     :param free_bits: KL floor :math:`\\lambda` nats per dimension (:class:`FreeBitsELBO`; mixture priors: one group).
+    :param free_bits_per_point: floor each data point's KL (Li et al. 2019's code) instead of the mini-batch mean.
     :param dynamic_binarization: draw ``x ~ Bernoulli(intensity)`` afresh for every mini-batch.
     :param checkpoint: file to write after every epoch (model, optimizer, RNG, history, and the training
         configuration with a fingerprint of the data). Each write is atomic: the previous checkpoint stays
@@ -147,9 +149,9 @@ def fit(
     recipe = make_strategy(strategy, pretrain_epochs)
     train_data = check_fit_arguments(
         model, train_data, val_data, epochs=epochs, batch_size=batch_size, optimizer=optimizer, free_bits=free_bits,
-        loss=loss, strategy=recipe, strategy_name=strategy, val_metrics=val_metrics, pretrain_epochs=pretrain_epochs,
-        checkpoint=checkpoint, resume=resume, early_stopping_patience=early_stopping_patience,
-        dynamic_binarization=dynamic_binarization,
+        free_bits_per_point=free_bits_per_point, loss=loss, strategy=recipe, strategy_name=strategy,
+        val_metrics=val_metrics, pretrain_epochs=pretrain_epochs, checkpoint=checkpoint, resume=resume,
+        early_stopping_patience=early_stopping_patience, dynamic_binarization=dynamic_binarization,
     )  # fmt: skip
     if not is_positive_number(lr):
         raise ValueError(f"lr must be a finite number > 0, got {lr!r}")
@@ -160,7 +162,8 @@ def fit(
         config = training_config(
             model, train_data, val_data, batch_size=batch_size,
             optimizer=optimizer if isinstance(optimizer, str) else optimizer.__name__, lr=lr, clip_norm=clip_norm,
-            loss=FreeBitsELBO(free_bits) if free_bits is not None else (loss or model.default_loss()),
+            loss=FreeBitsELBO(free_bits, per_point=free_bits_per_point) if free_bits is not None
+            else (loss or model.default_loss()),
             kl_schedule=make_schedule(kl_schedule), free_bits=free_bits, dynamic_binarization=dynamic_binarization,
             seed=seed, strategy=strategy if isinstance(strategy, str) else type(strategy).__name__,
             pretrain_epochs=pretrain_epochs, lr_multipliers=lr_multipliers,
@@ -181,7 +184,7 @@ def fit(
     if getattr(model, "cluster_init_epochs", None) is not None:  # mixture priors: before validation sees them
         pieces.append(ClusterInitialization(model.cluster_init_epochs, seed=seed))
     if free_bits is not None:
-        pieces.append(FreeBits(free_bits))
+        pieces.append(FreeBits(free_bits, per_point=free_bits_per_point))
     if val_data is not None:
         pieces.append(ValidationMetrics(val_data, batch_size, val_metrics, evaluate=_validate))
     pieces += [EarlyStopping(early_stopping_patience), *callbacks, ProgressLine(progress)]

@@ -37,9 +37,9 @@ def optimizer_class(optimizer):
     return OPTIMIZERS[optimizer]
 
 
-def check_fit_arguments(model, train_data, val_data, *, epochs, batch_size, optimizer, free_bits, loss, strategy,
-                        strategy_name, val_metrics, pretrain_epochs, checkpoint, resume, early_stopping_patience,
-                        dynamic_binarization) -> torch.Tensor:  # fmt: skip
+def check_fit_arguments(model, train_data, val_data, *, epochs, batch_size, optimizer, free_bits, free_bits_per_point,
+                        loss, strategy, strategy_name, val_metrics, pretrain_epochs, checkpoint, resume,
+                        early_stopping_patience, dynamic_binarization) -> torch.Tensor:  # fmt: skip
     """Refuse what cannot train; return ``train_data`` (as the model's float type for ``dynamic_binarization``)."""
     check_data("train_data", train_data)
     if val_data is not None:
@@ -58,6 +58,10 @@ def check_fit_arguments(model, train_data, val_data, *, epochs, batch_size, opti
             )
     if free_bits is not None and loss is not None:
         raise ValueError("pass either free_bits or loss, not both")
+    if not isinstance(free_bits_per_point, bool):
+        raise ValueError(f"free_bits_per_point must be True or False, got {free_bits_per_point!r}")
+    if free_bits_per_point and free_bits is None:
+        raise ValueError("free_bits_per_point=True needs free_bits: the floor it applies to each data point")
     if strategy.needs_validation_mi and (val_data is None or not val_metrics):
         raise ValueError(f"strategy={strategy_name!r} needs val_data and val_metrics=True: its phase ends on "
                          "validation MI")  # fmt: skip

@@ -9,10 +9,11 @@ __all__ = ["FreeBits"]
 
 
 class FreeBits(Callback):
-    """Train the free-bits ELBO with floor ``free_bits`` nats per latent dimension (set before the strategy's SVI)."""
+    """Train the free-bits ELBO with floor ``free_bits`` nats per latent dimension (set before the strategy's SVI),
+    on the mini-batch mean of the KL or (``per_point``) on each data point's."""
 
-    def __init__(self, free_bits: float):
-        self.elbo = FreeBitsELBO(free_bits)
+    def __init__(self, free_bits: float, per_point: bool = False):
+        self.elbo = FreeBitsELBO(free_bits, per_point=per_point)
 
     def setup(self, loop) -> None:
         loop.elbo = self.elbo
