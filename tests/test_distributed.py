@@ -17,6 +17,7 @@ setup. The sharding is checked on the data each process's model saw.
 
 import os
 import socket
+import time
 
 import pytest
 import torch
@@ -176,12 +177,12 @@ def test_batches_that_leave_a_process_without_data_are_refused():
 FIRST_PROCESS_FAILURES = {
     "validation": ("pyro_lid.diagnostics.collapse", "kl_divergence", ValueError("validation broke here")),
     "checkpoint": ("pyro_lid.infer.engine.callbacks.checkpoint", "save_checkpoint", OSError("disk full here")),
+    "progress line": ("pyro_lid.infer.engine.callbacks.progress", "progress_line", BrokenPipeError("stderr closed")),
 }
 
 
 def _failing_worker(rank, port, out, failure):
     import importlib
-    import time
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE="2", NODE_RANK="0",
                       RANK=str(rank), LOCAL_RANK=str(rank))  # fmt: skip
@@ -215,8 +216,9 @@ def test_a_failure_on_the_first_process_stops_every_process_with_its_reason(fail
     context = mp.start_processes(
         _failing_worker, args=(_free_port(), tmp_path, failure), nprocs=2, join=False, start_method="fork"
     )
+    deadline = time.monotonic() + 120  # each process finishes in seconds; a waiting one would wait 30 minutes
     try:
-        while not context.join(timeout=90):
+        while not context.join(timeout=max(0.1, deadline - time.monotonic())) and time.monotonic() < deadline:
             pass
     finally:
         for process in context.processes:

@@ -282,12 +282,13 @@ def test_free_bits_per_point_floors_each_data_points_kl_not_the_batch_mean():
     pyro.set_rng_seed(0)
     mixture_loss = FreeBitsELBO(0.4, per_point=True).differentiable_loss(mixture.model, mixture.guide, x)
     torch.testing.assert_close(mixture_loss, -(terms["reconstruction"] - terms["kl"].clamp_min(1.2).sum()))
-    with pytest.raises(TypeError, match="per_point"):
+    with pytest.raises(ValueError, match="per_point"):
         FreeBitsELBO(0.5, per_point="yes")
 
 
 def test_fit_trains_the_per_point_floor_and_li_et_al_uses_it(monkeypatch, tmp_path):
     from pyro_lid.experiments.methods import METHODS
+    from pyro_lid.infer import CheckpointError
 
     x = weak_signal_data(80)
     with pytest.raises(ValueError, match="free_bits_per_point=True needs free_bits"):
@@ -305,9 +306,13 @@ def test_fit_trains_the_per_point_floor_and_li_et_al_uses_it(monkeypatch, tmp_pa
         checkpoint=checkpoint, progress=False)  # fmt: skip
     assert seen and all(seen)
     # the floor's kind is part of the training configuration: a resume with the other kind is refused
-    with pytest.raises(Exception, match="per_point"):
+    assert torch.load(checkpoint, weights_only=False)["config"]["loss"]["per_point"] is True
+    with pytest.raises(CheckpointError, match="per_point"):
         fit(VAE(20, 2, **SMALL), x, epochs=2, batch_size=40, free_bits=0.1, checkpoint=checkpoint, resume=True,
             progress=False)  # fmt: skip
+    # the batch-mean floor records no per_point: its checkpoints from before the option still resume
+    fit(VAE(20, 2, **SMALL), x, epochs=1, batch_size=40, free_bits=0.1, checkpoint=tmp_path / "b.pt", progress=False)
+    assert "per_point" not in torch.load(tmp_path / "b.pt", weights_only=False)["config"]["loss"]
     assert METHODS["li_et_al"].fit_options(10)["free_bits_per_point"] is True
     assert "free_bits_per_point" not in METHODS["free_bits"].fit_options(10)
 

@@ -258,6 +258,9 @@ def training_config(
         multipliers["strategy_settings"] = dict(strategy_settings)
     if precision is not None and str(precision) not in ("32-true", "32"):
         multipliers["precision"] = str(precision)
+    loss_config = _scalars(loss, _NOT_LOSS_CONFIG)
+    if loss_config.get("per_point") is False:  # recorded only when set, as the entries above: checkpoints
+        del loss_config["per_point"]  # written before FreeBitsELBO had the option resume
     return {
         "model": _describe_model(model),
         "batch_size": batch_size,
@@ -265,7 +268,7 @@ def training_config(
         "lr": lr,
         **multipliers,
         "clip_norm": clip_norm,
-        "loss": _scalars(loss, _NOT_LOSS_CONFIG),
+        "loss": loss_config,
         "kl_schedule": _scalars(kl_schedule),
         "free_bits": free_bits,
         "dynamic_binarization": dynamic_binarization,
@@ -285,11 +288,12 @@ class _Absent:
 _ABSENT = _Absent()
 
 
-def _differences(saved: dict, current: dict, prefix: str = ""):
+def config_differences(saved: dict, current: dict, prefix: str = ""):
+    """``(key, saved value, current value)`` for every entry that differs, nested keys joined by dots."""
     for key in [*saved, *(k for k in current if k not in saved)]:
         old, new = saved.get(key, _ABSENT), current.get(key, _ABSENT)
         if isinstance(old, dict) and isinstance(new, dict):
-            yield from _differences(old, new, f"{prefix}{key}.")
+            yield from config_differences(old, new, f"{prefix}{key}.")
         elif old != new:
             yield f"{prefix}{key}", old, new
 
@@ -307,7 +311,7 @@ def check_resumable(saved_config: dict | None, config: dict, path=None) -> None:
             f"{where}: it was written without its training configuration (by an older pyro-lid), so this run's "
             f"options and data cannot be checked against it; {_ADVICE}"
         )
-    found = list(_differences(saved_config, config))
+    found = list(config_differences(saved_config, config))
     if found:
         listed = "; ".join(f"{key}: {old!r} in the checkpoint, {new!r} in this run" for key, old, new in found)
         raise CheckpointError(

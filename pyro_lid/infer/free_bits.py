@@ -10,8 +10,11 @@ Free bits floors the KL of each *group* of latent dimensions, averaged over the 
 
 so no group is pushed below :math:`\lambda_g` nats. With ``per_point=True`` the floor applies to each data
 point's KL instead of the batch mean (Li et al. 2019's code, ``--fb 2``):
-:math:`\beta\sum_b\sum_g \max(\lambda_g, \mathrm{KL}(q(z_g\mid x_b)\,\|\,p(z_g)))`, so a point whose KL in a
-group is below the floor exerts no pull there, whatever the other points of the batch carry.
+the KL term per data point becomes
+:math:`\beta\,\tfrac1B\sum_b\sum_g \max(\lambda_g, \mathrm{KL}(q(z_g\mid x_b)\,\|\,p(z_g)))`, so a point whose KL in a
+group is below the floor exerts no pull there, whatever the other points of the batch carry. (With a mixture
+prior that floor applies to each point's one-sample Monte Carlo KL, a noisy quantity: Li et al. floored closed-form
+KLs only.)
 
 The KL splits into groups only where the prior factorizes over them:
 
@@ -49,7 +52,7 @@ class FreeBitsELBO(ELBO):
         if not free_bits >= 0:
             raise ValueError(f"free_bits must be >= 0, got {free_bits!r}")
         if not isinstance(per_point, bool):
-            raise TypeError(f"per_point must be True or False, got {per_point!r}")
+            raise ValueError(f"per_point must be True or False, got {per_point!r}")
         self.free_bits, self.latent, self.observed, self.per_point = float(free_bits), latent, observed, per_point
 
     def _get_trace(self, model, guide, args, kwargs):

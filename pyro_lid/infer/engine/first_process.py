@@ -8,6 +8,8 @@ either its result or its error; each other process then raises :class:`FirstProc
 
 from __future__ import annotations
 
+import pickle
+
 __all__ = ["FirstProcessFailed", "on_first_process"]
 
 
@@ -23,18 +25,19 @@ def on_first_process(fabric, work, what: str):
     """
     if fabric.world_size == 1:
         return work()
-    result, failure = None, None
+    result, payload, failure = None, None, None
     if fabric.global_rank == 0:
         try:
             result = work()
+            payload = pickle.dumps(result)  # here: a result that cannot travel fails as the work would
         except BaseException as error:  # KeyboardInterrupt too: the others must not wait for it
             failure = error
     reason = None if failure is None else f"{type(failure).__name__}: {failure}"
-    result, reason = fabric.broadcast((result, reason), src=0)
+    payload, reason = fabric.broadcast((payload, reason), src=0)
     if failure is not None:
         raise failure
     if reason is not None:
         raise FirstProcessFailed(
             f"process {fabric.global_rank} stops: the first process failed {what} ({reason}); see its error"
         )
-    return result
+    return result if fabric.global_rank == 0 else pickle.loads(payload)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from numbers import Number
 
+from ..first_process import on_first_process
 from .base import Callback
 
 __all__ = ["LogMetrics", "make_loggers"]
@@ -33,11 +34,16 @@ def make_loggers(logger, log_dir) -> list:
 
 
 class LogMetrics(Callback):
-    """Log the numbers of every epoch's record, at step ``epoch``; finalize the loggers at the end."""
+    """Log the numbers of every epoch's record, at step ``epoch``; finalize the loggers at the end. The loggers
+    write on the first process only: a failure there (a full disk) stops every process."""
 
     def on_epoch_recorded(self, loop, record: dict) -> None:
         metrics = {k: float(v) for k, v in record.items() if isinstance(v, Number) and k != "epoch"}
-        loop.fabric.log_dict(metrics, step=record["epoch"])
+
+        def log():
+            loop.fabric.log_dict(metrics, step=record["epoch"])
+
+        on_first_process(loop.fabric, log, f"logging epoch {record['epoch']}")
 
     def teardown(self, loop) -> None:
         for logger in loop.fabric.loggers:

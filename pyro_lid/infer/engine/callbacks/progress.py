@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ...._progress import progress_line
+from ..first_process import on_first_process
 from .base import Callback
 
 __all__ = ["ProgressLine", "describe"]
@@ -25,5 +26,5 @@ class ProgressLine(Callback):
         self.progress = progress
 
     def on_epoch_recorded(self, loop, record: dict) -> None:
-        if loop.is_global_zero:
-            progress_line(describe(record), self.progress)
+        line = describe(record)
+        on_first_process(loop.fabric, lambda: progress_line(line, self.progress), "writing the progress line")
