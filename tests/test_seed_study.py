@@ -382,3 +382,35 @@ def test_report_only_refuses_training_options_and_a_missing_folder_which_it_does
     assert main(["study", "--output-dir", str(study), "--report-only", "--info-floor", "0.3"]) == 0  # a report option
     assert "| vae | 2 | 1.00 ± 0.00 | 0.50 ± 0.00 |" in capsys.readouterr().out
     assert main(["study", "--dataset", "synthetic", "--output-dir", str(study), "--report-only"]) == 0
+
+
+def test_a_changed_recipe_is_neither_resumed_nor_pooled_across_seeds(tmp_path, monkeypatch):
+    """Each row records its method's recipe; after a registry change a finished row is not reused, and seeds
+    trained under two recipes are not averaged into one mean."""
+    import dataclasses
+
+    from pyro_lid.experiments.methods import METHODS
+    from pyro_lid.infer import KLSchedule
+
+    run_seed_study(tmp_path, seeds=(0, 1), models=("anneal",), **TINY)
+    saved = json.loads((tmp_path / "seed0" / "results.json").read_text())
+    assert saved["rows"][0]["recipe"] == METHODS["anneal"].recipe(2)
+    assert saved["rows"][0]["recipe"]["fit"]["kl_schedule"]["start"] == 0.0
+    original = METHODS["anneal"]
+    changed = dataclasses.replace(
+        original, fit_kwargs={"kl_schedule": KLSchedule("linear", warmup_epochs=5, start=0.5)}
+    )
+    monkeypatch.setitem(METHODS, "anneal", changed)
+    with pytest.raises(ValueError, match=r"anneal's fit\.kl_schedule\.start: 0\.0 in .*results\.json, 0\.5 now"):
+        harness.run_image_comparison(seed=0, output_dir=tmp_path / "seed0", resume=True, models=("anneal",), **TINY)
+    harness.run_image_comparison(seed=1, output_dir=tmp_path / "seed1", overwrite=True, models=("anneal",), **TINY)
+    with pytest.raises(ValueError, match="anneal in .*seed1 was trained with another recipe than in seed"):
+        summarize_seeds(tmp_path)
+    # a row from before recipes were recorded: reused, with a warning that it is unchecked
+    monkeypatch.setitem(METHODS, "anneal", original)
+    del saved["rows"][0]["recipe"]
+    (tmp_path / "seed0" / "results.json").write_text(json.dumps(saved))
+    with pytest.warns(UserWarning, match="predates recorded recipes: its finished rows of anneal are reused"):
+        rows = harness.run_image_comparison(seed=0, output_dir=tmp_path / "seed0", resume=True, models=("anneal",),
+                                            **TINY)  # fmt: skip
+    assert rows[0]["ll"] == saved["rows"][0]["ll"]

@@ -180,6 +180,7 @@ def run_image_comparison(
     run = ComparisonRun(output_dir, image_protocol(locals()), resume, overwrite)
     train, val, test, test_labels = _data(dataset, root, num_train, num_test, seed)
     run.use_data(train=train, valid=val, test=test)
+    run.use_recipes({name: methods[name].recipe(epochs) for name in models})
     data_dim = train.shape[1]
     for name in models:
         if run.finished(name) is not None:

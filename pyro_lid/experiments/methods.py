@@ -8,6 +8,7 @@ within a budget of ``epochs``.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 
 import torch
@@ -41,6 +42,17 @@ class Method:
         if isinstance(schedule, KLSchedule):  # after pretraining the schedule starts again: fitted to what is left
             options["kl_schedule"] = _fit_to_budget(schedule, epochs - options.get("pretrain_epochs", 0))
         return options
+
+    def recipe(self, epochs: int) -> dict:
+        """What trains this method within ``epochs``, as plain JSON values: the model class, its options and
+        :meth:`fit_options`. A comparison records it with each row and refuses to reuse a finished row whose
+        method has changed since (a registry update), instead of mixing two recipes under one name."""
+        recipe = {
+            "model": self.model_class.__name__,
+            "model_kwargs": self.model_kwargs,
+            "fit": self.fit_options(epochs),
+        }
+        return json.loads(json.dumps(recipe, default=_plain))
 
     def build(
         self,
@@ -123,6 +135,18 @@ class Method:
             kwargs["subspace"] = topic_directions(train_tokens, vocab_size, latent_dim)
         return model_class(vocab_size, latent_dim, embed_dim, hidden_dim, word_dropout, max_length=max_length,
                            **kwargs)  # fmt: skip
+
+
+def _plain(value):
+    """A JSON-able stand-in for an option's value: a class's name, a tensor's numbers, an object's public
+    attributes (a :class:`~pyro_lid.infer.KLSchedule`'s kind, lengths and start), else its ``repr``."""
+    if isinstance(value, type):
+        return value.__name__
+    if isinstance(value, torch.Tensor):
+        return value.tolist()
+    if hasattr(value, "__dict__"):
+        return {"class": type(value).__name__, **{k: v for k, v in vars(value).items() if not k.startswith("_")}}
+    return repr(value)
 
 
 def _fit_to_budget(schedule: KLSchedule, epochs: int) -> KLSchedule:

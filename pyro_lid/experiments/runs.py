@@ -31,7 +31,7 @@ from pathlib import Path
 
 from .._checks import is_positive_number, writable_dir
 from ..diagnostics.resumable import EvaluationCheckpoint, evaluation_fingerprint
-from ..infer.checkpoints import atomic_write_text, data_fingerprint
+from ..infer.checkpoints import atomic_write_text, config_differences, data_fingerprint
 from ..infer.engine.callbacks.checkpoint import validation_file
 from .methods import file_stem
 
@@ -214,7 +214,7 @@ class ComparisonRun:
     def __init__(self, output_dir, protocol: dict, resume: bool = False, overwrite: bool = False):
         check_run_options(output_dir, resume, overwrite)
         self.out = Path(output_dir) if output_dir is not None else None
-        self.protocol, self.data, self.writer, self.rows = protocol, None, writes_results(), []
+        self.protocol, self.data, self.writer, self.rows, self.recipes = protocol, None, writes_results(), [], {}
         if self.out is not None and self.writer:
             writable_dir(output_dir, "output directory")
             claim_output_dir(self.out, resume, overwrite)
@@ -226,6 +226,33 @@ class ComparisonRun:
         self.data = split_fingerprints(**splits)
         if self.done:
             check_same_data(self.out, self.data)
+
+    def use_recipes(self, recipes: dict) -> None:
+        """The recipes (:meth:`~pyro_lid.experiments.methods.Method.recipe`) of the methods this run trains, by
+        name: each is recorded with its row, and a finished row of a resumed run trained with another recipe (the
+        registry changed since) is refused here, before any training. Rows from before recipes were recorded are
+        reused with a warning that says so."""
+        self.recipes = recipes
+        path = self.out / "results.json" if self.out is not None else "results.json"
+        changed, unchecked = [], []
+        for name, row in self.done.items():
+            if name not in recipes:
+                continue
+            if "recipe" not in row:
+                unchecked.append(name)
+            for key, old, new in config_differences(row.get("recipe", recipes[name]), recipes[name]):
+                changed.append(f"{name}'s {key}: {old!r} in {path}, {new!r} now")
+        if changed:
+            raise ValueError(
+                f"cannot resume from {path}: finished rows were trained with other recipes than the registry's now "
+                f"({'; '.join(changed)}); use another output_dir, or overwrite to train them again"
+            )
+        if unchecked:
+            warnings.warn(
+                f"{path} predates recorded recipes: its finished rows of {', '.join(unchecked)} are reused without a "
+                "check that they were trained with the registry's recipes of now",
+                stacklevel=2,
+            )
 
     @property
     def writes(self) -> bool:
@@ -265,6 +292,8 @@ class ComparisonRun:
         return {"checkpoint": path, "checkpoint_every_seconds": every}
 
     def record(self, row: dict, history_records: list) -> None:
+        if row["model"] in self.recipes:
+            row = {**row, "recipe": self.recipes[row["model"]]}
         self.rows.append(row)
         if not self.writes:
             return

@@ -196,7 +196,15 @@ def summarize_seeds(output_dirs, info_floor: float = 0.01, paired: str | None = 
                 where = " and ".join(map(str, directories))
                 raise ValueError(f"paired with {paired}, but {where} has no row {paired}")
         for row in rows:
-            entry = per_model.setdefault(row["model"], {"seeds": [], "values": []})
+            entry = per_model.setdefault(row["model"], {"seeds": [], "values": [], "recipe": None})
+            recipe = row.get("recipe")  # rows from before recipes were recorded have none: unchecked
+            if recipe is not None and entry["recipe"] is not None and recipe != entry["recipe"]:
+                where = " and ".join(map(str, directories))
+                raise ValueError(
+                    f"{row['model']} in {where} was trained with another recipe than in seed(s) {entry['seeds']} "
+                    f"({recipe} != {entry['recipe']}): its seeds cannot be pooled; rerun them under one recipe"
+                )
+            entry["recipe"] = entry["recipe"] or recipe
             entry["seeds"].append(saved_protocol["seed"])
             values = _per_seed_values(row, vae_seconds, info_floor)
             if baseline is not None:
