@@ -392,6 +392,9 @@ def test_a_changed_recipe_is_neither_resumed_nor_pooled_across_seeds(tmp_path, m
     from pyro_lid.experiments.methods import METHODS
     from pyro_lid.infer import KLSchedule
 
+    # a text comparison records what it trains: the text version of the model, with its options
+    assert METHODS["anneal"].recipe(2, text=True)["model"] == "LSTMVAE"
+    assert METHODS["il_lidvae"].recipe(2, text=True)["model_kwargs"] == {"inner": "brenier", "margin": 0.5}
     run_seed_study(tmp_path, seeds=(0, 1), models=("anneal",), **TINY)
     saved = json.loads((tmp_path / "seed0" / "results.json").read_text())
     assert saved["rows"][0]["recipe"] == METHODS["anneal"].recipe(2)
@@ -404,7 +407,7 @@ def test_a_changed_recipe_is_neither_resumed_nor_pooled_across_seeds(tmp_path, m
     with pytest.raises(ValueError, match=r"anneal's fit\.kl_schedule\.start: 0\.0 in .*results\.json, 0\.5 now"):
         harness.run_image_comparison(seed=0, output_dir=tmp_path / "seed0", resume=True, models=("anneal",), **TINY)
     harness.run_image_comparison(seed=1, output_dir=tmp_path / "seed1", overwrite=True, models=("anneal",), **TINY)
-    with pytest.raises(ValueError, match="anneal in .*seed1 was trained with another recipe than in seed"):
+    with pytest.raises(ValueError, match=r"anneal in .*seed1 was trained with another recipe than in seed 0 \(fit"):
         summarize_seeds(tmp_path)
     # a row from before recipes were recorded: reused, with a warning that it is unchecked
     monkeypatch.setitem(METHODS, "anneal", original)
@@ -414,3 +417,14 @@ def test_a_changed_recipe_is_neither_resumed_nor_pooled_across_seeds(tmp_path, m
         rows = harness.run_image_comparison(seed=0, output_dir=tmp_path / "seed0", resume=True, models=("anneal",),
                                             **TINY)  # fmt: skip
     assert rows[0]["ll"] == saved["rows"][0]["ll"]
+    # the same row in a folder from before recipes and in one with its recipe reads once (``study --also``)
+    recorded = {**saved, "rows": [{**saved["rows"][0], "recipe": original.recipe(2)}]}
+    (tmp_path / "recorded").mkdir()
+    (tmp_path / "recorded" / "results.json").write_text(json.dumps(recorded))
+    assert len(harness.load_results([tmp_path / "seed0", tmp_path / "recorded"])[1]) == 1
+    # the study pools the unchecked seed 0 with seed 1 (trained again under the original recipe), and says so
+    harness.run_image_comparison(seed=1, output_dir=tmp_path / "seed1", overwrite=True, models=("anneal",), **TINY)
+    with pytest.warns(
+        UserWarning, match=r"anneal: seeds \[0\] predate recorded recipes and are pooled with seeds \[1\]"
+    ):
+        assert summarize_seeds(tmp_path)[0]["seeds"] == [0, 1]

@@ -100,6 +100,9 @@ def test_text_comparison_writes_its_rows_and_files_and_resumes_without_retrainin
     rows = harness.run_text_comparison("synthetic-text", models, output_dir=tmp_path, progress=False, **TINY)
     assert [r["model"] for r in rows] == ["lm", "oracle", "lstm_vae", "lidsvae:margin=2:metric=unigram"]
     assert calls == [("LSTMLanguageModel", None), ("LSTMVAE", True), ("LIDSVAE", True)]
+    # each trained row records the text model's recipe; the language model and the oracle have none
+    assert [r.get("recipe", {}).get("model") for r in rows] == [None, None, "LSTMVAE", "LIDSVAE"]
+    assert rows[3]["recipe"]["model_kwargs"] == {"margin": 2, "metric": "unigram"}
     corpus = harness.load_text_data("synthetic-text", None, None, None, TINY["num_sentences"], 0)
     expected = unigram_frequencies(corpus.train, len(corpus.vocab))
     assert torch.allclose(metrics[0], expected, rtol=1e-5) and metrics[0].std() > 0.1 * metrics[0].mean()

@@ -240,7 +240,9 @@ TIMING_KEYS = ("train_seconds", "seconds_per_epoch", "tokens_per_second", "eval_
 
 
 def _results_of(row: dict) -> dict:
-    return {k: v for k, v in row.items() if k not in TIMING_KEYS}
+    """What must agree between two copies of a row: all but the timings and the recipe, which rows from before
+    recipes were recorded lack (two recorded recipes that differ are refused by the study)."""
+    return {k: v for k, v in row.items() if k not in TIMING_KEYS and k != "recipe"}
 
 
 def load_results(output_dirs) -> tuple[dict, list[dict], dict]:

@@ -43,15 +43,13 @@ class Method:
             options["kl_schedule"] = _fit_to_budget(schedule, epochs - options.get("pretrain_epochs", 0))
         return options
 
-    def recipe(self, epochs: int) -> dict:
-        """What trains this method within ``epochs``, as plain JSON values: the model class, its options and
-        :meth:`fit_options`. A comparison records it with each row and refuses to reuse a finished row whose
-        method has changed since (a registry update), instead of mixing two recipes under one name."""
-        recipe = {
-            "model": self.model_class.__name__,
-            "model_kwargs": self.model_kwargs,
-            "fit": self.fit_options(epochs),
-        }
+    def recipe(self, epochs: int, text: bool = False) -> dict:
+        """What trains this method within ``epochs``, as plain JSON values: the model class, its options (``text``:
+        those of its :func:`text_version`) and :meth:`fit_options`. A comparison records it with each row and
+        refuses to reuse a finished row whose method has changed since (a registry update), instead of mixing two
+        recipes under one name. (The model classes' and ``fit``'s own defaults are not part of it.)"""
+        model_class, model_kwargs = text_version(self) if text else (self.model_class, self.model_kwargs)
+        recipe = {"model": model_class.__name__, "model_kwargs": model_kwargs, "fit": self.fit_options(epochs)}
         return json.loads(json.dumps(recipe, default=_plain))
 
     def build(

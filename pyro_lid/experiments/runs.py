@@ -238,9 +238,9 @@ class ComparisonRun:
         for name, row in self.done.items():
             if name not in recipes:
                 continue
-            if "recipe" not in row:
+            if row.get("recipe") is None:
                 unchecked.append(name)
-            for key, old, new in config_differences(row.get("recipe", recipes[name]), recipes[name]):
+            for key, old, new in config_differences(row.get("recipe") or recipes[name], recipes[name]):
                 changed.append(f"{name}'s {key}: {old!r} in {path}, {new!r} now")
         if changed:
             raise ValueError(
@@ -251,7 +251,7 @@ class ComparisonRun:
             warnings.warn(
                 f"{path} predates recorded recipes: its finished rows of {', '.join(unchecked)} are reused without a "
                 "check that they were trained with the registry's recipes of now",
-                stacklevel=2,
+                stacklevel=3,
             )
 
     @property

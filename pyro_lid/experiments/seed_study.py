@@ -31,8 +31,10 @@ from __future__ import annotations
 import inspect
 import math
 import statistics
+import warnings
 from pathlib import Path
 
+from ..infer.checkpoints import config_differences
 from .image_comparison import _pyplot, image_protocol, load_results, run_image_comparison
 from .runs import read_results
 
@@ -196,15 +198,23 @@ def summarize_seeds(output_dirs, info_floor: float = 0.01, paired: str | None = 
                 where = " and ".join(map(str, directories))
                 raise ValueError(f"paired with {paired}, but {where} has no row {paired}")
         for row in rows:
-            entry = per_model.setdefault(row["model"], {"seeds": [], "values": [], "recipe": None})
+            entry = per_model.setdefault(row["model"], {"seeds": [], "values": [], "recipes": {}, "unchecked": []})
             recipe = row.get("recipe")  # rows from before recipes were recorded have none: unchecked
-            if recipe is not None and entry["recipe"] is not None and recipe != entry["recipe"]:
-                where = " and ".join(map(str, directories))
-                raise ValueError(
-                    f"{row['model']} in {where} was trained with another recipe than in seed(s) {entry['seeds']} "
-                    f"({recipe} != {entry['recipe']}): its seeds cannot be pooled; rerun them under one recipe"
+            if recipe is None:
+                entry["unchecked"].append(saved_protocol["seed"])
+            elif entry["recipes"]:
+                (seed, first), *_ = entry["recipes"].items()
+                changed = "; ".join(
+                    f"{k}: {a!r} in seed {seed}, {b!r} here" for k, a, b in config_differences(first, recipe)
                 )
-            entry["recipe"] = entry["recipe"] or recipe
+                if changed:
+                    where = " and ".join(map(str, directories))
+                    raise ValueError(
+                        f"{row['model']} in {where} was trained with another recipe than in seed {seed} ({changed}): "
+                        "its seeds cannot be pooled; rerun them under one recipe"
+                    )
+            if recipe is not None:
+                entry["recipes"][saved_protocol["seed"]] = recipe
             entry["seeds"].append(saved_protocol["seed"])
             values = _per_seed_values(row, vae_seconds, info_floor)
             if baseline is not None:
@@ -212,6 +222,12 @@ def summarize_seeds(output_dirs, info_floor: float = 0.01, paired: str | None = 
             entry["values"].append(values)
     summary = []
     for name, entry in per_model.items():
+        if entry["recipes"] and entry["unchecked"]:
+            warnings.warn(
+                f"{name}: seeds {entry['unchecked']} predate recorded recipes and are pooled with seeds "
+                f"{sorted(entry['recipes'])} without a check that one recipe trained them all",
+                stacklevel=2,
+            )
         keys = entry["values"][0].keys()
         summary.append({"model": name, "seeds": entry["seeds"],
                         **{k: _mean_sd([v[k] for v in entry["values"]]) for k in keys}})  # fmt: skip

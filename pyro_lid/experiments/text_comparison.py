@@ -263,7 +263,7 @@ def run_text_comparison(
             raise ValueError(f"{name} cannot be built on {dataset}: {error}") from error
     run = ComparisonRun(output_dir, protocol, resume, overwrite)
     run.use_data(**_corpus_splits(corpus))
-    run.use_recipes({name: methods[name].recipe(epochs) for name in models if name in methods})
+    run.use_recipes({name: methods[name].recipe(epochs, text=True) for name in models if name in methods})
     vocab_size, train_tokens = len(corpus.vocab), int(sentence_lengths(corpus.train).sum())
     decode_length = corpus.train.shape[1]
     for name in models:
