@@ -496,3 +496,49 @@ def test_a_checkpoint_written_on_a_gpu_resumes_without_cuda_with_a_warning_that_
     with pytest.warns(UserWarning, match="its CUDA random streams cannot be restored on this machine without CUDA"):
         set_rng_state(state)
     assert torch.equal(torch.rand(3), expected)  # the CPU streams are restored
+
+
+# ------------------------------------------------------------------ several runs recording into one folder
+def test_runs_side_by_side_in_one_folder_keep_each_others_rows_and_refuse_other_options(tmp_path):
+    """Two runs begun in one empty folder (``compare --models a & compare --models b``): each records its rows into
+    ``results.json`` as it is then, so the second does not drop the first's; a third run under other options is
+    refused when it records, naming the conflict, and leaves the file as it was."""
+    from pyro_lid.experiments.runs import ComparisonRun, read_results
+
+    protocol = {"dataset": "synthetic", "epochs": 2}
+    first = ComparisonRun(tmp_path, protocol, resume=True)
+    second = ComparisonRun(tmp_path, protocol, resume=True)
+    other = ComparisonRun(tmp_path, {**protocol, "epochs": 3}, resume=True)
+    first.record({"model": "vae", "ll": -1.0}, [])
+    second.record({"model": "lagging", "ll": -2.0}, [])
+    first.record({"model": "anneal", "ll": -3.0}, [])
+    saved = read_results(tmp_path)
+    assert sorted(r["model"] for r in saved["rows"]) == ["anneal", "lagging", "vae"]
+    with pytest.raises(ValueError, match=r"cannot record sa_vae in .*results.json: another run has written it"):
+        other.record({"model": "sa_vae", "ll": -4.0}, [])
+    assert read_results(tmp_path) == saved and (tmp_path / "history_sa_vae.json").exists()
+
+
+def _record_rows(out, index, begun):
+    from pyro_lid.experiments.runs import ComparisonRun
+
+    run = ComparisonRun(out, {"dataset": "synthetic"}, resume=True)
+    begun.wait()  # every run has begun (and read the folder) before any records
+    for k in range(6):
+        run.record({"model": f"m{index}_{k}", "ll": float(k)}, [])
+
+
+def test_processes_recording_into_one_folder_at_once_lose_no_row(tmp_path):
+    import multiprocessing
+
+    from pyro_lid.experiments.runs import read_results
+
+    context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
+    begun = context.Barrier(4)
+    processes = [context.Process(target=_record_rows, args=(tmp_path, i, begun)) for i in range(4)]
+    for p in processes:
+        p.start()
+    for p in processes:
+        p.join(60)
+    assert all(p.exitcode == 0 for p in processes)
+    assert len(read_results(tmp_path)["rows"]) == 24

@@ -14,6 +14,9 @@ or not at all (:func:`~pyro_lid.infer.checkpoints.atomic_write_text`).
   data: ``results.json`` also records a fingerprint of each split (:func:`split_fingerprints`), because
   the options do not pin the files down (``--root``, ``PYRO_LID_YAHOO``, a corpus path). A file from
   before the fingerprints is resumed with a warning that says its rows are unchecked.
+* Several runs may record their methods in one ``output_dir`` side by side (``compare --models a`` and
+  ``compare --models b`` at once): each adds its rows to ``results.json`` as it is then, under a file lock
+  (``results.json.lock``), so that none drops the rows another recorded since it began.
 * Only the first process of a distributed launch (``RANK`` / ``SLURM_PROCID`` 0) claims the
   directory and writes (:func:`writes_results`).
 
@@ -28,6 +31,8 @@ import os
 import statistics
 import warnings
 from pathlib import Path
+
+from filelock import FileLock
 
 from .._checks import is_positive_number, writable_dir
 from ..diagnostics.resumable import EvaluationCheckpoint, evaluation_fingerprint
@@ -52,7 +57,14 @@ __all__ = [
 ]
 
 #: The files of a run in its output directory: what ``overwrite=True`` deletes.
-RUN_FILES = ("results.json", "history_*.json", "checkpoint_*.pt", "checkpoint_*.pt.validation", "evaluation_*.pt")
+RUN_FILES = (
+    "results.json",
+    "results.json.lock",
+    "history_*.json",
+    "checkpoint_*.pt",
+    "checkpoint_*.pt.validation",
+    "evaluation_*.pt",
+)
 
 
 def writes_results() -> bool:
@@ -298,11 +310,27 @@ class ComparisonRun:
         if not self.writes:
             return
         self.out.mkdir(parents=True, exist_ok=True)
-        reached = {r["model"] for r in self.rows}
-        kept = [r for m, r in self.done.items() if m not in reached]  # finished earlier, not yet reached or not run
         # the history first: a row in results.json is a finished method whose history is in place
         atomic_write_text(self.out / f"history_{file_stem(row['model'])}.json", json.dumps(history_records, indent=1))
-        results = {"protocol": self.protocol, "rows": self.rows + kept}
-        if self.data is not None:
-            results["data"] = self.data
-        atomic_write_text(self.out / "results.json", json.dumps(results, indent=1))
+        with FileLock(self.out / "results.json.lock"):  # other runs may record their methods in this folder too
+            saved = read_results(self.out)  # as it is now: with the rows other runs recorded since this one began
+            if saved is not None:
+                self._check_recorded_meanwhile(saved, row["model"])
+            reached = {r["model"] for r in self.rows}  # then the finished rows not reached yet, or another run's
+            others = [r for r in (saved["rows"] if saved is not None else []) if r["model"] not in reached]
+            results = {"protocol": self.protocol, "rows": self.rows + others}
+            if self.data is not None:
+                results["data"] = self.data
+            atomic_write_text(self.out / "results.json", json.dumps(results, indent=1))
+
+    def _check_recorded_meanwhile(self, saved: dict, name: str) -> None:
+        """Refuse to add ``name``'s row to a ``results.json`` another run wrote under other options or data (two
+        runs begun in one empty folder); its checkpoint and history stay, so it can be resumed elsewhere."""
+        changed = [] if saved["protocol"] == self.protocol else ["options"]
+        changed += [f"{split} data" for split in (other_data(saved, self.data) if self.data is not None else [])]
+        if changed:
+            raise ValueError(
+                f"cannot record {name} in {self.out / 'results.json'}: another run has written it meanwhile, under "
+                f"other {' and '.join(changed)} ({saved['protocol']} against this run's {self.protocol}); {name}'s "
+                "checkpoint and history are kept: resume it with the other run's options, or in another output_dir"
+            )
