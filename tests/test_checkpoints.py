@@ -159,7 +159,7 @@ def test_results_files_are_replaced_whole_or_not_at_all(failing, tmp_path, monke
     _fake_training(monkeypatch)
     harness.run_image_comparison("synthetic", models=("vae",), output_dir=tmp_path, **SIZES)
     before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
-    assert set(before) == {"results.json", "history_vae.json"}
+    assert set(before) == {"results.json", ".results.json.lock", "history_vae.json"}  # the lock: see runs.py
     real_replace = os.replace
 
     def dies_before_commit(src, dst, *args, **kwargs):  # the process is gone before the new file is in place

@@ -16,7 +16,7 @@ or not at all (:func:`~pyro_lid.infer.checkpoints.atomic_write_text`).
   before the fingerprints is resumed with a warning that says its rows are unchecked.
 * Several runs may record their methods in one ``output_dir`` side by side (``compare --models a`` and
   ``compare --models b`` at once): each adds its rows to ``results.json`` as it is then, under a file lock
-  (``results.json.lock``), so that none drops the rows another recorded since it began.
+  (``.results.json.lock``), so that none drops the rows another recorded since it began.
 * Only the first process of a distributed launch (``RANK`` / ``SLURM_PROCID`` 0) claims the
   directory and writes (:func:`writes_results`).
 
@@ -59,7 +59,7 @@ __all__ = [
 #: The files of a run in its output directory: what ``overwrite=True`` deletes.
 RUN_FILES = (
     "results.json",
-    "results.json.lock",
+    ".results.json.lock",
     "history_*.json",
     "checkpoint_*.pt",
     "checkpoint_*.pt.validation",
@@ -312,7 +312,7 @@ class ComparisonRun:
         self.out.mkdir(parents=True, exist_ok=True)
         # the history first: a row in results.json is a finished method whose history is in place
         atomic_write_text(self.out / f"history_{file_stem(row['model'])}.json", json.dumps(history_records, indent=1))
-        with FileLock(self.out / "results.json.lock"):  # other runs may record their methods in this folder too
+        with FileLock(self.out / ".results.json.lock"):  # other runs may record their methods in this folder too
             saved = read_results(self.out)  # as it is now: with the rows other runs recorded since this one began
             if saved is not None:
                 self._check_recorded_meanwhile(saved, row["model"])
