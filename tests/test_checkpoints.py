@@ -509,21 +509,28 @@ def test_runs_side_by_side_in_one_folder_keep_each_others_rows_and_refuse_other_
     first = ComparisonRun(tmp_path, protocol, resume=True)
     second = ComparisonRun(tmp_path, protocol, resume=True)
     other = ComparisonRun(tmp_path, {**protocol, "epochs": 3}, resume=True)
-    first.record({"model": "vae", "ll": -1.0}, [])
+    first.record({"model": "vae", "ll": -1.0}, [{"by": "first"}])
     second.record({"model": "lagging", "ll": -2.0}, [])
-    first.record({"model": "anneal", "ll": -3.0}, [])
+    second.record({"model": "vae", "ll": -5.0}, [{"by": "second"}])  # the same method again: its newest row
+    first.record({"model": "anneal", "ll": -3.0}, [])  # ... is not put back to the first run's
     saved = read_results(tmp_path)
-    assert sorted(r["model"] for r in saved["rows"]) == ["anneal", "lagging", "vae"]
-    with pytest.raises(ValueError, match=r"cannot record sa_vae in .*results.json: another run has written it"):
-        other.record({"model": "sa_vae", "ll": -4.0}, [])
-    assert read_results(tmp_path) == saved and (tmp_path / "history_sa_vae.json").exists()
+    assert {r["model"]: r["ll"] for r in saved["rows"]} == {"vae": -5.0, "lagging": -2.0, "anneal": -3.0}
+    assert json.loads((tmp_path / "history_vae.json").read_text()) == [{"by": "second"}]  # as its row
+    with pytest.raises(ValueError, match=r"cannot record vae in .*results.json: another run has written it .*epochs"):
+        other.record({"model": "vae", "ll": -4.0}, [{"by": "other"}])
+    assert read_results(tmp_path) == saved  # the refused run changed nothing: not the row, not its history
+    assert json.loads((tmp_path / "history_vae.json").read_text()) == [{"by": "second"}]
+    # the lock stays (deleting it under a holder would let a second one in); a folder with only it is empty
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / ".results.json.lock").touch()
+    ComparisonRun(tmp_path / "empty", protocol).record({"model": "vae", "ll": -1.0}, [])
 
 
 def _record_rows(out, index, begun):
     from pyro_lid.experiments.runs import ComparisonRun
 
     run = ComparisonRun(out, {"dataset": "synthetic"}, resume=True)
-    begun.wait()  # every run has begun (and read the folder) before any records
+    begun.wait(timeout=60)  # every run has begun (and read the folder) before any records
     for k in range(6):
         run.record({"model": f"m{index}_{k}", "ll": float(k)}, [])
 
@@ -540,5 +547,7 @@ def test_processes_recording_into_one_folder_at_once_lose_no_row(tmp_path):
         p.start()
     for p in processes:
         p.join(60)
+        if p.is_alive():
+            p.kill()
     assert all(p.exitcode == 0 for p in processes)
     assert len(read_results(tmp_path)["rows"]) == 24

@@ -16,7 +16,8 @@ or not at all (:func:`~pyro_lid.infer.checkpoints.atomic_write_text`).
   before the fingerprints is resumed with a warning that says its rows are unchecked.
 * Several runs may record their methods in one ``output_dir`` side by side (``compare --models a`` and
   ``compare --models b`` at once): each adds its rows to ``results.json`` as it is then, under a file lock
-  (``.results.json.lock``), so that none drops the rows another recorded since it began.
+  (``.results.json.lock``, kept by ``overwrite``), so that none drops the rows another recorded since it began.
+  The lock holds between processes of one machine (on NFS without locking, not between machines).
 * Only the first process of a distributed launch (``RANK`` / ``SLURM_PROCID`` 0) claims the
   directory and writes (:func:`writes_results`).
 
@@ -56,10 +57,13 @@ __all__ = [
     "writes_results",
 ]
 
+#: The lock runs that record into one output directory take (:meth:`ComparisonRun.record`). It stays: deleting it
+#: while a run holds it would let another take a new one. A folder that holds only it counts as empty.
+RESULTS_LOCK = ".results.json.lock"
+
 #: The files of a run in its output directory: what ``overwrite=True`` deletes.
 RUN_FILES = (
     "results.json",
-    ".results.json.lock",
     "history_*.json",
     "checkpoint_*.pt",
     "checkpoint_*.pt.validation",
@@ -134,7 +138,7 @@ def claim_output_dir(out: Path, resume: bool, overwrite: bool) -> None:
                 if path.is_file():
                     path.unlink()
         return
-    entries = sorted(p.name for p in out.iterdir())
+    entries = sorted(p.name for p in out.iterdir() if p.name != RESULTS_LOCK)
     if entries:
         shown = ", ".join(entries[:4]) + (f" and {len(entries) - 4} more" if len(entries) > 4 else "")
         raise ValueError(
@@ -157,6 +161,12 @@ def other_data(saved: dict, data: dict) -> list[str]:
     if recorded is None:
         return []
     return [name for name in {**data, **recorded} if recorded.get(name) != data.get(name)]
+
+
+def _with_row(rows: list[dict], row: dict) -> list[dict]:
+    """``rows`` with ``row`` in place of the row of its method, or after them."""
+    replaced = [row if r["model"] == row["model"] else r for r in rows]
+    return replaced if any(r is row for r in replaced) else [*rows, row]
 
 
 def finished_rows(out: Path, protocol: dict) -> dict:
@@ -310,15 +320,15 @@ class ComparisonRun:
         if not self.writes:
             return
         self.out.mkdir(parents=True, exist_ok=True)
-        # the history first: a row in results.json is a finished method whose history is in place
-        atomic_write_text(self.out / f"history_{file_stem(row['model'])}.json", json.dumps(history_records, indent=1))
-        with FileLock(self.out / ".results.json.lock"):  # other runs may record their methods in this folder too
+        with FileLock(self.out / RESULTS_LOCK):  # other runs may record their methods in this folder too
             saved = read_results(self.out)  # as it is now: with the rows other runs recorded since this one began
             if saved is not None:
                 self._check_recorded_meanwhile(saved, row["model"])
-            reached = {r["model"] for r in self.rows}  # then the finished rows not reached yet, or another run's
-            others = [r for r in (saved["rows"] if saved is not None else []) if r["model"] not in reached]
-            results = {"protocol": self.protocol, "rows": self.rows + others}
+            # the history first: a row in results.json is a finished method whose history is in place
+            history = self.out / f"history_{file_stem(row['model'])}.json"
+            atomic_write_text(history, json.dumps(history_records, indent=1))
+            rows = self.rows if saved is None else _with_row(saved["rows"], row)  # only this row changes
+            results = {"protocol": self.protocol, "rows": rows}
             if self.data is not None:
                 results["data"] = self.data
             atomic_write_text(self.out / "results.json", json.dumps(results, indent=1))
@@ -326,11 +336,14 @@ class ComparisonRun:
     def _check_recorded_meanwhile(self, saved: dict, name: str) -> None:
         """Refuse to add ``name``'s row to a ``results.json`` another run wrote under other options or data (two
         runs begun in one empty folder); its checkpoint and history stay, so it can be resumed elsewhere."""
-        changed = [] if saved["protocol"] == self.protocol else ["options"]
+        changed = [] if saved["protocol"] == self.protocol else [f"options ({saved['protocol']}, this run's "
+                                                                  f"{self.protocol})"]  # fmt: skip
         changed += [f"{split} data" for split in (other_data(saved, self.data) if self.data is not None else [])]
         if changed:
+            stem = file_stem(name)
             raise ValueError(
-                f"cannot record {name} in {self.out / 'results.json'}: another run has written it meanwhile, under "
-                f"other {' and '.join(changed)} ({saved['protocol']} against this run's {self.protocol}); {name}'s "
-                "checkpoint and history are kept: resume it with the other run's options, or in another output_dir"
+                f"cannot record {name} in {self.out / 'results.json'}: another run has written it meanwhile under "
+                f"other {' and '.join(changed)}. {name}'s training is kept: move checkpoint_{stem}.pt (and "
+                f"evaluation_{stem}.pt, if there) from {self.out} into an output_dir of its own and resume it there "
+                "with this run's options"
             )
