@@ -551,3 +551,22 @@ def test_processes_recording_into_one_folder_at_once_lose_no_row(tmp_path):
             p.kill()
     assert all(p.exitcode == 0 for p in processes)
     assert len(read_results(tmp_path)["rows"]) == 24
+
+
+def test_the_figures_are_drawn_under_the_folders_lock(tmp_path, monkeypatch):
+    """Two runs in one folder draw ``comparison.png`` from ``results.json`` one at a time, not into each other."""
+    from filelock import FileLock, Timeout
+
+    _fake_training(monkeypatch)
+    held = []
+
+    def drawing(rows, histories, out, unit="image"):
+        try:
+            FileLock(Path(out) / ".results.json.lock", timeout=0).acquire()
+            held.append(False)
+        except Timeout:
+            held.append(True)
+
+    monkeypatch.setattr(harness, "write_figures", drawing)
+    harness.run_image_comparison("synthetic", models=("vae",), output_dir=tmp_path, **SIZES)
+    assert held == [True]

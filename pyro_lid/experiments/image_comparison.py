@@ -231,7 +231,8 @@ def run_image_comparison(
         )
         evaluation.remove()
     if run.writes and run.rows:
-        write_figures(*load_results([run.out])[1:], run.out)
+        with run.lock():  # the rows of every run in the folder, drawn by one at a time
+            write_figures(*load_results([run.out])[1:], run.out)
     return run.rows
 
 

@@ -313,6 +313,11 @@ class ComparisonRun:
         every = 60.0 * minutes if path is not None and minutes else None
         return {"checkpoint": path, "checkpoint_every_seconds": every}
 
+    def lock(self) -> FileLock:
+        """The folder's lock (:data:`RESULTS_LOCK`), held while ``results.json`` or the figures drawn from it are
+        written: runs side by side in one folder take turns."""
+        return FileLock(self.out / RESULTS_LOCK)
+
     def record(self, row: dict, history_records: list) -> None:
         if row["model"] in self.recipes:
             row = {**row, "recipe": self.recipes[row["model"]]}
@@ -320,7 +325,7 @@ class ComparisonRun:
         if not self.writes:
             return
         self.out.mkdir(parents=True, exist_ok=True)
-        with FileLock(self.out / RESULTS_LOCK):  # other runs may record their methods in this folder too
+        with self.lock():  # other runs may record their methods in this folder too
             saved = read_results(self.out)  # as it is now: with the rows other runs recorded since this one began
             if saved is not None:
                 self._check_recorded_meanwhile(saved, row["model"])

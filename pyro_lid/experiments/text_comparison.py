@@ -351,7 +351,8 @@ def _figures(run) -> None:
     """The image comparison's figures (:func:`~pyro_lid.experiments.image_comparison.write_figures`)."""
     from .image_comparison import load_results, write_figures
 
-    write_figures(*load_results([run.out])[1:], run.out, unit="sentence")
+    with run.lock():  # the rows of every run in the folder, drawn by one at a time
+        write_figures(*load_results([run.out])[1:], run.out, unit="sentence")
 
 
 def format_text_results(rows: list[dict]) -> str:
