@@ -62,13 +62,7 @@ __all__ = [
 RESULTS_LOCK = ".results.json.lock"
 
 #: The files of a run in its output directory: what ``overwrite=True`` deletes.
-RUN_FILES = (
-    "results.json",
-    "history_*.json",
-    "checkpoint_*.pt",
-    "checkpoint_*.pt.validation",
-    "evaluation_*.pt",
-)
+RUN_FILES = ("results.json", "history_*.json", "checkpoint_*.pt", "checkpoint_*.pt.validation", "evaluation_*.pt")
 
 
 def writes_results() -> bool:
@@ -340,7 +334,7 @@ class ComparisonRun:
 
     def _check_recorded_meanwhile(self, saved: dict, name: str) -> None:
         """Refuse to add ``name``'s row to a ``results.json`` another run wrote under other options or data (two
-        runs begun in one empty folder); its checkpoint and history stay, so it can be resumed elsewhere."""
+        runs begun in one empty folder) before anything is written; its checkpoint stays, to be resumed elsewhere."""
         changed = [] if saved["protocol"] == self.protocol else [f"options ({saved['protocol']}, this run's "
                                                                   f"{self.protocol})"]  # fmt: skip
         changed += [f"{split} data" for split in (other_data(saved, self.data) if self.data is not None else [])]
