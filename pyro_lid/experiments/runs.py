@@ -256,7 +256,8 @@ class ComparisonRun:
                 continue
             if row.get("recipe") is None:
                 unchecked.append(name)
-            for key, old, new in config_differences(row.get("recipe") or recipes[name], recipes[name]):
+                continue
+            for key, old, new in config_differences(row["recipe"], recipes[name]):
                 changed.append(f"{name}'s {key}: {old!r} in {path}, {new!r} now")
         if changed:
             raise ValueError(
@@ -335,9 +336,9 @@ class ComparisonRun:
     def _check_recorded_meanwhile(self, saved: dict, name: str) -> None:
         """Refuse to add ``name``'s row to a ``results.json`` another run wrote under other options or data (two
         runs begun in one empty folder) before anything is written; its checkpoint stays, to be resumed elsewhere."""
-        changed = [] if saved["protocol"] == self.protocol else [f"options ({saved['protocol']}, this run's "
-                                                                  f"{self.protocol})"]  # fmt: skip
-        changed += [f"{split} data" for split in (other_data(saved, self.data) if self.data is not None else [])]
+        changed = [f"{split} data" for split in (other_data(saved, self.data) if self.data is not None else [])]
+        if saved["protocol"] != self.protocol:
+            changed.insert(0, f"options ({saved['protocol']}, this run's {self.protocol})")
         if changed:
             stem = file_stem(name)
             raise ValueError(
