@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 
 __all__ = ["main"]
@@ -586,7 +587,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from .infer import TrainingInterrupted
+
     try:
         return args.func(args)
     except (ValueError, FileNotFoundError) as error:  # bad options or missing data: say which, no traceback
         parser.exit(2, f"pyro-lid {args.command}: error: {error}\n")
+    except TrainingInterrupted as stop:  # Ctrl-C or SIGTERM, after a step and its checkpoint: how to go on
+        again = " Run the same command with --resume to go on." if stop.checkpoint is not None else ""
+        parser.exit(128 + (stop.signal_number or signal.SIGTERM), f"pyro-lid {args.command}: {stop}.{again}\n")

@@ -234,3 +234,54 @@ def test_a_failure_on_the_first_process_stops_every_process_with_its_reason(fail
     kind, message = outcomes[1]
     assert kind == "FirstProcessFailed", outcomes[1]  # the other one says why it stops
     assert str(error) in message and type(error).__name__ in message
+
+
+# ---------------------------------------------------------------- a stop signal that reaches one process
+# Under a scheduler every process gets SIGTERM, but not at the same instant, and a Ctrl-C or a ``kill`` may reach
+# only one. A process that stopped alone would leave the others waiting in the next step's all-reduce.
+def _signalled_worker(rank, port, out):
+    import signal
+
+    from pyro_lid.infer.engine.callbacks import Callback
+
+    class SignalSelf(Callback):
+        def on_train_step_end(self, loop, epoch, step, x):
+            if rank == 1 and (epoch, step) == (0, 0):
+                signal.raise_signal(signal.SIGTERM)
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE="2", NODE_RANK="0",
+                      RANK=str(rank), LOCAL_RANK=str(rank))  # fmt: skip
+    torch.set_num_threads(1)
+    x, val = data()
+    options = dict(batch_size=BATCH, epochs=2, progress=False, devices=2, distributed="ddp", accelerator="cpu")
+    try:
+        fit(make("vae-standard"), x, val, checkpoint=out / "ckpt.pt", callbacks=[SignalSelf()], **options)
+        outcome = (None, "finished", None)
+    except BaseException as caught:  # noqa: BLE001 - the test reads what each process raised
+        outcome = (type(caught).__name__, str(caught), getattr(caught, "position", None))
+    torch.save(outcome, out / f"stop-{rank}.pt")
+
+
+def test_a_stop_signal_on_one_process_stops_every_process_after_the_same_step(tmp_path):
+    context = mp.start_processes(_signalled_worker, args=(_free_port(), tmp_path), nprocs=2, join=False,
+                                 start_method="fork")  # fmt: skip
+    deadline = time.monotonic() + 120  # seconds each; a process waiting for a stopped one would wait 30 minutes
+    try:
+        while not context.join(timeout=max(0.1, deadline - time.monotonic())) and time.monotonic() < deadline:
+            pass
+    finally:
+        for process in context.processes:
+            if process.is_alive():
+                process.kill()
+    outcomes = []
+    for rank in range(2):
+        path = tmp_path / f"stop-{rank}.pt"
+        assert path.exists(), f"process {rank} did not finish: it waited for the one that had stopped"
+        outcomes.append(torch.load(path, weights_only=False))
+    # the signal came after step index 0; the processes agree after the next step: step 2 of N // BATCH
+    position = f"epoch 1, step 2 of {N // BATCH}"
+    assert [(kind, at) for kind, _, at in outcomes] == [("TrainingInterrupted", position)] * 2, outcomes
+    assert "stopped by a stop signal on another process" in outcomes[0][1]
+    assert "stopped by SIGTERM" in outcomes[1][1]
+    saved = torch.load(tmp_path / "ckpt.pt", weights_only=False)
+    assert (saved["epoch"], saved["step"]) == (0, 2)

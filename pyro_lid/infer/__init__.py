@@ -5,7 +5,7 @@ from .checkpoints import CheckpointError, atomic_save, data_fingerprint, load_ch
 from .free_bits import FreeBitsELBO
 from .posterior_samples import latent_sites, nuts_posterior, pointwise_log_likelihood, prior_draws, vi_posterior
 from .schedules import KLSchedule, make_schedule
-from .training import FirstProcessFailed, History, TrainingDiverged, fit
+from .training import FirstProcessFailed, History, TrainingDiverged, TrainingInterrupted, fit
 
 __all__ = [
     "CheckpointError",
@@ -16,6 +16,7 @@ __all__ = [
     "LaggingState",
     "ParamSubsetOptim",
     "TrainingDiverged",
+    "TrainingInterrupted",
     "atomic_save",
     "data_fingerprint",
     "fit",

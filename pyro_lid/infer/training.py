@@ -34,11 +34,12 @@ from .engine.first_process import FirstProcessFailed
 from .engine.history import History, TrainingDiverged
 from .engine.launch import make_fabric, quiet_lightning, train_in_process
 from .engine.learning_rates import resolve_lr_multipliers
+from .engine.stop_signals import DEFAULT_STOP_SIGNALS, TrainingInterrupted, resolve_stop_signals
 from .engine.strategies import make_strategy
 from .free_bits import FreeBitsELBO
 from .schedules import make_schedule
 
-__all__ = ["fit", "FirstProcessFailed", "History", "TrainingDiverged"]
+__all__ = ["fit", "FirstProcessFailed", "History", "TrainingDiverged", "TrainingInterrupted"]
 
 
 def fit(
@@ -77,6 +78,7 @@ def fit(
     log_dir: str | Path | None = None,
     callbacks=(),
     track_batch_kl: bool = False,
+    stop_signals=DEFAULT_STOP_SIGNALS,
 ) -> History:
     """Train ``model`` (with ``model.model`` / ``model.guide``) by SVI and return its :class:`History`.
 
@@ -142,7 +144,13 @@ def fit(
     :param track_batch_kl: record ``max_batch_kl``, each epoch's largest mini-batch mean of
         KL(q(z|x) || p(z)) after the steps (:class:`~pyro_lid.infer.engine.callbacks.MaxBatchKL`: one encoder
         pass per step, closed form, training unchanged; standard-normal prior only).
+    :param stop_signals: signals (names or numbers; ``()``: none) that stop training after the step in progress
+        instead of killing the process: the checkpoint is written there and :class:`TrainingInterrupted` is
+        raised (:mod:`~pyro_lid.infer.engine.stop_signals`); a second signal stops at once. Default
+        ``("SIGINT", "SIGTERM")``: Ctrl-C, and a scheduler's preemption or time limit (add ``"SIGUSR1"`` for
+        SLURM's ``--signal=USR1@120``).
     :raises TrainingDiverged: when the loss becomes NaN or infinite (the last good checkpoint is kept).
+    :raises TrainingInterrupted: when one of ``stop_signals`` arrived (a ``KeyboardInterrupt``).
     :raises FirstProcessFailed: on the other processes of a data-parallel run, when the first process failed in
         the work it does for all (validation, a checkpoint write); the first process raises its own error.
     """
@@ -157,6 +165,7 @@ def fit(
         raise ValueError(f"lr must be a finite number > 0, got {lr!r}")
     resolve_lr_multipliers(model, lr_multipliers)  # refused here, before any training
     check_checkpoint_interval(checkpoint, checkpoint_every_n_steps, checkpoint_every_seconds)
+    stop_signals = resolve_stop_signals(stop_signals)
     config = None
     if checkpoint is not None:  # what a resumed run must share with this one (the data's fingerprints too)
         config = training_config(
@@ -197,6 +206,7 @@ def fit(
         lr_multipliers=lr_multipliers,
         clip_args={"clip_norm": clip_norm} if clip_norm is not None else None,
         dynamic_binarization=dynamic_binarization, progress=progress, autocast=str(precision).endswith("-mixed"),
+        stop_signals=stop_signals,
     )  # fmt: skip
     with quiet_lightning(fabric.world_size == 1):
         history, state = fabric.launch(train_in_process, model, train_data, loop_options, checkpoint, resume, config)

@@ -7,7 +7,8 @@
 - :mod:`.callbacks`: KL schedule, free bits, validation metrics, early stopping, checkpointing,
   progress line, Lightning loggers;
 - :mod:`.launch`: the Fabric ``fit`` builds, and what each process runs;
-- :mod:`.first_process`: work done on the first process only, whose failure stops every process.
+- :mod:`.first_process`: work done on the first process only, whose failure stops every process;
+- :mod:`.stop_signals`: Ctrl-C or ``SIGTERM`` stop training after a step, with its checkpoint.
 """
 
 from .callbacks import (
@@ -25,6 +26,7 @@ from .callbacks import (
 from .first_process import FirstProcessFailed, on_first_process
 from .history import History, TrainingDiverged
 from .loop import TrainingLoop
+from .stop_signals import StopSignals, TrainingInterrupted
 from .strategies import AutoencoderPretraining, Lagging, Standard, TrainingStrategy, make_strategy
 from .svi import FabricSVI
 
@@ -42,7 +44,9 @@ __all__ = [
     "LogMetrics",
     "ProgressLine",
     "Standard",
+    "StopSignals",
     "TrainingDiverged",
+    "TrainingInterrupted",
     "TrainingLoop",
     "TrainingStrategy",
     "ValidationMetrics",

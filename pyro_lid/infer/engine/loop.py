@@ -14,6 +14,10 @@ The loop does not know any recipe or feature: what a step is belongs to the stra
     history.append(record)
     callbacks.on_epoch_recorded(record)      # progress line, loggers, checkpoint
 
+A stop signal (``SIGINT``, ``SIGTERM``: :mod:`~pyro_lid.infer.engine.stop_signals`) is looked at after every
+step, before the step's hooks (which then write the checkpoint there), and after every epoch; the loop then
+raises :class:`~pyro_lid.infer.engine.stop_signals.TrainingInterrupted`.
+
 A checkpoint may also be written between two steps (``fit(checkpoint_every_n_steps=...)`` or
 ``checkpoint_every_seconds``): it holds the steps done in the epoch (``step``) and the epoch's running
 totals (``epoch_partial``), and a run resumed from it continues with the next mini-batch of the same
@@ -39,6 +43,7 @@ from .callbacks.base import Callback
 from .history import History, TrainingDiverged
 from .learning_rates import PerParameterArgs, resolve_lr_multipliers
 from .rng import rng_state, set_rng_state
+from .stop_signals import DEFAULT_STOP_SIGNALS, StopSignals, TrainingInterrupted
 from .svi import FabricSVI, NonFiniteGradients
 
 __all__ = ["TrainingLoop"]
@@ -51,6 +56,7 @@ class TrainingLoop:
     :param lr_multipliers: ``{pattern: m}``: the parameters whose names match take ``m`` times ``optim_args["lr"]``.
     :param elbo: the objective (a callback such as :class:`~.callbacks.FreeBits` may replace it in ``setup``).
     :param autocast: evaluate the ELBO under ``fabric.autocast()`` (mixed precision).
+    :param stop_signals: the signals that stop training after the step in progress (:class:`StopSignals`).
     """
 
     def __init__(
@@ -72,6 +78,7 @@ class TrainingLoop:
         dynamic_binarization: bool = False,
         progress: bool | None = None,
         autocast: bool = False,
+        stop_signals=DEFAULT_STOP_SIGNALS,
     ):
         self.fabric, self.model, self.train_data = fabric, model, train_data
         self.strategy, self.callbacks = strategy, list(callbacks)
@@ -88,6 +95,8 @@ class TrainingLoop:
         self.step = 0  # steps done in the current epoch (0 between epochs)
         self.epoch_partial = {"total": 0.0, "grad_evals": 0, "seconds": 0.0}  # its running totals
         self.last_checkpoint = None  # where the newest checkpoint stands, in words (for TrainingDiverged)
+        self.stop = StopSignals(stop_signals)
+        self.stopping = False  # a stop was asked for: the step's hooks write the checkpoint, then the loop stops
         model.to(self.device)
         for callback in self.callbacks:
             callback.setup(self)
@@ -165,24 +174,49 @@ class TrainingLoop:
             return f"epoch {self.epoch + 1}, step {self.step} of {self.steps_per_epoch}"
         return f"end of epoch {self.epoch}"
 
+    def stop_requested(self) -> bool:
+        """Whether a stop signal has arrived; with several processes, on any of them (all agree: one all-reduce)."""
+        local = self.stop.received is not None
+        if self.world_size == 1 or not self.stop.signals:
+            return local
+        flag = torch.tensor([1.0 if local else 0.0], device=self.device)
+        return bool(self.fabric.all_reduce(flag, reduce_op="sum").item() > 0)
+
+    def _interrupted(self) -> TrainingInterrupted:
+        self.stop.acted_on()
+        received = self.stop.received
+        name = received.name if received is not None else "a stop signal on another process"
+        at, path = self.position(), self.checkpoint_path
+        if path is not None and self.last_checkpoint == at:
+            kept = f"the checkpoint {path} holds it: resume=True goes on from there"
+        else:
+            path = None
+            kept = "no checkpoint was asked for (fit(checkpoint=...)): the model holds the parameters trained so far"
+        return TrainingInterrupted(
+            f"training stopped by {name} at {at}; {kept}", name, received and int(received), at, path
+        )
+
     # ------------------------------------------------------------------ the loop
     def run(self) -> History:
         restore_param_store = set_aside_param_store(self.model)
-        try:  # however training ends (finished, diverged, interrupted): teardown hooks, the store given back
-            for callback in self.callbacks:
-                callback.on_fit_start(self)
-            for epoch in range(self.epoch, self.epochs):
-                if not self.should_stop:  # set before the first epoch by a resumed run that had stopped early
-                    self._run_epoch(epoch)
-                if self.should_stop:
-                    self.history.stopped_early = True
-                    break
-            for callback in self.callbacks:
-                callback.on_fit_end(self)
-        finally:
-            for callback in self.callbacks:
-                callback.teardown(self)
-            restore_param_store()
+        with self.stop:  # a stop signal ends the run after a step, with its checkpoint
+            try:  # however training ends (finished, diverged, interrupted): teardown hooks, the store given back
+                for callback in self.callbacks:
+                    callback.on_fit_start(self)
+                for epoch in range(self.epoch, self.epochs):
+                    if not self.should_stop:  # set before the first epoch by a resumed run that had stopped early
+                        self._run_epoch(epoch)
+                        if self.stop_requested():  # the epoch's checkpoint is written
+                            raise self._interrupted()
+                    if self.should_stop:
+                        self.history.stopped_early = True
+                        break
+                for callback in self.callbacks:
+                    callback.on_fit_end(self)
+            finally:
+                for callback in self.callbacks:
+                    callback.teardown(self)
+                restore_param_store()
         self.model.eval()
         return self.history
 
@@ -227,8 +261,11 @@ class TrainingLoop:
             partial["grad_evals"] += evaluations
             partial["seconds"] = earlier_seconds + time.perf_counter() - started
             self.step = step + 1
-            for hook in self._step_end_hooks:  # the last one may write a mid-epoch checkpoint
+            self.stopping = self.stop_requested()
+            for hook in self._step_end_hooks:  # the last one may write a mid-epoch checkpoint (always if stopping)
                 hook(self, epoch, step, x)
+            if self.stopping:
+                raise self._interrupted()
             bar.set_postfix(loss=f"{value / n:.2f}")
         record = {
             "epoch": epoch + 1,

@@ -58,8 +58,8 @@ class Checkpointing(Callback):
     ``every_seconds`` of wall-clock time have passed since the last write (a long epoch then loses at
     most that much work), and after the epoch's last step, before its validation (which can take long:
     SA-VAE refines every validation posterior); a run resumed from that checkpoint trains no step again
-    and goes straight to the validation. The first process decides the time rule, and the others follow
-    its decision."""
+    and goes straight to the validation. After the step at which a stop signal was seen, it always writes. The
+    first process decides the time rule, and the others follow its decision."""
 
     def __init__(self, path, config: dict | None = None, every_n_steps: int | None = None,
                  every_seconds: float | None = None):  # fmt: skip
@@ -106,7 +106,9 @@ class Checkpointing(Callback):
         return due
 
     def on_train_step_end(self, loop, epoch: int, step: int, x) -> None:
-        if self.every_n_steps is not None or self.every_seconds is not None:
+        if loop.stopping:  # a stop signal: the run ends after this step (agreed on by every process)
+            self._write(loop)
+        elif self.every_n_steps is not None or self.every_seconds is not None:
             if self._due(loop):
                 self._write(loop)
 

@@ -1,0 +1,231 @@
+"""Ctrl-C or SIGTERM stop a run after the step in progress, with its checkpoint written there, and a run resumed
+from it ends bit for bit where an uninterrupted run ends (:mod:`pyro_lid.infer.engine.stop_signals`).
+
+Every test runs under a guard that takes SIGINT and SIGTERM itself and raises :class:`Unhandled`: had ``fit`` not
+installed its handlers, a test fails with that error instead of killing pytest.
+"""
+
+import os
+import signal
+
+import pyro
+import pytest
+import torch
+
+from pyro_lid.infer import TrainingInterrupted, fit
+from pyro_lid.infer.engine.callbacks import Callback
+from pyro_lid.infer.engine.stop_signals import StopSignals, resolve_stop_signals
+from pyro_lid.models import VAE
+
+from .test_mid_epoch_checkpoints import RECIPE_IDS, RECIPES, SMALL, _assert_same, _data
+
+pytestmark = pytest.mark.skipif(not hasattr(signal, "raise_signal"), reason="needs signal.raise_signal")
+
+
+class Unhandled(Exception):
+    """A signal reached the handler that was in place before ``fit``."""
+
+
+@pytest.fixture(autouse=True)
+def guard():
+    received = []
+
+    def handler(signum, frame):
+        received.append(signum)
+        raise Unhandled(signal.Signals(signum).name)
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    yield handler, received
+    for sig, handler_before in previous.items():
+        signal.signal(sig, handler_before)
+
+
+class SendSignal(Callback):
+    """Send ``sig`` to this process ``times`` times once step ``step`` of epoch ``epoch`` (both from 0) has trained
+    (``step=None``: in that epoch's end, after its validation)."""
+
+    def __init__(self, epoch: int, step: int | None, sig=signal.SIGTERM, times: int = 1):
+        self.at, self.sig, self.times = (epoch, step), sig, times
+
+    def _send(self):
+        for _ in range(self.times):
+            signal.raise_signal(self.sig)
+
+    def on_train_step_end(self, loop, epoch: int, step: int, x) -> None:
+        if (epoch, step) == self.at:
+            self._send()
+
+    def on_train_epoch_end(self, loop, epoch: int, record: dict) -> None:
+        if self.at == (epoch, None):
+            self._send()
+
+
+OPTIONS = dict(batch_size=20, dynamic_binarization=True, seed=4, progress=False, track_batch_kl=True)
+
+
+def _models():
+    pyro.set_rng_seed(0)
+    initial = VAE(12, 2, **SMALL).state_dict()
+    models = [VAE(12, 2, **SMALL), VAE(12, 2, **SMALL)]
+    for model in models:
+        model.load_state_dict(initial)
+    return models
+
+
+def _stopped_and_resumed(tmp_path, send, epochs=3, **options):
+    """One initialization trained straight, and again stopped by ``send`` and resumed; ``(straight, its history,
+    resumed, its history, the checkpoint as the stop left it, the TrainingInterrupted)``."""
+    train, val = _data()
+    options = {**OPTIONS, "epochs": epochs, **options}
+    straight, resumed = _models()
+    straight_history = fit(straight, train, val, **options)
+    checkpoint = tmp_path / "run.pt"
+    with pytest.raises(TrainingInterrupted) as stopped:
+        fit(resumed, train, val, checkpoint=checkpoint, callbacks=[send], **options)
+    saved = torch.load(checkpoint, weights_only=False)
+    resumed_history = fit(resumed, train, val, checkpoint=checkpoint, resume=True, **options)
+    return straight, straight_history, resumed, resumed_history, saved, stopped.value
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+@pytest.mark.parametrize("strategy, options", RECIPES, ids=RECIPE_IDS)
+def test_a_stop_signal_ends_the_run_after_a_step_with_its_checkpoint_and_the_resumed_run_equals_a_straight_one(
+    tmp_path, guard, sig, strategy, options
+):
+    # 5 steps an epoch and no checkpoint between epochs asked for: the signal, sent after step index 1 of epoch
+    # index 1, is seen after the next step (the hooks of the step it came in have already looked), so the stop's
+    # own checkpoint is at epoch 1, step 3
+    runs = _stopped_and_resumed(tmp_path, SendSignal(1, 1, sig), strategy=strategy, **options)
+    saved, stop = runs[4], runs[5]
+    assert (saved["epoch"], saved["step"]) == (1, 3)
+    assert (stop.signal_name, stop.signal_number, stop.position) == (sig.name, int(sig), "epoch 2, step 3 of 5")
+    assert stop.checkpoint == tmp_path / "run.pt"
+    assert f"stopped by {sig.name} at epoch 2, step 3 of 5" in str(stop) and "resume=True" in str(stop)
+    _assert_same(*runs[:4])
+    assert guard[1] == []  # the handler in place before fit never saw the signal
+
+
+def test_a_signal_during_validation_stops_after_the_epochs_checkpoint(tmp_path):
+    straight, straight_history, resumed, resumed_history, saved, stop = _stopped_and_resumed(
+        tmp_path, SendSignal(0, None)
+    )
+    assert (saved["epoch"], saved["step"], len(saved["history"])) == (1, 0, 1)
+    assert stop.position == "end of epoch 1"
+    _assert_same(straight, straight_history, resumed, resumed_history)
+
+
+def test_without_a_checkpoint_the_stop_says_so_and_the_model_keeps_the_steps_trained(tmp_path):
+    train, val = _data()
+    straight, stopped = _models()
+    fit(straight, train, val, epochs=1, **OPTIONS)
+    with pytest.raises(TrainingInterrupted, match="no checkpoint was asked for") as caught:
+        fit(stopped, train, val, epochs=2, callbacks=[SendSignal(0, 3)], **OPTIONS)
+    assert caught.value.checkpoint is None and caught.value.position == "epoch 1, step 5 of 5"
+    for key, value in straight.state_dict().items():  # the first epoch's five steps, nothing more
+        assert torch.equal(value, stopped.state_dict()[key]), key
+
+
+def test_a_second_signal_stops_at_once_without_writing_the_checkpoint(tmp_path):
+    train, val = _data()
+    _, model = _models()
+    checkpoint = tmp_path / "run.pt"
+    with pytest.raises(KeyboardInterrupt, match="a second SIGTERM") as caught:
+        fit(model, train, val, epochs=2, checkpoint=checkpoint, callbacks=[SendSignal(0, 1, times=2)], **OPTIONS)
+    assert not isinstance(caught.value, TrainingInterrupted)
+    assert not checkpoint.exists()
+
+
+class Counting:
+    """A handler that counts the signals it gets and lets the run go on."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def __call__(self, signum, frame):
+        self.calls += 1
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGUSR1"), reason="needs SIGUSR1")
+def test_the_handlers_before_fit_are_restored_and_a_signal_after_the_last_look_is_delivered_to_them(tmp_path):
+    train, val = _data()
+    counting = Counting()
+    previous = signal.signal(signal.SIGUSR1, counting)
+    try:
+
+        class LateSignal(Callback):  # after the loop's last look at the flag, before the handlers go
+            def on_fit_end(self, loop):
+                signal.raise_signal(signal.SIGUSR1)
+
+        _, model = _models()
+        fit(model, train, val, epochs=1, stop_signals=["SIGUSR1"], callbacks=[LateSignal()], **OPTIONS)
+        assert counting.calls == 1  # not swallowed: the handler before fit got it on the way out
+        assert signal.getsignal(signal.SIGUSR1) is counting
+        with pytest.raises(TrainingInterrupted, match="SIGUSR1"):
+            fit(model, train, val, epochs=1, stop_signals=("usr1",), callbacks=[SendSignal(0, 0, signal.SIGUSR1)],
+                **OPTIONS)  # fmt: skip
+        assert counting.calls == 1  # carried out by fit: not delivered again
+        assert signal.getsignal(signal.SIGUSR1) is counting
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+
+
+def test_fit_restores_the_handlers_it_found_however_it_ends(guard):
+    handler, _ = guard
+    train, val = _data()
+    _, model = _models()
+    fit(model, train, val, epochs=1, **OPTIONS)
+    assert signal.getsignal(signal.SIGTERM) is handler and signal.getsignal(signal.SIGINT) is handler
+    with pytest.raises(TrainingInterrupted):
+        fit(model, train, val, epochs=1, callbacks=[SendSignal(0, 0, signal.SIGINT)], **OPTIONS)
+    assert signal.getsignal(signal.SIGTERM) is handler and signal.getsignal(signal.SIGINT) is handler
+
+
+def test_no_stop_signals_leaves_the_process_its_own_handling(guard):
+    train, val = _data()
+    _, model = _models()
+    with pytest.raises(Unhandled, match="SIGTERM"):
+        fit(model, train, val, epochs=1, stop_signals=(), callbacks=[SendSignal(0, 0)], **OPTIONS)
+    assert guard[1] == [signal.SIGTERM]
+
+
+@pytest.mark.parametrize("bad", ["SIGKILL", "SIGNOPE", 3.5, True, -1])
+def test_signals_that_cannot_stop_a_run_are_refused_before_training(bad):
+    train, val = _data()
+    _, model = _models()
+    with pytest.raises(ValueError, match="stop_signals"):
+        fit(model, train, val, epochs=1, stop_signals=[bad], **OPTIONS)
+
+
+def test_signal_names_numbers_and_no_signals_resolve():
+    assert resolve_stop_signals(["term", "SIGINT", int(signal.SIGTERM)]) == (signal.SIGTERM, signal.SIGINT)
+    assert resolve_stop_signals(None) == () == resolve_stop_signals(())
+    assert not StopSignals(()).installed
+
+
+def test_compare_stopped_by_sigterm_exits_143_naming_the_resume_and_the_resumed_run_records_the_row(
+    tmp_path, monkeypatch, capsys
+):
+    import json
+
+    from pyro_lid.cli import main
+    from pyro_lid.experiments import image_comparison
+
+    real_fit, calls = image_comparison.fit, []
+
+    def first_fit_stopped(*args, **kwargs):
+        if not calls:
+            kwargs["callbacks"] = [*kwargs.get("callbacks", ()), SendSignal(0, 0)]
+        calls.append(kwargs)
+        return real_fit(*args, **kwargs)
+
+    monkeypatch.setattr(image_comparison, "fit", first_fit_stopped)
+    argv = ["compare", "--dataset", "synthetic", "--models", "vae", "--smoke-test", "--output-dir", str(tmp_path)]
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    assert exited.value.code == 128 + signal.SIGTERM
+    err = capsys.readouterr().err
+    assert "stopped by SIGTERM at epoch 1, step 2 of" in err and "Run the same command with --resume" in err
+    assert not (tmp_path / "results.json").exists()
+    assert main([*argv, "--resume"]) == 0
+    assert [row["model"] for row in json.loads((tmp_path / "results.json").read_text())["rows"]] == ["vae"]
+    assert os.path.exists(calls[0]["checkpoint"])
