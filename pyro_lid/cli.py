@@ -587,12 +587,25 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    from .infer import TrainingInterrupted
-
     try:
         return args.func(args)
     except (ValueError, FileNotFoundError) as error:  # bad options or missing data: say which, no traceback
         parser.exit(2, f"pyro-lid {args.command}: error: {error}\n")
-    except TrainingInterrupted as stop:  # Ctrl-C or SIGTERM, after a step and its checkpoint: how to go on
+    except KeyboardInterrupt as stop:
+        from .infer import TrainingInterrupted
+
+        if not isinstance(stop, TrainingInterrupted):
+            raise
+        # Ctrl-C or SIGTERM, after a step and its checkpoint: say how to go on, then die of the signal
         again = " Run the same command with --resume to go on." if stop.checkpoint is not None else ""
-        parser.exit(128 + (stop.signal_number or signal.SIGTERM), f"pyro-lid {args.command}: {stop}.{again}\n")
+        sys.stderr.write(f"pyro-lid {args.command}: {stop}.{again}\n")
+        sys.stderr.flush()
+        _die_of(signal.Signals(stop.signal_number or signal.SIGTERM))
+
+
+def _die_of(sig: signal.Signals) -> None:
+    """End the process by ``sig`` with its default action, as if it had not been caught: a shell loop over seeds
+    stops on Ctrl-C only when its command died of SIGINT (an exit status of 130 is not enough)."""
+    signal.signal(sig, signal.SIG_DFL)
+    signal.raise_signal(sig)
+    sys.exit(128 + sig)  # a signal whose default action does not end the process (SIGUSR1 ends it too)

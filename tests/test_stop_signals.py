@@ -7,11 +7,15 @@ installed its handlers, a test fails with that error instead of killing pytest.
 
 import os
 import signal
+import subprocess
+import sys
+import threading
 
 import pyro
 import pytest
 import torch
 
+from pyro_lid.diagnostics import EvaluationCheckpoint
 from pyro_lid.infer import TrainingInterrupted, fit
 from pyro_lid.infer.engine.callbacks import Callback
 from pyro_lid.infer.engine.stop_signals import StopSignals, resolve_stop_signals
@@ -60,6 +64,17 @@ class SendSignal(Callback):
             self._send()
 
 
+def _no_other_interrupt(function, *args, **kwargs):
+    """``function(*args, **kwargs)``, where a ``KeyboardInterrupt`` other than ``TrainingInterrupted`` fails the test
+    (instead of ending the pytest session, as an uncaught one would)."""
+    try:
+        return function(*args, **kwargs)
+    except KeyboardInterrupt as stop:
+        if isinstance(stop, TrainingInterrupted):
+            raise
+        pytest.fail(f"KeyboardInterrupt: {stop}")
+
+
 OPTIONS = dict(batch_size=20, dynamic_binarization=True, seed=4, progress=False, track_batch_kl=True)
 
 
@@ -105,13 +120,47 @@ def test_a_stop_signal_ends_the_run_after_a_step_with_its_checkpoint_and_the_res
     assert guard[1] == []  # the handler in place before fit never saw the signal
 
 
-def test_a_signal_during_validation_stops_after_the_epochs_checkpoint(tmp_path):
-    straight, straight_history, resumed, resumed_history, saved, stop = _stopped_and_resumed(
-        tmp_path, SendSignal(0, None)
-    )
+class SignalInValidation(Callback):
+    """Send SIGTERM as epoch ``epoch``'s (from 0) validation reaches its stage ``stage``; record the stages that
+    epoch's validation computed."""
+
+    def __init__(self, epoch: int, stage: str):
+        self.at, self.computed = (epoch, stage), []
+
+    def on_fit_start(self, loop) -> None:
+        self.real = real = EvaluationCheckpoint.piece
+
+        def piece(checkpoint, key, compute):
+            if loop.epoch == self.at[0]:
+                self.computed.append(key)
+                if key == self.at[1]:
+                    signal.raise_signal(signal.SIGTERM)
+            return real(checkpoint, key, compute)
+
+        EvaluationCheckpoint.piece = piece
+
+    def teardown(self, loop) -> None:
+        EvaluationCheckpoint.piece = self.real
+
+
+def test_a_signal_during_validation_lets_it_finish_and_stops_after_the_epochs_checkpoint(tmp_path):
+    send = SignalInValidation(0, "kl")
+    straight, straight_history, resumed, resumed_history, saved, stop = _stopped_and_resumed(tmp_path, send)
+    assert send.computed[0] == "val_loss" and "kl" in send.computed[:-1]  # went on after "kl"
     assert (saved["epoch"], saved["step"], len(saved["history"])) == (1, 0, 1)
+    assert "val_loss" in saved["history"][0] and "mi" in saved["history"][0]
     assert stop.position == "end of epoch 1"
     _assert_same(straight, straight_history, resumed, resumed_history)
+
+
+def test_a_signal_after_the_last_step_of_an_epoch_resumes_straight_into_its_validation(tmp_path):
+    # sent after step index 3 of epoch index 1, seen after step index 4, the epoch's last: the checkpoint is at
+    # epoch 1, step 5 of 5, and the resumed run trains no step of that epoch again
+    runs = _stopped_and_resumed(tmp_path, SendSignal(1, 3))
+    saved, stop = runs[4], runs[5]
+    assert (saved["epoch"], saved["step"], len(saved["history"])) == (1, 5, 1)
+    assert stop.position == "epoch 2, step 5 of 5"
+    _assert_same(*runs[:4])
 
 
 def test_without_a_checkpoint_the_stop_says_so_and_the_model_keeps_the_steps_trained(tmp_path):
@@ -169,6 +218,69 @@ def test_the_handlers_before_fit_are_restored_and_a_signal_after_the_last_look_i
         signal.signal(signal.SIGUSR1, previous)
 
 
+def test_a_signal_after_the_stop_was_carried_out_changes_nothing(tmp_path):
+    class SignalInTeardown(Callback):  # as a second Ctrl-C during a logger's flush would
+        def teardown(self, loop):
+            signal.raise_signal(signal.SIGTERM)
+
+    train, val = _data()
+    _, model = _models()
+    with pytest.raises(TrainingInterrupted, match="stopped by SIGTERM at epoch 1, step 2"):
+        callbacks = [SendSignal(0, 0), SignalInTeardown()]
+        _no_other_interrupt(fit, model, train, val, epochs=2, checkpoint=tmp_path / "run.pt", callbacks=callbacks,
+                            **OPTIONS)  # fmt: skip
+    assert torch.load(tmp_path / "run.pt", weights_only=False)["step"] == 2
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGUSR1"), reason="needs SIGUSR1")
+def test_a_signal_pending_as_the_run_fails_is_delivered_after_a_note_naming_the_failure(capfd):
+    class LateSignalThenFailure(Callback):
+        def on_fit_end(self, loop):
+            signal.raise_signal(signal.SIGUSR1)
+            raise RuntimeError("a logger failed here")
+
+    train, val = _data()
+    _, model = _models()
+    counting = Counting()
+    previous = signal.signal(signal.SIGUSR1, counting)
+    try:
+        with pytest.raises(RuntimeError, match="a logger failed here"):
+            fit(model, train, val, epochs=1, stop_signals=["SIGUSR1"], callbacks=[LateSignalThenFailure()], **OPTIONS)
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+    assert counting.calls == 1
+    assert "SIGUSR1 arrived as the run ended with RuntimeError: a logger failed here" in capfd.readouterr().err
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGUSR1"), reason="needs SIGUSR1")
+def test_a_signal_the_process_ignores_stays_ignored():
+    train, val = _data()
+    _, model = _models()
+    previous = signal.signal(signal.SIGUSR1, signal.SIG_IGN)  # as a background job's SIGINT is
+    try:
+        callbacks = [SendSignal(0, 0, signal.SIGUSR1)]
+        try:
+            history = fit(model, train, val, epochs=1, stop_signals=["SIGUSR1"], callbacks=callbacks, **OPTIONS)
+        except KeyboardInterrupt as stop:  # fails the test instead of ending the pytest session
+            pytest.fail(f"an ignored signal stopped the run: {stop}")
+        assert len(history) == 1  # trained to the end
+        assert signal.getsignal(signal.SIGUSR1) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+
+
+def test_fit_outside_the_main_thread_trains_with_the_process_handling_unchanged(guard):
+    handler, _ = guard
+    train, val = _data()
+    _, model = _models()
+    outcome = []
+    thread = threading.Thread(target=lambda: outcome.append(len(fit(model, train, val, epochs=1, **OPTIONS))))
+    thread.start()
+    thread.join(timeout=120)
+    assert outcome == [1]
+    assert signal.getsignal(signal.SIGTERM) is handler
+
+
 def test_fit_restores_the_handlers_it_found_however_it_ends(guard):
     handler, _ = guard
     train, val = _data()
@@ -188,7 +300,7 @@ def test_no_stop_signals_leaves_the_process_its_own_handling(guard):
     assert guard[1] == [signal.SIGTERM]
 
 
-@pytest.mark.parametrize("bad", ["SIGKILL", "SIGNOPE", 3.5, True, -1])
+@pytest.mark.parametrize("bad", ["SIGKILL", "SIGNOPE", 3.5, True, -1, "SIGSEGV", "SIGCHLD"])
 def test_signals_that_cannot_stop_a_run_are_refused_before_training(bad):
     train, val = _data()
     _, model = _models()
@@ -202,11 +314,10 @@ def test_signal_names_numbers_and_no_signals_resolve():
     assert not StopSignals(()).installed
 
 
-def test_compare_stopped_by_sigterm_exits_143_naming_the_resume_and_the_resumed_run_records_the_row(
-    tmp_path, monkeypatch, capsys
-):
+def test_compare_stopped_by_sigterm_names_the_resume_and_the_resumed_run_records_the_row(tmp_path, monkeypatch, capsys):
     import json
 
+    from pyro_lid import cli
     from pyro_lid.cli import main
     from pyro_lid.experiments import image_comparison
 
@@ -218,7 +329,11 @@ def test_compare_stopped_by_sigterm_exits_143_naming_the_resume_and_the_resumed_
         calls.append(kwargs)
         return real_fit(*args, **kwargs)
 
+    def die_of(sig):  # the real one ends the process by the signal (the next test)
+        raise SystemExit(128 + sig)
+
     monkeypatch.setattr(image_comparison, "fit", first_fit_stopped)
+    monkeypatch.setattr(cli, "_die_of", die_of)
     argv = ["compare", "--dataset", "synthetic", "--models", "vae", "--smoke-test", "--output-dir", str(tmp_path)]
     with pytest.raises(SystemExit) as exited:
         main(argv)
@@ -229,3 +344,31 @@ def test_compare_stopped_by_sigterm_exits_143_naming_the_resume_and_the_resumed_
     assert main([*argv, "--resume"]) == 0
     assert [row["model"] for row in json.loads((tmp_path / "results.json").read_text())["rows"]] == ["vae"]
     assert os.path.exists(calls[0]["checkpoint"])
+
+
+_STOPPED_COMPARE = r"""
+import signal, sys
+from pyro_lid.cli import main
+from pyro_lid.experiments import image_comparison
+from pyro_lid.infer.engine.callbacks import Callback
+
+class SendSignal(Callback):
+    def on_train_step_end(self, loop, epoch, step, x):
+        if (epoch, step) == (0, 0):
+            signal.raise_signal(signal.SIGINT)
+
+real_fit = image_comparison.fit
+image_comparison.fit = lambda *a, **k: real_fit(*a, **{**k, "callbacks": [SendSignal()]})
+main(["compare", "--dataset", "synthetic", "--models", "vae", "--smoke-test", "--output-dir", sys.argv[1]])
+"""
+
+
+def test_compare_stopped_by_ctrl_c_dies_of_sigint_so_that_a_shell_loop_stops_too(tmp_path):
+    from .test_checkpoints import REPO
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    done = subprocess.run([sys.executable, "-c", _STOPPED_COMPARE, str(tmp_path)], capture_output=True, text=True,
+                          env=env, timeout=300)  # fmt: skip
+    assert done.returncode == -signal.SIGINT, done.stderr  # died of the signal (bash: 130 and the loop stops)
+    assert "pyro-lid compare: training stopped by SIGINT at epoch 1, step 2 of" in done.stderr
+    assert "Run the same command with --resume to go on." in done.stderr

@@ -177,7 +177,7 @@ class TrainingLoop:
     def stop_requested(self) -> bool:
         """Whether a stop signal has arrived; with several processes, on any of them (all agree: one all-reduce)."""
         local = self.stop.received is not None
-        if self.world_size == 1 or not self.stop.signals:
+        if self.world_size == 1:  # with several, always: a process whose options differ must not skip a collective
             return local
         flag = torch.tensor([1.0 if local else 0.0], device=self.device)
         return bool(self.fabric.all_reduce(flag, reduce_op="sum").item() > 0)
