@@ -562,3 +562,99 @@ def test_image_step_benchmark_times_every_setting_against_the_vae():
     rows = [line.split("|") for line in result.stdout.splitlines() if line.startswith("| ") and "ms per" not in line]
     assert [row[1].strip() for row in rows] == ["vae", "lidvae", "lidvae:inner=brenier@8"]  # the VAE is added
     assert float(rows[0][3]) == 1.0 and all(float(row[2]) > 0 for row in rows)
+
+
+def test_sa_vae_momentum_steps_are_heavy_ball_steps_on_each_points_clipped_gradient():
+    """``refine_momentum`` against the update written out by hand: v <- mu v + clip(g), lambda <- lambda + eta v."""
+    from pyro_lid.models.savae import gaussian_elbo, refine_gaussian
+
+    torch.set_default_dtype(torch.float64)
+    try:
+        mixing = torch.randn(3, 5, generator=torch.Generator().manual_seed(0))
+        x = torch.randn(4, 5, generator=torch.Generator().manual_seed(1)) * 3
+
+        def log_joint(x, z):  # N(z; 0, I) N(x; z A, I), up to constants
+            return -0.5 * z.square().sum(-1) - 0.5 * (x - z @ mixing).square().sum(-1)
+
+        loc0, log_scale0 = torch.zeros(4, 3), torch.full((4, 3), -1.0)
+        steps, lr, mu, clip = 4, 0.2, 0.5, 2.0
+        pyro.set_rng_seed(7)
+        loc, log_scale = refine_gaussian(log_joint, x, loc0, log_scale0, steps, lr, max_norm=clip, momentum=mu)
+        pyro.set_rng_seed(7)  # the same noise, step for step
+        lam, v = [loc0.clone(), log_scale0.clone()], [torch.zeros(4, 3), torch.zeros(4, 3)]
+        clipped_some = False
+        for _ in range(steps):
+            lam = [t.detach().requires_grad_(True) for t in lam]
+            grads = torch.autograd.grad(gaussian_elbo(log_joint, x, *lam).sum(), lam)
+            norm = torch.cat(grads, -1).norm(dim=-1, keepdim=True)
+            clipped_some |= bool((norm > clip).any())
+            grads = [g * torch.clamp(clip / norm, max=1.0) for g in grads]
+            v = [mu * vi + g for vi, g in zip(v, grads)]
+            lam = [t.detach() + lr * vi for t, vi in zip(lam, v)]
+        assert clipped_some  # the clip is part of what is checked
+        torch.testing.assert_close(loc, lam[0], rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(log_scale, lam[1], rtol=1e-12, atol=1e-12)
+        pyro.set_rng_seed(7)
+        plain = refine_gaussian(log_joint, x, loc0, log_scale0, steps, lr, max_norm=clip)
+        assert not torch.allclose(plain[0], loc)  # momentum changes the path
+    finally:
+        torch.set_default_dtype(torch.float32)
+
+
+def test_sa_vae_decoder_through_steps_gives_the_decoder_its_total_derivative():
+    """With the noise fixed, the decoder's gradient is d loss / d theta through lambda_K(theta) as well (finite
+    differences); without the option it is the partial derivative at fixed lambda_K, a different number."""
+    from pyro.infer import Trace_ELBO
+
+    from pyro_lid.models import SAVAE
+
+    torch.set_default_dtype(torch.float64)
+    try:
+        pyro.set_rng_seed(0)
+        model = SAVAE(6, 2, hidden_dims=(8,), refine_steps=3, refine_lr=0.05, end_to_end=True,
+                      refine_momentum=0.5, decoder_through_steps=True)  # fmt: skip
+        x = torch.bernoulli(torch.rand(5, 6, generator=torch.Generator().manual_seed(1)))
+        weight = next(p for p in model.decoder.parameters() if p.dim() == 2)  # the first layer, from z
+
+        def loss():
+            pyro.set_rng_seed(3)  # the same noise in the refinement and in the ELBO for every evaluation
+            return Trace_ELBO().differentiable_loss(model.model, model.guide, x)
+
+        model.zero_grad()
+        loss().backward()
+        analytic = weight.grad[:3, 0].clone()
+        numeric = []
+        for j in range(3):
+            with torch.no_grad():
+                weight[j, 0] += 1e-6
+            up = loss().item()
+            with torch.no_grad():
+                weight[j, 0] -= 2e-6
+            down = loss().item()
+            with torch.no_grad():
+                weight[j, 0] += 1e-6
+            numeric.append((up - down) / 2e-6)
+        assert analytic.abs().max() > 1e-3
+        torch.testing.assert_close(analytic, torch.tensor(numeric), rtol=1e-5, atol=1e-7)
+        model.decoder_through_steps = False  # the decoder a constant of the steps: another gradient
+        model.zero_grad()
+        loss().backward()
+        assert not torch.allclose(weight.grad[:3, 0], analytic, rtol=1e-3)
+        assert all(p.requires_grad for p in model.parameters())
+    finally:
+        torch.set_default_dtype(torch.float32)
+
+
+def test_sa_vae_kims_refinement_is_a_variant_of_the_registrys_for_images_and_text():
+    from pyro_lid.experiments.methods import resolve_method, text_version
+
+    spec = "sa_vae:refine_steps=20:refine_lr=0.03125:refine_max_norm=28:refine_momentum=0.5:decoder_through_steps=1"
+    variant = resolve_method(spec)
+    model = variant.build(20, 4, hidden=16)
+    assert (model.refine_steps, model.refine_momentum, model.decoder_through_steps) == (20, 0.5, True)
+    text_class, options = text_version(variant)
+    assert text_class is SALSTMVAE and options["refine_momentum"] == 0.5 and options["decoder_through_steps"]
+    for bad, message in [({"refine_momentum": 1.0}, "refine_momentum"), ({"refine_momentum": -0.1}, "refine_momentum"),
+                         ({"decoder_through_steps": True}, "needs end_to_end")]:  # fmt: skip
+        with pytest.raises(ValueError, match=message):
+            SAVAE(20, 4, **bad)

@@ -199,8 +199,9 @@ METHODS = {
         fit_kwargs={"kl_schedule": KLSchedule("linear", warmup_epochs=10, start=0.1)},
         reference="Kim et al. 2018: the encoder trained end to end through 10 refinement steps of size 0.1 on "
         "each point's ELBO (clipped at norm 5; theirs: 20 steps, lr 1, momentum 0.5 on the batch mean, and the "
-        "decoder also through the steps), their KL warm-up from 0.1 over 10 epochs (fitted to a short budget); "
-        "LL uses the refined posterior",
+        "decoder also through the steps: at batch 32 about sa_vae:refine_steps=20:refine_lr=0.03125:"
+        "refine_max_norm=28:refine_momentum=0.5:decoder_through_steps=true), their KL warm-up from 0.1 over 10 "
+        "epochs (fitted to a short budget); LL uses the refined posterior",
     ),
     "bn_vae": Method(BNVAE, {"gamma": 0.5}, reference="Zhu et al. 2020: fixed batch-norm scale gamma = 0.5"),
     "lidvae": Method(
@@ -330,7 +331,8 @@ def file_stem(spec: str) -> str:
 # ---------------------------------------------------------------------------------------------- text
 #: Each image model class's text version, and how its options carry over (``None``: dropped, the text
 #: model has no such lever; the projected output layer of LIDSVAE is a ``construction="projection"`` already).
-_REFINE = {k: k for k in ("refine_steps", "refine_lr", "refine_samples", "end_to_end", "refine_max_norm")}
+_REFINE = {k: k for k in ("refine_steps", "refine_lr", "refine_samples", "end_to_end", "refine_max_norm",
+                          "refine_momentum", "decoder_through_steps")}  # fmt: skip
 _TEXT_VERSIONS = {
     VAE: (LSTMVAE, {"beta": "beta"}),
     SAVAE: (SALSTMVAE, {"beta": "beta", **_REFINE}),

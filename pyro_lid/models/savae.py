@@ -8,11 +8,13 @@ For each data point the encoder gives :math:`\lambda_0 = (\mu(x), \log\sigma(x))
     \lambda_{k+1} = \lambda_k + \eta\,\nabla_\lambda\,\mathbb{E}_{\epsilon}\big[\log p(x, \mu + \sigma\epsilon)
                      - \log q_\lambda(\mu + \sigma\epsilon)\big],
 
-(each point's gradient scaled down to norm at most ``refine_max_norm``), with the
-decoder held fixed, give the refined posterior :math:`q_{\lambda_K}`. The decoder is
+(each point's gradient scaled down to norm at most ``refine_max_norm``; with ``refine_momentum``
+:math:`\mu`, heavy-ball steps :math:`v_{k+1} = \mu v_k + g_k`, :math:`\lambda_{k+1} = \lambda_k + \eta
+v_{k+1}`), with the decoder held fixed, give the refined posterior :math:`q_{\lambda_K}`. The decoder is
 trained on :math:`q_{\lambda_K}`: the guide samples :math:`z` from it, and the decoder's
-gradient is :math:`\nabla_\theta\,\mathrm{ELBO}(\lambda_K, \theta)` with
-:math:`\lambda_K` held fixed. The encoder is trained in one of two ways:
+gradient is :math:`\nabla_\theta\,\mathrm{ELBO}(\lambda_K, \theta)` with :math:`\lambda_K` held fixed
+(with ``decoder_through_steps``, the total derivative through :math:`\lambda_K(\theta)` as well, as in
+Kim et al.'s Algorithm 1). The encoder is trained in one of two ways:
 
 - ``end_to_end=False`` (default): *towards* the refined parameters. :math:`\lambda_K` is
   detached and the guide adds :math:`\mathrm{KL}(q_{\lambda_K}\,\|\,q_{\lambda_0})`
@@ -55,11 +57,14 @@ def gaussian_elbo(log_joint, x, loc, log_scale, num_samples: int = 1) -> torch.T
 
 
 def refine_gaussian(log_joint, x, loc, log_scale, steps: int, lr: float, num_samples: int = 1, max_norm: float = 5.0,
-                    differentiable: bool = False, frozen=()) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+                    differentiable: bool = False, frozen=(), momentum: float = 0.0,
+                    ) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
     r"""``steps`` steps of gradient ascent on each data point's own ELBO over its Gaussian :math:`(loc, \log\sigma)`,
-    :math:`\lambda_{k+1} = \lambda_k + \eta\,\min(1, c / \lVert\nabla_\lambda\rVert)\,\nabla_\lambda
-    \mathrm{ELBO}(\lambda_k)` (``lr`` :math:`\eta`, ``max_norm`` :math:`c`): the refinement of SA-VAE
-    (:class:`SemiAmortized`) and of :func:`~pyro_lid.diagnostics.amortization_gap`.
+    :math:`\lambda_{k+1} = \lambda_k + \eta\,g_k` with :math:`g_k = \min(1, c / \lVert\nabla_\lambda\rVert)\,
+    \nabla_\lambda \mathrm{ELBO}(\lambda_k)` (``lr`` :math:`\eta`, ``max_norm`` :math:`c`), or with ``momentum``
+    :math:`\mu > 0` heavy-ball steps :math:`v_{k+1} = \mu v_k + g_k`, :math:`\lambda_{k+1} = \lambda_k + \eta
+    v_{k+1}` (:math:`v_0 = 0`, as in Kim et al.'s code): the refinement of SA-VAE (:class:`SemiAmortized`) and
+    of :func:`~pyro_lid.diagnostics.amortization_gap`.
 
     ``frozen`` parameters (the model's) get no gradient while it runs, and are restored after. With
     ``differentiable`` (and grad mode on) the result stays a differentiable function of the initial values.
@@ -70,6 +75,7 @@ def refine_gaussian(log_joint, x, loc, log_scale, steps: int, lr: float, num_sam
     if not differentiable:
         loc, log_scale = loc.detach(), log_scale.detach()
     params = [p for p in frozen if p.requires_grad]
+    velocity = None
     with torch.enable_grad():  # also under no_grad (Predictive, evaluation)
         for p in params:
             p.requires_grad_(False)
@@ -80,9 +86,17 @@ def refine_gaussian(log_joint, x, loc, log_scale, steps: int, lr: float, num_sam
                 gain = gaussian_elbo(log_joint, x, loc, log_scale, num_samples).sum()
                 g_loc, g_log_scale = torch.autograd.grad(gain, [loc, log_scale], create_graph=differentiable)
                 norm = (g_loc.square().sum(-1, keepdim=True) + g_log_scale.square().sum(-1, keepdim=True)).sqrt()
-                step = lr * (max_norm / norm.clamp_min(max_norm))
-                loc = loc + step * g_loc
-                log_scale = log_scale + step * g_log_scale
+                if momentum:
+                    clip = max_norm / norm.clamp_min(max_norm)
+                    g_loc, g_log_scale = clip * g_loc, clip * g_log_scale
+                    if velocity is not None:
+                        g_loc, g_log_scale = momentum * velocity[0] + g_loc, momentum * velocity[1] + g_log_scale
+                    velocity = (g_loc, g_log_scale)
+                    loc, log_scale = loc + lr * g_loc, log_scale + lr * g_log_scale
+                else:  # as before momentum existed, operation for operation (the same numbers)
+                    step = lr * (max_norm / norm.clamp_min(max_norm))
+                    loc = loc + step * g_loc
+                    log_scale = log_scale + step * g_log_scale
         finally:
             for p in params:
                 p.requires_grad_(True)
@@ -102,6 +116,18 @@ class SemiAmortized:
     :param float refine_max_norm: each data point's step direction :math:`\\nabla_\\lambda` is
         scaled down to at most this norm (5, as in Kim et al.'s code): a 784-pixel ELBO has
         gradients large enough to make plain steps diverge.
+    :param float refine_momentum: heavy-ball momentum :math:`\\mu \\in [0, 1)` of the steps (Kim et al.: 0.5).
+    :param bool decoder_through_steps: with ``end_to_end``, the decoder's gradient also flows through the
+        refinement (Kim et al.'s Algorithm 1: :math:`\\lambda_K` depends on :math:`\\theta`); otherwise the
+        decoder is a constant of the steps.
+
+    Kim et al. step on the mini-batch's mean ELBO with lr 1 and clip the whole mini-batch's gradient; here every
+    point steps on its own ELBO and is clipped alone, so that its posterior does not depend on the batch it is
+    evaluated in (evaluation batches differ from training ones). Their lr 1 on the mean over a batch of
+    :math:`B` is a per-point ``refine_lr`` of :math:`1/B`, and their clip :math:`c` of the batch's gradient,
+    for points of equal gradient norm, a per-point ``refine_max_norm`` of :math:`c\\sqrt{B}`. (They step in
+    :math:`\\log\\sigma^2`, here in :math:`\\log\\sigma`: the same step size moves :math:`\\log\\sigma` 4 times less
+    there.)
 
     Other parameters are the base model's (``name`` included). Models with an enumerated
     cluster variable (``GMVAE(enumerate_clusters=True)``) have no single Gaussian guide to
@@ -116,16 +142,23 @@ class SemiAmortized:
         refine_samples: int = 1,
         end_to_end: bool = False,
         refine_max_norm: float = 5.0,
+        refine_momentum: float = 0.0,
+        decoder_through_steps: bool = False,
         **kwargs,
     ):
         if refine_steps < 0 or not refine_lr > 0 or refine_samples < 1 or not refine_max_norm > 0:
             raise ValueError("need refine_steps >= 0, refine_lr > 0, refine_samples >= 1 and refine_max_norm > 0")
+        if not 0 <= refine_momentum < 1:
+            raise ValueError(f"refine_momentum must be in [0, 1), got {refine_momentum!r}")
+        if decoder_through_steps and not end_to_end:
+            raise ValueError("decoder_through_steps needs end_to_end=True: only then is the refinement differentiated")
         super().__init__(*args, **kwargs)
         if getattr(self, "enumerate_clusters", False):
             raise ValueError("semi-amortized refinement needs the summed-out mixture prior (enumerate_clusters=False)")
         self.refine_steps, self.refine_lr, self.refine_samples = refine_steps, refine_lr, refine_samples
         self.end_to_end = bool(end_to_end)
         self.refine_max_norm = float(refine_max_norm)
+        self.refine_momentum, self.decoder_through_steps = float(refine_momentum), bool(decoder_through_steps)
 
     @property
     def extra_gradient_evaluations(self) -> int:
@@ -141,11 +174,14 @@ class SemiAmortized:
         """:math:`K` gradient-ascent steps on each point's ELBO from ``(loc, scale)``; decoder untouched.
 
         With ``differentiable`` the result stays a differentiable function of ``(loc, scale)``
-        (the steps' graph is kept); the decoder's parameters are constants either way.
+        (the steps' graph is kept), and with ``decoder_through_steps`` of the decoder's parameters too;
+        otherwise those are constants of the steps.
         """
+        through = differentiable and self.decoder_through_steps
         loc, log_scale = refine_gaussian(
             self.log_joint, x, loc, scale.log(), self.refine_steps, self.refine_lr, self.refine_samples,
-            self.refine_max_norm, differentiable, frozen=self.parameters(),
+            self.refine_max_norm, differentiable, frozen=() if through else self.parameters(),
+            momentum=self.refine_momentum,
         )  # fmt: skip
         return loc, log_scale.exp()
 
