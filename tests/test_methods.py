@@ -658,3 +658,30 @@ def test_sa_vae_kims_refinement_is_a_variant_of_the_registrys_for_images_and_tex
                          ({"decoder_through_steps": True}, "needs end_to_end")]:  # fmt: skip
         with pytest.raises(ValueError, match=message):
             SAVAE(20, 4, **bad)
+
+
+@pytest.mark.parametrize("bad", ["no", 0.5, "yes"])
+def test_sa_vae_flags_refuse_what_is_not_true_or_false(bad):
+    """``bool("no")`` is True: a misspelt flag in a variant must fail, not switch the option on."""
+    from pyro_lid.experiments.methods import resolve_method
+
+    for flag in ("decoder_through_steps", "end_to_end"):
+        with pytest.raises(ValueError, match=f"{flag} must be True or False"):
+            SAVAE(20, 4, **{"end_to_end": True, flag: bad})
+    with pytest.raises(ValueError, match="does not take these options"):
+        resolve_method(f"sa_vae:decoder_through_steps={bad}")
+    with pytest.raises(ValueError, match="refine_momentum must be a number"):
+        SAVAE(20, 4, refine_momentum=bad if isinstance(bad, str) else True)
+
+
+def test_text_sa_vae_trains_with_kims_refinement():
+    data, make = _image_and_text("text")
+    model = make(SALSTMVAE, 4, refine_steps=3, refine_lr=0.05, end_to_end=True, refine_momentum=0.5,
+                 decoder_through_steps=True)  # fmt: skip
+    decoder_before = [p.clone() for p in model.decoder.parameters()]
+    history = fit(model, data[:64], epochs=1, batch_size=32, progress=False)
+    assert all(torch.isfinite(torch.tensor(history["train_loss"])))
+    assert any(not torch.equal(a, b) for a, b in zip(decoder_before, model.decoder.parameters()))
+    assert all(p.requires_grad for p in model.parameters())
+    with torch.no_grad():
+        assert torch.isfinite(model.posterior(data[:8]).mean).all()

@@ -117,17 +117,19 @@ class SemiAmortized:
         scaled down to at most this norm (5, as in Kim et al.'s code): a 784-pixel ELBO has
         gradients large enough to make plain steps diverge.
     :param float refine_momentum: heavy-ball momentum :math:`\\mu \\in [0, 1)` of the steps (Kim et al.: 0.5).
-    :param bool decoder_through_steps: with ``end_to_end``, the decoder's gradient also flows through the
-        refinement (Kim et al.'s Algorithm 1: :math:`\\lambda_K` depends on :math:`\\theta`); otherwise the
-        decoder is a constant of the steps.
+    :param bool decoder_through_steps: with ``end_to_end``, the model's parameters (the decoder's, and a learned
+        prior's) also get their gradient through the refinement (Kim et al.'s Algorithm 1: :math:`\\lambda_K`
+        depends on :math:`\\theta`); otherwise they are constants of the steps. The gradient evaluations are as
+        many, each a little dearer (the backward pass also reaches the parameters).
 
     Kim et al. step on the mini-batch's mean ELBO with lr 1 and clip the whole mini-batch's gradient; here every
     point steps on its own ELBO and is clipped alone, so that its posterior does not depend on the batch it is
     evaluated in (evaluation batches differ from training ones). Their lr 1 on the mean over a batch of
     :math:`B` is a per-point ``refine_lr`` of :math:`1/B`, and their clip :math:`c` of the batch's gradient,
-    for points of equal gradient norm, a per-point ``refine_max_norm`` of :math:`c\\sqrt{B}`. (They step in
-    :math:`\\log\\sigma^2`, here in :math:`\\log\\sigma`: the same step size moves :math:`\\log\\sigma` 4 times less
-    there.)
+    for points of equal gradient norm, a per-point ``refine_max_norm`` of :math:`c\\sqrt{B}`. Two differences
+    remain: they step in :math:`(\\mu, \\log\\sigma^2)`, here in :math:`(\\mu, \\log\\sigma)` (the same step size
+    moves :math:`\\log\\sigma` 4 times less there, unclipped), and they clip the two blocks apart, here together.
+    Their KL term in the refinement carries the annealed weight; here the refinement uses the full prior.
 
     Other parameters are the base model's (``name`` included). Models with an enumerated
     cluster variable (``GMVAE(enumerate_clusters=True)``) have no single Gaussian guide to
@@ -148,8 +150,15 @@ class SemiAmortized:
     ):
         if refine_steps < 0 or not refine_lr > 0 or refine_samples < 1 or not refine_max_norm > 0:
             raise ValueError("need refine_steps >= 0, refine_lr > 0, refine_samples >= 1 and refine_max_norm > 0")
-        if not 0 <= refine_momentum < 1:
-            raise ValueError(f"refine_momentum must be in [0, 1), got {refine_momentum!r}")
+        if (
+            isinstance(refine_momentum, bool)
+            or not isinstance(refine_momentum, (int, float))
+            or not (0 <= refine_momentum < 1)
+        ):
+            raise ValueError(f"refine_momentum must be a number in [0, 1), got {refine_momentum!r}")
+        for flag, value in (("end_to_end", end_to_end), ("decoder_through_steps", decoder_through_steps)):
+            if not isinstance(value, bool) and value not in (0, 1):  # bool("no") would be True
+                raise ValueError(f"{flag} must be True or False, got {value!r}")
         if decoder_through_steps and not end_to_end:
             raise ValueError("decoder_through_steps needs end_to_end=True: only then is the refinement differentiated")
         super().__init__(*args, **kwargs)
@@ -174,10 +183,10 @@ class SemiAmortized:
         """:math:`K` gradient-ascent steps on each point's ELBO from ``(loc, scale)``; decoder untouched.
 
         With ``differentiable`` the result stays a differentiable function of ``(loc, scale)``
-        (the steps' graph is kept), and with ``decoder_through_steps`` of the decoder's parameters too;
+        (the steps' graph is kept), and with ``decoder_through_steps`` of the model's parameters too;
         otherwise those are constants of the steps.
         """
-        through = differentiable and self.decoder_through_steps
+        through = differentiable and torch.is_grad_enabled() and self.decoder_through_steps
         loc, log_scale = refine_gaussian(
             self.log_joint, x, loc, scale.log(), self.refine_steps, self.refine_lr, self.refine_samples,
             self.refine_max_norm, differentiable, frozen=() if through else self.parameters(),
