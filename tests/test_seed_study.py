@@ -1,5 +1,6 @@
 """A study over seeds: mean ± sd computed from each seed's own results, resumable, figures, refusals."""
 
+import inspect
 import json
 import statistics
 
@@ -397,7 +398,9 @@ def test_a_changed_recipe_is_neither_resumed_nor_pooled_across_seeds(tmp_path, m
     assert METHODS["il_lidvae"].recipe(2, text=True)["model_kwargs"] == {"inner": "brenier", "margin": 0.5}
     run_seed_study(tmp_path, seeds=(0, 1), models=("anneal",), **TINY)
     saved = json.loads((tmp_path / "seed0" / "results.json").read_text())
-    assert saved["rows"][0]["recipe"] == METHODS["anneal"].recipe(2)
+    recorded_recipe = dict(saved["rows"][0]["recipe"])
+    assert recorded_recipe.pop("built")["class"] == "VAE"  # the model as built, beside the registry's recipe
+    assert recorded_recipe == METHODS["anneal"].recipe(2)
     assert saved["rows"][0]["recipe"]["fit"]["kl_schedule"]["start"] == 0.0
     original = METHODS["anneal"]
     changed = dataclasses.replace(
@@ -428,3 +431,35 @@ def test_a_changed_recipe_is_neither_resumed_nor_pooled_across_seeds(tmp_path, m
         UserWarning, match=r"anneal: seeds \[0\] predate recorded recipes and are pooled with seeds \[1\]"
     ):
         assert summarize_seeds(tmp_path)[0]["seeds"] == [0, 1]
+
+
+def test_a_changed_default_of_a_model_class_is_neither_resumed_nor_pooled(tmp_path, monkeypatch):
+    """The recipe describes the model as built (its settings, the class's defaults included, and its parameters'
+    shapes): a default changed in the code since a row was recorded is caught like a registry change. Rows recorded
+    before the recipe described the built model are checked on the rest, with a warning."""
+    from pyro_lid.models import VAE
+
+    run_seed_study(tmp_path, seeds=(0, 1), models=("anneal",), **TINY)
+    seed0 = tmp_path / "seed0" / "results.json"
+    saved = json.loads(seed0.read_text())
+    assert saved["rows"][0]["recipe"]["built"]["beta"] == 1.0
+    defaults = VAE.__init__.__defaults__
+    beta_at = list(inspect.signature(VAE.__init__).parameters).index("beta") - 2  # after self and data_dim
+    assert defaults[beta_at] == 1.0
+    monkeypatch.setattr(VAE.__init__, "__defaults__", (*defaults[:beta_at], 2.0, *defaults[beta_at + 1 :]))
+    with pytest.raises(ValueError, match=r"anneal's built\.beta: 1\.0 in .*results\.json, 2\.0 now"):
+        harness.run_image_comparison(seed=0, output_dir=tmp_path / "seed0", resume=True, models=("anneal",), **TINY)
+    harness.run_image_comparison(seed=1, output_dir=tmp_path / "seed1", overwrite=True, models=("anneal",), **TINY)
+    with pytest.raises(ValueError, match=r"anneal in .*seed1 was trained with another recipe than in seed 0 \(built"):
+        summarize_seeds(tmp_path)
+    # a row recorded before recipes described the built model: checked on the rest, reused, with a warning
+    monkeypatch.undo()
+    del saved["rows"][0]["recipe"]["built"]
+    seed0.write_text(json.dumps(saved))
+    with pytest.warns(UserWarning, match="predates recipes that describe the built model: its finished rows of anneal"):
+        rows = harness.run_image_comparison(seed=0, output_dir=tmp_path / "seed0", resume=True, models=("anneal",),
+                                            **TINY)  # fmt: skip
+    assert rows[0]["ll"] == saved["rows"][0]["ll"]
+    # and pooled with a seed whose recipe describes it (seed 1, trained again under the class's own default)
+    harness.run_image_comparison(seed=1, output_dir=tmp_path / "seed1", overwrite=True, models=("anneal",), **TINY)
+    assert summarize_seeds(tmp_path)[0]["seeds"] == [0, 1]

@@ -180,14 +180,18 @@ def run_image_comparison(
     run = ComparisonRun(output_dir, image_protocol(locals()), resume, overwrite)
     train, val, test, test_labels = _data(dataset, root, num_train, num_test, seed)
     run.use_data(train=train, valid=val, test=test)
-    run.use_recipes({name: methods[name].recipe(epochs) for name in models})
     data_dim = train.shape[1]
+
+    def built(method):  # the model as trained below (the seed is set again before each one trains)
+        return method.build(data_dim, latent_dim, hidden, icnn_hidden, num_components, train_data=train)
+
+    run.use_recipes({name: methods[name].recipe(epochs, model=built(methods[name])) for name in models})
     for name in models:
         if run.finished(name) is not None:
             continue
         method = methods[name]
         pyro.set_rng_seed(seed)
-        model = method.build(data_dim, latent_dim, hidden, icnn_hidden, num_components, train_data=train)
+        model = built(method)
         if device is not None:
             model.to(device)
         history = fit(

@@ -14,11 +14,22 @@ from dataclasses import dataclass, field
 import torch
 
 from .._checks import is_positive_number
+from ..infer.checkpoints import config_differences, describe_model
 from ..infer.engine.learning_rates import resolve_lr_multipliers
 from ..infer.schedules import KLSchedule
 from ..models import BNLSTMVAE, BNVAE, GMVAE, ILLIDVAE, LIDGMVAE, LIDSVAE, LIDVAE, LSTMVAE, SALSTMVAE, SAVAE, VAE
 
-__all__ = ["Method", "METHODS", "TEXT_METHODS", "file_stem", "resolve_method", "resolve_text_method", "text_version"]
+__all__ = [
+    "BUILT",
+    "Method",
+    "METHODS",
+    "TEXT_METHODS",
+    "file_stem",
+    "recipe_differences",
+    "resolve_method",
+    "resolve_text_method",
+    "text_version",
+]
 
 
 @dataclass(frozen=True)
@@ -43,13 +54,18 @@ class Method:
             options["kl_schedule"] = _fit_to_budget(schedule, epochs - options.get("pretrain_epochs", 0))
         return options
 
-    def recipe(self, epochs: int, text: bool = False) -> dict:
+    def recipe(self, epochs: int, text: bool = False, model=None) -> dict:
         """What trains this method within ``epochs``, as plain JSON values: the model class, its options (``text``:
-        those of its :func:`text_version`) and :meth:`fit_options`. A comparison records it with each row and
-        refuses to reuse a finished row whose method has changed since (a registry update), instead of mixing two
-        recipes under one name. (The model classes' and ``fit``'s own defaults are not part of it.)"""
+        those of its :func:`text_version`) and :meth:`fit_options`; with ``model`` (the model as built for the
+        run) also ``built``, its :func:`~pyro_lid.infer.checkpoints.describe_model`: every scalar setting, the
+        class's defaults included, and its parameters' names and shapes. A comparison records it with each row
+        and refuses to reuse a finished row whose method has changed since (a registry update, or a changed
+        default of a model class), instead of mixing two recipes under one name (:func:`recipe_differences`).
+        (``fit``'s own defaults are not part of it: a checkpoint's configuration holds those.)"""
         model_class, model_kwargs = text_version(self) if text else (self.model_class, self.model_kwargs)
         recipe = {"model": model_class.__name__, "model_kwargs": model_kwargs, "fit": self.fit_options(epochs)}
+        if model is not None:
+            recipe[BUILT] = describe_model(model)
         return json.loads(json.dumps(recipe, default=_plain))
 
     def build(
@@ -199,9 +215,10 @@ METHODS = {
         fit_kwargs={"kl_schedule": KLSchedule("linear", warmup_epochs=10, start=0.1)},
         reference="Kim et al. 2018: the encoder trained end to end through 10 refinement steps of size 0.1 on "
         "each point's ELBO (clipped at norm 5; theirs: 20 steps, lr 1, momentum 0.5 on the batch mean, and the "
-        "decoder also through the steps: at batch 32 about sa_vae:refine_steps=20:refine_lr=0.03125:"
-        "refine_max_norm=28:refine_momentum=0.5:decoder_through_steps=true), their KL warm-up from 0.1 over 10 "
-        "epochs (fitted to a short budget); LL uses the refined posterior",
+        "decoder also through the steps; their step count, momentum and decoder path, with their lr and clip "
+        "taken per point at batch 32: sa_vae:refine_steps=20:refine_lr=0.03125:refine_max_norm=28:"
+        "refine_momentum=0.5:decoder_through_steps=true, still in log sigma, clipped jointly), their KL warm-up "
+        "from 0.1 over 10 epochs (fitted to a short budget); LL uses the refined posterior",
     ),
     "bn_vae": Method(BNVAE, {"gamma": 0.5}, reference="Zhu et al. 2020: fixed batch-norm scale gamma = 0.5"),
     "lidvae": Method(
@@ -321,6 +338,20 @@ _TINY_CORPUS = torch.tensor([[1, 4 + i % 4, 4 + (i // 4 + i) % 4, 2] for i in ra
 #: Four 4-pixel binary images: enough data for ``resolve_method`` to build an image variant whose options are
 #: statistics of the training split (``metric=bernoulli``).
 _TINY_IMAGES = torch.tensor([[1.0, 0, 1, 0], [0, 1, 1, 0], [1, 1, 0, 1], [0, 0, 1, 1]])
+
+
+#: The recipe's entry that describes the built model; rows recorded before it existed lack it.
+BUILT = "built"
+
+
+def recipe_differences(recorded: dict, current: dict) -> list:
+    """``(key, recorded value, current value)`` for each difference between two :meth:`Method.recipe` values. The
+    built model (:data:`BUILT`) is compared only where both recipes describe it: a row recorded before recipes
+    described it is checked on the rest."""
+    if BUILT not in recorded or BUILT not in current:
+        recorded = {k: v for k, v in recorded.items() if k != BUILT}
+        current = {k: v for k, v in current.items() if k != BUILT}
+    return list(config_differences(recorded, current))
 
 
 def file_stem(spec: str) -> str:

@@ -37,9 +37,9 @@ from filelock import FileLock
 
 from .._checks import is_positive_number, writable_dir
 from ..diagnostics.resumable import EvaluationCheckpoint, evaluation_fingerprint
-from ..infer.checkpoints import atomic_write_text, config_differences, data_fingerprint
+from ..infer.checkpoints import atomic_write_text, data_fingerprint
 from ..infer.engine.callbacks.checkpoint import validation_file
-from .methods import file_stem
+from .methods import BUILT, file_stem, recipe_differences
 
 __all__ = [
     "ComparisonRun",
@@ -250,14 +250,16 @@ class ComparisonRun:
         reused with a warning that says so."""
         self.recipes = recipes
         path = self.out / "results.json" if self.out is not None else "results.json"
-        changed, unchecked = [], []
+        changed, unchecked, unbuilt = [], [], []
         for name, row in self.done.items():
             if name not in recipes:
                 continue
             if row.get("recipe") is None:
                 unchecked.append(name)
                 continue
-            for key, old, new in config_differences(row["recipe"], recipes[name]):
+            if BUILT in recipes[name] and BUILT not in row["recipe"]:
+                unbuilt.append(name)
+            for key, old, new in recipe_differences(row["recipe"], recipes[name]):
                 changed.append(f"{name}'s {key}: {old!r} in {path}, {new!r} now")
         if changed:
             raise ValueError(
@@ -268,6 +270,12 @@ class ComparisonRun:
             warnings.warn(
                 f"{path} predates recorded recipes: its finished rows of {', '.join(unchecked)} are reused without a "
                 "check that they were trained with the registry's recipes of now",
+                stacklevel=3,
+            )
+        if unbuilt:
+            warnings.warn(
+                f"{path} predates recipes that describe the built model: its finished rows of {', '.join(unbuilt)} "
+                "are checked on the registry's options, not on the model classes' defaults",
                 stacklevel=3,
             )
 

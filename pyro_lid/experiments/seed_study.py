@@ -34,8 +34,8 @@ import statistics
 import warnings
 from pathlib import Path
 
-from ..infer.checkpoints import config_differences
 from .image_comparison import _pyplot, image_protocol, load_results, run_image_comparison
+from .methods import recipe_differences
 from .runs import read_results
 
 __all__ = ["BUDGETS", "run_seed_study", "summarize_seeds", "format_seed_table", "plot_pareto",
@@ -205,7 +205,7 @@ def summarize_seeds(output_dirs, info_floor: float = 0.01, paired: str | None = 
             elif entry["recipes"]:
                 (seed, first), *_ = entry["recipes"].items()
                 changed = "; ".join(
-                    f"{k}: {a!r} in seed {seed}, {b!r} here" for k, a, b in config_differences(first, recipe)
+                    f"{k}: {a!r} in seed {seed}, {b!r} here" for k, a, b in recipe_differences(first, recipe)
                 )
                 if changed:
                     where = " and ".join(map(str, directories))

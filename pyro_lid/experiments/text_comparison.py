@@ -256,14 +256,16 @@ def run_text_comparison(
         )
     corpus = _first_sentences(corpus, **subsets)
     protocol = text_protocol(locals())
+    recipes = {}
     for name, method in methods.items():  # a model that cannot be built on this corpus fails before any training
         try:
-            _text_model(method, corpus, latent_dim, embed_dim, hidden_dim, word_dropout)
+            model = _text_model(method, corpus, latent_dim, embed_dim, hidden_dim, word_dropout)
         except ValueError as error:
             raise ValueError(f"{name} cannot be built on {dataset}: {error}") from error
+        recipes[name] = method.recipe(epochs, text=True, model=model)
     run = ComparisonRun(output_dir, protocol, resume, overwrite)
     run.use_data(**_corpus_splits(corpus))
-    run.use_recipes({name: methods[name].recipe(epochs, text=True) for name in models if name in methods})
+    run.use_recipes(recipes)
     vocab_size, train_tokens = len(corpus.vocab), int(sentence_lengths(corpus.train).sum())
     decode_length = corpus.train.shape[1]
     for name in models:

@@ -194,7 +194,7 @@ def _scalars(obj, skip=()) -> dict:
     return {"class": type(obj).__name__, **found}
 
 
-def _describe_model(model) -> dict:
+def describe_model(model) -> dict:
     """Class, scalar hyper-parameters (``data_dim``, ``latent_dim``, ``beta``, ...), likelihood, and the
     parameters' names, shapes and dtypes (a count and a hash), which pin the architecture."""
     described = _scalars(model, _NOT_MODEL_CONFIG)
@@ -262,7 +262,7 @@ def training_config(
     if loss_config.get("per_point") is False:  # recorded only when set, as the entries above: checkpoints
         del loss_config["per_point"]  # written before FreeBitsELBO had the option resume
     return {
-        "model": _describe_model(model),
+        "model": describe_model(model),
         "batch_size": batch_size,
         "optimizer": optimizer,
         "lr": lr,
