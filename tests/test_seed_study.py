@@ -462,4 +462,25 @@ def test_a_changed_default_of_a_model_class_is_neither_resumed_nor_pooled(tmp_pa
     assert rows[0]["ll"] == saved["rows"][0]["ll"]
     # and pooled with a seed whose recipe describes it (seed 1, trained again under the class's own default)
     harness.run_image_comparison(seed=1, output_dir=tmp_path / "seed1", overwrite=True, models=("anneal",), **TINY)
-    assert summarize_seeds(tmp_path)[0]["seeds"] == [0, 1]
+    with pytest.warns(UserWarning, match=r"anneal: seeds \[0\] predate recipes that describe the built model"):
+        assert summarize_seeds(tmp_path)[0]["seeds"] == [0, 1]
+    # a third seed built otherwise is compared with every seed, not only with the first (which cannot tell)
+    third = json.loads((tmp_path / "seed1" / "results.json").read_text())
+    third["protocol"]["seed"] = 2
+    third["rows"][0]["recipe"]["built"]["beta"] = 2.0
+    (tmp_path / "seed2").mkdir()
+    (tmp_path / "seed2" / "results.json").write_text(json.dumps(third))
+    with pytest.raises(ValueError, match=r"anneal in .*seed2 was trained with another recipe than in seed 1 \(built"):
+        summarize_seeds(tmp_path)
+
+
+def test_a_changed_default_inside_the_decoder_is_not_resumed(tmp_path, monkeypatch):
+    """The margin of LIDGMVAE's injective map is a default of a submodule's construction (it went from 2 to 3 once):
+    the built model's description reaches it."""
+    import pyro_lid.models.vae as vae_module
+
+    options = {**TINY, "epochs": 1, "num_train": 100, "num_test": 50}
+    harness.run_image_comparison(seed=0, output_dir=tmp_path, models=("lidgmvae",), **options)
+    monkeypatch.setattr(vae_module, "MIXTURE_DEFAULT_MARGIN", 2.0)
+    with pytest.raises(ValueError, match=r"lidgmvae's built\.modules\.decoder\.injective_map\.margin: 3\.0 in"):
+        harness.run_image_comparison(seed=0, output_dir=tmp_path, resume=True, models=("lidgmvae",), **options)

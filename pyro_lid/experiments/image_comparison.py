@@ -185,7 +185,13 @@ def run_image_comparison(
     def built(method):  # the model as trained below (the seed is set again before each one trains)
         return method.build(data_dim, latent_dim, hidden, icnn_hidden, num_components, train_data=train)
 
-    run.use_recipes({name: methods[name].recipe(epochs, model=built(methods[name])) for name in models})
+    recipes = {}
+    for name in models:  # a model that cannot be built on these data fails before any training, by name
+        try:
+            recipes[name] = methods[name].recipe(epochs, model=built(methods[name]))
+        except ValueError as error:
+            raise ValueError(f"{name} cannot be built on {dataset}: {error}") from error
+    run.use_recipes(recipes)
     for name in models:
         if run.finished(name) is not None:
             continue

@@ -57,15 +57,16 @@ class Method:
     def recipe(self, epochs: int, text: bool = False, model=None) -> dict:
         """What trains this method within ``epochs``, as plain JSON values: the model class, its options (``text``:
         those of its :func:`text_version`) and :meth:`fit_options`; with ``model`` (the model as built for the
-        run) also ``built``, its :func:`~pyro_lid.infer.checkpoints.describe_model`: every scalar setting, the
-        class's defaults included, and its parameters' names and shapes. A comparison records it with each row
-        and refuses to reuse a finished row whose method has changed since (a registry update, or a changed
-        default of a model class), instead of mixing two recipes under one name (:func:`recipe_differences`).
-        (``fit``'s own defaults are not part of it: a checkpoint's configuration holds those.)"""
+        run) also ``built``, its :func:`~pyro_lid.infer.checkpoints.describe_model` with ``modules``: the scalar
+        settings of the model and of every submodule (``decoder.injective_map.margin``), the classes' defaults
+        included, and its parameters' names and shapes. A comparison records it with each row and refuses to
+        reuse a finished row whose method has changed since (a registry update, or a changed default of a model
+        class), instead of mixing two recipes under one name (:func:`recipe_differences`). (``fit``'s own
+        defaults are not part of it.)"""
         model_class, model_kwargs = text_version(self) if text else (self.model_class, self.model_kwargs)
         recipe = {"model": model_class.__name__, "model_kwargs": model_kwargs, "fit": self.fit_options(epochs)}
         if model is not None:
-            recipe[BUILT] = describe_model(model)
+            recipe[BUILT] = describe_model(model, modules=True)
         return json.loads(json.dumps(recipe, default=_plain))
 
     def build(

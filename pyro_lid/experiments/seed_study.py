@@ -35,7 +35,7 @@ import warnings
 from pathlib import Path
 
 from .image_comparison import _pyplot, image_protocol, load_results, run_image_comparison
-from .methods import recipe_differences
+from .methods import BUILT, recipe_differences
 from .runs import read_results
 
 __all__ = ["BUDGETS", "run_seed_study", "summarize_seeds", "format_seed_table", "plot_pareto",
@@ -202,10 +202,9 @@ def summarize_seeds(output_dirs, info_floor: float = 0.01, paired: str | None = 
             recipe = row.get("recipe")  # rows from before recipes were recorded have none: unchecked
             if recipe is None:
                 entry["unchecked"].append(saved_protocol["seed"])
-            elif entry["recipes"]:
-                (seed, first), *_ = entry["recipes"].items()
+            for seed, earlier in entry["recipes"].items() if recipe is not None else ():  # each pair, not the first
                 changed = "; ".join(
-                    f"{k}: {a!r} in seed {seed}, {b!r} here" for k, a, b in recipe_differences(first, recipe)
+                    f"{k}: {a!r} in seed {seed}, {b!r} here" for k, a, b in recipe_differences(earlier, recipe)
                 )
                 if changed:
                     where = " and ".join(map(str, directories))
@@ -226,6 +225,13 @@ def summarize_seeds(output_dirs, info_floor: float = 0.01, paired: str | None = 
             warnings.warn(
                 f"{name}: seeds {entry['unchecked']} predate recorded recipes and are pooled with seeds "
                 f"{sorted(entry['recipes'])} without a check that one recipe trained them all",
+                stacklevel=2,
+            )
+        unbuilt = sorted(seed for seed, recipe in entry["recipes"].items() if BUILT not in recipe)
+        if unbuilt and len(unbuilt) < len(entry["recipes"]):
+            warnings.warn(
+                f"{name}: seeds {unbuilt} predate recipes that describe the built model and are pooled with seeds "
+                f"{sorted(set(entry['recipes']) - set(unbuilt))} without a check of the model classes' defaults",
                 stacklevel=2,
             )
         keys = entry["values"][0].keys()

@@ -194,10 +194,14 @@ def _scalars(obj, skip=()) -> dict:
     return {"class": type(obj).__name__, **found}
 
 
-def describe_model(model) -> dict:
+def describe_model(model, modules: bool = False) -> dict:
     """Class, scalar hyper-parameters (``data_dim``, ``latent_dim``, ``beta``, ...), likelihood, and the
-    parameters' names, shapes and dtypes (a count and a hash), which pin the architecture."""
+    parameters' names, shapes and dtypes (a count and a hash), which pin the architecture; with ``modules`` also
+    every submodule's class and scalar settings by name (``decoder.injective_map``: its ``margin``), which a
+    checkpoint's configuration leaves out (checkpoints written without them still resume)."""
     described = _scalars(model, _NOT_MODEL_CONFIG)
+    if modules:
+        described["modules"] = {name: _scalars(m, _NOT_MODEL_CONFIG) for name, m in model.named_modules() if name}
     family = getattr(getattr(model, "decoder", None), "family", None)
     if family is not None:
         described["likelihood"] = type(family).__name__
