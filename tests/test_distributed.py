@@ -211,12 +211,12 @@ def _failing_worker(rank, port, out, failure):
             time.sleep(0.1)
 
 
-@pytest.mark.parametrize("failure", list(FIRST_PROCESS_FAILURES))
-def test_a_failure_on_the_first_process_stops_every_process_with_its_reason(failure, tmp_path):
-    context = mp.start_processes(
-        _failing_worker, args=(_free_port(), tmp_path, failure), nprocs=2, join=False, start_method="fork"
-    )
-    deadline = time.monotonic() + 120  # each process finishes in seconds; a waiting one would wait 30 minutes
+def _outcomes_of_two_processes(worker, args, out, stem: str, waited_for: str) -> list:
+    """Start ``worker(rank, *args)`` in two fork-started processes and read what each saved in ``out/stem-RANK.pt``.
+    Each finishes in seconds; one that waits for the other in a collective would wait 30 minutes (NCCL's timeout),
+    so both are killed after 120 s and the test names the one that did not finish."""
+    context = mp.start_processes(worker, args=args, nprocs=2, join=False, start_method="fork")
+    deadline = time.monotonic() + 120
     try:
         while not context.join(timeout=max(0.1, deadline - time.monotonic())) and time.monotonic() < deadline:
             pass
@@ -224,11 +224,18 @@ def test_a_failure_on_the_first_process_stops_every_process_with_its_reason(fail
         for process in context.processes:
             if process.is_alive():
                 process.kill()
-    outcomes = {}
+    outcomes = []
     for rank in range(2):
-        path = tmp_path / f"{failure}-{rank}.pt"
-        assert path.exists(), f"process {rank} did not finish: it waited for the first process"
-        outcomes[rank] = torch.load(path, weights_only=False)
+        path = out / f"{stem}-{rank}.pt"
+        assert path.exists(), f"process {rank} did not finish: it waited for {waited_for}"
+        outcomes.append(torch.load(path, weights_only=False))
+    return outcomes
+
+
+@pytest.mark.parametrize("failure", list(FIRST_PROCESS_FAILURES))
+def test_a_failure_on_the_first_process_stops_every_process_with_its_reason(failure, tmp_path):
+    args = (_free_port(), tmp_path, failure)
+    outcomes = _outcomes_of_two_processes(_failing_worker, args, tmp_path, failure, "the first process")
     _, _, error = FIRST_PROCESS_FAILURES[failure]
     assert outcomes[0] == (type(error).__name__, str(error))  # the first process raises its own error
     kind, message = outcomes[1]
@@ -263,21 +270,8 @@ def _signalled_worker(rank, port, out):
 
 
 def test_a_stop_signal_on_one_process_stops_every_process_after_the_same_step(tmp_path):
-    context = mp.start_processes(_signalled_worker, args=(_free_port(), tmp_path), nprocs=2, join=False,
-                                 start_method="fork")  # fmt: skip
-    deadline = time.monotonic() + 120  # seconds each; a process waiting for a stopped one would wait 30 minutes
-    try:
-        while not context.join(timeout=max(0.1, deadline - time.monotonic())) and time.monotonic() < deadline:
-            pass
-    finally:
-        for process in context.processes:
-            if process.is_alive():
-                process.kill()
-    outcomes = []
-    for rank in range(2):
-        path = tmp_path / f"stop-{rank}.pt"
-        assert path.exists(), f"process {rank} did not finish: it waited for the one that had stopped"
-        outcomes.append(torch.load(path, weights_only=False))
+    args = (_free_port(), tmp_path)
+    outcomes = _outcomes_of_two_processes(_signalled_worker, args, tmp_path, "stop", "the one that had stopped")
     # the signal came after step index 0; the processes agree after the next step: step 2 of N // BATCH
     position = f"epoch 1, step 2 of {N // BATCH}"
     assert [(kind, at) for kind, _, at in outcomes] == [("TrainingInterrupted", position)] * 2, outcomes
