@@ -126,10 +126,10 @@ class SemiAmortized:
     point steps on its own ELBO and is clipped alone, so that its posterior does not depend on the batch it is
     evaluated in (evaluation batches differ from training ones). Their lr 1 on the mean over a batch of
     :math:`B` is a per-point ``refine_lr`` of :math:`1/B`, and their clip :math:`c` of the batch's gradient,
-    for points of equal gradient norm, a per-point ``refine_max_norm`` of :math:`c\\sqrt{B}`. Two differences
+    for points of equal gradient norm, a per-point ``refine_max_norm`` of :math:`c\\sqrt{B}`. Three differences
     remain: they step in :math:`(\\mu, \\log\\sigma^2)`, here in :math:`(\\mu, \\log\\sigma)` (the same step size
-    moves :math:`\\log\\sigma` 4 times less there, unclipped), and they clip the two blocks apart, here together.
-    Their KL term in the refinement carries the annealed weight; here the refinement uses the full prior.
+    moves :math:`\\log\\sigma` 4 times less there, unclipped), they clip the two blocks apart, here together;
+    and their refinement's KL term carries the annealed weight, here the full prior.
 
     Other parameters are the base model's (``name`` included). Models with an enumerated
     cluster variable (``GMVAE(enumerate_clusters=True)``) have no single Gaussian guide to
