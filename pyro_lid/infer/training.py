@@ -144,7 +144,7 @@ def fit(
     :param track_batch_kl: record ``max_batch_kl``, each epoch's largest mini-batch mean of
         KL(q(z|x) || p(z)) after the steps (:class:`~pyro_lid.infer.engine.callbacks.MaxBatchKL`: one encoder
         pass per step, closed form, training unchanged; standard-normal prior only).
-    :param stop_signals: signals (names or numbers; ``()``: none) that stop training after the step in progress
+    :param stop_signals: signals (names or numbers; ``()``: none) that stop training after a finished step
         instead of killing the process: the checkpoint is written there and :class:`TrainingInterrupted` is
         raised (:mod:`~pyro_lid.infer.engine.stop_signals`); a second signal stops at once. Default
         ``("SIGINT", "SIGTERM")``: Ctrl-C, and a scheduler's preemption or time limit (add ``"SIGUSR1"`` for

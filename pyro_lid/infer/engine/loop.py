@@ -56,7 +56,7 @@ class TrainingLoop:
     :param lr_multipliers: ``{pattern: m}``: the parameters whose names match take ``m`` times ``optim_args["lr"]``.
     :param elbo: the objective (a callback such as :class:`~.callbacks.FreeBits` may replace it in ``setup``).
     :param autocast: evaluate the ELBO under ``fabric.autocast()`` (mixed precision).
-    :param stop_signals: the signals that stop training after the step in progress (:class:`StopSignals`).
+    :param stop_signals: the signals that stop training after a finished step (:class:`StopSignals`).
     """
 
     def __init__(
