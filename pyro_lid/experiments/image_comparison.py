@@ -40,6 +40,7 @@ from ..data.images import DATASETS as IMAGE_FILES
 from ..data.images import image_file, read_idx
 from ..diagnostics import collapse_report
 from ..infer import fit
+from ..infer.engine.stop_signals import DEFAULT_STOP_SIGNALS, resolve_stop_signals
 from .methods import METHODS, file_stem, resolve_method
 from .runs import (
     ComparisonRun,
@@ -136,6 +137,7 @@ def run_image_comparison(
     distributed: str | None = None,
     precision: str | None = None,
     checkpoint_minutes: float | None = 10.0,
+    stop_signals=DEFAULT_STOP_SIGNALS,
 ) -> list[dict]:
     """Train each named method of :data:`~pyro_lid.experiments.methods.METHODS`; one result row per method.
 
@@ -153,6 +155,9 @@ def run_image_comparison(
         ``resume``, a non-empty ``output_dir`` is refused before any data are loaded.
     :param checkpoint_minutes: also write each method's checkpoint within an epoch once this many minutes
         have passed since the last write (``None`` or 0: after every epoch only); ``resume`` continues from it.
+    :param stop_signals: the signals that stop a method's training after a finished step, with its checkpoint
+        (:func:`~pyro_lid.infer.fit`'s; ``--resume`` goes on from it): the run then raises
+        :class:`~pyro_lid.infer.TrainingInterrupted` instead of going on to the next method.
     """
     models = [n for n, m in METHODS.items() if not m.is_text] if models == "all" else list(models)
     methods = {name: resolve_method(name) for name in models}  # a bad name or option fails before any data load
@@ -176,6 +181,7 @@ def run_image_comparison(
         raise ValueError(f"root (--root) is the folder of an image data set's files; {dataset} draws its images, "
                          f"got root={root!r}")  # fmt: skip
     check_run_options(output_dir, resume, overwrite, checkpoint_minutes)
+    stop_signals = resolve_stop_signals(stop_signals)  # a signal no process can catch is refused before any data
     device = resolve_device(device)
     run = ComparisonRun(output_dir, image_protocol(locals()), resume, overwrite)
     train, val, test, test_labels = _data(dataset, root, num_train, num_test, seed)
@@ -211,6 +217,7 @@ def run_image_comparison(
             dynamic_binarization=dataset != "synthetic",
             progress=progress,
             **run.checkpoint_options(name, checkpoint_minutes),
+            stop_signals=stop_signals,
             resume=resume,
             **_parallel(devices, num_nodes, distributed, precision),
             **method.fit_options(epochs),

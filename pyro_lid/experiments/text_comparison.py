@@ -41,6 +41,7 @@ from ..diagnostics.code_recovery import posterior_code_recovery
 from ..diagnostics.text import head_information, perplexity, text_report
 from ..infer import fit
 from ..infer.engine.callbacks import Callback
+from ..infer.engine.stop_signals import DEFAULT_STOP_SIGNALS, resolve_stop_signals
 from ..models import LSTMLanguageModel
 from .methods import resolve_text_method
 from .runs import ComparisonRun, as_list, check_run_options, cost_columns, other_data, split_fingerprints
@@ -195,6 +196,7 @@ def run_text_comparison(
     language_model: bool = True,
     root: str | Path | None = None,
     checkpoint_minutes: float | None = 10.0,
+    stop_signals=DEFAULT_STOP_SIGNALS,
 ) -> list[dict]:
     """Train the language model and each named text method; one result row each (see the module's description).
 
@@ -218,6 +220,9 @@ def run_text_comparison(
     :param device: train and evaluate here (e.g. ``"cuda"``); the corpus stays on the CPU.
     :param checkpoint_minutes: also write each model's checkpoint within an epoch once this many minutes
         have passed since the last write (``None`` or 0: after every epoch only); ``resume`` continues from it.
+    :param stop_signals: the signals that stop a method's training after a finished step, with its checkpoint
+        (:func:`~pyro_lid.infer.fit`'s; ``--resume`` goes on from it): the run then raises
+        :class:`~pyro_lid.infer.TrainingInterrupted` instead of going on to the next method.
     """
     models = list(default_text_models(dataset) if models is None else models)
     if language_model and LM not in models:
@@ -245,6 +250,7 @@ def run_text_comparison(
     if max_vocab is not None and str(dataset) == "synthetic-text":
         raise ValueError("max_vocab (--max-vocab) does not apply to synthetic-text: its vocabulary is the generator's")
     check_run_options(output_dir, resume, overwrite, checkpoint_minutes)
+    stop_signals = resolve_stop_signals(stop_signals)  # a signal no process can catch is refused before any data
     device = resolve_device(device)
     dataset = str(dataset)
     corpus = load_text_data(dataset, root, max_length, max_vocab, num_sentences, seed)
@@ -285,7 +291,7 @@ def run_text_comparison(
             model.to(device)
         history = fit(model, corpus.train, corpus.valid, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
                       progress=progress, **run.checkpoint_options(name, checkpoint_minutes), resume=resume,
-                      callbacks=[TokenRate(train_tokens)], **extra)  # fmt: skip
+                      stop_signals=stop_signals, callbacks=[TokenRate(train_tokens)], **extra)  # fmt: skip
         started = time.perf_counter()
         test = corpus.test.to(next(model.parameters()).device)
         evaluation = run.evaluation(name, model, test, num_samples=num_samples)  # resumes a stopped evaluation
