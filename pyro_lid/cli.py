@@ -361,15 +361,19 @@ def _stop_signals(text: str) -> tuple:
 
     if text.strip().lower() == "none":
         return ()
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    if not names:  # an unset shell variable must not turn the stop off: that is "none"
+        raise argparse.ArgumentTypeError(f"expected signal names or none, got {text!r}")
     try:
-        return tuple(sig.name for sig in resolve_stop_signals([name for name in text.split(",") if name.strip()]))
+        return tuple(sig.name for sig in resolve_stop_signals(names))
     except ValueError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
 STOP_SIGNALS_HELP = (
-    "comma-separated signals that stop training after a finished step, with its checkpoint, so that --resume "
-    "loses nothing (default: SIGINT,SIGTERM; add SIGUSR1 for SLURM's --signal=USR1@120; none: die as usual)"
+    "comma-separated signals that stop training after a finished step, with its checkpoint, so that resuming "
+    "loses nothing; they replace the default SIGINT,SIGTERM (SLURM's --signal=USR1@120: SIGINT,SIGTERM,SIGUSR1; "
+    "none: die as usual)"
 )
 
 
@@ -623,7 +627,10 @@ def main(argv=None) -> int:
         if not isinstance(stop, TrainingInterrupted):
             raise
         # Ctrl-C or SIGTERM, after a step and its checkpoint: say how to go on, then die of the signal
-        again = " Run the same command with --resume to go on." if stop.checkpoint is not None else ""
+        again = ""
+        if stop.checkpoint is not None:  # a study resumes by itself; a comparison with --resume
+            resume = "again" if args.command == "study" else "with --resume"
+            again = f" Run the same command {resume} to go on."
         sys.stderr.write(f"pyro-lid {args.command}: {stop}.{again}\n")
         sys.stderr.flush()
         _die_of(signal.Signals(stop.signal_number or signal.SIGTERM))
@@ -632,6 +639,7 @@ def main(argv=None) -> int:
 def _die_of(sig: signal.Signals) -> None:
     """End the process by ``sig`` with its default action, as if it had not been caught: a shell loop over seeds
     stops on Ctrl-C only when its command died of SIGINT (an exit status of 130 is not enough)."""
+    sys.stdout.flush()  # a block-buffered log (a scheduler's) keeps what was printed
     signal.signal(sig, signal.SIG_DFL)
     signal.raise_signal(sig)
     sys.exit(128 + sig)  # a signal whose default action does not end the process (SIGUSR1 ends it too)

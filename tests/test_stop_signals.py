@@ -300,7 +300,7 @@ def test_no_stop_signals_leaves_the_process_its_own_handling(guard):
     assert guard[1] == [signal.SIGTERM]
 
 
-@pytest.mark.parametrize("bad", ["SIGKILL", "SIGNOPE", 3.5, True, -1, "SIGSEGV", "SIGCHLD"])
+@pytest.mark.parametrize("bad", ["SIGKILL", "SIGNOPE", 3.5, True, -1, "SIGSEGV", "SIGCHLD", "SIGTSTP", "SIGPIPE"])
 def test_signals_that_cannot_stop_a_run_are_refused_before_training(bad):
     train, val = _data()
     _, model = _models()
@@ -400,3 +400,33 @@ def test_stop_signals_that_cannot_stop_a_run_are_refused_on_the_command_line(arg
     assert exited.value.code == 2
     assert "--stop-signals: stop_signals: SIGKILL cannot be caught" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_stop_signals_on_the_command_line_parse_names_and_refuse_an_empty_list():
+    import argparse
+
+    from pyro_lid.cli import _stop_signals
+
+    assert _stop_signals("SIGINT, term,SIGUSR1") == ("SIGINT", "SIGTERM", "SIGUSR1")
+    assert _stop_signals("none") == () == _stop_signals(" NONE ")
+    for bad in ["", ",", " , ", "none,SIGUSR1", "SIGTSTP"]:  # an unset shell variable must not turn the stop off
+        with pytest.raises(argparse.ArgumentTypeError):
+            _stop_signals(bad)
+
+
+def test_a_stopped_study_says_to_run_it_again_it_has_no_resume_flag(tmp_path, monkeypatch, capsys):
+    from pyro_lid import cli
+
+    def stopped_study(args):
+        message = "training stopped by SIGTERM at epoch 1, step 2 of 4; the checkpoint c.pt holds it"
+        raise TrainingInterrupted(message, "SIGTERM", int(signal.SIGTERM), "epoch 1, step 2 of 4", tmp_path / "c.pt")
+
+    def die_of(sig):
+        raise SystemExit(128 + sig)
+
+    monkeypatch.setattr(cli, "_study", stopped_study)
+    monkeypatch.setattr(cli, "_die_of", die_of)
+    with pytest.raises(SystemExit):
+        cli.main(["study", "--dataset", "synthetic", "--output-dir", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert "Run the same command again to go on." in err and "--resume" not in err

@@ -36,11 +36,27 @@ __all__ = ["DEFAULT_STOP_SIGNALS", "StopSignals", "TrainingInterrupted", "resolv
 DEFAULT_STOP_SIGNALS = ("SIGINT", "SIGTERM")
 
 _UNCATCHABLE = {getattr(signal, name) for name in ("SIGKILL", "SIGSTOP") if hasattr(signal, name)}
-# faults (a handler that only sets a flag would return into the faulting instruction for ever) and signals that
-# are no request to stop (a child process ending, a terminal resized)
+# faults (a handler that only sets a flag would return into the faulting instruction for ever), signals that are
+# no request to stop (a child process ending, a terminal resized), job control (whose default action suspends the
+# process instead of ending it) and signals Python ignores from its start (asking for them would do nothing)
 _UNSUITABLE = {
     getattr(signal, name)
-    for name in ("SIGSEGV", "SIGBUS", "SIGFPE", "SIGILL", "SIGABRT", "SIGCHLD", "SIGWINCH", "SIGURG", "SIGCONT")
+    for name in (
+        "SIGSEGV",
+        "SIGBUS",
+        "SIGFPE",
+        "SIGILL",
+        "SIGABRT",
+        "SIGCHLD",
+        "SIGWINCH",
+        "SIGURG",
+        "SIGCONT",
+        "SIGTSTP",
+        "SIGTTIN",
+        "SIGTTOU",
+        "SIGPIPE",
+        "SIGXFSZ",
+    )  # fmt: skip
     if hasattr(signal, name)
 }
 
@@ -65,8 +81,9 @@ class TrainingInterrupted(KeyboardInterrupt):
 def resolve_stop_signals(signals) -> tuple[signal.Signals, ...]:
     """``signals`` (names such as ``"SIGTERM"`` or ``"term"``, numbers, or :class:`signal.Signals`; ``None`` or
     ``()``: none) as :class:`signal.Signals`. A name this platform lacks, a number that is no signal,
-    ``SIGKILL``/``SIGSTOP`` (which no process can catch), fault signals (``SIGSEGV``, ...) and signals that are no
-    request to stop (``SIGCHLD``, ``SIGWINCH``, ...) are refused."""
+    ``SIGKILL``/``SIGSTOP`` (which no process can catch), fault signals (``SIGSEGV``, ...), signals that are no
+    request to stop (``SIGCHLD``, ``SIGWINCH``, ...), job control (``SIGTSTP``, ...) and the signals Python ignores
+    (``SIGPIPE``, ``SIGXFSZ``) are refused."""
     if signals is None:
         return ()
     if isinstance(signals, (str, int)):
@@ -86,7 +103,7 @@ def resolve_stop_signals(signals) -> tuple[signal.Signals, ...]:
         if sig in _UNCATCHABLE:
             raise ValueError(f"stop_signals: {sig.name} cannot be caught, so it cannot stop a run after a step")
         if sig in _UNSUITABLE:
-            raise ValueError(f"stop_signals: {sig.name} is a fault or an event, not a request to stop")
+            raise ValueError(f"stop_signals: {sig.name} is a fault, an event or job control, not a request to stop")
         resolved.append(sig)
     return tuple(dict.fromkeys(resolved))
 
