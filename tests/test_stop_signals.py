@@ -194,28 +194,38 @@ class Counting:
         self.calls += 1
 
 
-@pytest.mark.skipif(not hasattr(signal, "SIGUSR1"), reason="needs SIGUSR1")
-def test_the_handlers_before_fit_are_restored_and_a_signal_after_the_last_look_is_delivered_to_them(tmp_path):
+@pytest.fixture
+def usr1():
+    """``usr1(handler)`` makes ``handler`` SIGUSR1's handler for the test; the one before is put back after it."""
+    if not hasattr(signal, "SIGUSR1"):
+        pytest.skip("needs SIGUSR1")
+    previous = signal.getsignal(signal.SIGUSR1)
+    yield lambda handler: signal.signal(signal.SIGUSR1, handler)
+    signal.signal(signal.SIGUSR1, previous)
+
+
+def _exit_instead_of_dying(sig):
+    """Stands in for ``pyro_lid.cli._die_of``, which would end pytest's process by the signal."""
+    raise SystemExit(128 + sig)
+
+
+def test_the_handlers_before_fit_are_restored_and_a_signal_after_the_last_look_is_delivered_to_them(usr1):
+    class LateSignal(Callback):  # after the loop's last look at the flag, before the handlers go
+        def on_fit_end(self, loop):
+            signal.raise_signal(signal.SIGUSR1)
+
     train, val = _data()
     counting = Counting()
-    previous = signal.signal(signal.SIGUSR1, counting)
-    try:
-
-        class LateSignal(Callback):  # after the loop's last look at the flag, before the handlers go
-            def on_fit_end(self, loop):
-                signal.raise_signal(signal.SIGUSR1)
-
-        _, model = _models()
-        fit(model, train, val, epochs=1, stop_signals=["SIGUSR1"], callbacks=[LateSignal()], **OPTIONS)
-        assert counting.calls == 1  # not swallowed: the handler before fit got it on the way out
-        assert signal.getsignal(signal.SIGUSR1) is counting
-        with pytest.raises(TrainingInterrupted, match="SIGUSR1"):
-            fit(model, train, val, epochs=1, stop_signals=("usr1",), callbacks=[SendSignal(0, 0, signal.SIGUSR1)],
-                **OPTIONS)  # fmt: skip
-        assert counting.calls == 1  # carried out by fit: not delivered again
-        assert signal.getsignal(signal.SIGUSR1) is counting
-    finally:
-        signal.signal(signal.SIGUSR1, previous)
+    usr1(counting)
+    _, model = _models()
+    fit(model, train, val, epochs=1, stop_signals=["SIGUSR1"], callbacks=[LateSignal()], **OPTIONS)
+    assert counting.calls == 1  # not swallowed: the handler before fit got it on the way out
+    assert signal.getsignal(signal.SIGUSR1) is counting
+    with pytest.raises(TrainingInterrupted, match="SIGUSR1"):
+        fit(model, train, val, epochs=1, stop_signals=("usr1",), callbacks=[SendSignal(0, 0, signal.SIGUSR1)],
+            **OPTIONS)  # fmt: skip
+    assert counting.calls == 1  # carried out by fit: not delivered again
+    assert signal.getsignal(signal.SIGUSR1) is counting
 
 
 def test_a_signal_after_the_stop_was_carried_out_changes_nothing(tmp_path):
@@ -232,8 +242,7 @@ def test_a_signal_after_the_stop_was_carried_out_changes_nothing(tmp_path):
     assert torch.load(tmp_path / "run.pt", weights_only=False)["step"] == 2
 
 
-@pytest.mark.skipif(not hasattr(signal, "SIGUSR1"), reason="needs SIGUSR1")
-def test_a_signal_pending_as_the_run_fails_is_delivered_after_a_note_naming_the_failure(capfd):
+def test_a_signal_pending_as_the_run_fails_is_delivered_after_a_note_naming_the_failure(usr1, capfd):
     class LateSignalThenFailure(Callback):
         def on_fit_end(self, loop):
             signal.raise_signal(signal.SIGUSR1)
@@ -242,31 +251,24 @@ def test_a_signal_pending_as_the_run_fails_is_delivered_after_a_note_naming_the_
     train, val = _data()
     _, model = _models()
     counting = Counting()
-    previous = signal.signal(signal.SIGUSR1, counting)
-    try:
-        with pytest.raises(RuntimeError, match="a logger failed here"):
-            fit(model, train, val, epochs=1, stop_signals=["SIGUSR1"], callbacks=[LateSignalThenFailure()], **OPTIONS)
-    finally:
-        signal.signal(signal.SIGUSR1, previous)
+    usr1(counting)
+    with pytest.raises(RuntimeError, match="a logger failed here"):
+        fit(model, train, val, epochs=1, stop_signals=["SIGUSR1"], callbacks=[LateSignalThenFailure()], **OPTIONS)
     assert counting.calls == 1
     assert "SIGUSR1 arrived as the run ended with RuntimeError: a logger failed here" in capfd.readouterr().err
 
 
-@pytest.mark.skipif(not hasattr(signal, "SIGUSR1"), reason="needs SIGUSR1")
-def test_a_signal_the_process_ignores_stays_ignored():
+def test_a_signal_the_process_ignores_stays_ignored(usr1):
     train, val = _data()
     _, model = _models()
-    previous = signal.signal(signal.SIGUSR1, signal.SIG_IGN)  # as a background job's SIGINT is
+    usr1(signal.SIG_IGN)  # as a background job's SIGINT is
+    callbacks = [SendSignal(0, 0, signal.SIGUSR1)]
     try:
-        callbacks = [SendSignal(0, 0, signal.SIGUSR1)]
-        try:
-            history = fit(model, train, val, epochs=1, stop_signals=["SIGUSR1"], callbacks=callbacks, **OPTIONS)
-        except KeyboardInterrupt as stop:  # fails the test instead of ending the pytest session
-            pytest.fail(f"an ignored signal stopped the run: {stop}")
-        assert len(history) == 1  # trained to the end
-        assert signal.getsignal(signal.SIGUSR1) is signal.SIG_IGN
-    finally:
-        signal.signal(signal.SIGUSR1, previous)
+        history = fit(model, train, val, epochs=1, stop_signals=["SIGUSR1"], callbacks=callbacks, **OPTIONS)
+    except KeyboardInterrupt as stop:  # fails the test instead of ending the pytest session
+        pytest.fail(f"an ignored signal stopped the run: {stop}")
+    assert len(history) == 1  # trained to the end
+    assert signal.getsignal(signal.SIGUSR1) is signal.SIG_IGN
 
 
 def test_fit_outside_the_main_thread_trains_with_the_process_handling_unchanged(guard):
@@ -329,11 +331,8 @@ def test_compare_stopped_by_sigterm_names_the_resume_and_the_resumed_run_records
         calls.append(kwargs)
         return real_fit(*args, **kwargs)
 
-    def die_of(sig):  # the real one ends the process by the signal (the next test)
-        raise SystemExit(128 + sig)
-
     monkeypatch.setattr(image_comparison, "fit", first_fit_stopped)
-    monkeypatch.setattr(cli, "_die_of", die_of)
+    monkeypatch.setattr(cli, "_die_of", _exit_instead_of_dying)  # the real one: the subprocess tests below
     argv = ["compare", "--dataset", "synthetic", "--models", "vae", "--smoke-test", "--output-dir", str(tmp_path)]
     with pytest.raises(SystemExit) as exited:
         main(argv)
@@ -421,11 +420,8 @@ def test_a_stopped_study_says_to_run_it_again_it_has_no_resume_flag(tmp_path, mo
         message = "training stopped by SIGTERM at epoch 1, step 2 of 4; the checkpoint c.pt holds it"
         raise TrainingInterrupted(message, "SIGTERM", int(signal.SIGTERM), "epoch 1, step 2 of 4", tmp_path / "c.pt")
 
-    def die_of(sig):
-        raise SystemExit(128 + sig)
-
     monkeypatch.setattr(cli, "_study", stopped_study)
-    monkeypatch.setattr(cli, "_die_of", die_of)
+    monkeypatch.setattr(cli, "_die_of", _exit_instead_of_dying)
     with pytest.raises(SystemExit):
         cli.main(["study", "--dataset", "synthetic", "--output-dir", str(tmp_path)])
     err = capsys.readouterr().err
