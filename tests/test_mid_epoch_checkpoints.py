@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from pyro_lid.diagnostics import EvaluationCheckpoint
+from pyro_lid.diagnostics.fixed_posteriors import PIECE as POSTERIORS
 from pyro_lid.infer import TrainingDiverged, fit
 from pyro_lid.infer.engine.callbacks import Callback
 from pyro_lid.infer.engine.callbacks.checkpoint import validation_file
@@ -200,15 +201,15 @@ def test_a_checkpoint_written_before_a_resumed_run_steps_keeps_the_optimizer_sta
 
 @pytest.mark.parametrize("interval", [{"checkpoint_every_seconds": 3600.0}, {}], ids=["last-step-checkpoint", "epochs"])
 def test_a_run_stopped_in_the_middle_of_a_validation_resumes_it_from_its_kept_stages(tmp_path, interval):
-    # stopped in epoch index 1's validation at its AU, after its loss and KL were kept; the resumed run takes
-    # those two from the file (with an interval, straight from the last step's checkpoint; without one, after
+    # stopped in epoch index 1's validation at its AU, after its loss, posteriors and KL were kept; the resumed run
+    # takes those three from the file (with an interval, straight from the last step's checkpoint; without one, after
     # training the epoch again bit for bit), computes the rest, and ends where a straight run ends
     watch = InterruptValidationStage()
     runs = _straight_and_resumed(tmp_path, InterruptValidationStage(1, "au"), resume_callbacks=[watch], **interval)
     saved = runs[-1]
     assert (saved["epoch"], saved["step"]) == ((1, 5) if interval else (1, 0))
     assert [key for epoch, key in watch.computed if epoch == 1] == ["au", "mi"]
-    assert [key for epoch, key in watch.computed if epoch == 2] == ["val_loss", "kl", "au", "mi"]
+    assert [key for epoch, key in watch.computed if epoch == 2] == ["val_loss", POSTERIORS, "kl", "au", "mi"]
     _assert_same(*runs[:4])
     assert not validation_file(tmp_path / "run.pt").exists()  # each epoch's checkpoint holds its validation
 
@@ -222,13 +223,13 @@ def test_a_fresh_run_and_a_resumed_one_set_aside_kept_validation_stages_that_are
     assert kept.exists()
     watch = InterruptValidationStage()
     fit(VAE(12, 2, **SMALL), train, val, epochs=1, callbacks=[watch], **options)  # a fresh run: not its stages
-    assert [key for epoch, key in watch.computed if epoch == 0] == ["val_loss", "kl", "au", "mi"]
+    assert [key for epoch, key in watch.computed if epoch == 0] == ["val_loss", POSTERIORS, "kl", "au", "mi"]
     assert not kept.exists()
     # a run killed after its epoch's checkpoint, before that epoch's stages were deleted: stale on resume
     EvaluationCheckpoint(kept, {"epoch": 1}).piece("val_loss", lambda: 123.0)
     watch = InterruptValidationStage()
     fit(VAE(12, 2, **SMALL), train, val, epochs=2, resume=True, callbacks=[watch], **options)
-    assert [key for epoch, key in watch.computed if epoch == 1] == ["val_loss", "kl", "au", "mi"]
+    assert [key for epoch, key in watch.computed if epoch == 1] == ["val_loss", POSTERIORS, "kl", "au", "mi"]
     assert not kept.exists()
     assert not [w for w in recwarn if "evaluated from the start" in str(w.message)]
 

@@ -31,6 +31,7 @@ import torch
 
 from .._progress import progress_bar, progress_line
 from ..distributions.diagonal import diagonal_normal
+from .fixed_posteriors import with_fixed_posteriors
 from .resumable import EvaluationCheckpoint
 
 __all__ = [
@@ -240,7 +241,9 @@ def collapse_report(
     checkpoint=None,
 ) -> dict:
     """All diagnostics at once: AU, KL (and per dimension), MI (both estimators, and per dimension
-    for a diagonal Gaussian posterior), LL, cluster accuracy.
+    for a diagonal Gaussian posterior), LL, cluster accuracy. Every stage reads one :math:`q(z\\mid x)` per data
+    point, computed once (:func:`~pyro_lid.diagnostics.fixed_posteriors.with_fixed_posteriors`): SA-VAE's
+    refinement runs once, not once per stage, and all stages measure the same posterior.
 
     ``data`` must already be in the form the likelihood scores (binarized images, for instance).
     ``progress``: a bar during the log-likelihood and a line per finished stage with its time
@@ -269,6 +272,8 @@ def collapse_report(
         return value
 
     try:
+        # every row's q(z|x) once, read by every stage: SA-VAE's refinement is run once, and all stages see one q
+        model, data = with_fixed_posteriors(model, data, checkpoint=checkpoint, progress=progress)
         au = stage("active units", lambda: active_units(model, data))
         kl = stage("KL", lambda: kl_divergence(model, data))
         ll = stage(

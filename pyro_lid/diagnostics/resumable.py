@@ -22,17 +22,26 @@ import torch
 from ..infer.checkpoints import CheckpointError, atomic_save, data_fingerprint, load_checkpoint
 from ..infer.engine.rng import rng_state, set_rng_state
 
-__all__ = ["EvaluationCheckpoint", "evaluation_fingerprint"]
+__all__ = ["EvaluationCheckpoint", "PIECES_LAYOUT", "evaluation_fingerprint"]
+
+
+PIECES_LAYOUT = 2
+"""The version of the pieces evaluations are made of, part of every fingerprint: a file kept by an evaluation made
+of other pieces (before 2: every stage asked for its own posteriors) is not mixed into this one's."""
 
 
 def evaluation_fingerprint(model, data: torch.Tensor, **options) -> dict:
     """What an evaluation's pieces depend on: the model's parameter *values* (a hash), the data, the device
-    type they are on (a kept piece is handed back where it was computed) and ``options``."""
+    type they are on (a kept piece is handed back where it was computed), the layout of the pieces
+    (:data:`PIECES_LAYOUT`) and ``options``."""
     digest = hashlib.sha256()
     for name, value in model.state_dict().items():
         digest.update(name.encode())
         digest.update(value.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-    return {"model": digest.hexdigest()[:16], "data": data_fingerprint(data), "device": data.device.type, **options}
+    if "pieces" in options:
+        raise ValueError("'pieces' is the fingerprint's own entry (PIECES_LAYOUT), not an option")
+    return {"model": digest.hexdigest()[:16], "data": data_fingerprint(data), "device": data.device.type,
+            "pieces": PIECES_LAYOUT, **options}  # fmt: skip
 
 
 class EvaluationCheckpoint:
@@ -71,6 +80,8 @@ class EvaluationCheckpoint:
                 for key in dict.fromkeys([*saved, *fingerprint])
                 if saved.get(key, _ABSENT) != fingerprint.get(key, _ABSENT)
             ]
+            if saved.get("pieces", _ABSENT) != fingerprint.get("pieces", _ABSENT):
+                differences.insert(0, "it is made of other pieces (kept by an older version of pyro-lid)")
             if not differences:
                 self.values, self.rng = state["values"], state["rng"]
             elif restart_on_mismatch:

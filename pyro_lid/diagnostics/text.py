@@ -23,6 +23,7 @@ import torch
 
 from ..data.text import PAD, sentence_lengths
 from .collapse import collapse_report
+from .fixed_posteriors import with_fixed_posteriors
 from .resumable import EvaluationCheckpoint
 
 __all__ = ["head_information", "perplexity", "subspace_evidence", "text_report"]
@@ -42,17 +43,20 @@ def text_report(
 ) -> dict:
     """:func:`~pyro_lid.diagnostics.collapse_report` (AU, KL, MI, LL per sentence) plus ``nll`` (= -LL),
     ``ppl`` and ``reconstruction`` (:math:`\\mathbb{E}_q \\log p(x\\mid z)` per sentence, one draw), ``tokens``
-    (predicted tokens in all). ``checkpoint``: an :class:`~pyro_lid.diagnostics.resumable.EvaluationCheckpoint`
-    that keeps every finished stage, so that a stopped evaluation resumes where it stopped, bit for bit."""
+    (predicted tokens in all); every stage reads one :math:`q(z\\mid x)` per sentence, computed once
+    (:func:`~pyro_lid.diagnostics.fixed_posteriors.with_fixed_posteriors`). ``checkpoint``: an
+    :class:`~pyro_lid.diagnostics.resumable.EvaluationCheckpoint` that keeps every finished stage, so that a
+    stopped evaluation resumes where it stopped, bit for bit."""
     checkpoint = checkpoint if checkpoint is not None else EvaluationCheckpoint()
-    report = collapse_report(model, tokens, num_samples, progress=progress, keep_per_point=True, checkpoint=checkpoint)
-    ll = report.pop("ll_per_point")
     was_training = model.training
+    fixed, tokens = with_fixed_posteriors(model, tokens, checkpoint=checkpoint, progress=progress)  # one q for all
+    report = collapse_report(fixed, tokens, num_samples, progress=progress, keep_per_point=True, checkpoint=checkpoint)
+    ll = report.pop("ll_per_point")
     model.eval()
     try:
         recon = checkpoint.piece(
             "reconstruction",
-            lambda: torch.cat([model.decoder(model.posterior(x).sample()).log_prob(x) for x in tokens.split(500)]),
+            lambda: torch.cat([model.decoder(fixed.posterior(x).sample()).log_prob(x) for x in tokens.split(500)]),
         )
     finally:
         model.train(was_training)
