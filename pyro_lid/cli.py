@@ -383,9 +383,9 @@ STOP_SIGNALS_HELP = (
     "none: die as usual)"
 )
 REFINE_CHECKPOINT_HELP = (
-    "SA-VAE (models that refine end to end) keeps no refinement step's graph but computes each again in the backward "
-    "pass: the memory of about one step instead of all, for 1.3-1.6 times the time per step; the same numbers, so a "
-    "run that ran out of memory goes on with it (--resume); refused when no model refines end to end"
+    "SA-VAE (models that refine end to end) keeps no refinement step's graph but computes each again when needed: "
+    "the memory of about one step instead of all, for 1.3-2.7 times the time per step (measured); the same numbers, "
+    "so a run that ran out of memory goes on with it (--resume); refused when no model refines end to end"
 )
 
 

@@ -24,12 +24,6 @@ from pyro_lid.models import LSTMVAE, PPCA, SALSTMVAE, SAVAE, VAE
 from .helpers import perturb_
 
 
-@pytest.fixture(scope="module")
-def sentences():
-    # 1,100 training sentences: three mini-batches of 500 (the posteriors' and the bound's batching)
-    return synthetic_text(1375, vocab_size=12, latent_dim=2, max_length=6, seed=2)[0].train
-
-
 def _text_model(kind, **options):
     pyro.set_rng_seed(0)
     return perturb_(kind(16, 2, 8, 8, **options), 0.3).eval()

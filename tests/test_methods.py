@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from pyro_lid.data import synthetic_text
-from pyro_lid.experiments.methods import METHODS
+from pyro_lid.experiments.methods import METHODS, resolve_method
 from pyro_lid.infer import fit
 from pyro_lid.models import BNLSTMVAE, BNVAE, ILLIDVAE, LIDVAE, LSTMVAE, SALSTMVAE, SAVAE
 
@@ -719,11 +719,32 @@ def test_sa_vae_refine_checkpoint_gives_the_same_loss_and_gradients_and_is_no_pa
             grads["encoder.loc.weight"].abs().max() > 1e-6 and grads["decoder.latent_to_state.weight"].abs().max() > 0
         )
         assert describe_model(models[False], modules=True) == describe_model(models[True], modules=True)
-        assert models[True].extra_gradient_evaluations == 9 and models[False].extra_gradient_evaluations == 6
+        assert models[True].extra_gradient_evaluations == 12 and models[False].extra_gradient_evaluations == 6
     finally:
         torch.set_default_dtype(torch.float32)
     with pytest.raises(ValueError, match="refine_checkpoint must be True or False"):
         SAVAE(20, 4, end_to_end=True, refine_checkpoint="no")
+    with pytest.raises(ValueError, match="refine_checkpoint needs end_to_end"):
+        SAVAE(20, 4, refine_checkpoint=True)
+
+
+def test_sa_vae_refine_checkpoint_keeps_no_step_and_computes_each_again_in_the_backward_pass():
+    """What the option does, counted: without it the backward pass evaluates no ELBO (every step's graph is kept);
+    with it each of the K steps' ELBO is evaluated again there (and once more when the step takes its gradient)."""
+    from pyro.infer import Trace_ELBO
+
+    counts = {}
+    for checkpointed in (False, True):
+        pyro.set_rng_seed(0)
+        model = SAVAE(6, 2, hidden_dims=(8,), refine_steps=4, end_to_end=True, refine_checkpoint=checkpointed)
+        calls, log_joint = [], model.log_joint
+        model.log_joint = lambda x, z, calls=calls, log_joint=log_joint: calls.append(1) or log_joint(x, z)
+        loss = Trace_ELBO().differentiable_loss(model.model, model.guide, torch.bernoulli(torch.rand(5, 6)))
+        forward = len(calls)
+        loss.backward()
+        counts[checkpointed] = (forward, len(calls) - forward)
+    assert counts[False] == (4, 0)  # the K steps; the ELBO's own term is the model's, not log_joint
+    assert counts[True] == (8, 4)
 
 
 def test_an_sa_vae_comparison_stopped_without_refine_checkpoint_goes_on_with_it_to_the_same_row(tmp_path, monkeypatch):
@@ -755,6 +776,29 @@ def test_an_sa_vae_comparison_stopped_without_refine_checkpoint_goes_on_with_it_
     assert differ <= timings | {"grad_evals_per_epoch"}, differ  # the recomputed steps are counted as cost
     assert resumed[0]["grad_evals_per_epoch"] > straight[0]["grad_evals_per_epoch"]
     assert resumed[0]["nll"] == straight[0]["nll"] and resumed[0]["kl"] == straight[0]["kl"]
-    with pytest.raises(ValueError, match="--refine-checkpoint applies to models that refine end to end"):
-        harness.run_text_comparison("synthetic-text", output_dir=tmp_path / "plain", refine_checkpoint=True,
-                                    **{**options, "models": ("lstm_vae",)})  # fmt: skip
+    for method in ("lstm_vae", "sa_vae:end_to_end=false"):  # refused before the (here missing) corpus is read
+        with pytest.raises(ValueError, match="--refine-checkpoint applies to models that refine end to end"):
+            harness.run_text_comparison(tmp_path / "no-such-corpus.txt", output_dir=tmp_path / "plain",
+                                        refine_checkpoint=True, **{**options, "models": (method,)})  # fmt: skip
+    assert not (tmp_path / "plain").exists()
+    for resolve in (resolve_method, harness.resolve_text_method):  # a variant would rename the row: refused
+        with pytest.raises(ValueError, match="refine_checkpoint is not part of a method.*--refine-checkpoint"):
+            resolve("sa_vae:refine_checkpoint=true")
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["compare", "--dataset", "synthetic-text", "--models", "lstm_vae"],
+        ["study", "--dataset", "synthetic", "--models", "vae"],
+        ["compare", "--dataset", "synthetic", "--models", "vae,sa_vae:end_to_end=false"],
+    ],
+)
+def test_refine_checkpoint_where_no_model_refines_end_to_end_is_refused_on_the_command_line(argv, tmp_path, capsys):
+    from pyro_lid.cli import main
+
+    with pytest.raises(SystemExit) as exited:
+        main([*argv, "--output-dir", str(tmp_path / "out"), "--refine-checkpoint"])
+    assert exited.value.code == 2
+    assert "--refine-checkpoint applies to models that refine end to end" in capsys.readouterr().err
+    assert not (tmp_path / "out" / "results.json").exists()

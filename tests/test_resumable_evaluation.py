@@ -6,7 +6,6 @@ import pyro
 import pytest
 import torch
 
-from pyro_lid.data import synthetic_text
 from pyro_lid.diagnostics import (
     EvaluationCheckpoint,
     evaluation_fingerprint,
@@ -17,12 +16,6 @@ from pyro_lid.infer.checkpoints import CheckpointError
 from pyro_lid.models import LSTMVAE, SALSTMVAE
 
 from .helpers import perturb_
-
-
-@pytest.fixture(scope="module")
-def sentences():
-    # 1,100 training sentences: three mini-batches of the bound (500 a batch); 16 words with the special ones
-    return synthetic_text(1375, vocab_size=12, latent_dim=2, max_length=6, seed=2)[0].train
 
 
 def _model(kind):

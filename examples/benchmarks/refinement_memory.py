@@ -57,14 +57,12 @@ def child(args) -> None:
 
 
 def main(argv=None) -> dict:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from text_step import add_ptb_size_arguments  # this folder's script
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--vocab-size", type=int, default=10000)
-    parser.add_argument("--embed-dim", type=int, default=256)
-    parser.add_argument("--hidden-dim", type=int, default=256)
-    parser.add_argument("--latent-dim", type=int, default=32)
-    parser.add_argument("--batch-size", type=int, default=32)
+    add_ptb_size_arguments(parser, mean_words=60.0)
     parser.add_argument("--refine-steps", type=int, default=10, help="the registry's sa_vae: 10")
-    parser.add_argument("--mean-words", type=float, default=60.0, help="mean words per sentence")
     parser.add_argument("--steps", type=int, default=3, help="training steps per setting")
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run in seconds")
     parser.add_argument("--child", choices=["kept", "recomputed"], help=argparse.SUPPRESS)

@@ -48,14 +48,19 @@ def random_batches(count, batch_size, vocab_size, mean_words, max_words, seed=0)
     return batches
 
 
-def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_ptb_size_arguments(parser, mean_words: float = 21.0) -> None:
+    """The sizes most PTB papers use (vocabulary 10k, embedding and LSTM 256, z of 32, batch 32) as options."""
     parser.add_argument("--vocab-size", type=int, default=10000)
     parser.add_argument("--embed-dim", type=int, default=256)
     parser.add_argument("--hidden-dim", type=int, default=256)
     parser.add_argument("--latent-dim", type=int, default=32)
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--mean-words", type=float, default=21.0, help="mean words per sentence")
+    parser.add_argument("--mean-words", type=float, default=mean_words, help="mean words per sentence")
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_ptb_size_arguments(parser)
     parser.add_argument("--steps", type=int, default=20, help="timed steps per model")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps per model first")
     parser.add_argument("--device", default="cpu")

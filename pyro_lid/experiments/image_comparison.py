@@ -41,7 +41,7 @@ from ..data.images import image_file, read_idx
 from ..diagnostics import collapse_report
 from ..infer import fit
 from ..infer.engine.stop_signals import DEFAULT_STOP_SIGNALS, resolve_stop_signals
-from ..models.savae import checkpoint_refinement, refines_end_to_end
+from ..models.savae import checkpoint_refinement
 from .methods import METHODS, file_stem, resolve_method
 from .runs import (
     ComparisonRun,
@@ -162,9 +162,9 @@ def run_image_comparison(
         (:func:`~pyro_lid.infer.fit`'s; ``--resume`` goes on from it): the run then raises
         :class:`~pyro_lid.infer.TrainingInterrupted` instead of going on to the next method.
     :param refine_checkpoint: semi-amortized models that refine end to end (SA-VAE) keep no refinement step's
-        graph but compute each again in the backward pass (``SemiAmortized(refine_checkpoint=True)``): the memory of
-        about one step instead of all, for 1.3-1.6 times the time per step; the same numbers, so a run that ran out
-        of memory resumes with it. Refused when no model to train refines end to end.
+        graph but compute each again when needed (``SemiAmortized(refine_checkpoint=True)``): the memory of about
+        one step instead of all, for 1.3-2.7 times the time per step (measured); the same numbers, so a run that
+        ran out of memory resumes with it. Refused, before any data are loaded, when no model refines end to end.
     """
     models = [n for n, m in METHODS.items() if not m.is_text] if models == "all" else list(models)
     methods = {name: resolve_method(name) for name in models}  # a bad name or option fails before any data load
@@ -188,6 +188,8 @@ def run_image_comparison(
         raise ValueError(f"root (--root) is the folder of an image data set's files; {dataset} draws its images, "
                          f"got root={root!r}")  # fmt: skip
     check_run_options(output_dir, resume, overwrite, checkpoint_minutes)
+    if refine_checkpoint:
+        check_refine_checkpoint(methods)
     stop_signals = resolve_stop_signals(stop_signals)  # a signal no process can catch is refused before any data
     device = resolve_device(device)
     run = ComparisonRun(output_dir, image_protocol(locals()), resume, overwrite)
@@ -198,15 +200,12 @@ def run_image_comparison(
     def built(method):  # the model as trained below (the seed is set again before each one trains)
         return method.build(data_dim, latent_dim, hidden, icnn_hidden, num_components, train_data=train)
 
-    recipes, end_to_end = {}, {}
+    recipes = {}
     for name in models:  # a model that cannot be built on these data fails before any training, by name
         try:
-            model = built(methods[name])
+            recipes[name] = methods[name].recipe(epochs, model=built(methods[name]))
         except ValueError as error:
             raise ValueError(f"{name} cannot be built on {dataset}: {error}") from error
-        recipes[name], end_to_end[name] = methods[name].recipe(epochs, model=model), refines_end_to_end(model)
-    if refine_checkpoint:
-        check_refine_checkpoint(end_to_end)
     run.use_recipes(recipes)
     for name in models:
         if run.finished(name) is not None:

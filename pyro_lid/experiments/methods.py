@@ -269,6 +269,22 @@ def _parse_value(text: str):
     return text
 
 
+#: Model options a variant may not set, and why: they change how a method runs, not what it computes, so they
+#: are no part of its name or recipe (a run may be resumed with or without them).
+_NOT_A_METHOD = {
+    "refine_checkpoint": "it changes memory and time, not the numbers; pass compare/study --refine-checkpoint "
+    "(refine_checkpoint=True of run_text_comparison/run_image_comparison)",
+}
+
+
+def refines_end_to_end(method: Method) -> bool:
+    """Whether ``method``'s model is semi-amortized and differentiates through its refinement (SA-VAE), known
+    from the registry before any model is built (what ``--refine-checkpoint`` applies to)."""
+    from ..models.savae import SemiAmortized
+
+    return issubclass(method.model_class, SemiAmortized) and bool(method.model_kwargs.get("end_to_end", False))
+
+
 def resolve_method(spec: str) -> Method:
     """The method a name or a variant names: ``"lidvae_projection"``, or ``"lidvae_projection:margin=3"``
     (``name:key=value[:key=value...]``), which overrides the named method's model options (and its ``fit``
@@ -286,6 +302,8 @@ def resolve_method(spec: str) -> Method:
         key, sep, value = assignment.partition("=")
         if not sep or not key:
             raise ValueError(f"{spec!r}: expected name:key=value[:key=value...], got the part {assignment!r}")
+        if key in _NOT_A_METHOD:
+            raise ValueError(f"{spec!r}: {key} is not part of a method: {_NOT_A_METHOD[key]}")
         if key in _FIT_OPTIONS:
             try:
                 fit_overrides.update(_FIT_OPTIONS[key](_parse_value(value)))

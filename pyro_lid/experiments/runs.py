@@ -198,12 +198,14 @@ def check_same_data(out: Path, data: dict) -> None:
         )
 
 
-def check_refine_checkpoint(end_to_end: dict) -> None:
-    """Refuse ``refine_checkpoint`` (``--refine-checkpoint``) when none of the methods (name -> whether its model
-    refines end to end) would use it: the option would change nothing."""
-    if not any(end_to_end.values()):
+def check_refine_checkpoint(methods: dict) -> None:
+    """Refuse ``refine_checkpoint`` (``--refine-checkpoint``) when none of ``methods`` (name -> registry method)
+    refines end to end: the option would change nothing. Known from the registry, before any data are loaded."""
+    from .methods import refines_end_to_end
+
+    if not any(refines_end_to_end(method) for method in methods.values()):
         raise ValueError(f"--refine-checkpoint applies to models that refine end to end (sa_vae and its variants); "
-                         f"none of {', '.join(end_to_end)} does")  # fmt: skip
+                         f"none of {', '.join(methods) or 'the models'} does")  # fmt: skip
 
 
 def check_run_options(output_dir, resume: bool, overwrite: bool, checkpoint_minutes: float | None = None) -> None:
