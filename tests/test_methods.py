@@ -802,3 +802,20 @@ def test_refine_checkpoint_where_no_model_refines_end_to_end_is_refused_on_the_c
     assert exited.value.code == 2
     assert "--refine-checkpoint applies to models that refine end to end" in capsys.readouterr().err
     assert not (tmp_path / "out" / "results.json").exists()
+
+
+@pytest.mark.parametrize(
+    "script, expected",
+    [("evaluation_posteriors.py", "x faster"), ("refinement_memory.py", "losses equal: True")],
+)
+def test_the_sa_vae_benchmarks_run_and_print_their_ratios(script, expected):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "examples" / "benchmarks" / script
+    options = ["--models", "sa_vae", "--repeats", "1"] if script.startswith("evaluation") else []
+    result = subprocess.run([sys.executable, str(path), "--quick", *options], capture_output=True, text=True,
+                            timeout=300)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert expected in result.stdout

@@ -161,10 +161,8 @@ def run_image_comparison(
     :param stop_signals: the signals that stop a method's training after a finished step, with its checkpoint
         (:func:`~pyro_lid.infer.fit`'s; ``--resume`` goes on from it): the run then raises
         :class:`~pyro_lid.infer.TrainingInterrupted` instead of going on to the next method.
-    :param refine_checkpoint: semi-amortized models that refine end to end (SA-VAE) keep no refinement step's
-        graph but compute each again when needed (``SemiAmortized(refine_checkpoint=True)``): the memory of about
-        one step instead of all, for 1.3-2.7 times the time per step (measured); the same numbers, so a run that
-        ran out of memory resumes with it. Refused, before any data are loaded, when no model refines end to end.
+    :param refine_checkpoint: less memory for SA-VAE, the same numbers, as for
+        :func:`~pyro_lid.experiments.text_comparison.run_text_comparison`.
     """
     models = [n for n, m in METHODS.items() if not m.is_text] if models == "all" else list(models)
     methods = {name: resolve_method(name) for name in models}  # a bad name or option fails before any data load
