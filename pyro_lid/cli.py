@@ -384,8 +384,9 @@ STOP_SIGNALS_HELP = (
 )
 REFINE_CHECKPOINT_HELP = (
     "SA-VAE (models that refine end to end) keeps no refinement step's graph but computes each again when needed: "
-    "the memory of about one step instead of all, for 1.3-2.7 times the time per step (measured); the same numbers, "
-    "so a run that ran out of memory goes on with it (--resume); refused when no model refines end to end"
+    "about a third of the memory a training step grows by, for 1.6-2.7 times its time (measured); the same losses "
+    "and gradients (the cost column counts the recomputation), so a run that ran out of memory goes on with it "
+    "(--resume); refused when no model refines end to end"
 )
 
 

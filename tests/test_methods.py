@@ -819,3 +819,18 @@ def test_the_sa_vae_benchmarks_run_and_print_their_ratios(script, expected):
                             timeout=300)  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
     assert expected in result.stdout
+
+
+def test_which_methods_refine_end_to_end_is_read_from_their_options_and_their_class_s_default():
+    from pyro_lid.experiments.methods import Method, refines_end_to_end
+
+    class EndToEndByDefault(SAVAE):
+        def __init__(self, *args, end_to_end=True, **kwargs):
+            super().__init__(*args, end_to_end=end_to_end, **kwargs)
+
+    assert refines_end_to_end(resolve_method("sa_vae"))
+    assert not refines_end_to_end(resolve_method("sa_vae:end_to_end=false"))
+    assert not refines_end_to_end(resolve_method("vae")) and not refines_end_to_end(Method(SAVAE, {}))
+    assert refines_end_to_end(Method(EndToEndByDefault, {"refine_steps": 3}))
+    assert not refines_end_to_end(Method(EndToEndByDefault, {"end_to_end": False}))
+    assert not refines_end_to_end(Method(SAVAE, {"end_to_end": "false"}))  # not True: the model would refuse it

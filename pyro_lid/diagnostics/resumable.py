@@ -7,8 +7,9 @@ the importance-weighted bound (``"ll/0 (20 samples, batches of 500, chunks of 50
 from the global random streams. :class:`EvaluationCheckpoint` writes, after every piece, the values so far
 and the streams' state (whole or not at all). A resumed evaluation takes the kept values in the same order and restores
 the streams where the first piece not kept begins, so it computes exactly what an uninterrupted
-evaluation computes. A 20-sample bound on 3,800 sentences takes minutes, SA-VAE's (which refines every
-posterior) far longer: a process stopped during it loses at most one piece.
+evaluation computes. A 20-sample bound on 3,800 sentences takes minutes, and SA-VAE's refinement of every
+posterior (the piece ``"posteriors (computed once)"``) far longer: a process stopped during it loses at most one
+piece.
 """
 
 from __future__ import annotations

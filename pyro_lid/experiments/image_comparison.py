@@ -161,7 +161,7 @@ def run_image_comparison(
     :param stop_signals: the signals that stop a method's training after a finished step, with its checkpoint
         (:func:`~pyro_lid.infer.fit`'s; ``--resume`` goes on from it): the run then raises
         :class:`~pyro_lid.infer.TrainingInterrupted` instead of going on to the next method.
-    :param refine_checkpoint: less memory for SA-VAE, the same numbers, as for
+    :param refine_checkpoint: less memory for SA-VAE, the same losses and gradients, as for
         :func:`~pyro_lid.experiments.text_comparison.run_text_comparison`.
     """
     models = [n for n, m in METHODS.items() if not m.is_text] if models == "all" else list(models)

@@ -280,9 +280,15 @@ _NOT_A_METHOD = {
 def refines_end_to_end(method: Method) -> bool:
     """Whether ``method``'s model is semi-amortized and differentiates through its refinement (SA-VAE), known
     from the registry before any model is built (what ``--refine-checkpoint`` applies to)."""
+    import inspect
+
     from ..models.savae import SemiAmortized
 
-    return issubclass(method.model_class, SemiAmortized) and bool(method.model_kwargs.get("end_to_end", False))
+    if not issubclass(method.model_class, SemiAmortized):
+        return False
+    default = inspect.signature(method.model_class).parameters.get("end_to_end")  # the class's own default
+    value = method.model_kwargs.get("end_to_end", False if default is None else default.default)
+    return value is True or (not isinstance(value, bool) and value == 1)
 
 
 def resolve_method(spec: str) -> Method:

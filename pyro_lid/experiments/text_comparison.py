@@ -234,9 +234,10 @@ def run_text_comparison(
         (:func:`~pyro_lid.infer.fit`'s; ``--resume`` goes on from it): the run then raises
         :class:`~pyro_lid.infer.TrainingInterrupted` instead of going on to the next method.
     :param refine_checkpoint: semi-amortized models that refine end to end (SA-VAE) keep no refinement step's
-        graph but compute each again when needed (``SemiAmortized(refine_checkpoint=True)``): the memory of about
-        one step instead of all, for 1.3-2.7 times the time per step (measured); the same numbers, so a run that
-        ran out of memory resumes with it. Refused, before any data are loaded, when no model refines end to end.
+        graph but compute each again when needed (``SemiAmortized(refine_checkpoint=True)``): about a third of the
+        memory a training step grows by, for 1.6-2.7 times its time (measured); the same losses and gradients (the
+        row's ``grad_evals_per_epoch`` counts the recomputation), so a run that ran out of memory resumes with it.
+        Refused, before any data are loaded, when no model refines end to end.
     """
     models = list(default_text_models(dataset) if models is None else models)
     if language_model and LM not in models:

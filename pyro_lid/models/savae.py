@@ -23,7 +23,8 @@ Kim et al.'s Algorithm 1). The encoder is trained in one of two ways:
 - ``end_to_end=True``: *through* the steps, as in Kim et al.'s Algorithm 1. The refinement
   graph is kept (``create_graph``), so the encoder receives
   :math:`\frac{d\,\mathrm{ELBO}(\lambda_K)}{d\lambda_0}\frac{d\lambda_0}{d\phi}`
-  by Hessian-vector products through all :math:`K` updates. Cost: about :math:`2K` extra.
+  by Hessian-vector products through all :math:`K` updates. Cost: about :math:`2K` extra (:math:`4K` with
+  ``refine_checkpoint``, which keeps no step's graph and computes each step's ELBO twice more).
 
 Evaluation (``posterior``, hence the log-likelihood of
 :func:`pyro_lid.diagnostics.collapse_report`) uses the refined posterior as the proposal.
@@ -73,8 +74,8 @@ def refine_gaussian(log_joint, x, loc, log_scale, steps: int, lr: float, num_sam
     ``frozen`` parameters (the model's) get no gradient while it runs, and are restored after. With
     ``differentiable`` (and grad mode on) the result stays a differentiable function of the initial values.
     ``checkpoint_steps`` (with ``differentiable``): each step's graph is not kept but computed again, with the
-    same random draws, when it is needed (``torch.utils.checkpoint``, non-reentrant): memory for about one step
-    instead of ``steps``, for each step's ELBO computed twice more (its forward when the step takes its own
+    same random draws, when it is needed (``torch.utils.checkpoint``, non-reentrant): no step's graph is kept
+    between steps, for each step's ELBO computed twice more (its forward when the step takes its own
     gradient, its forward and gradient in the backward pass). The result and its gradients are the same.
 
     :returns: ``(loc, log_scale)``, detached unless ``differentiable``.
@@ -137,9 +138,9 @@ class SemiAmortized:
         gradients large enough to make plain steps diverge.
     :param float refine_momentum: heavy-ball momentum :math:`\\mu \\in [0, 1)` of the steps (Kim et al.: 0.5).
     :param bool refine_checkpoint: with ``end_to_end`` (refused without), keep no step's graph but compute each
-        again when it is needed (gradient checkpointing): the memory of about one step instead of :math:`K`, for
-        each step's ELBO computed twice more (1.3-2.7 times the time of a step, measured); the same numbers. No
-        part of a recipe (:attr:`refine_checkpoint`).
+        again when it is needed (gradient checkpointing): about a third of the memory a training step grows by,
+        for each step's ELBO computed twice more (1.6-2.7 times the time of a step, measured); the same losses and
+        gradients. No part of a recipe (:attr:`refine_checkpoint`); :attr:`extra_gradient_evaluations` counts it.
     :param bool decoder_through_steps: with ``end_to_end``, the model's parameters (the decoder's, and a learned
         prior's) also get their gradient through the refinement (Kim et al.'s Algorithm 1: :math:`\\lambda_K`
         depends on :math:`\\theta`); otherwise they are constants of the steps. The gradient evaluations are as
