@@ -834,3 +834,12 @@ def test_which_methods_refine_end_to_end_is_read_from_their_options_and_their_cl
     assert refines_end_to_end(Method(EndToEndByDefault, {"refine_steps": 3}))
     assert not refines_end_to_end(Method(EndToEndByDefault, {"end_to_end": False}))
     assert not refines_end_to_end(Method(SAVAE, {"end_to_end": "false"}))  # not True: the model would refuse it
+
+
+def test_a_semi_amortized_identifiable_model_is_not_taken_for_its_unrefined_text_version():
+    from pyro_lid.experiments.methods import Method, text_version
+    from pyro_lid.models import semi_amortized
+
+    with pytest.raises(ValueError, match="only SA-VAE has a text version"):
+        text_version(Method(semi_amortized(LIDVAE), {}))
+    assert text_version(resolve_method("sa_vae"))[0] is SALSTMVAE

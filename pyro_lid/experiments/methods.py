@@ -18,6 +18,7 @@ from ..infer.checkpoints import config_differences, describe_model
 from ..infer.engine.learning_rates import resolve_lr_multipliers
 from ..infer.schedules import KLSchedule
 from ..models import BNLSTMVAE, BNVAE, GMVAE, ILLIDVAE, LIDGMVAE, LIDSVAE, LIDVAE, LSTMVAE, SALSTMVAE, SAVAE, VAE
+from ..models.savae import SemiAmortized
 
 __all__ = [
     "BUILT",
@@ -282,8 +283,6 @@ def refines_end_to_end(method: Method) -> bool:
     from the registry before any model is built (what ``--refine-checkpoint`` applies to)."""
     import inspect
 
-    from ..models.savae import SemiAmortized
-
     if not issubclass(method.model_class, SemiAmortized):
         return False
     default = inspect.signature(method.model_class).parameters.get("end_to_end")  # the class's own default
@@ -411,6 +410,9 @@ def text_version(method: Method, name: str | None = None) -> tuple[type, dict]:
     if issubclass(cls, LSTMVAE):
         return cls, kwargs
     name = name or next((n for n, m in METHODS.items() if m is method), cls.__name__)
+    if issubclass(cls, SemiAmortized) and cls not in _TEXT_VERSIONS:  # not to be taken for its base, unrefined
+        raise ValueError(f"{name} ({cls.__name__}): of the semi-amortized models only SA-VAE has a text version "
+                         "(SALSTMVAE) yet")  # fmt: skip
     if issubclass(cls, LIDVAE):
         target, table = _TEXT_VERSIONS[LIDVAE]
         if issubclass(cls, ILLIDVAE):  # the inverse-Lipschitz constant is the floor of the inner map's Jacobian
