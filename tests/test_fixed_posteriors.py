@@ -15,7 +15,7 @@ from pyro_lid.diagnostics import (
     kl_divergence,
     text_report,
 )
-from pyro_lid.diagnostics.fixed_posteriors import FixedPosteriors, with_fixed_posteriors
+from pyro_lid.diagnostics.fixed_posteriors import FixedPosteriors, piece_key, with_fixed_posteriors
 from pyro_lid.diagnostics.resumable import PIECES_LAYOUT
 from pyro_lid.infer.checkpoints import CheckpointError
 from pyro_lid.infer.engine.callbacks.validation import evaluate
@@ -65,7 +65,8 @@ def test_sa_vae_collapse_report_refines_once_and_every_stage_reads_the_kept_post
 
     report = collapse_report(model, data, num_samples=3, progress=False, checkpoint=Keeping())
     assert calls == [100] * 7
-    loc, scale = path_values["posteriors (computed once)"]
+    parts = [path_values[piece_key(i, 100)] for i in range(7)]  # one piece per mini-batch of 100
+    loc, scale = torch.cat([part[0] for part in parts]), torch.cat([part[1] for part in parts])
     assert loc.shape == scale.shape == (700, 3)
     # the stages' numbers are those of the kept posteriors, computed by hand
     torch.testing.assert_close(report["au_variance"], loc.var(0, unbiased=False))

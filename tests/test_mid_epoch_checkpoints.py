@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from pyro_lid.diagnostics import EvaluationCheckpoint
-from pyro_lid.diagnostics.fixed_posteriors import PIECE as POSTERIORS
+from pyro_lid.diagnostics.fixed_posteriors import piece_key
 from pyro_lid.infer import TrainingDiverged, fit
 from pyro_lid.infer.engine.callbacks import Callback
 from pyro_lid.infer.engine.callbacks.checkpoint import validation_file
@@ -65,6 +65,9 @@ class InterruptValidationStage(Callback):
 
     def teardown(self, loop) -> None:
         EvaluationCheckpoint.piece = self.real
+
+
+POSTERIORS = piece_key(0, 100)  # the 30 validation points' posteriors: one mini-batch
 
 
 def _data():

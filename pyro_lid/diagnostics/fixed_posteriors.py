@@ -7,10 +7,10 @@ SA-VAE (:class:`~pyro_lid.models.SemiAmortized`) it is :math:`K` gradient steps 
 random result: each stage measured *another* posterior, and the refinements were most of the evaluation's time.
 
 :func:`with_fixed_posteriors` computes the diagonal Gaussian :math:`q(z\mid x_n) = \mathcal N(\mu_n,
-\mathrm{diag}\,\sigma_n^2)` of every row once (one piece of the evaluation's checkpoint, so a resumed evaluation
-reads the same one) and hands the stages a :class:`FixedPosteriors`: the model, whose ``posterior(x)`` for a block
-of consecutive rows of those data (every stage takes its mini-batches as slices) reads :math:`(\mu, \sigma)` of
-those rows. All stages then measure one and the same :math:`q`.
+\mathrm{diag}\,\sigma_n^2)` of every row once (a piece of the evaluation's checkpoint per mini-batch, so a resumed
+evaluation reads the same ones) and hands the stages a :class:`FixedPosteriors`: the model, whose ``posterior(x)``
+for a block of consecutive rows of those data (every stage takes its mini-batches as slices) reads
+:math:`(\mu, \sigma)` of those rows. All stages then measure one and the same :math:`q`.
 """
 
 from __future__ import annotations
@@ -23,9 +23,15 @@ import torch
 from .._progress import progress_bar, progress_line
 from ..distributions.diagonal import diagonal_normal
 
-__all__ = ["FixedPosteriors", "with_fixed_posteriors"]
+__all__ = ["FixedPosteriors", "piece_key", "with_fixed_posteriors"]
 
-PIECE = "posteriors (computed once)"
+PIECE = "posteriors"
+
+
+def piece_key(index: int, batch_size: int) -> str:
+    """The evaluation checkpoint's piece of mini-batch ``index`` of the posteriors: ``"posteriors/0 (batches of
+    100)"``, ... (the batching named, as the bound's pieces name theirs)."""
+    return f"{PIECE}/{index} (batches of {batch_size})"
 
 
 class FixedPosteriors:
@@ -95,9 +101,9 @@ class FixedPosteriors:
 @torch.no_grad()
 def with_fixed_posteriors(model, data: torch.Tensor, batch_size: int = 100, checkpoint=None, progress=False):
     r"""``(model, data)`` for an evaluation's stages: :class:`FixedPosteriors` over ``data`` made contiguous, with
-    every row's :math:`q(z\mid x)` computed once in mini-batches of ``batch_size`` (the piece
-    ``"posteriors (computed once)"`` of ``checkpoint``, an
-    :class:`~pyro_lid.diagnostics.resumable.EvaluationCheckpoint`).
+    every row's :math:`q(z\mid x)` computed once in mini-batches of ``batch_size``, each a piece of ``checkpoint``
+    (an :class:`~pyro_lid.diagnostics.resumable.EvaluationCheckpoint`; :func:`piece_key`), so that a stopped
+    evaluation loses at most one mini-batch of them.
 
     A posterior that is not a diagonal Gaussian (PPCA's exact one, an enumerated mixture's) has no
     :math:`(\mu, \sigma)` to keep: ``model`` itself is returned, and every stage asks it again. Those two are
@@ -117,28 +123,32 @@ def with_fixed_posteriors(model, data: torch.Tensor, batch_size: int = 100, chec
     data = data.contiguous()
     checkpoint = checkpoint if checkpoint is not None else EvaluationCheckpoint()
 
-    def compute():
-        locs, scales = [], []
-        batches = data.split(batch_size)
-        for x in progress_bar(batches, progress, total=len(batches), desc="posteriors"):
-            q = model.posterior(x)
-            gaussian = diagonal_normal(q)
-            if gaussian is None or q.batch_shape != x.shape[:1] or len(q.event_shape) != 1 or gaussian.loc.dim() != 2:
-                return None
-            locs.append(gaussian.loc)
-            scales.append(gaussian.scale)
-        return torch.cat(locs), torch.cat(scales)
+    def diagonal(x):  # (loc, scale) of the batch, or None for a posterior that is not a diagonal Gaussian
+        q = model.posterior(x)
+        gaussian = diagonal_normal(q)
+        if gaussian is None or q.batch_shape != x.shape[:1] or len(q.event_shape) != 1 or gaussian.loc.dim() != 2:
+            return None
+        return gaussian.loc, gaussian.scale
 
     was_training = getattr(model, "training", False)
     if hasattr(model, "eval"):
         model.eval()
-    started, was_kept = time.perf_counter(), PIECE in checkpoint.values
+    started, parts, computed = time.perf_counter(), [], 0
     try:
-        kept = checkpoint.piece(PIECE, compute)
+        batches = data.split(batch_size)
+        for i, x in enumerate(progress_bar(batches, progress, total=len(batches), desc="posteriors")):
+            key = piece_key(i, batch_size)
+            computed += key not in checkpoint.values
+            part = checkpoint.piece(key, lambda x=x: diagonal(x))
+            if part is None:  # the first batch tells: the model itself is asked, by every stage
+                return model, data
+            parts.append(part)
     finally:
         if was_training:
             model.train()
-    if kept is not None:
-        done = f"kept from {checkpoint.path}" if was_kept else f"in {time.perf_counter() - started:.1f} s"
-        progress_line(f"evaluation: {PIECE} on {data.shape[0]} points {done}", progress)
-    return (model if kept is None else FixedPosteriors(model, data, *kept)), data
+    kept = torch.cat([loc for loc, _ in parts]), torch.cat([scale for _, scale in parts])
+    done = f"in {time.perf_counter() - started:.1f} s"
+    if computed < len(parts):
+        done += f", {len(parts) - computed} of {len(parts)} mini-batches kept from {checkpoint.path}"
+    progress_line(f"evaluation: {PIECE} on {data.shape[0]} points {done}", progress)
+    return FixedPosteriors(model, data, *kept), data

@@ -8,8 +8,8 @@ from the global random streams. :class:`EvaluationCheckpoint` writes, after ever
 and the streams' state (whole or not at all). A resumed evaluation takes the kept values in the same order and restores
 the streams where the first piece not kept begins, so it computes exactly what an uninterrupted
 evaluation computes. A 20-sample bound on 3,800 sentences takes minutes, and SA-VAE's refinement of every
-posterior (the piece ``"posteriors (computed once)"``) far longer: a process stopped during it loses at most one
-piece.
+posterior (the pieces ``"posteriors/0 (batches of 100)"``, ...) far longer: a process stopped during it loses at
+most one piece.
 """
 
 from __future__ import annotations
@@ -26,9 +26,10 @@ from ..infer.engine.rng import rng_state, set_rng_state
 __all__ = ["EvaluationCheckpoint", "PIECES_LAYOUT", "evaluation_fingerprint"]
 
 
-PIECES_LAYOUT = 2
+PIECES_LAYOUT = 3
 """The version of the pieces evaluations are made of, part of every fingerprint: a file kept by an evaluation made
-of other pieces (before 2: every stage asked for its own posteriors) is not mixed into this one's."""
+of other pieces (before 2: every stage asked for its own posteriors; 2: the posteriors one piece, not one per
+mini-batch) is not mixed into this one's."""
 
 
 def evaluation_fingerprint(model, data: torch.Tensor, **options) -> dict:
