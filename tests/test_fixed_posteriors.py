@@ -190,3 +190,12 @@ def test_pieces_is_the_fingerprint_s_own_and_an_older_layout_is_refused_by_name(
     EvaluationCheckpoint(path, {k: v for k, v in fingerprint.items() if k != "pieces"}).piece("KL", lambda: 1.0)
     with pytest.raises(CheckpointError, match="made of other pieces"):
         EvaluationCheckpoint(path, fingerprint)
+
+
+def test_the_posteriors_report_their_time_with_progress_and_nothing_without(capsys):
+    model = VAE(12, 3, hidden_dims=(16,))
+    data = torch.rand(250, 12).bernoulli()
+    with_fixed_posteriors(model, data, progress=False)
+    assert capsys.readouterr().err == ""
+    with_fixed_posteriors(model, data, progress=True)
+    assert "evaluation: posteriors on 250 points in" in capsys.readouterr().err

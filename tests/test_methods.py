@@ -766,11 +766,18 @@ def test_an_sa_vae_comparison_stopped_without_refine_checkpoint_goes_on_with_it_
         model, *a, callbacks=[*callbacks, StopInSecondEpoch()], **k))  # fmt: skip
     with pytest.raises(KeyboardInterrupt):
         harness.run_text_comparison("synthetic-text", output_dir=tmp_path / "stopped", **options)
-    monkeypatch.setattr(harness, "fit", lambda model, *a, **k: used.append(model.refine_checkpoint) or real_fit(
-        model, *a, **k))  # fmt: skip
+
+    class Epochs(Callback):  # the epochs the resumed run trains: the second only (the first is in its checkpoint)
+        trained = set()
+
+        def on_train_step_end(self, loop, epoch, step, x):
+            self.trained.add(epoch)
+
+    monkeypatch.setattr(harness, "fit", lambda model, *a, callbacks=(), **k: used.append(model.refine_checkpoint)
+                        or real_fit(model, *a, callbacks=[*callbacks, Epochs()], **k))  # fmt: skip
     resumed = harness.run_text_comparison("synthetic-text", output_dir=tmp_path / "stopped", resume=True,
                                           refine_checkpoint=True, **options)  # fmt: skip
-    assert used == [True]
+    assert used == [True] and Epochs.trained == {1}
     differ = {k for k in straight[0] if straight[0][k] != resumed[0][k]}
     timings = {"seconds_per_epoch", "tokens_per_second", "eval_seconds", "train_seconds", "relative_cost", "seconds"}
     assert differ <= timings | {"grad_evals_per_epoch"}, differ  # the recomputed steps are counted as cost
