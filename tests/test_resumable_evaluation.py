@@ -75,6 +75,7 @@ class StoppingCheckpoint(EvaluationCheckpoint):
 @pytest.mark.parametrize(
     "stop, kept_before",
     [
+        ("posteriors/0", set()),  # nothing kept but where the streams stood when the evaluation began
         ("posteriors/3", {"posteriors/0", "posteriors/1", "posteriors/2"}),
         ("active units", Q),
         ("ll/1", Q | {"active units", "KL", "ll/0"}),
@@ -82,7 +83,7 @@ class StoppingCheckpoint(EvaluationCheckpoint):
         ("reconstruction", Q | {"active units", "KL", "ll/0", "ll/1", "ll/2", "mutual information",
                             "mutual information (mini-batch)"}),
     ],
-    ids=["in-the-posteriors-fourth-batch", "in-the-active-units", "in-the-bound's-second-batch",
+    ids=["in-the-first-piece", "in-the-posteriors-fourth-batch", "in-the-active-units", "in-the-bound's-second-batch",
          "in-the-mutual-information", "in-the-reconstruction"],
 )  # fmt: skip
 def test_an_evaluation_stopped_part_way_resumes_to_the_uninterrupted_report_bit_for_bit(
