@@ -65,9 +65,12 @@ class StoppingCheckpoint(EvaluationCheckpoint):
         self.stop = stop
 
     def piece(self, key, compute):
-        if _short(key) == self.stop:
-            torch.rand(7)
-            raise Stop
+        if _short(key) == self.stop:  # stopped inside the computation, as a killed process is
+
+            def compute():
+                torch.rand(7)
+                raise Stop
+
         return super().piece(key, compute)
 
 

@@ -75,7 +75,6 @@ class EvaluationCheckpoint:
                 if not restart_on_mismatch:
                     raise
                 warnings.warn(f"{error}; it is evaluated from the start and the file replaced", stacklevel=2)
-                self._start()
                 return
             saved = state["fingerprint"] if isinstance(state["fingerprint"], dict) else {}
             differences = [
@@ -98,16 +97,6 @@ class EvaluationCheckpoint:
                     f"cannot resume the evaluation kept in {self.path}: it was computed for another model, data, "
                     f"device or options ({'; '.join(differences)}); delete it to evaluate from the start"
                 )
-        self._start()
-
-    def _start(self) -> None:
-        """A new evaluation kept in a file: the random streams' state where it begins, written before any piece,
-        so that one stopped inside its first piece resumes from the same streams (not from the caller's)."""
-        if self.path is None or self.rng is not None:
-            return
-        self.rng = rng_state()
-        if self.write:
-            atomic_save({"fingerprint": self.fingerprint, "values": self.values, "rng": self.rng}, self.path)
 
     def piece(self, key: str, compute):
         """``compute()``, or its kept value (on the device where it was computed); after computing, the value
@@ -118,6 +107,10 @@ class EvaluationCheckpoint:
             return self.values[key]
         if not self.restored and self.rng is not None:  # the first piece not kept: where the streams stood
             set_rng_state(self.rng)
+        elif not self.restored and self.path is not None:  # a new evaluation: where the streams stand as it begins,
+            self.rng = rng_state()  # kept before its first piece runs, so that a stop inside that one resumes too
+            if self.write:
+                atomic_save({"fingerprint": self.fingerprint, "values": self.values, "rng": self.rng}, self.path)
         self.restored = True
         value = compute()
         if self.path is not None:
