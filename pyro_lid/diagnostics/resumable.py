@@ -108,17 +108,19 @@ class EvaluationCheckpoint:
         if not self.restored and self.rng is not None:  # the first piece not kept: where the streams stood
             set_rng_state(self.rng)
         elif not self.restored and self.path is not None:  # a new evaluation: where the streams stand as it begins,
-            self.rng = rng_state()  # kept before its first piece runs, so that a stop inside that one resumes too
-            if self.write:
-                atomic_save({"fingerprint": self.fingerprint, "values": self.values, "rng": self.rng}, self.path)
+            self._save()  # kept before its first piece runs, so that a stop inside that one resumes too
         self.restored = True
         value = compute()
         if self.path is not None:
             self.values[key] = value
-            self.rng = rng_state()
-            if self.write:
-                atomic_save({"fingerprint": self.fingerprint, "values": self.values, "rng": self.rng}, self.path)
+            self._save()
         return value
+
+    def _save(self) -> None:
+        """Keep the values so far and the random streams' state now (in memory; in the file if this one writes)."""
+        self.rng = rng_state()
+        if self.write:
+            atomic_save({"fingerprint": self.fingerprint, "values": self.values, "rng": self.rng}, self.path)
 
     @staticmethod
     def saved_fingerprint(path) -> dict | None:

@@ -181,9 +181,7 @@ class SemiAmortized:
             or not (0 <= refine_momentum < 1)
         ):
             raise ValueError(f"refine_momentum must be a number in [0, 1), got {refine_momentum!r}")
-        flags = (("end_to_end", end_to_end), ("decoder_through_steps", decoder_through_steps),
-                 ("refine_checkpoint", refine_checkpoint))  # fmt: skip
-        for flag, value in flags:
+        for flag, value in (("end_to_end", end_to_end), ("decoder_through_steps", decoder_through_steps)):
             if not isinstance(value, bool) and value not in (0, 1):  # bool("no") would be True
                 raise ValueError(f"{flag} must be True or False, got {value!r}")
         if decoder_through_steps and not end_to_end:
