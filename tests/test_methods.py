@@ -843,10 +843,17 @@ def test_which_methods_refine_end_to_end_is_read_from_their_options_and_their_cl
     assert not refines_end_to_end(Method(SAVAE, {"end_to_end": "false"}))  # not True: the model would refuse it
 
 
-def test_a_semi_amortized_identifiable_model_is_not_taken_for_its_unrefined_text_version():
+def test_a_semi_amortized_model_s_text_version_is_its_base_s_refined_alike_never_the_unrefined_base():
     from pyro_lid.experiments.methods import Method, text_version
-    from pyro_lid.models import semi_amortized
+    from pyro_lid.models import LIDSVAE, SALIDSVAE, semi_amortized
 
-    with pytest.raises(ValueError, match="only SA-VAE has a text version"):
-        text_version(Method(semi_amortized(LIDVAE), {}))
     assert text_version(resolve_method("sa_vae"))[0] is SALSTMVAE
+    options = {"refine_steps": 3, "refine_lr": 0.2, "end_to_end": True, "margin": 2.0}
+    assert text_version(Method(semi_amortized(LIDVAE), options)) == (SALIDSVAE, options)
+    assert semi_amortized(LIDSVAE) is SALIDSVAE
+
+    class OwnRefinement(SAVAE):  # behaviour of its own: no text version is taken for it
+        pass
+
+    with pytest.raises(ValueError, match="a semi-amortized class of its own, not semi_amortized.VAE."):
+        text_version(Method(OwnRefinement, {}), "own")

@@ -1,5 +1,7 @@
 """Text methods by name, the text comparison, its command line, and collapse on synthetic text."""
 
+import re
+
 import pyro
 import pytest
 import torch
@@ -27,6 +29,49 @@ def test_every_text_method_builds_its_text_model_and_trains_with_its_recipe(name
     assert type(model) is {"sa_vae": SALSTMVAE, "bn_vae": BNLSTMVAE}.get(name, LIDSVAE if lid else LSTMVAE)
     history = fit(model, tiny.train[:40], tiny.valid, epochs=2, batch_size=20, progress=False, **method.fit_options(2))
     assert len(history) == 2 and all(torch.isfinite(torch.tensor(history["train_loss"])))
+
+
+@pytest.mark.parametrize("recipe", ["anneal", "beta_vae", "cyclical", "free_bits", "lagging", "li_et_al", "sa_vae"])
+def test_every_training_recipe_applies_to_lidsvae_by_name(recipe, tiny):
+    from pyro_lid.experiments.methods import recipes
+    from pyro_lid.models import SALIDSVAE
+
+    assert recipe in recipes()
+    spec = f"lidsvae:margin=2:recipe={recipe}"
+    method, trained = resolve_text_method(spec), METHODS[recipe]
+    assert method.recipe(4)["fit"] == trained.recipe(4)["fit"]  # schedule, free bits, strategy, pretraining
+    pyro.set_rng_seed(0)
+    model = method.build_text(len(tiny.vocab), 3, 8, 8)
+    assert type(model) is (SALIDSVAE if recipe == "sa_vae" else LIDSVAE)
+    assert model.injectivity_bound() >= 2.0 and model.beta == trained.model_kwargs.get("beta", 1.0)
+    if recipe == "sa_vae":  # the recipe's refinement, end to end
+        assert (model.refine_steps, model.refine_lr, model.end_to_end) == (10, 0.1, True)
+    history = fit(model, tiny.train[:40], tiny.valid, epochs=2, batch_size=20, progress=False, **method.fit_options(2))
+    assert len(history) == 2 and all(torch.isfinite(torch.tensor(history["train_loss"])))
+    image = resolve_method(f"lidvae:margin=2:recipe={recipe}")  # the image model's recipe, on text: the same model
+    assert type(image.build_text(len(tiny.vocab), 3, 8, 8)) is type(model)
+    assert image.recipe(4, text=True) == method.recipe(4, text=True)
+
+
+def test_a_recipe_is_refused_by_name_where_it_is_a_model_twice_or_in_conflict():
+    from pyro_lid.experiments.methods import Method, with_recipe
+
+    for spec, message in [
+        ("lidsvae:recipe=bn_vae", "bn_vae is a model .BNVAE., not a training recipe"),
+        ("lidsvae:recipe=lidvae", "lidvae is a model"),
+        ("lidsvae:recipe=lagging:recipe=anneal", "one recipe at a time"),
+        ("lidsvae:recipe=agressive", "unknown recipe 'agressive'; recipes: .'anneal'"),
+        ("sa_vae:recipe=sa_vae", "SAVAE is semi-amortized already"),
+        ("lidsvae:recipe=sa_vae:refine_checkpoint=true", "refine_checkpoint is not part of a method"),
+    ]:
+        with pytest.raises(ValueError, match=f"^'{re.escape(spec)}': {message}"):
+            resolve_text_method(spec)
+    with pytest.raises(ValueError, match="set the model options beta differently"):
+        with_recipe(Method(LIDSVAE, {"beta": 0.5}), "beta_vae")
+    with pytest.raises(ValueError, match="different shares of the epochs"):
+        with_recipe(Method(LIDSVAE, {}, pretrain_fraction=0.5), "li_et_al")
+    assert resolve_method("lidsvae:recipe=anneal:warmup=3").fit_options(10)["kl_schedule"](1.5) == 0.5  # on top
+    assert resolve_method("lidsvae:recipe=beta_vae:beta=0.5").model_kwargs["beta"] == 0.5
 
 
 def test_text_versions_carry_the_recipes_levers_over():

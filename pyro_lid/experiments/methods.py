@@ -17,8 +17,8 @@ from .._checks import is_positive_number
 from ..infer.checkpoints import config_differences, describe_model
 from ..infer.engine.learning_rates import resolve_lr_multipliers
 from ..infer.schedules import KLSchedule
-from ..models import BNLSTMVAE, BNVAE, GMVAE, ILLIDVAE, LIDGMVAE, LIDSVAE, LIDVAE, LSTMVAE, SALSTMVAE, SAVAE, VAE
-from ..models.savae import SemiAmortized
+from ..models import BNLSTMVAE, BNVAE, GMVAE, ILLIDVAE, LIDGMVAE, LIDSVAE, LIDVAE, LSTMVAE, SAVAE, VAE
+from ..models.savae import SemiAmortized, semi_amortized
 
 __all__ = [
     "BUILT",
@@ -28,8 +28,10 @@ __all__ = [
     "file_stem",
     "recipe_differences",
     "resolve_method",
+    "recipes",
     "resolve_text_method",
     "text_version",
+    "with_recipe",
 ]
 
 
@@ -295,6 +297,9 @@ def resolve_method(spec: str) -> Method:
     (``name:key=value[:key=value...]``), which overrides the named method's model options (and its ``fit``
     options, for the keys of ``_FIT_OPTIONS``: ``lidvae:inner=brenier:potential_lr=0.3``).
 
+    ``recipe=R`` trains the named model by the training recipe ``R`` of :func:`recipes` (:func:`with_recipe`):
+    ``lidsvae:recipe=lagging``, ``lidvae:recipe=sa_vae:margin=3``; the other options apply on top of it.
+
     A variant lets a study sweep a lever (a margin, an inner map) without a registry entry per value;
     the spec is the row's name in every results file, so the setting is never lost.
     """
@@ -303,10 +308,20 @@ def resolve_method(spec: str) -> Method:
         raise ValueError(f"unknown model {name!r} in {spec!r}; choose from {sorted(METHODS)}")
     method = METHODS[name]
     overrides, fit_overrides = {}, {}
+    recipes = [a.partition("=")[2] for a in assignments if a.partition("=")[0] == "recipe"]
+    if len(recipes) > 1:
+        raise ValueError(f"{spec!r}: one recipe at a time, got recipe={', recipe='.join(recipes)}")
+    if recipes:
+        try:
+            method = with_recipe(method, recipes[0])
+        except ValueError as error:
+            raise ValueError(f"{spec!r}: {error}") from error
     for assignment in assignments:
         key, sep, value = assignment.partition("=")
         if not sep or not key:
             raise ValueError(f"{spec!r}: expected name:key=value[:key=value...], got the part {assignment!r}")
+        if key == "recipe":
+            continue
         if key in _NOT_A_METHOD:
             raise ValueError(f"{spec!r}: {key} is not part of a method: {_NOT_A_METHOD[key]}")
         if key in _FIT_OPTIONS:
@@ -316,10 +331,12 @@ def resolve_method(spec: str) -> Method:
                 raise ValueError(f"{spec!r}: {error}") from error
         else:
             overrides[key] = _parse_value(value)
-    if not overrides and not fit_overrides:
+    if not assignments:
         return method
+    options = [a for a in assignments if a.partition("=")[0] != "recipe"]
+    reference = f"{method.reference} [with {', '.join(options)}]" if options else method.reference
     variant = Method(method.model_class, {**method.model_kwargs, **overrides}, {**method.fit_kwargs, **fit_overrides},
-                     f"{method.reference} [with {', '.join(assignments)}]", method.pretrain_fraction)  # fmt: skip
+                     reference, method.pretrain_fraction)  # fmt: skip
     try:  # a misspelt option fails here, before any model trains
         if variant.is_text:
             variant.build_text(8, 2, 4, 4, train_tokens=_TINY_CORPUS)
@@ -329,6 +346,47 @@ def resolve_method(spec: str) -> Method:
     except (TypeError, ValueError) as error:
         raise ValueError(f"{spec!r}: {name} does not take these options ({error})") from error
     return variant
+
+
+def recipes() -> list[str]:
+    """The registry's training recipes: the methods that train the plain VAE (KL schedules, free bits, Li et al.,
+    Lagging, beta) or refine its posteriors (SA-VAE) rather than change its model, so that they apply to any model
+    (:func:`with_recipe`)."""
+    return sorted(n for n, m in METHODS.items() if m.model_class in (VAE, SAVAE))
+
+
+def with_recipe(model: Method, recipe: str) -> Method:
+    """``model``'s model trained by the registry's training recipe ``recipe`` (one of :func:`recipes`): the
+    recipe's ``fit`` options and autoencoder pretraining added to the model's, its model options (``beta``, the
+    refinement's) to the model's, and for SA-VAE the model made semi-amortized (``semi_amortized(M)``).
+
+    :raises ValueError: for a name that is no training recipe (a model: ``bn_vae``, ``lidvae``, ...), a
+        semi-amortized model refined twice, or an option both set to different values (neither is taken silently).
+    """
+    if recipe not in METHODS:
+        raise ValueError(f"unknown recipe {recipe!r}; recipes: {recipes()}")
+    trained = METHODS[recipe]
+    if trained.model_class not in (VAE, SAVAE):
+        raise ValueError(f"{recipe} is a model ({trained.model_class.__name__}), not a training recipe of the VAE; "
+                         f"recipes: {recipes()}")  # fmt: skip
+    model_class = model.model_class
+    if trained.model_class is SAVAE:
+        if issubclass(model_class, SemiAmortized):
+            raise ValueError(f"{model_class.__name__} is semi-amortized already: its posteriors are refined once")
+        model_class = semi_amortized(model_class)
+
+    def merged(what: str, own: dict, added: dict) -> dict:
+        clash = sorted(k for k in set(own) & set(added) if own[k] != added[k])
+        if clash:
+            raise ValueError(f"the model and the recipe {recipe} set the {what} {', '.join(clash)} differently")
+        return {**own, **added}
+
+    if model.pretrain_fraction and trained.pretrain_fraction and model.pretrain_fraction != trained.pretrain_fraction:
+        raise ValueError(f"the model and the recipe {recipe} pretrain for different shares of the epochs")
+    return Method(model_class, merged("model options", model.model_kwargs, trained.model_kwargs),
+                  merged("fit options", model.fit_kwargs, trained.fit_kwargs),
+                  f"{model.reference}; trained by the recipe of {recipe} ({trained.reference})",
+                  model.pretrain_fraction or trained.pretrain_fraction)  # fmt: skip
 
 
 def _positive_number(name: str, unit: str, value) -> float:
@@ -390,7 +448,6 @@ _REFINE = {k: k for k in ("refine_steps", "refine_lr", "refine_samples", "end_to
                           "refine_momentum", "decoder_through_steps")}  # fmt: skip
 _TEXT_VERSIONS = {
     VAE: (LSTMVAE, {"beta": "beta"}),
-    SAVAE: (SALSTMVAE, {"beta": "beta", **_REFINE}),
     BNVAE: (BNLSTMVAE, {"beta": "beta", "gamma": "gamma"}),
     LIDVAE: (LIDSVAE, {"beta": "beta", "margin": "margin", "inner": "inner", "construction": None,
                        "learn_subspace": "learn_subspace"}),
@@ -399,20 +456,27 @@ _TEXT_VERSIONS = {
 
 def text_version(method: Method, name: str | None = None) -> tuple[type, dict]:
     """The text model class and its options for ``method``: VAE -> :class:`~pyro_lid.models.LSTMVAE`,
-    SA-VAE -> :class:`~pyro_lid.models.SALSTMVAE`, BN-VAE -> :class:`~pyro_lid.models.BNLSTMVAE`;
-    LIDVAE, IL-LIDVAE and the projected LIDVAE -> :class:`~pyro_lid.models.LIDSVAE` (``beta``, ``margin`` and
-    ``inner`` carried over; IL-LIDVAE's strong-convexity constant becomes the margin of a Brenier inner map).
+    BN-VAE -> :class:`~pyro_lid.models.BNLSTMVAE`; LIDVAE, IL-LIDVAE and the projected LIDVAE ->
+    :class:`~pyro_lid.models.LIDSVAE` (``beta``, ``margin`` and ``inner`` carried over; IL-LIDVAE's
+    strong-convexity constant becomes the margin of a Brenier inner map); a semi-amortized model
+    (``semi_amortized(M)``) -> the semi-amortized text version of ``M``'s, with the refinement's options: SA-VAE ->
+    :class:`~pyro_lid.models.SALSTMVAE`, ``lidvae:recipe=sa_vae`` -> :class:`~pyro_lid.models.SALIDSVAE`.
 
-    :raises ValueError: (one line, naming the method) for what has no text version yet (mixture priors),
-        or an option the text model lacks.
+    :raises ValueError: (one line, naming the method) for what has no text version yet (mixture priors), a
+        semi-amortized class of its own (not ``semi_amortized(M)``), or an option the text model lacks.
     """
     cls, kwargs = method.model_class, dict(method.model_kwargs)
     if issubclass(cls, LSTMVAE):
         return cls, kwargs
     name = name or next((n for n, m in METHODS.items() if m is method), cls.__name__)
-    if issubclass(cls, SemiAmortized) and cls not in _TEXT_VERSIONS:  # not to be taken for its base, unrefined
-        raise ValueError(f"{name} ({cls.__name__}): of the semi-amortized models only SA-VAE has a text version "
-                         "(SALSTMVAE) yet")  # fmt: skip
+    if issubclass(cls, SemiAmortized):  # the text version of its base, refined alike
+        base = next(b for b in cls.__mro__[1:] if not issubclass(b, SemiAmortized))
+        if semi_amortized(base) is not cls:  # a class with behaviour of its own: not to be taken for another
+            raise ValueError(f"{name} ({cls.__name__}) is a semi-amortized class of its own, not semi_amortized("
+                             f"{base.__name__}): it has no text version")  # fmt: skip
+        refinement = {k: kwargs.pop(k) for k in list(kwargs) if k in _REFINE}
+        target, options = text_version(Method(base, kwargs), name)
+        return semi_amortized(target), {**options, **refinement}
     if issubclass(cls, LIDVAE):
         target, table = _TEXT_VERSIONS[LIDVAE]
         if issubclass(cls, ILLIDVAE):  # the inverse-Lipschitz constant is the floor of the inner map's Jacobian
@@ -437,7 +501,9 @@ METHODS["lidsvae"] = Method(
 #: The names whose recipe applies to text (``build_text`` works): the text models and every recipe
 #: over VAE, SA-VAE, BN-VAE or LIDVAE (KL schedules, free bits, Li et al., Lagging, IL-, projected LIDVAE).
 TEXT_METHODS = tuple(
-    n for n, m in METHODS.items() if m.is_text or m.model_class in _TEXT_VERSIONS or issubclass(m.model_class, LIDVAE)
+    n
+    for n, m in METHODS.items()
+    if m.is_text or m.model_class in (*_TEXT_VERSIONS, SAVAE) or issubclass(m.model_class, LIDVAE)
 )
 
 

@@ -5,7 +5,7 @@ from .networks import GaussianEncoder, MLPLikelihood
 from .ppca import PPCA
 from .priors import GaussianMixturePrior, StandardNormalPrior, kmeans
 from .savae import SAVAE, SemiAmortized, semi_amortized
-from .sequence import BNLSTMVAE, LIDSVAE, LSTMVAE, SALSTMVAE, LSTMLanguageModel, SequenceCategorical
+from .sequence import BNLSTMVAE, LIDSVAE, LSTMVAE, SALIDSVAE, SALSTMVAE, LSTMLanguageModel, SequenceCategorical
 from .vae import BNVAE, GMVAE, ILLIDVAE, LIDGMVAE, LIDVAE, VAE, BatchNormalized, cluster_accuracy
 
 #: The mixture-prior LIDVAE under the name the issue also uses (LIDMVAE = :class:`LIDGMVAE`).
@@ -30,6 +30,7 @@ __all__ = [
     "MLPLikelihood",
     "MixtureWeightModel",
     "PPCA",
+    "SALIDSVAE",
     "SALSTMVAE",
     "SAVAE",
     "SemiAmortized",

@@ -81,6 +81,7 @@ __all__ = [
     "LSTMLanguageModel",
     "LSTMVAE",
     "OutputLayer",
+    "SALIDSVAE",
     "SALSTMVAE",
     "SequenceCategorical",
     "check_tokens",
@@ -830,12 +831,20 @@ class SALSTMVAE(SemiAmortized, LSTMVAE):
     own ELBO through the LSTM decoder, which is held fixed; also ``semi_amortized(LSTMVAE)``."""
 
 
+class SALIDSVAE(SemiAmortized, LIDSVAE):
+    """SA-VAE's refinement over LIDSVAE: :class:`~pyro_lid.models.SemiAmortized` over :class:`LIDSVAE`, also
+    ``semi_amortized(LIDSVAE)``. Each sentence's posterior is refined by ``refine_steps`` gradient steps on its own
+    ELBO through the identifiable decoder, held fixed; the decoder, hence its injectivity in :math:`z` (the same
+    :meth:`~LIDSVAE.injectivity_bound`), is LIDSVAE's. By name: ``lidsvae:recipe=sa_vae``."""
+
+
 class BNLSTMVAE(BatchNormalized, LSTMVAE):
     """BN-VAE for text (Zhu et al. 2020, whose benchmarks were text): :class:`~pyro_lid.models.vae.BatchNormalized`
     over :class:`LSTMVAE`: batch-normalized posterior means at the LSTM encoder's head, fixed scale ``gamma``."""
 
 
 register_semi_amortized(LSTMVAE, SALSTMVAE)
+register_semi_amortized(LIDSVAE, SALIDSVAE)
 
 
 class LSTMLanguageModel(ParamStoreName, nn.Module):
