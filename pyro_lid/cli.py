@@ -383,10 +383,10 @@ STOP_SIGNALS_HELP = (
     "none: die as usual)"
 )
 REFINE_CHECKPOINT_HELP = (
-    "SA-VAE (models that refine end to end) keeps no refinement step's graph but computes each again when needed: "
-    "about a third of the memory a training step grows by, for 1.6-2.7 times its time (measured); the same losses "
-    "and gradients (the cost column counts the recomputation), so a run that ran out of memory goes on with it "
-    "(--resume); refused when no model refines end to end"
+    "SA-VAE (models that refine end to end: sa_vae, X:recipe=sa_vae) keeps no refinement step's graph but computes "
+    "each again when needed: about a third of the memory a training step grows by, for 1.6-2.7 times its time "
+    "(measured); the same losses and gradients (the cost column counts the recomputation), so a run that ran out "
+    "of memory goes on with it (--resume); refused when no model refines end to end"
 )
 
 
@@ -486,7 +486,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--models",
         nargs="+",
         default=None,
-        help="names from pyro_lid.experiments.methods.METHODS, separated by spaces or commas, or 'all' (default: "
+        help="names from pyro_lid.experiments.methods.METHODS, with options (lidsvae:margin=5; a training recipe on "
+        "any model: lidsvae:recipe=lagging), separated by spaces or commas, or 'all' (default: "
         f"vae beta_vae gmvae lidgmvae lidvae; text: lstm_vae and {RECOMMENDED_LIDSVAE}, plain lidsvae on "
         "synthetic-text, the language model lm first unless --no-language-model)",
     )
@@ -561,7 +562,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     study.add_argument("--output-dir", required=True, help="the study's folder: one seed<s> folder per seed")
     study.add_argument("--models", nargs="+", default=None,
-                       help="names from METHODS, separated by spaces or commas (default: vae, lidvae, "
+                       help="names from METHODS (with options: lidsvae:margin=5, lidsvae:recipe=lagging), separated "
+                            "by spaces or commas (default: vae, lidvae, "
                             "lidvae_brenier; text: those of compare, and the language model lm)")  # fmt: skip
     study.add_argument("--seeds", type=_positive_int, default=None,
                        help=f"seeds 0, 1, ..., N-1 (default: {STUDY_DEFAULTS['seeds']})")  # fmt: skip

@@ -845,7 +845,8 @@ def test_which_methods_refine_end_to_end_is_read_from_their_options_and_their_cl
 
 def test_a_semi_amortized_model_s_text_version_is_its_base_s_refined_alike_never_the_unrefined_base():
     from pyro_lid.experiments.methods import Method, text_version
-    from pyro_lid.models import LIDSVAE, SALIDSVAE, semi_amortized
+    from pyro_lid.models import LIDSVAE, SALIDSVAE, SemiAmortized, semi_amortized
+    from pyro_lid.models.vae import VAE, BatchNormalized
 
     assert text_version(resolve_method("sa_vae"))[0] is SALSTMVAE
     options = {"refine_steps": 3, "refine_lr": 0.2, "end_to_end": True, "margin": 2.0}
@@ -855,5 +856,9 @@ def test_a_semi_amortized_model_s_text_version_is_its_base_s_refined_alike_never
     class OwnRefinement(SAVAE):  # behaviour of its own: no text version is taken for it
         pass
 
-    with pytest.raises(ValueError, match="a semi-amortized class of its own, not semi_amortized.VAE."):
-        text_version(Method(OwnRefinement, {}), "own")
+    class OwnMixins(SemiAmortized, BatchNormalized, VAE):  # its base is the VAE, not the mixin before it
+        pass
+
+    for cls in (OwnRefinement, OwnMixins):
+        with pytest.raises(ValueError, match="^own .* a semi-amortized class of its own, not semi_amortized.VAE."):
+            text_version(Method(cls, {}), "own")

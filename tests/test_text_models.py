@@ -9,7 +9,7 @@ import torch
 from pyro_lid.cli import main
 from pyro_lid.data import synthetic_text, topic_directions, unigram_frequencies
 from pyro_lid.diagnostics import amortization_gap, head_information, perplexity, subspace_evidence
-from pyro_lid.experiments.methods import METHODS, TEXT_METHODS, resolve_method, resolve_text_method
+from pyro_lid.experiments.methods import METHODS, TEXT_METHODS, Method, resolve_method, resolve_text_method, with_recipe
 from pyro_lid.infer import fit
 from pyro_lid.models import BNLSTMVAE, LIDGMVAE, LIDMVAE, LIDSVAE, LSTMVAE, SALSTMVAE
 
@@ -54,7 +54,6 @@ def test_every_training_recipe_applies_to_lidsvae_by_name(recipe, tiny):
 
 
 def test_a_recipe_is_refused_by_name_where_it_is_a_model_twice_or_in_conflict():
-    from pyro_lid.experiments.methods import Method, with_recipe
 
     for spec, message in [
         ("lidsvae:recipe=bn_vae", "bn_vae is a model .BNVAE., not a training recipe"),
@@ -70,8 +69,37 @@ def test_a_recipe_is_refused_by_name_where_it_is_a_model_twice_or_in_conflict():
         with_recipe(Method(LIDSVAE, {"beta": 0.5}), "beta_vae")
     with pytest.raises(ValueError, match="different shares of the epochs"):
         with_recipe(Method(LIDSVAE, {}, pretrain_fraction=0.5), "li_et_al")
+    with pytest.raises(ValueError, match="expected name:key=value.*got the part 'recipe'"):
+        resolve_method("lidsvae:recipe")
     assert resolve_method("lidsvae:recipe=anneal:warmup=3").fit_options(10)["kl_schedule"](1.5) == 0.5  # on top
     assert resolve_method("lidsvae:recipe=beta_vae:beta=0.5").model_kwargs["beta"] == 0.5
+    # options are compared as recorded: two equal schedules agree (lagging's and SA-VAE's warm-up are one)
+    from pyro_lid.infer import KLSchedule
+
+    both = resolve_method("lagging:recipe=sa_vae")
+    assert both.recipe(20)["fit"] == {**METHODS["lagging"].recipe(20)["fit"], **METHODS["sa_vae"].recipe(20)["fit"]}
+    assert with_recipe(Method(LIDSVAE, {}, {"kl_schedule": KLSchedule("linear", warmup_epochs=5)}), "anneal")
+    with pytest.raises(ValueError, match="set the fit options kl_schedule differently"):
+        with_recipe(Method(LIDSVAE, {}, {"kl_schedule": KLSchedule("linear", warmup_epochs=4)}), "anneal")
+
+
+def test_sa_vae_as_a_recipe_refines_end_to_end_on_images_and_text_and_takes_the_refinement_checkpoint():
+    from pyro_lid.experiments.methods import refines_end_to_end
+    from pyro_lid.experiments.runs import check_refine_checkpoint
+    from pyro_lid.models import LIDVAE, SemiAmortized
+
+    text, image = resolve_method("lidsvae:recipe=sa_vae"), resolve_method("lidvae:recipe=sa_vae")
+    assert refines_end_to_end(text) and refines_end_to_end(image)
+    assert not refines_end_to_end(resolve_method("lidsvae:recipe=sa_vae:end_to_end=false"))
+    check_refine_checkpoint({"lidsvae:recipe=sa_vae": text})
+    with pytest.raises(ValueError, match="none of lidsvae:recipe=lagging does"):
+        check_refine_checkpoint({"lidsvae:recipe=lagging": resolve_method("lidsvae:recipe=lagging")})
+    pyro.set_rng_seed(0)
+    model = image.build(6, 2, hidden=8, icnn_hidden=8)
+    assert isinstance(model, SemiAmortized) and isinstance(model, LIDVAE) and model.end_to_end
+    x = torch.rand(40, 6).bernoulli()
+    history = fit(model, x[:32], x[32:], epochs=2, batch_size=16, progress=False, **image.fit_options(2))
+    assert len(history) == 2 and history["grad_evals"][-1] == 2 * 21  # 2 steps, each 1 + 2 x 10 refinement steps
 
 
 def test_text_versions_carry_the_recipes_levers_over():

@@ -308,18 +308,20 @@ def resolve_method(spec: str) -> Method:
         raise ValueError(f"unknown model {name!r} in {spec!r}; choose from {sorted(METHODS)}")
     method = METHODS[name]
     overrides, fit_overrides = {}, {}
-    recipes = [a.partition("=")[2] for a in assignments if a.partition("=")[0] == "recipe"]
-    if len(recipes) > 1:
-        raise ValueError(f"{spec!r}: one recipe at a time, got recipe={', recipe='.join(recipes)}")
-    if recipes:
+    for assignment in assignments:
+        key, sep, _ = assignment.partition("=")
+        if not sep or not key:
+            raise ValueError(f"{spec!r}: expected name:key=value[:key=value...], got the part {assignment!r}")
+    named = [a.partition("=")[2] for a in assignments if a.partition("=")[0] == "recipe"]
+    if len(named) > 1:
+        raise ValueError(f"{spec!r}: one recipe at a time, got recipe={', recipe='.join(named)}")
+    if named:
         try:
-            method = with_recipe(method, recipes[0])
+            method = with_recipe(method, named[0])
         except ValueError as error:
             raise ValueError(f"{spec!r}: {error}") from error
     for assignment in assignments:
-        key, sep, value = assignment.partition("=")
-        if not sep or not key:
-            raise ValueError(f"{spec!r}: expected name:key=value[:key=value...], got the part {assignment!r}")
+        key, _, value = assignment.partition("=")
         if key == "recipe":
             continue
         if key in _NOT_A_METHOD:
@@ -375,8 +377,8 @@ def with_recipe(model: Method, recipe: str) -> Method:
             raise ValueError(f"{model_class.__name__} is semi-amortized already: its posteriors are refined once")
         model_class = semi_amortized(model_class)
 
-    def merged(what: str, own: dict, added: dict) -> dict:
-        clash = sorted(k for k in set(own) & set(added) if own[k] != added[k])
+    def merged(what: str, own: dict, added: dict) -> dict:  # values compared as the recipe records them
+        clash = sorted(k for k in set(own) & set(added) if _recorded(own[k]) != _recorded(added[k]))
         if clash:
             raise ValueError(f"the model and the recipe {recipe} set the {what} {', '.join(clash)} differently")
         return {**own, **added}
@@ -387,6 +389,11 @@ def with_recipe(model: Method, recipe: str) -> Method:
                   merged("fit options", model.fit_kwargs, trained.fit_kwargs),
                   f"{model.reference}; trained by the recipe of {recipe} ({trained.reference})",
                   model.pretrain_fraction or trained.pretrain_fraction)  # fmt: skip
+
+
+def _recorded(value) -> str:
+    """``value`` as a recipe records it (plain JSON), so that two equal KL schedules compare equal."""
+    return json.dumps(value, default=_plain, sort_keys=True)
 
 
 def _positive_number(name: str, unit: str, value) -> float:
@@ -470,7 +477,7 @@ def text_version(method: Method, name: str | None = None) -> tuple[type, dict]:
         return cls, kwargs
     name = name or next((n for n, m in METHODS.items() if m is method), cls.__name__)
     if issubclass(cls, SemiAmortized):  # the text version of its base, refined alike
-        base = next(b for b in cls.__mro__[1:] if not issubclass(b, SemiAmortized))
+        base = next(b for b in cls.__mro__[1:] if issubclass(b, VAE) and not issubclass(b, SemiAmortized))
         if semi_amortized(base) is not cls:  # a class with behaviour of its own: not to be taken for another
             raise ValueError(f"{name} ({cls.__name__}) is a semi-amortized class of its own, not semi_amortized("
                              f"{base.__name__}): it has no text version")  # fmt: skip

@@ -204,8 +204,8 @@ def check_refine_checkpoint(methods: dict) -> None:
     from .methods import refines_end_to_end
 
     if not any(refines_end_to_end(method) for method in methods.values()):
-        raise ValueError(f"--refine-checkpoint applies to models that refine end to end (sa_vae and its variants); "
-                         f"none of {', '.join(methods) or 'the models'} does")  # fmt: skip
+        raise ValueError(f"--refine-checkpoint applies to models that refine end to end (sa_vae, its variants, "
+                         f"X:recipe=sa_vae); none of {', '.join(methods) or 'the models'} does")  # fmt: skip
 
 
 def check_run_options(output_dir, resume: bool, overwrite: bool, checkpoint_minutes: float | None = None) -> None:
