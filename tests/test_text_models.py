@@ -280,7 +280,8 @@ def test_text_comparison_num_test_evaluates_the_first_test_sentences_and_joins_t
     monkeypatch.setattr(harness, "_evaluate", lambda model, test, *a: seen.append(test.clone()) or real_evaluate(
         model, test, *a))  # fmt: skip
     recovered, real_recovery = [], harness.posterior_code_recovery
-    monkeypatch.setattr(harness, "posterior_code_recovery", lambda *a: recovered.append(a) or real_recovery(*a))
+    monkeypatch.setattr(harness, "posterior_code_recovery", lambda *a, **k: recovered.append(a) or real_recovery(
+        *a, **k))  # fmt: skip
     options = {**TINY, "epochs": 1}
     corpus = harness.load_text_data("synthetic-text", None, None, None, TINY["num_sentences"], 0)
     harness.run_text_comparison("synthetic-text", ["lstm_vae"], output_dir=tmp_path, progress=False, num_test=5,
@@ -306,6 +307,24 @@ def test_text_comparison_num_test_evaluates_the_first_test_sentences_and_joins_t
             harness.run_text_comparison("synthetic-text", ["lm"], progress=False, num_test=bad, **options)
 
 
+def test_text_comparison_scores_the_code_on_the_test_posteriors_its_evaluation_computed_once(monkeypatch):
+    import pyro_lid.experiments.text_comparison as harness
+    from pyro_lid.diagnostics.fixed_posteriors import FixedPosteriors
+
+    corpus = harness.load_text_data("synthetic-text", None, None, None, TINY["num_sentences"], 0)
+    asked, real_posterior = [], LSTMVAE.posterior
+    monkeypatch.setattr(LSTMVAE, "posterior", lambda self, x: asked.append(x.clone()) or real_posterior(self, x))
+    recovered, real_recovery = [], harness.posterior_code_recovery
+    monkeypatch.setattr(harness, "posterior_code_recovery", lambda *a, **k: recovered.append(k) or real_recovery(
+        *a, **k))  # fmt: skip
+    (row,) = harness.run_text_comparison("synthetic-text", ["lstm_vae"], progress=False, language_model=False,
+                                         **{**TINY, "epochs": 1})  # fmt: skip
+    on_test = [x for x in asked if x.shape[1:] == corpus.test.shape[1:] and torch.equal(x, corpus.test[: len(x)])]
+    assert [len(x) for x in on_test] == [len(corpus.test)]  # one mini-batch of posteriors, for every column
+    ((options,),) = [[k] for k in recovered]
+    assert isinstance(options["test_model"], FixedPosteriors) and -1 < row["code_r2"] <= 1
+
+
 def test_text_comparison_num_train_and_num_valid_cut_the_splits_and_keep_the_vocabulary(tmp_path, monkeypatch):
     import json
 
@@ -318,7 +337,8 @@ def test_text_comparison_num_train_and_num_valid_cut_the_splits_and_keep_the_voc
     monkeypatch.setattr(harness, "_text_model", lambda method, corpus, *a: built.append(corpus) or real_model(
         method, corpus, *a))  # fmt: skip
     recovered, real_recovery = [], harness.posterior_code_recovery
-    monkeypatch.setattr(harness, "posterior_code_recovery", lambda *a: recovered.append(a) or real_recovery(*a))
+    monkeypatch.setattr(harness, "posterior_code_recovery", lambda *a, **k: recovered.append(a) or real_recovery(
+        *a, **k))  # fmt: skip
     options = {**TINY, "epochs": 1}
     corpus = harness.load_text_data("synthetic-text", None, None, None, TINY["num_sentences"], 0)
     assert corpus.train.shape[0] > 40 and corpus.valid.shape[0] > 7

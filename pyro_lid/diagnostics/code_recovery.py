@@ -72,13 +72,18 @@ def code_recovery(fit_latents, fit_codes, test_latents, test_codes) -> dict:
 
 @torch.no_grad()
 def posterior_code_recovery(model, fit_data, fit_codes, test_data, test_codes, draws: int = 5,
-                            batch_size: int = 500) -> dict:  # fmt: skip
+                            batch_size: int = 500, test_model=None) -> dict:  # fmt: skip
     r""":func:`code_recovery` of ``draws`` samples :math:`z \sim q(z \mid x)` per point (``model.posterior``),
-    each draw a row beside its point's code: the map fitted on ``fit_data``, scored on ``test_data``."""
+    each draw a row beside its point's code: the map fitted on ``fit_data``, scored on ``test_data``.
+
+    ``test_model``: where the posteriors of ``test_data`` are read instead (default ``model``), e.g. an
+    evaluation's :class:`~pyro_lid.diagnostics.fixed_posteriors.FixedPosteriors` over ``test_data``, so that the
+    code is scored on the very :math:`q` the evaluation's other numbers measured (a semi-amortized model's
+    refinement is random)."""
     if isinstance(draws, bool) or not isinstance(draws, int) or draws < 1:
         raise ValueError(f"draws must be a positive integer, got {draws!r}")
 
-    def sample(data):
+    def sample(data, model):
         rows = []
         for x in data.split(batch_size):
             z = model.posterior(x).sample((draws,))  # (draws, B, K)
@@ -86,4 +91,5 @@ def posterior_code_recovery(model, fit_data, fit_codes, test_data, test_codes, d
         return torch.cat(rows)
 
     repeat = lambda codes: torch.as_tensor(codes).repeat_interleave(draws, 0)  # noqa: E731
-    return code_recovery(sample(fit_data), repeat(fit_codes), sample(test_data), repeat(test_codes))
+    return code_recovery(sample(fit_data, model), repeat(fit_codes), sample(test_data, test_model or model),
+                         repeat(test_codes))  # fmt: skip

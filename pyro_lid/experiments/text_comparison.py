@@ -29,6 +29,7 @@ corpus changes no file.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 from pathlib import Path
 
@@ -38,6 +39,7 @@ import torch
 from .._checks import resolve_device
 from ..data.text import TEXT_DATASETS, load_text, sentence_lengths
 from ..diagnostics.code_recovery import posterior_code_recovery
+from ..diagnostics.fixed_posteriors import with_fixed_posteriors
 from ..diagnostics.text import head_information, perplexity, text_report
 from ..infer import fit
 from ..infer.engine.callbacks import Callback
@@ -314,9 +316,12 @@ def run_text_comparison(
         started = time.perf_counter()
         test = corpus.test.to(next(model.parameters()).device)
         evaluation = run.evaluation(name, model, test, num_samples=num_samples)  # resumes a stopped evaluation
-        row = {"model": name, **_evaluate(model, test, num_samples, progress, name == LM, evaluation)}
+        evaluated = model
+        if name != LM:  # one q(z|x) per test sentence, computed once, for every column (the code's R² too)
+            evaluated, test = with_fixed_posteriors(model, test, checkpoint=evaluation, progress=progress)
+        row = {"model": name, **_evaluate(evaluated, test, num_samples, progress, name == LM, evaluation)}
         if corpus.codes is not None and name != LM:  # synthetic text: how much of the true code q(z|x) recovers
-            row["code_r2"] = evaluation.piece("code_r2", lambda model=model: _code_r2(model, corpus))
+            row["code_r2"] = evaluation.piece("code_r2", functools.partial(_code_r2, model, corpus, evaluated, test))
         costs = cost_columns(history)
         row.update(costs, tokens_per_second=train_tokens / costs["seconds_per_epoch"],
                    eval_seconds=time.perf_counter() - started, final_val_loss=history.records[-1].get("val_loss"),
@@ -366,12 +371,15 @@ def _oracle_row(generator, test: torch.Tensor, codes: torch.Tensor, num_samples:
             "ppl": perplexity(ll, test), "ess_min": float(ess.min()), "eval_seconds": seconds}  # fmt: skip
 
 
-def _code_r2(model, corpus) -> float:
+def _code_r2(model, corpus, fixed, test: torch.Tensor) -> float:
     """:func:`~pyro_lid.diagnostics.posterior_code_recovery` of the corpus's true codes: the linear map from
-    posterior draws fitted on the training split, scored on the test split (as the comparison cut them)."""
-    device = next(model.parameters()).device
-    fit, test = corpus.train.to(device), corpus.test.to(device)
-    return posterior_code_recovery(model, fit, corpus.codes["train"], test, corpus.codes["test"])["r2"]
+    posterior draws fitted on the training split, scored on the test split ``test`` (as the comparison cut them)
+    with the posteriors ``fixed`` that the other columns read
+    (:func:`~pyro_lid.diagnostics.fixed_posteriors.with_fixed_posteriors`; ``model`` for those of the training
+    split)."""
+    fit = corpus.train.to(test.device)
+    return posterior_code_recovery(model, fit, corpus.codes["train"], test, corpus.codes["test"],
+                                   test_model=fixed)["r2"]  # fmt: skip
 
 
 def _figures(run) -> None:
