@@ -67,7 +67,8 @@ def test_posterior_draws_stay_beside_their_points_codes():
     with pytest.raises(ValueError, match="draws must be a positive integer"):
         posterior_code_recovery(_NoisyCopy(), codes, codes, codes, codes, draws=0)
     # test_model: the test points' posteriors are read there (here: pure noise), the map is still fitted on model's
-    noise = type("Noise", (), {"posterior": lambda self, x: dist.Normal(torch.zeros_like(x), 1.0).to_event(1)})()
+    asked = []
+    noise = type("Noise", (), {"posterior": lambda self, x: asked.append(x) or dist.Normal(0 * x, 1.0).to_event(1)})()
     out = posterior_code_recovery(_NoisyCopy(), codes[:2000], codes[:2000], codes[2000:], codes[2000:], draws=3,
                                   test_model=noise)  # fmt: skip
-    assert out["r2"] < 0.05
+    assert out["r2"] < 0.05 and torch.equal(torch.cat(asked), codes[2000:])  # asked for the test points only

@@ -91,5 +91,5 @@ def posterior_code_recovery(model, fit_data, fit_codes, test_data, test_codes, d
         return torch.cat(rows)
 
     repeat = lambda codes: torch.as_tensor(codes).repeat_interleave(draws, 0)  # noqa: E731
-    return code_recovery(sample(fit_data, model), repeat(fit_codes), sample(test_data, test_model or model),
-                         repeat(test_codes))  # fmt: skip
+    test_model = model if test_model is None else test_model
+    return code_recovery(sample(fit_data, model), repeat(fit_codes), sample(test_data, test_model), repeat(test_codes))
