@@ -122,6 +122,25 @@ def test_the_model_s_other_attributes_are_the_model_s_own():
         getattr(fixed, "no_such_attribute")  # noqa: B009
 
 
+def test_the_amortization_gap_of_fixed_posteriors_is_the_model_s_with_its_parameters_frozen(monkeypatch):
+    import pyro_lid.diagnostics.amortization as amortization
+
+    model = perturb_(VAE(12, 3, hidden_dims=(16,)), 0.3).eval()
+    data = torch.rand(20, 12).bernoulli()
+    fixed, rows = with_fixed_posteriors(model, data)
+    frozen, real_refine = [], amortization.refine_gaussian
+    monkeypatch.setattr(amortization, "refine_gaussian", lambda *a, frozen=(), **k: frozen_and(frozen, a, k))
+
+    def frozen_and(parameters, args, kwargs):
+        frozen.append(list(parameters))
+        return real_refine(*args, frozen=frozen[-1], **kwargs)
+
+    direct = amortization.amortization_gap(model, rows[:6], steps=8)
+    through = amortization.amortization_gap(fixed, rows[:6], steps=8)
+    torch.testing.assert_close(through["gap"], direct["gap"])
+    assert all(len(f) == len(list(model.parameters())) > 0 for f in frozen)  # the model's parameters, each stage
+
+
 def test_the_validation_s_metrics_refine_each_point_once():
     pyro.clear_param_store()
     model = _text_model(SALSTMVAE, refine_steps=2)

@@ -75,7 +75,8 @@ def amortization_gap(model, x: torch.Tensor, steps: int = 100, lr: float = 0.1, 
                 "q by its mean and standard deviations would drop its correlations (or modes) and misstate its ELBO"
             )
         loc, log_scale = q.mean, q.stddev.log()
-        frozen = model.parameters() if isinstance(model, torch.nn.Module) else ()
+        parameters = getattr(model, "parameters", None)  # a module's, or the model's behind a FixedPosteriors
+        frozen = list(parameters()) if callable(parameters) else []  # a list: every stage freezes them
         opt_loc, opt_log_scale = loc, log_scale
         for stage in range(_STAGES):  # the step size halves each stage: the last iterate settles near the optimum
             stage_steps = steps // _STAGES + (stage < steps % _STAGES)
