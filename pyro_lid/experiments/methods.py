@@ -27,8 +27,8 @@ __all__ = [
     "TEXT_METHODS",
     "file_stem",
     "recipe_differences",
-    "resolve_method",
     "recipes",
+    "resolve_method",
     "resolve_text_method",
     "text_version",
     "with_recipe",
@@ -307,12 +307,13 @@ def resolve_method(spec: str) -> Method:
     if name not in METHODS:
         raise ValueError(f"unknown model {name!r} in {spec!r}; choose from {sorted(METHODS)}")
     method = METHODS[name]
-    overrides, fit_overrides = {}, {}
+    overrides, fit_overrides, parts = {}, {}, []
     for assignment in assignments:
-        key, sep, _ = assignment.partition("=")
+        key, sep, value = assignment.partition("=")
         if not sep or not key:
             raise ValueError(f"{spec!r}: expected name:key=value[:key=value...], got the part {assignment!r}")
-    named = [a.partition("=")[2] for a in assignments if a.partition("=")[0] == "recipe"]
+        parts.append((key, value))
+    named = [value for key, value in parts if key == "recipe"]
     if len(named) > 1:
         raise ValueError(f"{spec!r}: one recipe at a time, got recipe={', recipe='.join(named)}")
     if named:
@@ -320,8 +321,7 @@ def resolve_method(spec: str) -> Method:
             method = with_recipe(method, named[0])
         except ValueError as error:
             raise ValueError(f"{spec!r}: {error}") from error
-    for assignment in assignments:
-        key, _, value = assignment.partition("=")
+    for key, value in parts:
         if key == "recipe":
             continue
         if key in _NOT_A_METHOD:
@@ -335,7 +335,7 @@ def resolve_method(spec: str) -> Method:
             overrides[key] = _parse_value(value)
     if not assignments:
         return method
-    options = [a for a in assignments if a.partition("=")[0] != "recipe"]
+    options = [a for a, (key, _) in zip(assignments, parts) if key != "recipe"]
     reference = f"{method.reference} [with {', '.join(options)}]" if options else method.reference
     variant = Method(method.model_class, {**method.model_kwargs, **overrides}, {**method.fit_kwargs, **fit_overrides},
                      reference, method.pretrain_fraction)  # fmt: skip
@@ -350,11 +350,15 @@ def resolve_method(spec: str) -> Method:
     return variant
 
 
+#: The models a training recipe trains: the plain VAE, and SA-VAE's semi-amortized one (the recipe's refinement).
+_RECIPE_MODELS = (VAE, SAVAE)
+
+
 def recipes() -> list[str]:
     """The registry's training recipes: the methods that train the plain VAE (KL schedules, free bits, Li et al.,
     Lagging, beta) or refine its posteriors (SA-VAE) rather than change its model, so that they apply to any model
     (:func:`with_recipe`)."""
-    return sorted(n for n, m in METHODS.items() if m.model_class in (VAE, SAVAE))
+    return sorted(n for n, m in METHODS.items() if m.model_class in _RECIPE_MODELS)
 
 
 def with_recipe(model: Method, recipe: str) -> Method:
@@ -368,7 +372,7 @@ def with_recipe(model: Method, recipe: str) -> Method:
     if recipe not in METHODS:
         raise ValueError(f"unknown recipe {recipe!r}; recipes: {recipes()}")
     trained = METHODS[recipe]
-    if trained.model_class not in (VAE, SAVAE):
+    if trained.model_class not in _RECIPE_MODELS:
         raise ValueError(f"{recipe} is a model ({trained.model_class.__name__}), not a training recipe of the VAE; "
                          f"recipes: {recipes()}")  # fmt: skip
     model_class = model.model_class
