@@ -314,7 +314,7 @@ CHECKPOINT_MINUTES = 10.0
 STUDY_TRAINING_FLAGS = ("--models", "--seeds", "--budget", "--root", "--num-train", "--num-valid",
                         "--num-test", "--epochs", "--num-samples", "--latent-dim", "--hidden", "--icnn-hidden",
                         "--embed-dim", "--hidden-dim", "--max-length", "--max-vocab", "--batch-size", "--lr",
-                        "--device", "--stop-signals", "--refine-checkpoint")  # fmt: skip
+                        "--device", "--stop-signals", "--refine-checkpoint", "--resume")  # fmt: skip
 #: ``study``'s defaults of the options in :data:`STUDY_TRAINING_FLAGS` that have one (``None`` on the command line,
 #: so that ``--report-only`` sees what was given).
 STUDY_DEFAULTS = dict(dataset="fashion-mnist", seeds=3, lr=1e-3)
@@ -594,6 +594,9 @@ def build_parser() -> argparse.ArgumentParser:
     study.add_argument("--device", default=None, help="train and evaluate here, e.g. cuda (default: cpu)")
     study.add_argument("--stop-signals", type=_stop_signals, default=None, help=STOP_SIGNALS_HELP)
     study.add_argument("--refine-checkpoint", action="store_true", default=None, help=REFINE_CHECKPOINT_HELP)
+    study.add_argument("--resume", action="store_true", default=None,
+                       help="what a study always does (accepted as compare's): each seed goes on from what its "
+                            "folder holds, finished rows kept, a stopped run from its checkpoint")  # fmt: skip
     study.add_argument("--info-floor", type=_positive_float, default=0.01,
                        help="a unit is informative when its I(x; z_d) exceeds this many nats")  # fmt: skip
     study.add_argument("--report-only", action="store_true",

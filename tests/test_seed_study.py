@@ -352,9 +352,10 @@ def test_study_refuses_a_paired_method_it_does_not_train_before_any_training(tmp
         ["--dataset", "synthetic-text", "--models", "lstm_vae", "--paired", "lm"],
         ["--dataset", "synthetic", "--models", "vae", "--paired", "vae"],
         ["--dataset", "synthetic", "--models", "vae", "--paired", "lidvae", "--also", str(also)],
+        ["--dataset", "synthetic", "--models", "vae", "--resume"],  # what a study does anyway: accepted
     ):
         assert main(["study", *argv, "--output-dir", str(out)]) == 0
-    assert calls == [["lstm_vae"], ["vae"], ["vae"]]
+    assert calls == [["lstm_vae"], ["vae"], ["vae"], ["vae"]]
 
 
 def test_report_only_refuses_training_options_and_a_missing_folder_which_it_does_not_create(tmp_path, capsys):
@@ -365,7 +366,7 @@ def test_report_only_refuses_training_options_and_a_missing_folder_which_it_does
     study = _write_study(tmp_path / "study", {0: [_row("vae", -240.0)], 1: [_row("vae", -242.0)]})
     for flag in (["--seeds", "5"], ["--models", "vae"], ["--epochs", "3"], ["--lr", "0.01"], ["--budget", "full"],
                  ["--device", "cpu"], ["--root", str(tmp_path)], ["--num-train", "100"],
-                 ["--hidden", "8"], ["--embed-dim", "8"], ["--num-samples", "10"]):  # fmt: skip
+                 ["--hidden", "8"], ["--embed-dim", "8"], ["--num-samples", "10"], ["--resume"]):  # fmt: skip
         with pytest.raises(SystemExit) as exited:
             main(["study", "--output-dir", str(study), "--report-only", *flag])
         err = capsys.readouterr().err
