@@ -69,6 +69,8 @@ def test_a_recipe_is_refused_by_name_where_it_is_a_model_twice_or_in_conflict():
         with_recipe(Method(LIDSVAE, {"beta": 0.5}), "beta_vae")
     with pytest.raises(ValueError, match="different shares of the epochs"):
         with_recipe(Method(LIDSVAE, {}, pretrain_fraction=0.5), "li_et_al")
+    with pytest.raises(ValueError, match="gmvae trained by recipe=sa_vae does not take these options .semi-amortized"):
+        resolve_method("gmvae:enumerate_clusters=true:recipe=sa_vae")  # the recipe is what does not fit
     with pytest.raises(ValueError, match="expected name:key=value.*got the part 'recipe'"):
         resolve_method("lidsvae:recipe")
     assert resolve_method("lidsvae:recipe=anneal:warmup=3").fit_options(10)["kl_schedule"](1.5) == 0.5  # on top

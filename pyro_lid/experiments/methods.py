@@ -346,7 +346,8 @@ def resolve_method(spec: str) -> Method:
             tiny = variant.build(4, 2, hidden=4, icnn_hidden=4, num_components=2, train_data=_TINY_IMAGES)
             resolve_lr_multipliers(tiny, variant.fit_kwargs.get("lr_multipliers"))
     except (TypeError, ValueError) as error:
-        raise ValueError(f"{spec!r}: {name} does not take these options ({error})") from error
+        what = f"{name} trained by recipe={named[0]}" if named else name  # the recipe may be what does not fit
+        raise ValueError(f"{spec!r}: {what} does not take these options ({error})") from error
     return variant
 
 
