@@ -130,6 +130,18 @@ def test_methods_without_a_text_version_are_refused_by_name(name):
         resolve_method("lidsvae:margn=2")
 
 
+def test_text_methods_are_exactly_the_registered_names_with_a_text_version():
+    refused = []
+    for name in METHODS:
+        try:
+            resolve_text_method(name).build_text(20, 2, 4, 4)
+        except ValueError as error:
+            assert "no text version" in str(error) and str(error).endswith(", ".join(sorted(TEXT_METHODS)))
+            refused.append(name)
+    assert sorted(set(METHODS) - set(refused)) == sorted(TEXT_METHODS)
+    assert refused  # the mixture priors
+
+
 # ------------------------------------------------------------------ 2. the text comparison and its command line
 TINY = dict(epochs=2, latent_dim=2, embed_dim=8, hidden_dim=8, num_samples=3, num_sentences=120, batch_size=24)
 

@@ -477,6 +477,17 @@ def text_version(method: Method, name: str | None = None) -> tuple[type, dict]:
     :raises ValueError: (one line, naming the method) for what has no text version yet (mixture priors), a
         semi-amortized class of its own (not ``semi_amortized(M)``), or an option the text model lacks.
     """
+    try:
+        return _text_version(method, name)
+    except _NoTextVersion as error:  # the list is added here: TEXT_METHODS is itself read off _text_version
+        raise ValueError(f"{error}; text methods: {', '.join(sorted(TEXT_METHODS))}") from None
+
+
+class _NoTextVersion(ValueError):
+    """A model class with no text version (the message lacks the list of those with one)."""
+
+
+def _text_version(method: Method, name: str | None) -> tuple[type, dict]:
     cls, kwargs = method.model_class, dict(method.model_kwargs)
     if issubclass(cls, LSTMVAE):
         return cls, kwargs
@@ -487,7 +498,7 @@ def text_version(method: Method, name: str | None = None) -> tuple[type, dict]:
             raise ValueError(f"{name} ({cls.__name__}) is a semi-amortized class of its own, not semi_amortized("
                              f"{base.__name__}): it has no text version")  # fmt: skip
         refinement = {k: kwargs.pop(k) for k in list(kwargs) if k in _REFINE}
-        target, options = text_version(Method(base, kwargs), name)
+        target, options = _text_version(Method(base, kwargs), name)
         return semi_amortized(target), {**options, **refinement}
     if issubclass(cls, LIDVAE):
         target, table = _TEXT_VERSIONS[LIDVAE]
@@ -497,7 +508,7 @@ def text_version(method: Method, name: str | None = None) -> tuple[type, dict]:
     elif cls in _TEXT_VERSIONS:
         target, table = _TEXT_VERSIONS[cls]
     else:
-        raise ValueError(f"{name} ({cls.__name__}) has no text version yet; text methods: {sorted(TEXT_METHODS)}")
+        raise _NoTextVersion(f"{name} ({cls.__name__}) has no text version yet")
     unknown = sorted(set(kwargs) - set(table))
     if unknown:
         raise ValueError(f"{name}: the text model {target.__name__} has no option {', '.join(unknown)}")
@@ -510,13 +521,19 @@ METHODS["lidsvae"] = Method(
     reference="LIDSVAE: the LSTM-VAE with an output layer injective in z (margin 1), the text version of lidvae",
 )
 
-#: The names whose recipe applies to text (``build_text`` works): the text models and every recipe
-#: over VAE, SA-VAE, BN-VAE or LIDVAE (KL schedules, free bits, Li et al., Lagging, IL-, projected LIDVAE).
-TEXT_METHODS = tuple(
-    n
-    for n, m in METHODS.items()
-    if m.is_text or m.model_class in (*_TEXT_VERSIONS, SAVAE) or issubclass(m.model_class, LIDVAE)
-)
+
+def _has_text_version(method: Method) -> bool:
+    try:
+        _text_version(method, None)
+    except ValueError:
+        return False
+    return True
+
+
+#: The registered names whose recipe applies to text (``build_text`` works), read off :func:`text_version`:
+#: the text models and every recipe over VAE, SA-VAE, BN-VAE or LIDVAE (KL schedules, free bits, Li et al.,
+#: Lagging, IL-, projected LIDVAE).
+TEXT_METHODS = tuple(n for n, m in METHODS.items() if _has_text_version(m))
 
 
 def resolve_text_method(spec: str) -> Method:
