@@ -486,3 +486,17 @@ def test_categorical_data_must_be_class_indices():
     for bad in (torch.tensor([[0, 1, 3, 1]]), torch.tensor([[0.0, 1.5, 2.0, 1.0]]), torch.tensor([[-1, 0, 0, 0]])):
         with pytest.raises(ValueError, match=r"Categorical likelihood needs class indices, integers in \[0, 3\)"):
             model.posterior(bad)
+
+
+def test_log_joint_refuses_latents_that_do_not_match_the_data_naming_both():
+    from pyro_lid.models import LIDSVAE, LIDVAE, VAE
+
+    image = torch.tensor([[0.0, 1.0, 1.0, 0.0, 1.0, 0.0]] * 2)
+    text = torch.tensor([[1, 4, 5, 2], [1, 6, 2, 0]])
+    for model, x in ((VAE(6, 3, hidden_dims=(8,)), image), (LIDVAE(6, 3, hidden_dims=(8,)), image),
+                     (LIDSVAE(9, latent_dim=3, embed_dim=4, hidden_dim=4), text)):  # fmt: skip
+        assert model.log_joint(x, torch.zeros(5, 2, 3)).shape == (5, 2)  # (..., batch, K) is fine
+        name = type(model).__name__
+        for z, got in ((torch.zeros(3, 3), r"\(3, 3\)"), (torch.zeros(2, 4), r"\(2, 4\)"), (torch.zeros(3), r"\(3,\)")):
+            with pytest.raises(ValueError, match=rf"{name}.log_joint takes z of shape \(\.\.\., 2, 3\) .*, got {got}"):
+                model.log_joint(x, z)

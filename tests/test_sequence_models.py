@@ -339,6 +339,32 @@ def test_decoders_return_valid_sentences_and_beam_search_beats_greedy(cls):
     assert_valid_layout(samples[..., : int((samples != PAD).sum(-1).max())])
 
 
+@pytest.mark.parametrize("cls", MODELS)
+def test_decoding_refuses_bad_arguments_naming_them(cls):
+    model = make(cls, max_length=6)
+    z = torch.zeros(2, K, dtype=F64)
+    for bad in (float("nan"), float("inf")):  # else: a silent '<s> </s>' or a row without </s>
+        for decode in (model.greedy, model.sample_text, lambda z: model.beam_search(z, 2)):
+            with pytest.raises(ValueError, match=r"finite z; got 1 NaN or infinite entries of 9"):
+                decode(torch.cat([z, torch.tensor([[bad, 0.0, 0.0]], dtype=F64)]))
+    for temperature in (0, -1.0, float("inf"), float("nan"), "1", True):
+        with pytest.raises(ValueError, match="temperature must be a finite number > 0"):
+            model.sample_text(z, temperature=temperature)
+    for beam_size in (0, 1.5, True):
+        with pytest.raises(ValueError, match="beam_size must be an integer >= 1"):
+            model.beam_search(z, beam_size)
+    for max_length in (1, 3.0):
+        with pytest.raises(ValueError, match=r"max_length must be an integer >= 2"):
+            model.greedy(z, max_length)
+    with pytest.raises(ValueError, match=rf"decodes z of shape \(\.\.\., {K}\), got \(2, {K + 1}\)"):
+        model.greedy(torch.zeros(2, K + 1, dtype=F64))
+    x = batch(random_sentences(2, seed=1))
+    with pytest.raises(ValueError, match="decoder must be 'greedy' or 'beam', got 'sampled'"):
+        model.reconstruct(x, decoder="sampled")
+    with pytest.raises(ValueError, match="steps must be an integer >= 2"):
+        model.interpolate(x[0], x[1], steps=1)
+
+
 def test_beam_search_with_a_wide_beam_is_exact():
     """V = 6 (choosable: </s>, <unk> and 2 words), max_length 5: 40 sentences, all in a beam of 64."""
     pyro.set_rng_seed(3)

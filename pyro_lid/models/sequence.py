@@ -61,6 +61,7 @@ from pyro.distributions import TorchDistribution
 from pyro.infer import Trace_ELBO
 from torch.distributions import constraints
 
+from .._checks import is_positive_number
 from ..data.text import BOS, EOS, PAD, UNK
 from ..distributions.transforms.projection import ProjectedInjective
 from .networks import GaussianEncoder
@@ -657,6 +658,10 @@ class LSTMVAE(VAE):
         if not isinstance(z, torch.Tensor) or z.dim() < 1 or z.shape[-1] != self.latent_dim:
             got = tuple(z.shape) if isinstance(z, torch.Tensor) else type(z).__name__
             raise ValueError(f"{type(self).__name__} decodes z of shape (..., {self.latent_dim}), got {got}")
+        if not torch.isfinite(z).all():
+            bad = (~torch.isfinite(z)).sum().item()
+            name = type(self).__name__
+            raise ValueError(f"{name} decodes finite z; got {bad} NaN or infinite entries of {z.numel()}")
         rows = z.reshape(-1, self.latent_dim).to(next(self.parameters()).dtype)
         tokens = run(rows, rows.shape[0])
         return tokens.reshape(z.shape[:-1] + tokens.shape[-1:])
@@ -674,8 +679,8 @@ class LSTMVAE(VAE):
 
     def sample_text(self, z: torch.Tensor, max_length: int | None = None, temperature: float = 1.0) -> torch.Tensor:
         """Ancestral samples from :math:`p(x\\mid z)` with logits divided by ``temperature`` (> 0)."""
-        if not temperature > 0:
-            raise ValueError(f"temperature must be > 0, got {temperature!r}")
+        if not is_positive_number(temperature):
+            raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
         length, choose = self._length(max_length), _sampled_choice(float(temperature))
         return self._decode(z, lambda rows, n: self.decoder.generate(rows, n, length, choose)[0])
 

@@ -172,7 +172,15 @@ class VAE(ParamStoreName, nn.Module):
 
     def log_joint(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """:math:`\\log p(x \\mid z) + \\log p(z)` for ``z`` of shape ``(..., batch, K)`` (mixture clusters summed)."""
-        return self.decoder(z).log_prob(self.check_data(x)) + self.prior().log_prob(z)
+        x = self.check_data(x)
+        want = (x.shape[0], self.latent_dim)
+        if not isinstance(z, torch.Tensor) or z.dim() < 2 or tuple(z.shape[-2:]) != want:
+            got = tuple(z.shape) if isinstance(z, torch.Tensor) else type(z).__name__
+            raise ValueError(
+                f"{type(self).__name__}.log_joint takes z of shape (..., {want[0]}, {want[1]}) for "
+                f"{want[0]} data points and {want[1]} latents, got {got}"
+            )
+        return self.decoder(z).log_prob(x) + self.prior().log_prob(z)
 
     def cluster(self, x: torch.Tensor) -> torch.Tensor:
         """Most probable mixture component of each data point (GM models only)."""
