@@ -9,6 +9,7 @@ import sys
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -68,6 +69,9 @@ def test_max_size_counts_the_specials_and_min_count_drops_rare_words():
     assert Vocabulary.build(sentences, max_size=6).encode(["c", "a"]) == [UNK, 4]
     with pytest.raises(ValueError, match="max_size must be at least 4"):
         Vocabulary.build(sentences, max_size=3)
+    splits = {"train": sentences, "valid": sentences, "test": sentences}
+    with pytest.raises(ValueError, match=r"max_vocab must be at least 4 \(the specials <pad>, <s>, </s>, <unk>\), got"):
+        encode_corpus(splits, max_vocab=3)
 
 
 def test_encode_decode_round_trip_decode_stops_at_eos_and_the_vocabulary_survives_pickle_and_dict():
@@ -81,6 +85,12 @@ def test_encode_decode_round_trip_decode_stops_at_eos_and_the_vocabulary_survive
     assert len(vocab) == 8
     with pytest.raises(ValueError, match="must start with the specials"):
         Vocabulary(["the", *SPECIALS])
+    with pytest.raises(ValueError, match="encode takes a sequence of words, got the string 'the dog': split it"):
+        vocab.encode("the dog")  # else one id per character
+    for bad in ([8], [-1], [4, 2.0], [[4, 5]], [True]):  # -1 would wrap around to the last word
+        with pytest.raises(ValueError, match=r"decode takes one row of integer ids in \[0, 8\), got \["):
+            vocab.decode(bad)
+    assert vocab.decode(torch.tensor(ids)) == vocab.decode(np.array(ids)) == ["the", "dog", "sat"]
 
 
 # ------------------------------------------------------------------ layout
@@ -194,6 +204,11 @@ def test_read_corpus_refuses_a_file_that_is_not_utf8_naming_the_line_and_byte(tm
         read_corpus(path)
     path.write_bytes("ok\nna\u00efve caf\u00e9\n".encode("utf-8"))
     assert read_corpus(path) == [["ok"], ["na\u00efve", "caf\u00e9"]]
+    path.write_bytes(b"\xef\xbb\xbf" + "ok\nna\u00efve caf\u00e9\n".encode("utf-8"))  # a byte-order mark (Windows)
+    assert read_corpus(path) == [["ok"], ["na\u00efve", "caf\u00e9"]]  # not a word '\ufeffok'
+    path.write_bytes(b"\xef\xbb\xbfok \xe9\n")
+    with pytest.raises(ValueError, match=re.escape(f"{path} is not UTF-8 text: line 1, character 4 is the byte 0xe9")):
+        read_corpus(path)
 
 
 def test_long_lines_are_truncated_with_one_warning_giving_count_and_longest_or_refused_naming_the_line(tmp_path):

@@ -14,6 +14,7 @@ lacks is mapped to ``<unk>`` and counted in :attr:`TextCorpus.oov`. Tokens that 
 
 from __future__ import annotations
 
+import numbers
 import os
 import warnings
 from collections import Counter
@@ -102,14 +103,21 @@ class Vocabulary:
 
     def encode(self, tokens: Sequence[str]) -> list[int]:
         """The ids of ``tokens`` (no ``<s>``/``</s>`` added; unknown words -> ``UNK``)."""
+        if isinstance(tokens, str):  # else encoded character by character
+            raise ValueError(f"encode takes a sequence of words, got the string {tokens[:40]!r}: split it first")
         return [self.index(w) for w in tokens]
 
     def decode(self, ids) -> list[str]:
         """The words of ``ids`` (a list or 1-d tensor): stops at ``EOS``, skips ``PAD`` and ``BOS``."""
         if isinstance(ids, torch.Tensor) and ids.dim() != 1:
             raise ValueError(f"decode takes one row of ids, got a tensor of shape {tuple(ids.shape)}")
+        ids = ids.tolist() if isinstance(ids, torch.Tensor) else list(ids)
+        size = len(self.itos)
+        bad = [i for i in ids if isinstance(i, bool) or not isinstance(i, numbers.Integral) or not 0 <= i < size]
+        if bad:
+            raise ValueError(f"decode takes one row of integer ids in [0, {size}), got {bad[:5]}")
         words = []
-        for i in ids.tolist() if isinstance(ids, torch.Tensor) else ids:
+        for i in ids:
             if i == EOS:
                 break
             if i not in (PAD, BOS):
@@ -205,7 +213,7 @@ def read_corpus(
     if not path.is_file():
         raise ValueError(f"{path} is not a file (a corpus file holds one sentence per line)")
     try:
-        with open(path, encoding="utf-8") as f:
+        with open(path, encoding="utf-8-sig") as f:  # a leading byte-order mark is not part of the first word
             return _parse_lines(f, path, max_length, long_lines, lowercase)
     except UnicodeDecodeError:
         raise ValueError(_not_utf8(path)) from None
@@ -218,7 +226,7 @@ def _not_utf8(path: Path) -> str:
     try:
         data.decode("utf-8")
     except UnicodeDecodeError as error:
-        before = data[: error.start].decode("utf-8").replace("\r\n", "\n").replace("\r", "\n")
+        before = data[: error.start].decode("utf-8-sig").replace("\r\n", "\n").replace("\r", "\n")
         line, column = before.count("\n") + 1, len(before) - (before.rfind("\n") + 1) + 1
         return (
             f"{path} is not UTF-8 text: line {line}, character {column} is the byte 0x{data[error.start]:02x} "
@@ -375,6 +383,9 @@ def encode_corpus(
     missing = [s for s in ("train", "valid", "test") if s not in splits]
     if missing:
         raise ValueError(f"splits must hold 'train', 'valid' and 'test'; missing {missing}")
+    if max_vocab is not None and max_vocab < len(SPECIALS):  # the command line's --max-vocab
+        specials = ", ".join(SPECIALS)
+        raise ValueError(f"max_vocab must be at least {len(SPECIALS)} (the specials {specials}), got {max_vocab}")
     vocab = Vocabulary.build(splits["train"], max_size=max_vocab, min_count=min_count)
     oov = {s: _count_oov(splits[s], vocab) for s in ("train", "valid", "test")}
     if oov["valid"] or oov["test"]:
