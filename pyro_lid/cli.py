@@ -142,7 +142,7 @@ def _compare_text(args) -> int:
     flag = _given(args, IMAGE_ONLY_FLAGS, unset=(None, 1))  # --devices and --num-nodes default to 1
     if flag:
         raise ValueError(f"{flag} applies to images, not to text")
-    dataset = args.corpus if args.corpus is not None else args.dataset
+    dataset = args.dataset if args.corpus is None else _corpus_path(args.corpus)
     models = [name for entry in (args.models or default_text_models(dataset)) for name in entry.split(",") if name]
     if models == ["all"]:
         models = list(TEXT_METHODS)
@@ -163,6 +163,17 @@ def _compare_text(args) -> int:
     print(format_text_results(rows))
     print(f"\n{dataset}: {options}; total {time.perf_counter() - start:.0f} s")
     return 0
+
+
+def _corpus_path(corpus: str) -> str:
+    """``--corpus``'s value as a path the harness cannot take for a built-in data set: a folder or file named
+    ``yahoo`` (or ``ptb``, ``mnist``...) in the working directory becomes ``./yahoo``."""
+    import os
+
+    from .data.text import TEXT_DATASETS
+    from .experiments.image_comparison import IMAGE_DATASETS
+
+    return os.path.join(os.curdir, corpus) if corpus in (*TEXT_DATASETS, *IMAGE_DATASETS) else corpus
 
 
 def _study(args) -> int:
@@ -479,7 +490,8 @@ def build_parser() -> argparse.ArgumentParser:
         "(PYRO_LID_YAHOO)",
     )
     compare.add_argument("--corpus", default=None, help="text: a folder with train.txt, valid.txt, test.txt, or one "
-                         "file (one sentence per line) split 80/10/10 the same way for every --seed")  # fmt: skip
+                         "file (one sentence per line) split 80/10/10 the same way for every --seed; always a "
+                         "path: --corpus yahoo reads ./yahoo, not the built-in Yahoo")  # fmt: skip
     compare.add_argument("--root", default=None, help="mnist, fashion-mnist: folder with the IDX files (default: "
                          "system-wide copies); yahoo: the folder with val.txt and test.txt")  # fmt: skip
     compare.add_argument(

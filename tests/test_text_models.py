@@ -492,6 +492,25 @@ def test_text_defaults_are_the_recommended_lidsvae_on_real_corpora_and_the_plain
     assert harness.default_text_models("ptb") == tuple(real)
 
 
+def test_corpus_names_a_path_even_where_it_spells_a_built_in_data_set(tmp_path, monkeypatch):
+    """``--corpus yahoo`` with a folder ./yahoo reads that folder, never the built-in Yahoo loader."""
+    import pyro_lid.experiments.text_comparison as harness
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PYRO_LID_YAHOO", str(tmp_path / "no-yahoo-here"))
+    for name in ("yahoo", "ptb", "synthetic-text", "mnist"):
+        (tmp_path / name).mkdir()
+        for split in ("train", "valid", "test"):
+            (tmp_path / name / f"{split}.txt").write_text(f"{split} words of {name}\nmore {split} words\n")
+    seen = []
+    monkeypatch.setattr(harness, "run_text_comparison", lambda dataset, models, **kw: seen.append(dataset) or [])
+    for name in ("yahoo", "ptb", "synthetic-text", "mnist"):
+        assert main(["compare", "--corpus", name, "--models", "lstm_vae"]) == 0
+        corpus = harness.load_text_data(seen[-1])
+        assert f"train words of {name}".split() == corpus.vocab.decode(corpus.train[0]), (name, seen[-1])
+        assert corpus.test.shape[0] == 2
+
+
 # ------------------------------------------------------------------ 3. collapse on synthetic text (codes known)
 def test_on_synthetic_text_the_lstm_vae_collapses_and_lidsvae_keeps_its_units_at_the_same_budget():
     from pyro_lid.diagnostics import collapse_report
