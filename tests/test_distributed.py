@@ -83,6 +83,8 @@ CASES = {
     "vae-standard": (FixedNoiseVAE, {"strategy": "standard", "epochs": 2}),
     "vae-standard-adam": (FixedNoiseVAE, {"strategy": "standard", "epochs": 2, "optimizer": "adam", "lr": 1e-2}),
     "vae-lagging": (FixedNoiseVAE, {"strategy": "lagging", "epochs": 1}),
+    # batches of rows of similar length: every process shards the same bucketed global batches
+    "vae-length-buckets": (FixedNoiseVAE, {"strategy": "standard", "epochs": 2, "bucket_lengths": torch.arange(N) % 5}),
     "lidvae-standard": (FixedNoiseLIDVAE, {"strategy": "standard", "epochs": 2}),
     "lidvae-lagging": (FixedNoiseLIDVAE, {"strategy": "lagging", "epochs": 1}),
 }

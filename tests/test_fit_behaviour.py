@@ -416,3 +416,66 @@ def test_resume_keeps_the_lr_multipliers_and_refuses_other_ones(tmp_path):
         assert torch.equal(value, resumed.state_dict()[key]), key
     with pytest.raises(CheckpointError, match="lr_multipliers"):
         fit(resumed, train, epochs=3, checkpoint=checkpoint, resume=True, **{**options, "lr_multipliers": None})
+
+
+# ------------------------------------------------------------------ length buckets
+def coded_rows(n):
+    """``n`` distinct binary rows of 12 pixels: row ``i`` is ``i`` in binary, so a batch names its rows."""
+    return ((torch.arange(n)[:, None] >> torch.arange(11, -1, -1)) & 1).float()
+
+
+def rows_of(x):
+    return (x.long() * 2 ** torch.arange(11, -1, -1)).sum(1).tolist()
+
+
+def test_length_buckets_train_every_row_once_per_epoch_in_fresh_batches_of_similar_length():
+    n, batch, seed = 200, 10, 1
+    lengths = torch.randint(1, 41, (n,), generator=torch.Generator().manual_seed(0))
+    batches = {}
+    for bucketed in (False, True):
+        model = WatchedVAE(12, 2, **SMALL)
+        fit(model, coded_rows(n), epochs=2, batch_size=batch, seed=seed, progress=False,
+            bucket_lengths=lengths if bucketed else None)  # fmt: skip
+        batches[bucketed] = [rows_of(call["x"]) for call in model.calls]
+    for order in batches.values():
+        epochs = order[: n // batch], order[n // batch :]
+        assert [sorted(sum(e, [])) for e in epochs] == [list(range(n))] * 2  # every row once per epoch
+        assert epochs[0] != epochs[1]  # a fresh order each epoch
+    # without buckets: the plain permutation of before, drawn from the seed and the epoch
+    plain = torch.cat([torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100003 + e)) for e in (0, 1)])
+    assert sum(batches[False], []) == plain.tolist()
+
+    def padding(order):  # what the batches, each padded to its longest row, carry
+        return sum(int((lengths[b].max() - lengths[b]).sum()) for b in map(torch.tensor, order))
+
+    assert padding(batches[True]) < padding(batches[False]) / 5, (padding(batches[True]), padding(batches[False]))
+
+
+def test_length_buckets_are_part_of_what_a_resume_must_share(tmp_path):
+    from pyro_lid.infer.checkpoints import CheckpointError
+
+    train, lengths = coded_rows(60), torch.arange(60) % 7
+    checkpoint = tmp_path / "run.pt"
+    options = dict(batch_size=20, progress=False, checkpoint=checkpoint)
+    fit(VAE(12, 2, **SMALL), train, epochs=1, bucket_lengths=lengths, **options)
+    for other in (None, lengths.flip(0)):
+        with pytest.raises(CheckpointError, match="bucket_lengths"):
+            fit(VAE(12, 2, **SMALL), train, epochs=2, resume=True, bucket_lengths=other, **options)
+    fit(VAE(12, 2, **SMALL), train, epochs=2, resume=True, bucket_lengths=lengths.tolist(), **options)  # a list too
+
+
+@pytest.mark.parametrize(
+    "lengths, match",
+    [
+        (torch.ones(59, dtype=torch.long), r"one length per training row: shape \(60,\), got \(59,\)"),
+        (torch.ones(60, 2, dtype=torch.long), r"shape \(60,\), got \(60, 2\)"),
+        (torch.full((60,), 2.5), "must be integers .*, got torch.float32"),
+        (torch.arange(60) - 3, "must be >= 0, got -3 at row 0"),
+    ],
+)
+def test_fit_refuses_bucket_lengths_that_do_not_describe_the_rows(lengths, match):
+    model = VAE(12, 2, **SMALL)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(ValueError, match=match):
+        fit(model, coded_rows(60), epochs=1, batch_size=20, progress=False, bucket_lengths=lengths)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())

@@ -108,8 +108,9 @@ def _straight_and_resumed(tmp_path, interrupt_at, epochs=3, resume_callbacks=(),
 
 
 #: Every recipe whose epoch start or running state a resume must not repeat or lose.
-RECIPES = [("standard", {"kl_schedule": "linear"}), ("lagging", {}), ("standard", {"pretrain_epochs": 1})]
-RECIPE_IDS = ["standard-with-kl-warmup", "lagging", "pretraining"]
+RECIPES = [("standard", {"kl_schedule": "linear"}), ("lagging", {}), ("standard", {"pretrain_epochs": 1}),
+           ("standard", {"bucket_lengths": torch.arange(100) % 7})]  # fmt: skip
+RECIPE_IDS = ["standard-with-kl-warmup", "lagging", "pretraining", "length-buckets"]
 
 
 def _assert_same(straight, straight_history, resumed, resumed_history):

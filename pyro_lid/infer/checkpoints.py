@@ -246,6 +246,7 @@ def training_config(
     lr_multipliers=None,
     strategy_settings: dict | None = None,
     precision: str | None = None,
+    bucket_lengths: torch.Tensor | None = None,
 ) -> dict:
     """What a resumed run must share with the run that wrote the checkpoint (see the module's description).
 
@@ -256,12 +257,16 @@ def training_config(
     :param strategy_settings: a strategy instance's settings that differ from its class's defaults
         (:func:`strategy_settings`), recorded only when there are any: ``strategy`` alone is a class name.
     :param precision: Lightning's precision, recorded only when it is not the default ``"32-true"``.
+    :param bucket_lengths: ``fit``'s per-row lengths that order the mini-batches, recorded (as a fingerprint) only
+        when given.
     """
     multipliers = {"lr_multipliers": {str(k): float(v) for k, v in lr_multipliers.items()}} if lr_multipliers else {}
     if strategy_settings:
         multipliers["strategy_settings"] = dict(strategy_settings)
     if precision is not None and str(precision) not in ("32-true", "32"):
         multipliers["precision"] = str(precision)
+    if bucket_lengths is not None:
+        multipliers["bucket_lengths"] = data_fingerprint(bucket_lengths)
     loss_config = _scalars(loss, _NOT_LOSS_CONFIG)
     if loss_config.get("per_point") is False:  # recorded only when set, as the entries above: checkpoints
         del loss_config["per_point"]  # written before FreeBitsELBO had the option resume

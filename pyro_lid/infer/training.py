@@ -29,7 +29,13 @@ from .engine.callbacks import (
     make_loggers,
 )
 from .engine.callbacks.validation import evaluate as _validate
-from .engine.checks import check_checkpoint_interval, check_fit_arguments, check_sharding, optimizer_class
+from .engine.checks import (
+    check_bucket_lengths,
+    check_checkpoint_interval,
+    check_fit_arguments,
+    check_sharding,
+    optimizer_class,
+)
 from .engine.first_process import FirstProcessFailed
 from .engine.history import History, TrainingDiverged
 from .engine.launch import make_fabric, quiet_lightning, train_in_process
@@ -79,6 +85,7 @@ def fit(
     callbacks=(),
     track_batch_kl: bool = False,
     stop_signals=DEFAULT_STOP_SIGNALS,
+    bucket_lengths=None,
 ) -> History:
     """Train ``model`` (with ``model.model`` / ``model.guide``) by SVI and return its :class:`History`.
 
@@ -149,6 +156,12 @@ def fit(
         raised (:mod:`~pyro_lid.infer.engine.stop_signals`); a second signal stops at once. Default
         ``("SIGINT", "SIGTERM")``: Ctrl-C, and a scheduler's preemption or time limit (add ``"SIGUSR1"`` for
         SLURM's ``--signal=USR1@120``).
+    :param bucket_lengths: a length per training row (text: :func:`pyro_lid.data.sentence_lengths` of
+        ``train_data``): each epoch's mini-batches then gather rows of similar length
+        (:func:`pyro_lid.data.bucket_order`: shuffled, sorted by length within chunks of 50 batches, the full
+        batches shuffled), so that a batch of sentences carries less padding, which the text models trim off;
+        still every row once per epoch, and a fresh order each epoch. ``None``: a plain random permutation.
+        Recorded in the checkpoint's configuration (a resume must bucket alike).
     :raises TrainingDiverged: when the loss becomes NaN or infinite (the last good checkpoint is kept).
     :raises TrainingInterrupted: when one of ``stop_signals`` arrived (a ``KeyboardInterrupt``).
     :raises FirstProcessFailed: on the other processes of a data-parallel run, when the first process failed in
@@ -165,6 +178,7 @@ def fit(
         raise ValueError(f"lr must be a finite number > 0, got {lr!r}")
     resolve_lr_multipliers(model, lr_multipliers)  # refused here, before any training
     check_checkpoint_interval(checkpoint, checkpoint_every_n_steps, checkpoint_every_seconds)
+    bucket_lengths = check_bucket_lengths(bucket_lengths, train_data.shape[0])
     stop_signals = resolve_stop_signals(stop_signals)
     config = None
     if checkpoint is not None:  # what a resumed run must share with this one (the data's fingerprints too)
@@ -176,7 +190,7 @@ def fit(
             kl_schedule=make_schedule(kl_schedule), free_bits=free_bits, dynamic_binarization=dynamic_binarization,
             seed=seed, strategy=strategy if isinstance(strategy, str) else type(strategy).__name__,
             pretrain_epochs=pretrain_epochs, lr_multipliers=lr_multipliers,
-            strategy_settings=strategy_settings(strategy), precision=precision,
+            strategy_settings=strategy_settings(strategy), precision=precision, bucket_lengths=bucket_lengths,
         )  # fmt: skip
     loggers = make_loggers(logger, log_dir)
     with quiet_lightning(devices == 1 and num_nodes == 1):
@@ -206,7 +220,7 @@ def fit(
         lr_multipliers=lr_multipliers,
         clip_args={"clip_norm": clip_norm} if clip_norm is not None else None,
         dynamic_binarization=dynamic_binarization, progress=progress, autocast=str(precision).endswith("-mixed"),
-        stop_signals=stop_signals,
+        stop_signals=stop_signals, bucket_lengths=bucket_lengths,
     )  # fmt: skip
     with quiet_lightning(fabric.world_size == 1):
         history, state = fabric.launch(train_in_process, model, train_data, loop_options, checkpoint, resume, config)

@@ -94,6 +94,23 @@ def check_fit_arguments(model, train_data, val_data, *, epochs, batch_size, opti
     return train_data
 
 
+def check_bucket_lengths(bucket_lengths, num_rows: int) -> torch.Tensor | None:
+    """``bucket_lengths`` as a ``(num_rows,)`` integer tensor of lengths >= 0 (``None`` stays ``None``), or a
+    ``ValueError`` naming what is wrong: one length per training row, whole numbers, none negative."""
+    if bucket_lengths is None:
+        return None
+    lengths = torch.as_tensor(bucket_lengths)
+    if lengths.shape != (num_rows,):
+        raise ValueError(
+            f"bucket_lengths needs one length per training row: shape ({num_rows},), got {tuple(lengths.shape)}"
+        )
+    if lengths.is_floating_point() or lengths.is_complex() or lengths.dtype == torch.bool:
+        raise ValueError(f"bucket_lengths must be integers (e.g. pyro_lid.data.sentence_lengths), got {lengths.dtype}")
+    if num_rows and lengths.min() < 0:
+        raise ValueError(f"bucket_lengths must be >= 0, got {int(lengths.min())} at row {int(lengths.argmin())}")
+    return lengths.to(torch.long).cpu()
+
+
 def check_sharding(num_data: int, batch_size: int, world_size: int) -> None:
     """Every process needs data in every step: the global batch, and the last one, must split ``world_size`` ways."""
     last = num_data % batch_size

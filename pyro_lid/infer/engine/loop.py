@@ -36,6 +36,7 @@ import torch
 from pyro.optim import PyroOptim
 
 from ..._progress import progress_bar
+from ...data.text import bucket_order
 from ..aggressive import ParamSubsetOptim
 from ..checkpoints import CheckpointError
 from ..param_scope import set_aside_param_store
@@ -57,6 +58,8 @@ class TrainingLoop:
     :param elbo: the objective (a callback such as :class:`~.callbacks.FreeBits` may replace it in ``setup``).
     :param autocast: evaluate the ELBO under ``fabric.autocast()`` (mixed precision).
     :param stop_signals: the signals that stop training after a finished step (:class:`StopSignals`).
+    :param bucket_lengths: a length per training row: each epoch's order is :func:`~pyro_lid.data.bucket_order`'s
+        (batches of rows of similar length) instead of a plain permutation.
     """
 
     def __init__(
@@ -79,8 +82,10 @@ class TrainingLoop:
         progress: bool | None = None,
         autocast: bool = False,
         stop_signals=DEFAULT_STOP_SIGNALS,
+        bucket_lengths: torch.Tensor | None = None,
     ):
         self.fabric, self.model, self.train_data = fabric, model, train_data
+        self.bucket_lengths = bucket_lengths
         self.strategy, self.callbacks = strategy, list(callbacks)
         self.epochs, self.batch_size, self.elbo, self.seed = epochs, batch_size, elbo, seed
         self.optimizer, self.optim_args, self.clip_args = optimizer, optim_args or {"lr": 1e-3}, clip_args or None
@@ -225,6 +230,12 @@ class TrainingLoop:
         x = self.train_data[idx].to(self.device)
         return torch.bernoulli(x) if self.dynamic_binarization else x
 
+    def _order(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        """The epoch's permutation of the ``n`` training rows, drawn from ``generator`` (seeded by the epoch)."""
+        if self.bucket_lengths is None:
+            return torch.randperm(n, generator=generator)
+        return bucket_order(self.bucket_lengths, self.batch_size, generator)
+
     def _run_epoch(self, epoch: int) -> None:
         started = time.perf_counter()
         model, strategy, n, steps = self.model, self.strategy, self.num_data, self.steps_per_epoch
@@ -236,7 +247,7 @@ class TrainingLoop:
         partial = self.epoch_partial
         earlier_seconds = partial["seconds"]
         # the same permutation on every process: each takes its shard of the same global batches
-        order = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed * 100003 + epoch))
+        order = self._order(n, torch.Generator().manual_seed(self.seed * 100003 + epoch))
         bar = progress_bar(
             range(first, steps), self.progress if self.is_global_zero else False,
             desc=f"epoch {epoch + 1}/{self.epochs}", total=steps, initial=first,
