@@ -567,3 +567,16 @@ def test_the_length_bucket_benchmark_runs_and_its_buckets_carry_less_padding():
     shares = dict(re.findall(r"^\| (plain|buckets) \| ([0-9.]+) \|", result.stdout, flags=re.M))
     assert float(shares["buckets"]) < float(shares["plain"]) / 2, result.stdout
     assert "ratio buckets / plain: " in result.stdout
+
+
+def test_the_progress_bar_shows_the_tokens_per_second_of_the_steps_so_far(capsys):
+    from pyro_lid.experiments.text_comparison import TokenRate
+
+    corpus = synthetic_text(96, vocab_size=20, latent_dim=2, max_length=10, seed=0)[0]
+    total = int(sentence_lengths(corpus.train).sum())
+    rate = TokenRate(total)
+    history = fit(LSTMVAE(len(corpus.vocab), latent_dim=2, embed_dim=8, hidden_dim=8), corpus.train, epochs=2,
+                  batch_size=16, progress=True, callbacks=[rate])  # fmt: skip
+    assert rate._tokens == total  # the words and </s> of every batch of the (last) epoch, counted once
+    assert re.search(r"tokens/s=[0-9]+", capsys.readouterr().err)
+    assert history.records[-1]["tokens_per_second"] == pytest.approx(total / history.records[-1]["seconds"])

@@ -37,7 +37,7 @@ import pyro
 import torch
 
 from .._checks import resolve_device
-from ..data.text import TEXT_DATASETS, load_text, sentence_lengths
+from ..data.text import PAD, TEXT_DATASETS, load_text, sentence_lengths
 from ..diagnostics.code_recovery import posterior_code_recovery
 from ..diagnostics.fixed_posteriors import with_fixed_posteriors
 from ..diagnostics.text import head_information, perplexity, text_report
@@ -174,10 +174,23 @@ def _first_sentences(corpus, num_train=None, num_valid=None, num_test=None):
 
 
 class TokenRate(Callback):
-    """Adds ``tokens_per_second`` (predicted training tokens per second of the epoch) to each record."""
+    """Adds ``tokens_per_second`` (predicted training tokens per second of the epoch) to each record, and shows the
+    rate of the epoch's steps so far in the progress bar (``tokens/s``: the batches' words and ``</s>`` over the
+    seconds their steps took)."""
 
     def __init__(self, tokens: int):
         self.tokens = tokens
+        self._epoch, self._tokens, self._seconds, self._started = None, 0, 0.0, 0.0
+
+    def on_train_step_start(self, loop, epoch: int, step: int) -> None:
+        if epoch != self._epoch:
+            self._epoch, self._tokens, self._seconds = epoch, 0, 0.0
+        self._started = time.perf_counter()
+
+    def on_train_step_end(self, loop, epoch: int, step: int, x) -> None:
+        self._seconds += time.perf_counter() - self._started
+        self._tokens += int((x != PAD).sum()) - x.shape[0]  # every token but <s> is predicted
+        loop.progress_fields["tokens/s"] = f"{self._tokens / self._seconds:.0f}"
 
     def on_train_epoch_end(self, loop, epoch: int, record: dict) -> None:
         record["tokens_per_second"] = self.tokens / record["seconds"] if record["seconds"] > 0 else float("nan")

@@ -102,6 +102,7 @@ class TrainingLoop:
         self.last_checkpoint = None  # where the newest checkpoint stands, in words (for TrainingDiverged)
         self.stop = StopSignals(stop_signals)
         self.stopping = False  # a stop was asked for: the step's hooks write the checkpoint, then the loop stops
+        self.progress_fields: dict[str, str] = {}  # what step hooks show beside the loss in the progress bar
         model.to(self.device)
         for callback in self.callbacks:
             callback.setup(self)
@@ -277,7 +278,7 @@ class TrainingLoop:
                 hook(self, epoch, step, x)
             if self.stopping:
                 raise self._interrupted()
-            bar.set_postfix(loss=f"{value / n:.2f}")
+            bar.set_postfix(loss=f"{value / n:.2f}", **self.progress_fields)
         record = {
             "epoch": epoch + 1,
             "train_loss": partial["total"] / steps / n,
