@@ -225,6 +225,24 @@ def test_long_lines_are_truncated_with_one_warning_giving_count_and_longest_or_r
     assert read_corpus(path, max_length=7, long_lines="error")[2] == ["x"] * 7
 
 
+def test_a_stray_line_far_longer_than_the_rest_is_named_with_the_padding_it_costs(tmp_path):
+    folder = tmp_path / "c"
+    folder.mkdir()
+    for split in ("valid", "test"):
+        _write(folder / f"{split}.txt", "a b c\n" * 20)
+    _write(folder / "train.txt", "a b c d e\n" * 199 + "w " * 500 + "\n")
+    with pytest.warns(UserWarning, match=re.escape(
+        "c: the longest train sentence has 500 words, 100 times the 99th percentile (5); the split is stored "
+        "padded to it (200 x 502 ids). Pass max_length (--max-length) to truncate such lines"
+    )):  # fmt: skip
+        corpus = load_corpus(folder)
+    assert corpus.train.shape == (200, 502)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # truncated (its own warning, asked for), or a corpus of ordinary lengths
+        _write(folder / "train.txt", "a b c d e\n" * 199 + "w " * 100 + "\n")
+        assert load_corpus(folder).train.shape == (200, 102)  # 100 words: not above the floor of 100
+
+
 def test_lowercase_folds_case_before_the_vocabulary_sees_it(tmp_path):
     path = _write(tmp_path / "c.txt", "The Cat\nthe CAT\n")
     assert read_corpus(path, lowercase=True) == [["the", "cat"]] * 2

@@ -369,6 +369,28 @@ def _count_oov(sentences: Sequence[Sequence[str]], vocab: Vocabulary) -> int:
     return sum(1 for s in sentences for w in s if w != SPECIALS[UNK] and vocab.index(w) == UNK)
 
 
+#: A split's longest sentence is an outlier, worth a warning, when it has more words than this and more than
+#: :data:`OUTLIER_FACTOR` times the split's 99th percentile: the split is stored padded to its longest sentence.
+OUTLIER_WORDS, OUTLIER_FACTOR = 100, 4
+
+
+def _warn_outlier_lengths(splits: dict, name: str) -> None:
+    """Warn, per split, when one line is far longer than nearly all others: every sentence of the split is stored
+    padded to it (``N x (longest + 2)`` ids), which a single stray line can make gigabytes."""
+    for split in ("train", "valid", "test"):
+        lengths = sorted(len(s) for s in splits[split])
+        if not lengths:
+            continue
+        longest, p99 = lengths[-1], lengths[int(0.99 * (len(lengths) - 1))]
+        if longest > OUTLIER_WORDS and longest > OUTLIER_FACTOR * max(p99, 1):
+            warnings.warn(
+                f"{name}: the longest {split} sentence has {longest} words, {longest / max(p99, 1):.0f} times the "
+                f"99th percentile ({p99}); the split is stored padded to it ({len(lengths)} x {longest + 2} ids). "
+                "Pass max_length (--max-length) to truncate such lines",
+                stacklevel=3,
+            )
+
+
 def encode_corpus(
     splits: dict[str, list[list[str]]],
     max_vocab: int | None = None,
@@ -378,7 +400,8 @@ def encode_corpus(
 ) -> TextCorpus:
     """Build the vocabulary from ``splits["train"]`` only and encode the three splits.
 
-    Warns once when the validation or test split holds words the vocabulary lacks (counts in ``oov``).
+    Warns once when the validation or test split holds words the vocabulary lacks (counts in ``oov``), and once
+    per split whose longest sentence is an outlier (:func:`_warn_outlier_lengths`).
     """
     missing = [s for s in ("train", "valid", "test") if s not in splits]
     if missing:
@@ -386,6 +409,7 @@ def encode_corpus(
     if max_vocab is not None and max_vocab < len(SPECIALS):  # the command line's --max-vocab
         specials = ", ".join(SPECIALS)
         raise ValueError(f"max_vocab must be at least {len(SPECIALS)} (the specials {specials}), got {max_vocab}")
+    _warn_outlier_lengths(splits, name)
     vocab = Vocabulary.build(splits["train"], max_size=max_vocab, min_count=min_count)
     oov = {s: _count_oov(splits[s], vocab) for s in ("train", "valid", "test")}
     if oov["valid"] or oov["test"]:
