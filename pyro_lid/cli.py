@@ -409,7 +409,8 @@ REFINE_CHECKPOINT_HELP = (
 
 BUCKET_HELP = (
     "text: train on mini-batches of sentences of similar length (less padding, faster epochs; batches no longer "
-    "independent draws); part of the protocol, so its rows are not compared with unbucketed ones"
+    "independent draws; Lagging's inner encoder steps still draw theirs at random); part of the protocol, so its "
+    "rows are not compared with unbucketed ones"
 )
 
 

@@ -3,6 +3,7 @@
 import itertools
 import math
 
+import numpy as np
 import pyro
 import pyro.distributions as dist
 import pytest
@@ -347,9 +348,11 @@ def test_decoding_refuses_bad_arguments_naming_them(cls):
         for decode in (model.greedy, model.sample_text, lambda z: model.beam_search(z, 2)):
             with pytest.raises(ValueError, match=r"finite z; got 1 NaN or infinite entries of 9"):
                 decode(torch.cat([z, torch.tensor([[bad, 0.0, 0.0]], dtype=F64)]))
-    for temperature in (0, -1.0, float("inf"), float("nan"), "1", True):
+    for temperature in (0, -1.0, float("inf"), float("nan"), "1", True, torch.ones(2)):
         with pytest.raises(ValueError, match="temperature must be a finite number > 0"):
             model.sample_text(z, temperature=temperature)
+    for temperature in (np.float32(0.5), torch.tensor(0.5), 2):  # numbers of other kinds are fine
+        assert_valid_layout(model.sample_text(z, temperature=temperature))
     for beam_size in (0, 1.5, True):
         with pytest.raises(ValueError, match="beam_size must be an integer >= 1"):
             model.beam_search(z, beam_size)

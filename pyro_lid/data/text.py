@@ -386,7 +386,7 @@ def _warn_outlier_lengths(splits: dict, name: str) -> None:
             warnings.warn(
                 f"{name}: the longest {split} sentence has {longest} words, {longest / max(p99, 1):.0f} times the "
                 f"99th percentile ({p99}); the split is stored padded to it ({len(lengths)} x {longest + 2} ids). "
-                "Pass max_length (--max-length) to truncate such lines",
+                "Pass a max_length (--max-length) below it to truncate such lines",
                 stacklevel=3,
             )
 
@@ -427,22 +427,25 @@ def bucket_order(
 ) -> torch.Tensor:
     """A permutation of ``range(N)`` whose consecutive ``batch_size`` blocks hold sentences of similar length.
 
-    Shuffle; sort by length within chunks of ``chunk_batches * batch_size`` rows; shuffle the order of the
-    full batches (a last partial batch stays last). Less padding per batch, still random across epochs.
+    Shuffle; set aside the ``N % batch_size`` rows of the last partial batch (random rows, not the longest:
+    its rows weigh ``batch_size / (N % batch_size)`` times more in their step); sort the others by length within
+    chunks of ``chunk_batches * batch_size`` rows; shuffle the order of the full batches; the partial batch comes
+    last. Less padding per batch, still random across epochs.
     """
     if batch_size < 1 or chunk_batches < 1:
         raise ValueError(f"batch_size and chunk_batches must be >= 1, got {batch_size}, {chunk_batches}")
     lengths = torch.as_tensor(lengths)
     n = lengths.shape[0]
     order = torch.randperm(n, generator=generator)
-    chunk = batch_size * chunk_batches
-    for start in range(0, n, chunk):
-        part = order[start : start + chunk]
-        order[start : start + chunk] = part[torch.argsort(lengths[part], stable=True)]
     full = n // batch_size * batch_size
-    batches = order[:full].view(-1, batch_size)
+    rows, partial = order[:full], order[full:]
+    chunk = batch_size * chunk_batches
+    for start in range(0, full, chunk):
+        part = rows[start : start + chunk]
+        rows[start : start + chunk] = part[torch.argsort(lengths[part], stable=True)]
+    batches = rows.view(-1, batch_size)
     batches = batches[torch.randperm(batches.shape[0], generator=generator)]
-    return torch.cat([batches.reshape(-1), order[full:]])
+    return torch.cat([batches.reshape(-1), partial])
 
 
 # ------------------------------------------------------------------ corpora

@@ -37,7 +37,7 @@ import pyro
 import torch
 
 from .._checks import resolve_device
-from ..data.text import PAD, TEXT_DATASETS, load_text, sentence_lengths
+from ..data.text import TEXT_DATASETS, load_text, sentence_lengths
 from ..diagnostics.code_recovery import posterior_code_recovery
 from ..diagnostics.fixed_posteriors import with_fixed_posteriors
 from ..diagnostics.text import head_information, perplexity, text_report
@@ -175,8 +175,9 @@ def _first_sentences(corpus, num_train=None, num_valid=None, num_test=None):
 
 class TokenRate(Callback):
     """Adds ``tokens_per_second`` (predicted training tokens per second of the epoch) to each record, and shows the
-    rate of the epoch's steps so far in the progress bar (``tokens/s``: the batches' words and ``</s>`` over the
-    seconds their steps took)."""
+    rate of the epoch's steps so far in the progress bar (``tokens/s``: the words and ``</s>`` of this process's
+    mini-batches over the seconds their steps took; a Lagging step's inner encoder steps count in its seconds,
+    not in its tokens)."""
 
     def __init__(self, tokens: int):
         self.tokens = tokens
@@ -189,7 +190,7 @@ class TokenRate(Callback):
 
     def on_train_step_end(self, loop, epoch: int, step: int, x) -> None:
         self._seconds += time.perf_counter() - self._started
-        self._tokens += int((x != PAD).sum()) - x.shape[0]  # every token but <s> is predicted
+        self._tokens += int(sentence_lengths(x).sum())
         loop.progress_fields["tokens/s"] = f"{self._tokens / self._seconds:.0f}"
 
     def on_train_epoch_end(self, loop, epoch: int, record: dict) -> None:
@@ -258,7 +259,8 @@ def run_text_comparison(
         Refused, before any data are loaded, when no model refines end to end.
     :param bucket_by_length: every model trains on mini-batches of sentences of similar length
         (``fit(bucket_lengths=sentence_lengths(train))``), which carry less padding: faster epochs, batches that are
-        no longer independent draws. Part of the protocol (its rows are not compared with unbucketed ones).
+        no longer independent draws (Lagging's inner encoder steps still draw theirs at random). Part of the
+        protocol (its rows are not compared with unbucketed ones).
     """
     models = list(default_text_models(dataset) if models is None else models)
     if language_model and LM not in models:

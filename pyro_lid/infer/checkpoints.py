@@ -13,7 +13,7 @@ checkpoint: the model (class, scalar hyper-parameters such as ``beta``, likeliho
 signature of its parameters' names and shapes), the options that change training
 (``batch_size``, ``optimizer``, ``lr``, ``clip_norm``, the loss, ``kl_schedule``, ``free_bits``,
 ``dynamic_binarization``, ``seed``, ``strategy`` with an instance's non-default settings,
-``pretrain_epochs``, ``precision`` when not the default) and a fingerprint of the
+``pretrain_epochs``, ``precision`` when not the default, ``bucket_lengths`` when given) and a fingerprint of the
 training and validation data (:func:`data_fingerprint`). On resume :func:`check_resumable`
 refuses any difference, naming each differing entry with both values.
 

@@ -679,9 +679,13 @@ class LSTMVAE(VAE):
 
     def sample_text(self, z: torch.Tensor, max_length: int | None = None, temperature: float = 1.0) -> torch.Tensor:
         """Ancestral samples from :math:`p(x\\mid z)` with logits divided by ``temperature`` (> 0)."""
-        if not is_positive_number(temperature):
+        try:  # a Python, NumPy or one-element torch number; not a bool or a string
+            value = None if isinstance(temperature, (bool, str)) else float(temperature)
+        except (TypeError, ValueError, RuntimeError):
+            value = None
+        if not is_positive_number(value):
             raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
-        length, choose = self._length(max_length), _sampled_choice(float(temperature))
+        length, choose = self._length(max_length), _sampled_choice(value)
         return self._decode(z, lambda rows, n: self.decoder.generate(rows, n, length, choose)[0])
 
     def beam_search(self, z: torch.Tensor, beam_size: int = 5, max_length: int | None = None) -> torch.Tensor:
